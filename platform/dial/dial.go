@@ -1,0 +1,67 @@
+// Package dial is the client side of package serve: one way to open a gRPC
+// connection to another Hangar service, with TLS, trace propagation and
+// keepalives that the servers accept.
+package dial
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hangar-dev/hangar/platform/telemetry"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Keepalive parameters of every connection: a ping after KeepaliveTime
+// without activity, even with no RPC open (so that an idle executor notices
+// a dead gateway), and the connection closed if no answer comes within
+// KeepaliveTimeout. KeepaliveTime respects serve.MinClientPingInterval.
+const (
+	KeepaliveTime    = 20 * time.Second
+	KeepaliveTimeout = 10 * time.Second
+)
+
+// Dial returns a client connection to target (a gRPC target such as
+// "gateway:7443" or "dns:///gateway:7443"). The connection is made lazily,
+// on the first RPC.
+//
+// tlsConf secures the connection (see tlsconfig.ClientConfig); nil means
+// plaintext. tel traces each RPC with a client span and propagates the
+// caller's trace context; with a nil tel no span is recorded, but the trace
+// context of the caller's ctx still travels to the server. opts come last
+// and so override the defaults.
+func Dial(target string, tlsConf *tls.Config, tel *telemetry.Telemetry, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	if target == "" {
+		return nil, errors.New("dial: empty target")
+	}
+	creds := insecure.NewCredentials()
+	if tlsConf != nil {
+		creds = credentials.NewTLS(tlsConf)
+	}
+	all := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(
+			otelgrpc.WithTracerProvider(tel.TracerProvider()),
+			otelgrpc.WithPropagators(tel.Propagator()),
+			otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()),
+			otelgrpc.WithFilter(filters.Not(filters.ServicePrefix("grpc.health."))),
+		)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                KeepaliveTime,
+			Timeout:             KeepaliveTimeout,
+			PermitWithoutStream: true,
+		}),
+	}, opts...)
+	conn, err := grpc.NewClient(target, all...)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", target, err)
+	}
+	return conn, nil
+}
