@@ -29,6 +29,12 @@ type command struct {
 // commands lists every sub-command. Add a line here for a new one.
 var commands = []command{
 	// {name: "keygen", summary: "make the pool's RSA-4096 key and CSR", run: runKeygen},
+	{name: "keygen", summary: "make the pool's RSA-4096 key and CSR", run: runKeygen},
+	{name: "ca init", summary: "create the control plane's CA, broker and signing keys", run: runCAInit},
+	{name: "pool create", summary: "sign a pool's CSR and print its token", run: runPoolCreate},
+	{name: "pool token", summary: "print a pool's token again", run: runPoolToken},
+	{name: "pool list", summary: "list the pools", run: runPoolList},
+	{name: "broker", summary: "run the embedded MQTT broker (or write a Mosquitto config)", run: runBroker},
 }
 
 // errUsage marks an error caused by bad arguments: exit code 2.

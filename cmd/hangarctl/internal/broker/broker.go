@@ -1,0 +1,165 @@
+// Package broker runs Hangar's embedded MQTT broker: a mochi-mqtt server with one
+// mutual-TLS listener, identities taken from verified client certificates, and the
+// per-pool topic rules of hangar.event.v1:
+//
+//   - the control plane (certificate CN Config.ControlPlaneCN, default
+//     "hangar-control-plane") may publish and subscribe to anything under hangar/;
+//   - a pool (certificate CN = pool id) may subscribe only to
+//     hangar/pools/{id}/runs and hangar/pools/{id}/commands, also as shared
+//     subscriptions ($share/{group}/hangar/pools/{id}/runs), and publish only to
+//     hangar/pools/{id}/events and hangar/pools/{id}/heartbeats; its Last Will must
+//     go to one of these, or the connection is refused.
+//
+// A refused subscription gets the failure return code 0x80 (MQTT 3.1.1; 0x87 for
+// MQTT 5). A refused publication is acknowledged and dropped, as Mosquitto does,
+// so a misbehaving client is not disconnected into a resend loop. The MQTT
+// username and password are ignored. A client id already used by a session of
+// another identity is refused, so that a pool cannot take over another's session.
+//
+// The same rules, for Mosquitto, are written by package mosquitto.
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage/pebble"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// Config configures the embedded broker.
+type Config struct {
+	// Addr is the host:port to listen on, e.g. "127.0.0.1:8883"; port 0 picks a
+	// free port (see Broker.Addr).
+	Addr string
+	// TLS is the listener's configuration: a server certificate, and ClientAuth
+	// tls.RequireAndVerifyClientCert with ClientCAs. Required.
+	TLS *tls.Config
+	// DataDir keeps sessions (subscriptions and queued messages) in a pebble
+	// database in this directory, so they survive a restart. Empty: in memory.
+	DataDir string
+	// Logger receives the broker's logs; nil discards them. Mochi's per-connection
+	// warnings (every disconnect, every failed handshake) are logged at Debug.
+	Logger *slog.Logger
+	// ControlPlaneCN is the certificate CN of the control plane; empty means
+	// DefaultControlPlaneCN.
+	ControlPlaneCN string
+}
+
+// Broker is a running embedded broker.
+type Broker struct {
+	server    *mqtt.Server
+	addr      string
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start listens on cfg.Addr and serves MQTT over mutual TLS until Close. It
+// returns once the listener accepts connections. ctx bounds only the start-up.
+func Start(ctx context.Context, cfg Config) (*Broker, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("start broker: %w", err)
+	}
+	if cfg.TLS == nil {
+		return nil, errors.New("start broker: a TLS configuration is required")
+	}
+	if cfg.TLS.ClientAuth != tls.RequireAndVerifyClientCert {
+		return nil, errors.New("start broker: the TLS configuration must set ClientAuth to tls.RequireAndVerifyClientCert")
+	}
+	if cfg.Addr == "" {
+		return nil, errors.New("start broker: no listen address")
+	}
+	if cfg.ControlPlaneCN == "" {
+		cfg.ControlPlaneCN = DefaultControlPlaneCN
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	mlog := slog.New(&quietHandler{inner: logger.Handler()}).With("component", "mqtt-broker")
+
+	caps := mqtt.NewDefaultServerCapabilities()
+	server := mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		Logger:       mlog,
+	})
+	hook := &certHook{acl: acl{controlPlaneCN: cfg.ControlPlaneCN}, server: server, log: mlog}
+	if err := server.AddHook(hook, nil); err != nil {
+		return nil, fmt.Errorf("start broker: add auth hook: %w", err)
+	}
+	if cfg.DataDir != "" {
+		if err := server.AddHook(new(pebble.Hook), &pebble.Options{Path: cfg.DataDir, Mode: pebble.Sync}); err != nil {
+			_ = server.Close()
+			return nil, fmt.Errorf("start broker: open session store %s: %w", cfg.DataDir, err)
+		}
+	}
+	tlsCfg := cfg.TLS.Clone()
+	if tlsCfg.MinVersion < tls.VersionTLS12 {
+		tlsCfg.MinVersion = tls.VersionTLS12
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "mqtts", Address: cfg.Addr, TLSConfig: tlsCfg})
+	if err := server.AddListener(l); err != nil {
+		_ = server.Close()
+		return nil, fmt.Errorf("start broker: listen on %s: %w", cfg.Addr, err)
+	}
+	if err := server.Serve(); err != nil {
+		_ = server.Close()
+		return nil, fmt.Errorf("start broker: %w", err)
+	}
+	return &Broker{server: server, addr: l.Address()}, nil
+}
+
+// Addr returns the address the broker listens on, with the actual port.
+func (b *Broker) Addr() string { return b.addr }
+
+// Close disconnects every client, stops listening and closes the session store.
+// Sessions of clients that asked for one are kept in the store. Close may be
+// called more than once.
+func (b *Broker) Close() error {
+	b.closeOnce.Do(func() {
+		if err := b.server.Close(); err != nil {
+			b.closeErr = fmt.Errorf("close broker: %w", err)
+		}
+	})
+	return b.closeErr
+}
+
+// quietHandler demotes mochi's per-connection warnings (a disconnect, a failed
+// TLS handshake, a malformed packet: each logged at WARN) to Debug.
+type quietHandler struct {
+	inner slog.Handler
+}
+
+// Enabled reports whether the inner handler handles level.
+func (h *quietHandler) Enabled(ctx context.Context, level slog.Level) bool {
+	return h.inner.Enabled(ctx, level)
+}
+
+// Handle demotes the noisy records and passes the rest on.
+func (h *quietHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn && (r.Message == "" || r.Message == "error processing packet") {
+		r.Level = slog.LevelDebug
+		if r.Message == "" {
+			r.Message = "client connection ended"
+		}
+		if !h.inner.Enabled(ctx, r.Level) {
+			return nil
+		}
+	}
+	return h.inner.Handle(ctx, r)
+}
+
+// WithAttrs returns a quietHandler around the inner handler with attrs.
+func (h *quietHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &quietHandler{inner: h.inner.WithAttrs(attrs)}
+}
+
+// WithGroup returns a quietHandler around the inner handler with a group.
+func (h *quietHandler) WithGroup(name string) slog.Handler {
+	return &quietHandler{inner: h.inner.WithGroup(name)}
+}

@@ -1,0 +1,346 @@
+package s3server
+
+import (
+	"bufio"
+	"context"
+	"crypto/md5"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rclone/gofakes3"
+)
+
+// dirBackend is a gofakes3.Backend keeping each bucket in a directory and
+// each object in one file: a line of JSON (key, metadata, MD5, time)
+// followed by the body. Files are written to a temporary name and renamed,
+// so an object is replaced atomically. File names are the base64url of the
+// keys, which keeps any key a valid name and lets listing recover the keys.
+type dirBackend struct {
+	dir string
+	mu  sync.RWMutex
+}
+
+// objectHeader is the first line of an object file.
+type objectHeader struct {
+	Key      string            `json:"key"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+	MD5      string            `json:"md5"`
+	Size     int64             `json:"size"`
+	Modified time.Time         `json:"modified"`
+}
+
+var _ gofakes3.Backend = (*dirBackend)(nil)
+
+func newDirBackend(dir string) (*dirBackend, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	return &dirBackend{dir: dir}, nil
+}
+
+func (b *dirBackend) bucketDir(name string) string { return filepath.Join(b.dir, name) }
+
+func (b *dirBackend) objectPath(bucket, key string) string {
+	return filepath.Join(b.bucketDir(bucket), base64.RawURLEncoding.EncodeToString([]byte(key)))
+}
+
+func (b *dirBackend) exists(bucket string) bool {
+	st, err := os.Stat(b.bucketDir(bucket))
+	return err == nil && st.IsDir()
+}
+
+func (b *dirBackend) ListBuckets(context.Context) ([]gofakes3.BucketInfo, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	entries, err := os.ReadDir(b.dir)
+	if err != nil {
+		return nil, fmt.Errorf("list buckets: %w", err)
+	}
+	var out []gofakes3.BucketInfo
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		out = append(out, gofakes3.BucketInfo{Name: e.Name(), CreationDate: gofakes3.NewContentTime(info.ModTime())})
+	}
+	return out, nil
+}
+
+func (b *dirBackend) ListBucket(_ context.Context, name string, prefix *gofakes3.Prefix, page gofakes3.ListBucketPage) (*gofakes3.ObjectList, error) {
+	if prefix == nil {
+		prefix = &gofakes3.Prefix{}
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if !b.exists(name) {
+		return nil, gofakes3.BucketNotFound(name)
+	}
+	entries, err := os.ReadDir(b.bucketDir(name))
+	if err != nil {
+		return nil, fmt.Errorf("list bucket: %w", err)
+	}
+	var keys []string
+	for _, e := range entries {
+		k, err := base64.RawURLEncoding.DecodeString(e.Name())
+		if err != nil || e.IsDir() {
+			continue // temporary files and strays
+		}
+		keys = append(keys, string(k))
+	}
+	slices.Sort(keys)
+
+	list := gofakes3.NewObjectList()
+	var match gofakes3.PrefixMatch
+	var lastPrefix string
+	var count int64
+	for i, key := range keys {
+		if page.Marker != "" && key <= page.Marker {
+			continue
+		}
+		if !prefix.Match(key, &match) {
+			continue
+		}
+		if match.CommonPrefix {
+			if match.MatchedPart == lastPrefix {
+				continue
+			}
+			list.AddPrefix(match.MatchedPart)
+			lastPrefix = match.MatchedPart
+		} else {
+			hdr, err := b.readHeader(name, key)
+			if err != nil {
+				continue // removed meanwhile
+			}
+			list.Add(&gofakes3.Content{
+				Key:          key,
+				LastModified: gofakes3.NewContentTime(hdr.Modified),
+				ETag:         `"` + hdr.MD5 + `"`,
+				Size:         hdr.Size,
+			})
+		}
+		count++
+		if page.MaxKeys > 0 && count >= page.MaxKeys {
+			list.NextMarker = key
+			list.IsTruncated = i < len(keys)-1
+			break
+		}
+	}
+	return list, nil
+}
+
+func (b *dirBackend) CreateBucket(_ context.Context, name string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.exists(name) {
+		return gofakes3.ResourceError(gofakes3.ErrBucketAlreadyExists, name)
+	}
+	if err := os.Mkdir(b.bucketDir(name), 0o750); err != nil {
+		return fmt.Errorf("create bucket: %w", err)
+	}
+	return nil
+}
+
+func (b *dirBackend) BucketExists(_ context.Context, name string) (bool, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.exists(name), nil
+}
+
+func (b *dirBackend) DeleteBucket(_ context.Context, name string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.exists(name) {
+		return gofakes3.ErrNoSuchBucket
+	}
+	entries, err := os.ReadDir(b.bucketDir(name))
+	if err != nil {
+		return fmt.Errorf("delete bucket: %w", err)
+	}
+	if len(entries) > 0 {
+		return gofakes3.ResourceError(gofakes3.ErrBucketNotEmpty, name)
+	}
+	if err := os.Remove(b.bucketDir(name)); err != nil {
+		return fmt.Errorf("delete bucket: %w", err)
+	}
+	return nil
+}
+
+// open opens an object file and reads its header; the returned reader is
+// positioned at the body.
+func (b *dirBackend) open(bucket, key string) (*os.File, *bufio.Reader, objectHeader, error) {
+	var hdr objectHeader
+	if !b.exists(bucket) {
+		return nil, nil, hdr, gofakes3.BucketNotFound(bucket)
+	}
+	f, err := os.Open(b.objectPath(bucket, key))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, hdr, gofakes3.KeyNotFound(key)
+	}
+	if err != nil {
+		return nil, nil, hdr, fmt.Errorf("open object: %w", err)
+	}
+	r := bufio.NewReader(f)
+	line, err := r.ReadBytes('\n')
+	if err == nil {
+		err = json.Unmarshal(line, &hdr)
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, hdr, fmt.Errorf("read object header: %w", err)
+	}
+	return f, r, hdr, nil
+}
+
+func (b *dirBackend) readHeader(bucket, key string) (objectHeader, error) {
+	f, _, hdr, err := b.open(bucket, key)
+	if err != nil {
+		return hdr, err
+	}
+	f.Close()
+	return hdr, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+func (b *dirBackend) object(bucket, key string, rng *gofakes3.ObjectRangeRequest, withBody bool) (*gofakes3.Object, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	f, r, hdr, err := b.open(bucket, key)
+	if err != nil {
+		return nil, err
+	}
+	sum, _ := hex.DecodeString(hdr.MD5)
+	obj := &gofakes3.Object{Name: key, Metadata: hdr.Metadata, Size: hdr.Size, Hash: sum}
+	if !withBody {
+		f.Close()
+		obj.Contents = io.NopCloser(strings.NewReader(""))
+		return obj, nil
+	}
+	rnge, err := rng.Range(hdr.Size)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	var body io.Reader = r
+	if rnge != nil {
+		if _, err := io.CopyN(io.Discard, r, rnge.Start); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("read object: %w", err)
+		}
+		body = io.LimitReader(r, rnge.Length)
+	}
+	obj.Range = rnge
+	obj.Contents = readCloser{Reader: body, Closer: f}
+	return obj, nil
+}
+
+func (b *dirBackend) GetObject(_ context.Context, bucket, key string, rng *gofakes3.ObjectRangeRequest) (*gofakes3.Object, error) {
+	return b.object(bucket, key, rng, true)
+}
+
+func (b *dirBackend) HeadObject(_ context.Context, bucket, key string) (*gofakes3.Object, error) {
+	return b.object(bucket, key, nil, false)
+}
+
+func (b *dirBackend) DeleteObject(_ context.Context, bucket, key string) (gofakes3.ObjectDeleteResult, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return gofakes3.ObjectDeleteResult{}, b.remove(bucket, key)
+}
+
+func (b *dirBackend) remove(bucket, key string) error {
+	if !b.exists(bucket) {
+		return gofakes3.BucketNotFound(bucket)
+	}
+	if err := os.Remove(b.objectPath(bucket, key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete object: %w", err)
+	}
+	return nil
+}
+
+func (b *dirBackend) PutObject(_ context.Context, bucket, key string, meta map[string]string, input io.Reader, size int64) (gofakes3.PutObjectResult, error) {
+	body, err := gofakes3.ReadAll(input, size)
+	if err != nil {
+		return gofakes3.PutObjectResult{}, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.exists(bucket) {
+		return gofakes3.PutObjectResult{}, gofakes3.BucketNotFound(bucket)
+	}
+	sum := md5.Sum(body)
+	hdr, err := json.Marshal(objectHeader{Key: key, Metadata: meta, MD5: hex.EncodeToString(sum[:]),
+		Size: int64(len(body)), Modified: time.Now().UTC()})
+	if err != nil {
+		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
+	}
+	tmp, err := os.CreateTemp(b.bucketDir(bucket), ".tmp-*")
+	if err != nil {
+		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(append(hdr, '\n'))
+	if err == nil {
+		_, err = tmp.Write(body)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), b.objectPath(bucket, key))
+	}
+	if err != nil {
+		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
+	}
+	return gofakes3.PutObjectResult{}, nil
+}
+
+func (b *dirBackend) DeleteMulti(_ context.Context, bucket string, keys ...string) (gofakes3.MultiDeleteResult, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var res gofakes3.MultiDeleteResult
+	if !b.exists(bucket) {
+		return res, gofakes3.BucketNotFound(bucket)
+	}
+	for _, key := range keys {
+		if err := b.remove(bucket, key); err != nil {
+			res.Error = append(res.Error, gofakes3.ErrorResultFromError(err))
+			continue
+		}
+		res.Deleted = append(res.Deleted, gofakes3.ObjectID{Key: key})
+	}
+	return res, nil
+}
+
+func (b *dirBackend) CopyObject(ctx context.Context, srcBucket, srcKey, dstBucket, dstKey string, meta map[string]string) (gofakes3.CopyObjectResult, error) {
+	src, err := b.GetObject(ctx, srcBucket, srcKey, nil)
+	if err != nil {
+		return gofakes3.CopyObjectResult{}, err
+	}
+	defer src.Contents.Close()
+	if _, err := b.PutObject(ctx, dstBucket, dstKey, meta, src.Contents, src.Size); err != nil {
+		return gofakes3.CopyObjectResult{}, err
+	}
+	return gofakes3.CopyObjectResult{ETag: `"` + hex.EncodeToString(src.Hash) + `"`, LastModified: gofakes3.NewContentTime(time.Now())}, nil
+}
