@@ -92,12 +92,12 @@ func Run(ctx context.Context, rt runner.Runtime, job *runner.Job, lim Limits) ru
 	if ctx.Err() == nil {
 		return res
 	}
-	return fromCause(res, context.Cause(ctx), lim)
+	return FromCause(res, context.Cause(ctx), lim)
 }
 
-// fromCause sets the Outcome and Reason of a runtime's Result from the cause of
+// FromCause sets the Outcome and Reason of a runtime's Result from the cause of
 // the job's context.
-func fromCause(res runner.Result, cause error, lim Limits) runner.Result {
+func FromCause(res runner.Result, cause error, lim Limits) runner.Result {
 	switch {
 	case cause == nil:
 		return res

@@ -316,9 +316,9 @@ func TestFromCause(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := fromCause(runtimeRes, tt.cause, lim)
+			res := FromCause(runtimeRes, tt.cause, lim)
 			if res.Outcome != tt.wantOutcome || res.Reason != tt.wantReason || res.ExitCode != 0 {
-				t.Errorf("fromCause(%v) = %+v, want %v %q", tt.cause, res, tt.wantOutcome, tt.wantReason)
+				t.Errorf("FromCause(%v) = %+v, want %v %q", tt.cause, res, tt.wantOutcome, tt.wantReason)
 			}
 		})
 	}

@@ -1,0 +1,179 @@
+// Package app wires the executor: the runtime (Docker or process), the clients
+// of the gateway and logship, the worker that takes runs under leases, and the
+// debug server; and the two-step stop (drain, then cancel).
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
+	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
+	"github.com/hangar-dev/hangar/platform/dial"
+	"github.com/hangar-dev/hangar/platform/serve"
+	"github.com/hangar-dev/hangar/platform/telemetry"
+	"github.com/hangar-dev/hangar/platform/tlsconfig"
+	"github.com/hangar-dev/hangar/services/executor/internal/config"
+	"github.com/hangar-dev/hangar/services/executor/internal/dockerrt"
+	"github.com/hangar-dev/hangar/services/executor/internal/execute"
+	"github.com/hangar-dev/hangar/services/executor/internal/processrt"
+	"github.com/hangar-dev/hangar/services/executor/internal/runner"
+	"github.com/hangar-dev/hangar/services/executor/internal/supervise"
+	"github.com/hangar-dev/hangar/services/executor/internal/worker"
+	"github.com/hangar-dev/hangar/services/executor/internal/workspace"
+)
+
+// Version is reported to the gateway.
+const Version = "0.1.0"
+
+// Signals are the operator's stop requests: the first drains, the second
+// cancels the runs.
+type Signals struct {
+	Drain  <-chan struct{}
+	Cancel <-chan struct{}
+}
+
+// Run runs the executor until it is stopped: after a drain once its runs are
+// done, or after a cancel once they are stopped, or when the control plane
+// cycles the pool.
+func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger) error {
+	reg := telemetry.NewRegistry("executor")
+	tel, err := telemetry.Setup(ctx, cfg.Telemetry)
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(sctx)
+	}()
+
+	rt, err := newRuntime(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+
+	var clientTLS *tls.Config
+	if cfg.TLSCA != "" {
+		if clientTLS, err = tlsconfig.ClientConfigFiles(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, ""); err != nil {
+			return fmt.Errorf("HANGAR_TLS_*: %w", err)
+		}
+	}
+	gwConn, err := dial.Dial(cfg.GatewayAddr, clientTLS, tel)
+	if err != nil {
+		return fmt.Errorf("HANGAR_GATEWAY_ADDR: %w", err)
+	}
+	defer gwConn.Close()
+	lsConn, err := dial.Dial(cfg.LogshipAddr, clientTLS, tel)
+	if err != nil {
+		return fmt.Errorf("HANGAR_LOGSHIP_ADDR: %w", err)
+	}
+	defer lsConn.Close()
+
+	exec := execute.New(execute.Config{
+		Runtime: rt, Logs: logsv1.NewLogServiceClient(lsConn),
+		Workspace:    workspace.Options{BaseDir: cfg.WorkDir, VCSMappings: cfg.VCSMappings},
+		WhitelistEnv: cfg.WhitelistEnv, MaskEnv: cfg.MaskEnv,
+		Limits:    supervise.Limits{RunTimeout: cfg.RunTimeout, LogsTimeout: cfg.LogsTimeout},
+		StopGrace: cfg.CancelGrace, Tracer: tel.Tracer("hangar/executor"), Propagator: tel.Propagator(), Logger: log,
+	})
+	w := worker.New(worker.Config{
+		ID: cfg.ExecutorID, Slots: cfg.Slots, Metadata: cfg.Metadata, Version: Version,
+		Logger: log, Registry: reg, CancelReason: "the executor is shutting down",
+	}, workv1.NewWorkServiceClient(gwConn), exec)
+
+	srv, err := serve.New(serve.Config{ServiceName: "executor", DebugAddr: cfg.DebugAddr}, serve.Deps{Logger: log, Registry: reg, Telemetry: tel})
+	if err != nil {
+		return err
+	}
+	log.Info("executor starting", "executor_id", cfg.ExecutorID, "slots", cfg.Slots, "runtime", cfg.Runtime, "gateway", cfg.GatewayAddr)
+
+	// The worker's context ends when the executor is to stop taking work; the
+	// runs themselves end by drain completion or cancel.
+	workCtx, stopWork := context.WithCancel(ctx)
+	defer stopWork()
+	g, gctx := errgroup.WithContext(workCtx)
+	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return w.Run(gctx) })
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+			return nil
+		case <-sig.Drain:
+			log.Info("drain requested: finishing running runs, taking no new ones")
+			w.Drain()
+		case <-w.ExitRequested():
+			log.Info("pool cycle: drained and idle, exiting")
+			stopWork()
+			return nil
+		}
+		select {
+		case <-w.Idle():
+		case <-sig.Cancel:
+			log.Info("second stop request: cancelling running runs")
+			w.CancelAll()
+			<-w.Idle()
+		}
+		// Let the gateway acknowledge the last results before detaching.
+		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := w.Reported(rctx); err != nil {
+			log.Warn("exiting with unacknowledged results", "err", err)
+		}
+		stopWork()
+		return nil
+	})
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+func newRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (runner.Runtime, error) {
+	if cfg.Runtime == "process" {
+		log.Warn("process runtime: runs execute as local processes with no isolation")
+		return processrt.Runtime{}, nil
+	}
+	mounts, err := dockerrt.ParseMounts(cfg.ExtraMounts)
+	if err != nil {
+		return nil, fmt.Errorf("HANGAR_WORKER_EXTRA_MOUNTS: %w", err)
+	}
+	cli, err := dockerrt.NewClientFromEnv()
+	if err != nil {
+		return nil, fmt.Errorf("docker: %w", err)
+	}
+	rt, err := dockerrt.New(cli, dockerrt.Options{
+		Network: cfg.WorkerNetwork, ExtraMounts: mounts, Runtime: cfg.WorkerRuntime, DockerConfigDir: cfg.DockerConfigDir,
+		Memory: cfg.WorkerMemory << 20, NanoCPUs: int64(cfg.WorkerCPUs * 1e9), PidsLimit: cfg.WorkerPids,
+		ExecutorID: cfg.ExecutorID, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("docker runtime: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := rt.Ping(pctx); err != nil {
+		return nil, fmt.Errorf("docker engine not reachable (set DOCKER_HOST, or HANGAR_EXECUTOR_RUNTIME=process): %w", err)
+	}
+	if ids, err := rt.Reap(pctx); err != nil {
+		log.Warn("reaping containers of an earlier run of this executor failed", "err", err)
+	} else if len(ids) > 0 {
+		log.Warn("removed containers left by an earlier run of this executor", "run_ids", ids)
+	}
+	return rt, nil
+}
+
+// NewLogger returns the service's JSON logger on stderr.
+func NewLogger(level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})).With("service", "executor")
+}

@@ -1,0 +1,127 @@
+// Package config reads the executor's configuration from its environment,
+// strictly: a bad value stops the executor with a message naming the variable.
+package config
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/hangar-dev/hangar/platform/envconfig"
+	"github.com/hangar-dev/hangar/platform/telemetry"
+	"github.com/hangar-dev/hangar/services/executor/internal/workspace"
+)
+
+// Config is the executor's configuration.
+type Config struct {
+	ExecutorID  string            // HANGAR_EXECUTOR_ID, default: host name
+	Slots       int               // HANGAR_EXECUTOR_SLOTS, default: number of CPUs
+	Runtime     string            // HANGAR_EXECUTOR_RUNTIME: docker (default) or process
+	GatewayAddr string            // HANGAR_GATEWAY_ADDR
+	LogshipAddr string            // HANGAR_LOGSHIP_ADDR
+	DebugAddr   string            // HANGAR_EXECUTOR_DEBUG_ADDR
+	WorkDir     string            // HANGAR_EXECUTOR_WORK_DIR: where workspaces are prepared
+	Metadata    map[string]string // HANGAR_METADATA_<key>
+
+	DockerConfigDir string // HANGAR_DOCKER_CONFIG_DIR
+	WorkerNetwork   string // HANGAR_WORKER_NETWORK, default bridge
+	ExtraMounts     string // HANGAR_WORKER_EXTRA_MOUNTS, parsed by the Docker runtime
+	WorkerRuntime   string // HANGAR_WORKER_RUNTIME, e.g. runsc
+	WorkerMemory    int64  // HANGAR_WORKER_MEMORY_MB, 0 = unlimited
+	WorkerCPUs      float64
+	WorkerPids      int64 // HANGAR_WORKER_PIDS_LIMIT
+
+	// WhitelistEnv are NAME=VALUE of the executor's variables passed to runs.
+	WhitelistEnv []string
+	// MaskEnv are NAME=VALUE of the executor's variables passed to runs and
+	// masked in their logs.
+	MaskEnv []string
+
+	RunTimeout  time.Duration // HANGAR_RUN_TIMEOUT, default 70m
+	LogsTimeout time.Duration // HANGAR_LOGS_TIMEOUT, default 7m
+	CancelGrace time.Duration // HANGAR_CANCEL_GRACE, default 10s
+
+	VCSMappings map[string]string // HANGAR_PRIVATEVCS_MAPPING_NAME_<n> -> _BASE_ENDPOINT_<n>
+
+	TLSCert, TLSKey, TLSCA string           // mTLS towards gateway and logship (optional)
+	Telemetry              telemetry.Config // HANGAR_OTLP_*
+	LogLevel               string
+}
+
+// Load reads the configuration: lookup and environ are os.LookupEnv and
+// os.Environ in main.
+func Load(lookup func(string) (string, bool), environ func() []string) (*Config, error) {
+	r := envconfig.New(lookup, envconfig.WithEnviron(environ))
+	host, _ := os.Hostname()
+	c := &Config{
+		ExecutorID:      r.String("HANGAR_EXECUTOR_ID", host),
+		Slots:           r.Int("HANGAR_EXECUTOR_SLOTS", runtime.NumCPU(), 1, 1024),
+		Runtime:         r.OneOf("HANGAR_EXECUTOR_RUNTIME", "docker", "docker", "process"),
+		GatewayAddr:     r.String("HANGAR_GATEWAY_ADDR", "127.0.0.1:7300"),
+		LogshipAddr:     r.String("HANGAR_LOGSHIP_ADDR", "127.0.0.1:7302"),
+		DebugAddr:       r.String("HANGAR_EXECUTOR_DEBUG_ADDR", ":9303"),
+		WorkDir:         r.String("HANGAR_EXECUTOR_WORK_DIR", os.TempDir()),
+		Metadata:        r.Prefixed("HANGAR_METADATA_"),
+		DockerConfigDir: r.String("HANGAR_DOCKER_CONFIG_DIR", ""),
+		WorkerNetwork:   r.String("HANGAR_WORKER_NETWORK", "bridge"),
+		ExtraMounts:     r.String("HANGAR_WORKER_EXTRA_MOUNTS", ""),
+		WorkerRuntime:   r.String("HANGAR_WORKER_RUNTIME", ""),
+		WorkerMemory:    int64(r.Int("HANGAR_WORKER_MEMORY_MB", 0, 0, 1<<22)),
+		WorkerPids:      int64(r.Int("HANGAR_WORKER_PIDS_LIMIT", 4096, 0, 1<<22)),
+		RunTimeout:      r.Duration("HANGAR_RUN_TIMEOUT", 70*time.Minute),
+		LogsTimeout:     r.Duration("HANGAR_LOGS_TIMEOUT", 7*time.Minute),
+		CancelGrace:     r.Duration("HANGAR_CANCEL_GRACE", 10*time.Second),
+		TLSCert:         r.String("HANGAR_TLS_CERT", ""),
+		TLSKey:          r.String("HANGAR_TLS_KEY", ""),
+		TLSCA:           r.String("HANGAR_TLS_CA", ""),
+		Telemetry:       telemetry.ConfigFromEnv(r, "hangar-executor"),
+		LogLevel:        r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error"),
+	}
+	cpus := r.Int("HANGAR_WORKER_MILLICPUS", 0, 0, 1<<20)
+	c.WorkerCPUs = float64(cpus) / 1000
+	whitelist := r.List("HANGAR_WHITELIST_ENVS")
+	mask := r.List("HANGAR_MASK_ENVS")
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	if c.ExecutorID == "" {
+		return nil, fmt.Errorf("HANGAR_EXECUTOR_ID: required (the host name is unknown)")
+	}
+	var err error
+	if c.WhitelistEnv, err = passEnv("HANGAR_WHITELIST_ENVS", whitelist, lookup); err != nil {
+		return nil, err
+	}
+	if c.MaskEnv, err = passEnv("HANGAR_MASK_ENVS", mask, lookup); err != nil {
+		return nil, err
+	}
+	env := map[string]string{}
+	for _, kv := range environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	if c.VCSMappings, err = workspace.ParseVCSMappings(env); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// passEnv resolves the names listed in variable `list` to NAME=VALUE pairs of the
+// executor's own environment. A listed name that is not set is an error: the
+// operator meant to pass something.
+func passEnv(list string, names []string, lookup func(string) (string, bool)) ([]string, error) {
+	var out []string
+	for _, n := range names {
+		if strings.HasPrefix(n, "HANGAR_TOKEN") || n == "HANGAR_POOL_PRIVATE_KEY" {
+			return nil, fmt.Errorf("%s: refusing to pass %s to runs", list, n)
+		}
+		v, ok := lookup(n)
+		if !ok {
+			return nil, fmt.Errorf("%s: %s is listed but not set in the executor's environment", list, n)
+		}
+		out = append(out, n+"="+v)
+	}
+	return out, nil
+}

@@ -1,0 +1,316 @@
+// Package logclient streams one run's output to logship (hangar.logs.v1 Ship):
+// output is cut into sequence-numbered chunks, kept until logship acknowledges
+// them, and resent from logship's next expected sequence number whenever the
+// stream has to be reopened (logship restarted, connection lost). Writers are
+// slowed down, never dropped, when too much output waits for acknowledgement.
+package logclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
+)
+
+// MaxChunk is the largest chunk sent.
+const MaxChunk = 64 << 10
+
+// Client is the part of the logship client used here.
+type Client interface {
+	Ship(ctx context.Context, opts ...grpc.CallOption) (logsv1.LogService_ShipClient, error)
+}
+
+// Options tune a Stream.
+type Options struct {
+	// MaxUnacked bounds the output held for acknowledgement (default 8 MiB);
+	// writers block beyond it.
+	MaxUnacked int
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+type segment struct {
+	stream logsv1.Stream
+	data   []byte
+}
+
+// Stream is one run's log.
+type Stream struct {
+	client Client
+	open   *logsv1.Open
+	opts   Options
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	pending  []segment       // written, not yet cut into chunks
+	unacked  []*logsv1.Chunk // sent or to send, not acknowledged
+	size     int             // bytes in pending + unacked
+	nextSeq  uint64          // sequence of the next chunk to cut
+	acked    uint64          // highest acknowledged sequence
+	closing  bool
+	closed   *logsv1.Closed
+	err      error
+	done     chan struct{}
+	lastSend uint64 // highest sequence sent on the current stream
+}
+
+// Open starts shipping a run's log; it returns at once and connects in the
+// background, retrying until ctx ends.
+func Open(ctx context.Context, client Client, open *logsv1.Open, opts Options) *Stream {
+	if opts.MaxUnacked == 0 {
+		opts.MaxUnacked = 8 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Stream{client: client, open: open, opts: opts, log: opts.Logger, nextSeq: 1, done: make(chan struct{})}
+	s.cond = sync.NewCond(&s.mu)
+	go s.loop(ctx)
+	return s
+}
+
+// Writer returns an io.Writer for one output stream (stdout, stderr, system).
+func (s *Stream) Writer(st logsv1.Stream) io.Writer { return writer{s, st} }
+
+type writer struct {
+	s  *Stream
+	st logsv1.Stream
+}
+
+func (w writer) Write(p []byte) (int, error) { return w.s.write(w.st, p) }
+
+func (s *Stream) write(st logsv1.Stream, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.size >= s.opts.MaxUnacked && s.err == nil && !s.closing {
+		s.cond.Wait()
+	}
+	if s.err != nil {
+		return 0, s.err
+	}
+	if s.closing {
+		return 0, errors.New("logclient: write after Close")
+	}
+	data := append([]byte(nil), p...)
+	if n := len(s.pending); n > 0 && s.pending[n-1].stream == st && len(s.pending[n-1].data)+len(data) <= MaxChunk {
+		s.pending[n-1].data = append(s.pending[n-1].data, data...)
+	} else {
+		s.pending = append(s.pending, segment{st, data})
+	}
+	s.size += len(data)
+	s.cond.Broadcast()
+	return len(p), nil
+}
+
+// Close sends what remains, ends the log and returns logship's Closed answer.
+// It waits until ctx ends.
+func (s *Stream) Close(ctx context.Context) (*logsv1.Closed, error) {
+	s.mu.Lock()
+	s.closing = true
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("logclient: close: %w", ctx.Err())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return nil, s.err
+	}
+	return s.closed, nil
+}
+
+// cutLocked turns pending segments into chunks.
+func (s *Stream) cutLocked() {
+	now := s.opts.nowMs()
+	for _, seg := range s.pending {
+		for len(seg.data) > 0 {
+			n := min(len(seg.data), MaxChunk)
+			s.unacked = append(s.unacked, &logsv1.Chunk{Sequence: s.nextSeq, Stream: seg.stream, Data: seg.data[:n], TimeUnixMs: now})
+			s.nextSeq++
+			seg.data = seg.data[n:]
+		}
+	}
+	s.pending = nil
+}
+
+func (o Options) nowMs() int64 {
+	if o.Now != nil {
+		return o.Now().UnixMilli()
+	}
+	return time.Now().UnixMilli()
+}
+
+func (s *Stream) loop(ctx context.Context) {
+	defer close(s.done)
+	backoff := 100 * time.Millisecond
+	for {
+		closed, err := s.session(ctx)
+		if closed != nil {
+			s.mu.Lock()
+			s.closed = closed
+			s.cond.Broadcast()
+			s.mu.Unlock()
+			return
+		}
+		if ctx.Err() != nil {
+			s.mu.Lock()
+			s.err = fmt.Errorf("logclient: %w", context.Cause(ctx))
+			s.cond.Broadcast()
+			s.mu.Unlock()
+			return
+		}
+		s.log.Warn("log stream to logship broke; reopening", "run_id", s.open.GetRunId(), "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// session runs one Ship stream until the log is closed (returns Closed) or the
+// stream breaks (returns the error).
+func (s *Stream) session(ctx context.Context) (*logsv1.Closed, error) {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopWake := context.AfterFunc(sctx, func() {
+		s.mu.Lock()
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stopWake()
+	st, err := s.client.Ship(sctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Send(&logsv1.ShipRequest{Kind: &logsv1.ShipRequest_Open{Open: s.open}}); err != nil {
+		return nil, err
+	}
+	first, err := st.Recv()
+	if err != nil {
+		return nil, err
+	}
+	opened := first.GetOpened()
+	if opened == nil {
+		return nil, errors.New("logship answered Open with something else than Opened")
+	}
+	s.mu.Lock()
+	// Everything below next_sequence is stored: drop it; resend the rest.
+	s.ackLocked(opened.GetNextSequence() - 1)
+	s.lastSend = opened.GetNextSequence() - 1
+	s.mu.Unlock()
+
+	recvErr := make(chan error, 1)
+	closedCh := make(chan *logsv1.Closed, 1)
+	go func() {
+		for {
+			m, err := st.Recv()
+			if err != nil {
+				recvErr <- err
+				s.mu.Lock()
+				s.cond.Broadcast()
+				s.mu.Unlock()
+				return
+			}
+			switch k := m.Kind.(type) {
+			case *logsv1.ShipResponse_Ack:
+				s.mu.Lock()
+				s.ackLocked(k.Ack.GetThroughSequence())
+				s.mu.Unlock()
+			case *logsv1.ShipResponse_Closed:
+				closedCh <- k.Closed
+				return
+			}
+		}
+	}()
+
+	closeSent := false
+	for {
+		s.mu.Lock()
+		for !s.sendableLocked(closeSent) && len(recvErr) == 0 && sctx.Err() == nil {
+			s.cond.Wait()
+		}
+		if len(recvErr) > 0 || sctx.Err() != nil {
+			s.mu.Unlock()
+			select {
+			case err := <-recvErr:
+				return nil, err
+			default:
+				return nil, sctx.Err()
+			}
+		}
+		s.cutLocked()
+		var batch []*logsv1.Chunk
+		for _, c := range s.unacked {
+			if c.Sequence > s.lastSend {
+				batch = append(batch, c)
+			}
+		}
+		if n := len(batch); n > 0 {
+			s.lastSend = batch[n-1].Sequence
+		}
+		last := s.nextSeq - 1
+		sendClose := s.closing && !closeSent && len(s.pending) == 0
+		s.mu.Unlock()
+
+		for _, c := range batch {
+			if err := st.Send(&logsv1.ShipRequest{Kind: &logsv1.ShipRequest_Chunk{Chunk: c}}); err != nil {
+				return nil, err
+			}
+		}
+		if sendClose {
+			if err := st.Send(&logsv1.ShipRequest{Kind: &logsv1.ShipRequest_Close{Close: &logsv1.Close{LastSequence: last}}}); err != nil {
+				return nil, err
+			}
+			closeSent = true
+			select {
+			case c := <-closedCh:
+				return c, nil
+			case err := <-recvErr:
+				return nil, err
+			case <-sctx.Done():
+				return nil, sctx.Err()
+			}
+		}
+	}
+}
+
+func (s *Stream) sendableLocked(closeSent bool) bool {
+	if len(s.pending) > 0 {
+		return true
+	}
+	for _, c := range s.unacked {
+		if c.Sequence > s.lastSend {
+			return true
+		}
+	}
+	return s.closing && !closeSent
+}
+
+func (s *Stream) ackLocked(through uint64) {
+	if through <= s.acked {
+		return
+	}
+	s.acked = through
+	i := 0
+	for i < len(s.unacked) && s.unacked[i].Sequence <= through {
+		s.size -= len(s.unacked[i].Data)
+		i++
+	}
+	s.unacked = s.unacked[i:]
+	s.cond.Broadcast()
+}

@@ -1,0 +1,189 @@
+package logclient
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
+)
+
+// store is the counterpart of the Ship contract as logship implements it
+// (logship is another service and is exercised for real by the end-to-end tests):
+// it stores chunks once by sequence number, refuses gaps, and can break a stream
+// after a given number of chunks to force a reopen.
+type store struct {
+	logsv1.UnimplementedLogServiceServer
+	mu        sync.Mutex
+	data      bytes.Buffer
+	next      uint64
+	breakIn   int // break the stream after this many chunks (0: never)
+	opens     int
+	ackEvery  int
+	closeSeen bool
+}
+
+func (s *store) Ship(st logsv1.LogService_ShipServer) error {
+	m, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	if m.GetOpen() == nil {
+		return status.Error(codes.FailedPrecondition, "first message must be Open")
+	}
+	s.mu.Lock()
+	s.opens++
+	if s.next == 0 {
+		s.next = 1
+	}
+	next := s.next
+	s.mu.Unlock()
+	if err := st.Send(&logsv1.ShipResponse{Kind: &logsv1.ShipResponse_Opened{Opened: &logsv1.Opened{NextSequence: next}}}); err != nil {
+		return err
+	}
+	n := 0
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		switch k := m.Kind.(type) {
+		case *logsv1.ShipRequest_Chunk:
+			s.mu.Lock()
+			c := k.Chunk
+			switch {
+			case c.Sequence < s.next: // resend: stored once
+			case c.Sequence == s.next:
+				s.data.Write(c.Data)
+				s.next++
+			default:
+				s.mu.Unlock()
+				return status.Errorf(codes.OutOfRange, "gap: got %d, want %d", c.Sequence, s.next)
+			}
+			through := s.next - 1
+			n++
+			brk := s.breakIn > 0 && n >= s.breakIn
+			if brk {
+				s.breakIn = 0
+			}
+			s.mu.Unlock()
+			if brk {
+				return status.Error(codes.Unavailable, "simulated logship restart")
+			}
+			if err := st.Send(&logsv1.ShipResponse{Kind: &logsv1.ShipResponse_Ack{Ack: &logsv1.Ack{ThroughSequence: through}}}); err != nil {
+				return err
+			}
+		case *logsv1.ShipRequest_Close:
+			s.mu.Lock()
+			s.closeSeen = true
+			size := s.data.Len()
+			s.mu.Unlock()
+			return st.Send(&logsv1.ShipResponse{Kind: &logsv1.ShipResponse_Closed{Closed: &logsv1.Closed{LogKey: "runs/x/log", Bytes: uint64(size)}}})
+		}
+	}
+}
+
+func serveStore(t *testing.T, s *store) logsv1.LogServiceClient {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	logsv1.RegisterLogServiceServer(srv, s)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return logsv1.NewLogServiceClient(conn)
+}
+
+func TestStreamDeliversEverythingInOrderAcrossBreaks(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		breakIn int
+		writes  int
+		size    int
+	}{
+		{"no break", 0, 200, 100},
+		{"break after 3 chunks", 3, 200, 1000},
+		{"large writes split into chunks", 2, 10, 3 * MaxChunk},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &store{breakIn: tc.breakIn}
+			c := serveStore(t, s)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			st := Open(ctx, c, &logsv1.Open{RunId: "r1"}, Options{MaxUnacked: 4 * MaxChunk})
+			var want bytes.Buffer
+			out, errw := st.Writer(logsv1.Stream_STREAM_STDOUT), st.Writer(logsv1.Stream_STREAM_STDERR)
+			for i := 0; i < tc.writes; i++ {
+				line := bytes.Repeat([]byte{byte('a' + i%26)}, tc.size)
+				line = append(line, fmt.Sprintf(" %d\n", i)...)
+				w := out
+				if i%3 == 0 {
+					w = errw
+				}
+				if _, err := w.Write(line); err != nil {
+					t.Fatal(err)
+				}
+				want.Write(line)
+			}
+			closed, err := st.Close(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if !bytes.Equal(s.data.Bytes(), want.Bytes()) {
+				t.Fatalf("stored %d bytes, want %d identical bytes", s.data.Len(), want.Len())
+			}
+			if closed.GetBytes() != uint64(want.Len()) {
+				t.Fatalf("closed says %d bytes", closed.GetBytes())
+			}
+			if tc.breakIn > 0 && s.opens < 2 {
+				t.Fatalf("the stream was opened %d times; the break should force a reopen", s.opens)
+			}
+		})
+	}
+}
+
+func TestWriteFailsOnceContextEnds(t *testing.T) {
+	// Nothing listens: the stream can never open.
+	conn, err := grpc.NewClient("127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	st := Open(ctx, logsv1.NewLogServiceClient(conn), &logsv1.Open{RunId: "r"}, Options{MaxUnacked: 10})
+	if _, err := st.Writer(logsv1.Stream_STREAM_STDOUT).Write([]byte("0123456789ab")); err != nil {
+		t.Fatal(err) // buffered: the first write is accepted
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.Writer(logsv1.Stream_STREAM_STDOUT).Write([]byte("more"))
+		done <- err
+	}()
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a write beyond the bound after the context ended must fail")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("writer stayed blocked after the context ended")
+	}
+}

@@ -1,0 +1,108 @@
+// Package runner defines what every runtime of the executor does with a run (a
+// Job) and how a run's end is described (a Result), and supervises a job: the
+// run timeout, the no-output timeout and cancellation all end the job's context
+// with a cause, and the runtime stops what runs (a signal, a grace period, then
+// a kill) and returns.
+package runner
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
+)
+
+// Causes with which a job's context ends; a runtime need not inspect them:
+// Supervise turns them into the Result.
+var (
+	// ErrCancelled: the control plane (or the operator) cancelled the run.
+	ErrCancelled = errors.New("run cancelled")
+	// ErrRunTimeout: the run took longer than its run timeout.
+	ErrRunTimeout = errors.New("run timeout exceeded")
+	// ErrLogsTimeout: the run printed nothing for its no-output timeout.
+	ErrLogsTimeout = errors.New("no output within the logs timeout")
+	// ErrLeaseLost: the executor lost the run's lease; it must stop at once.
+	ErrLeaseLost = errors.New("lease lost")
+)
+
+// Job is one run as a runtime sees it.
+type Job struct {
+	RunID string
+	Spec  *runv1.RunSpec
+	// Workspace is a host directory holding the fetched source (already checked
+	// out); the phases run in Workspace/<spec.source.project_root>. The process
+	// runtime runs in it; the Docker runtime copies it into the run's volume.
+	Workspace string
+	// Env is the complete environment of the phases, as NAME=VALUE: the run's
+	// variables plus the executor's whitelisted and masked variables.
+	Env []string
+	// Stdout and Stderr receive the output, unmasked (logship masks it). Writes
+	// may come from two goroutines, one per writer.
+	Stdout, Stderr io.Writer
+	// OnPhase is called when a phase starts ("init", "plan", ...).
+	OnPhase func(phase string)
+	// StopGrace is the time between the stop signal and the kill.
+	StopGrace time.Duration
+}
+
+// Result is how a job ended.
+type Result struct {
+	Outcome eventv1.Outcome
+	// ExitCode of the last command run; -1 if none ran.
+	ExitCode int
+	// Reason is human-readable and never contains a secret value.
+	Reason string
+}
+
+// Runtime runs jobs. Run returns when the job has ended and everything it
+// created (containers, volumes, processes) is gone. When ctx ends, Run stops
+// the job (signal, StopGrace, kill) and returns; its Result then only needs the
+// exit code and Outcome may be left to Supervise.
+type Runtime interface {
+	Run(ctx context.Context, job *Job) Result
+}
+
+// PhaseScript returns the shell script of one phase: its before hooks, commands
+// and after hooks in order, stopping at the first failure (`set -e`), each command
+// echoed as "+ command" on stderr first (`set -x`-like, but only for the lines the
+// spec gives).
+func PhaseScript(p *runv1.Phase) string {
+	var b []byte
+	b = append(b, "set -e\n"...)
+	for _, group := range [][]string{p.GetBefore(), p.GetCommands(), p.GetAfter()} {
+		for _, c := range group {
+			b = append(b, "printf '%s\\n' "...)
+			b = append(b, shellQuote("+ "+c)...)
+			b = append(b, " >&2\n"...)
+			b = append(b, c...)
+			b = append(b, '\n')
+		}
+	}
+	return string(b)
+}
+
+func shellQuote(s string) string {
+	out := []byte{'\''}
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			out = append(out, `'\''`...)
+		} else {
+			out = append(out, s[i])
+		}
+	}
+	return string(append(out, '\''))
+}
+
+// Phases returns the phases of a spec that have something to run, in order.
+func Phases(spec *runv1.RunSpec) []*runv1.Phase {
+	var out []*runv1.Phase
+	for _, p := range spec.GetPhases() {
+		if len(p.GetBefore())+len(p.GetCommands())+len(p.GetAfter()) > 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,417 @@
+// Package worker is the executor's side of the work protocol (hangar.work.v1): it
+// attaches to the gateway, takes assigned runs into its slots, renews their
+// leases, reports phases and results, and reattaches with backoff, listing the
+// leases it holds, whenever the stream breaks.
+//
+// Fencing: a run whose lease the gateway revokes, or whose deadline passes
+// without a renewal (the executor is cut off from the gateway), is stopped at
+// once with runner.ErrLeaseLost, so a run never goes on after the gateway may
+// have declared it lost.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
+	"github.com/hangar-dev/hangar/services/executor/internal/runner"
+)
+
+// Client is the gateway's WorkService client.
+type Client interface {
+	Attach(ctx context.Context, opts ...grpc.CallOption) (workv1.WorkService_AttachClient, error)
+}
+
+// Executor runs one assigned run to its end and returns its result. ctx ends
+// with a cause (runner.ErrCancelled, runner.ErrLeaseLost) when the run must stop.
+type Executor interface {
+	Execute(ctx context.Context, a *workv1.Assign, phase func(name string)) *eventv1.RunFinished
+}
+
+// Config describes the worker.
+type Config struct {
+	ID       string
+	Slots    int
+	Metadata map[string]string
+	Version  string
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	// CancelReason is used when CancelAll stops the runs.
+	CancelReason string
+}
+
+// Worker is an executor attached to its gateway.
+type Worker struct {
+	cfg    Config
+	client Client
+	exec   Executor
+	log    *slog.Logger
+
+	mu           sync.Mutex
+	runs         map[string]*active    // by lease id
+	unreported   map[string]unreported // finished runs the gateway has not acknowledged, by lease id
+	drained      bool
+	exitWhenIdle bool
+	leaseDur     time.Duration
+	out          chan *workv1.AttachRequest // current session's sender; nil between sessions
+	idle         chan struct{}              // closed when no run is active
+	exitIdle     chan struct{}              // closed when drained with exit_when_idle and idle
+	wg           sync.WaitGroup
+
+	busy prometheus.Gauge
+}
+
+type unreported struct {
+	runID string
+	fin   *workv1.Finish
+}
+
+type active struct {
+	assign   *workv1.Assign
+	cancel   context.CancelCauseFunc
+	deadline time.Time
+	revoked  bool
+}
+
+// New returns a Worker.
+func New(cfg Config, client Client, exec Executor) *Worker {
+	w := &Worker{
+		cfg: cfg, client: client, exec: exec, log: cfg.Logger,
+		runs: map[string]*active{}, unreported: map[string]unreported{}, leaseDur: 30 * time.Second,
+		idle: make(chan struct{}), exitIdle: make(chan struct{}),
+		busy: prometheus.NewGauge(prometheus.GaugeOpts{Name: "hangar_executor_runs_active", Help: "Runs this executor is running."}),
+	}
+	close(w.idle)
+	slots := prometheus.NewGauge(prometheus.GaugeOpts{Name: "hangar_executor_slots_total", Help: "Slots of this executor."})
+	slots.Set(float64(cfg.Slots))
+	cfg.Registry.MustRegister(w.busy, slots)
+	return w
+}
+
+// Run attaches to the gateway and serves assignments until ctx ends. Runs
+// already going on are not stopped by ctx: see Drain, CancelAll and Wait.
+func (w *Worker) Run(ctx context.Context) error {
+	runCtx := context.WithoutCancel(ctx)
+	go w.fence(ctx)
+	backoff := 200 * time.Millisecond
+	for {
+		start := time.Now()
+		err := w.session(ctx, runCtx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > 10*time.Second {
+			backoff = 200 * time.Millisecond
+		}
+		w.log.Warn("work stream to the gateway ended; reattaching", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func (w *Worker) session(ctx, runCtx context.Context) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := w.client.Attach(sctx, grpc.WaitForReady(true))
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	hello := &workv1.Hello{ExecutorId: w.cfg.ID, Slots: uint32(w.cfg.Slots), Metadata: w.cfg.Metadata, Version: w.cfg.Version, Drained: w.drained}
+	for id, a := range w.runs {
+		hello.Held = append(hello.Held, &workv1.HeldLease{RunId: a.assign.GetRunId(), LeaseId: id, Epoch: a.assign.GetEpoch()})
+	}
+	for id, u := range w.unreported {
+		hello.Held = append(hello.Held, &workv1.HeldLease{RunId: u.runID, LeaseId: id, Epoch: u.fin.GetEpoch()})
+	}
+	out := make(chan *workv1.AttachRequest, 256)
+	w.out = out
+	resend := make([]*workv1.Finish, 0, len(w.unreported))
+	for _, u := range w.unreported {
+		resend = append(resend, u.fin)
+	}
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		if w.out == out {
+			w.out = nil
+		}
+		w.mu.Unlock()
+	}()
+
+	if err := st.Send(&workv1.AttachRequest{Kind: &workv1.AttachRequest_Hello{Hello: hello}}); err != nil {
+		return err
+	}
+	first, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	welcome := first.GetWelcome()
+	if welcome == nil {
+		return errors.New("gateway did not answer Hello with Welcome")
+	}
+	w.mu.Lock()
+	if s := welcome.GetLeaseSeconds(); s > 0 {
+		w.leaseDur = time.Duration(s) * time.Second
+	}
+	leaseDur := w.leaseDur
+	w.mu.Unlock()
+	w.log.Info("attached to gateway", "pool_id", welcome.GetPoolId(), "lease", leaseDur)
+	for _, f := range resend {
+		out <- &workv1.AttachRequest{Kind: &workv1.AttachRequest_Finish{Finish: f}}
+	}
+	w.sendStatus()
+
+	sendErr := make(chan error, 1)
+	go func() {
+		renew := time.NewTicker(leaseDur / 3)
+		defer renew.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				sendErr <- sctx.Err()
+				return
+			case m := <-out:
+				if err := st.Send(m); err != nil {
+					sendErr <- err
+					return
+				}
+			case <-renew.C:
+				w.mu.Lock()
+				var msgs []*workv1.AttachRequest
+				for id, a := range w.runs {
+					msgs = append(msgs, &workv1.AttachRequest{Kind: &workv1.AttachRequest_Renew{Renew: &workv1.Renew{LeaseId: id, Epoch: a.assign.GetEpoch()}}})
+				}
+				w.mu.Unlock()
+				for _, m := range msgs {
+					if err := st.Send(m); err != nil {
+						sendErr <- err
+						return
+					}
+				}
+			}
+		}
+	}()
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := st.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			w.handle(runCtx, m)
+		}
+	}()
+	select {
+	case err := <-sendErr:
+		return err
+	case err := <-recvErr:
+		return err
+	}
+}
+
+func (w *Worker) handle(runCtx context.Context, m *workv1.AttachResponse) {
+	switch k := m.Kind.(type) {
+	case *workv1.AttachResponse_Assign:
+		w.start(runCtx, k.Assign)
+	case *workv1.AttachResponse_Cancel:
+		w.mu.Lock()
+		for _, a := range w.runs {
+			if a.assign.GetRunId() == k.Cancel.GetRunId() {
+				w.log.Info("cancelling run", "run_id", a.assign.GetRunId(), "reason", k.Cancel.GetReason())
+				a.cancel(fmt.Errorf("%w: %s", runner.ErrCancelled, k.Cancel.GetReason()))
+			}
+		}
+		w.mu.Unlock()
+	case *workv1.AttachResponse_Renewed:
+		w.mu.Lock()
+		if a, ok := w.runs[k.Renewed.GetLeaseId()]; ok && a.assign.GetEpoch() == k.Renewed.GetEpoch() {
+			a.deadline = time.UnixMilli(k.Renewed.GetDeadlineUnixMs())
+		}
+		w.mu.Unlock()
+	case *workv1.AttachResponse_Revoked:
+		w.mu.Lock()
+		id := k.Revoked.GetLeaseId()
+		delete(w.unreported, id)
+		if a, ok := w.runs[id]; ok && !a.revoked {
+			a.revoked = true
+			w.log.Warn("lease revoked: stopping run", "run_id", a.assign.GetRunId(), "reason", k.Revoked.GetReason())
+			a.cancel(fmt.Errorf("%w: %s", runner.ErrLeaseLost, k.Revoked.GetReason()))
+		}
+		w.mu.Unlock()
+	case *workv1.AttachResponse_Drain:
+		w.mu.Lock()
+		w.drained = k.Drain.GetDrained()
+		w.exitWhenIdle = w.exitWhenIdle || k.Drain.GetExitWhenIdle()
+		w.checkIdleLocked()
+		w.mu.Unlock()
+		w.log.Info("drain state changed by the control plane", "drained", k.Drain.GetDrained(), "exit_when_idle", k.Drain.GetExitWhenIdle())
+		w.sendStatus()
+	}
+}
+
+func (w *Worker) start(runCtx context.Context, a *workv1.Assign) {
+	w.mu.Lock()
+	if w.drained || len(w.runs) >= w.cfg.Slots {
+		// Not ours to run: the lease expires and the gateway reports it.
+		w.mu.Unlock()
+		w.log.Error("assignment refused: no free slot", "run_id", a.GetRunId())
+		return
+	}
+	ctx, cancel := context.WithCancelCause(runCtx)
+	act := &active{assign: a, cancel: cancel, deadline: time.UnixMilli(a.GetDeadlineUnixMs())}
+	if len(w.runs) == 0 {
+		w.idle = make(chan struct{})
+	}
+	w.runs[a.GetLeaseId()] = act
+	w.busy.Set(float64(len(w.runs)))
+	w.wg.Add(1)
+	w.mu.Unlock()
+	w.sendStatus()
+	w.log.Info("run started", "run_id", a.GetRunId(), "lease_id", a.GetLeaseId(), "epoch", a.GetEpoch())
+
+	go func() {
+		defer w.wg.Done()
+		res := w.exec.Execute(ctx, a, func(phase string) {
+			w.send(&workv1.AttachRequest{Kind: &workv1.AttachRequest_Progress{Progress: &workv1.Progress{LeaseId: a.GetLeaseId(), Epoch: a.GetEpoch(), Phase: phase}}})
+		})
+		cancel(nil)
+		w.mu.Lock()
+		delete(w.runs, a.GetLeaseId())
+		w.busy.Set(float64(len(w.runs)))
+		var fin *workv1.Finish
+		if !act.revoked {
+			fin = &workv1.Finish{LeaseId: a.GetLeaseId(), Epoch: a.GetEpoch(), Result: res}
+			w.unreported[a.GetLeaseId()] = unreported{runID: a.GetRunId(), fin: fin}
+		}
+		w.checkIdleLocked()
+		w.mu.Unlock()
+		w.log.Info("run ended", "run_id", a.GetRunId(), "outcome", res.GetOutcome().String(), "reason", res.GetReason(), "reported", fin != nil)
+		if fin != nil {
+			w.send(&workv1.AttachRequest{Kind: &workv1.AttachRequest_Finish{Finish: fin}})
+		}
+		w.sendStatus()
+	}()
+}
+
+func (w *Worker) checkIdleLocked() {
+	if len(w.runs) == 0 {
+		select {
+		case <-w.idle:
+		default:
+			close(w.idle)
+		}
+		if w.drained && w.exitWhenIdle {
+			select {
+			case <-w.exitIdle:
+			default:
+				close(w.exitIdle)
+			}
+		}
+	}
+}
+
+// fence stops runs whose lease deadline passed without a renewal.
+func (w *Worker) fence(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		w.mu.Lock()
+		for _, a := range w.runs {
+			if !a.revoked && now.After(a.deadline) {
+				a.revoked = true
+				w.log.Error("lease not renewed before its deadline: stopping run", "run_id", a.assign.GetRunId())
+				a.cancel(fmt.Errorf("%w: not renewed before its deadline", runner.ErrLeaseLost))
+			}
+		}
+		w.mu.Unlock()
+	}
+}
+
+func (w *Worker) send(m *workv1.AttachRequest) {
+	w.mu.Lock()
+	out := w.out
+	w.mu.Unlock()
+	if out == nil {
+		return // between sessions; a Finish is resent after reattaching
+	}
+	select {
+	case out <- m:
+	default:
+		w.log.Warn("work stream is backed up; message dropped")
+	}
+}
+
+func (w *Worker) sendStatus() {
+	w.mu.Lock()
+	free := max(w.cfg.Slots-len(w.runs), 0)
+	st := &workv1.Status{FreeSlots: uint32(free), Drained: w.drained}
+	w.mu.Unlock()
+	w.send(&workv1.AttachRequest{Kind: &workv1.AttachRequest_Status{Status: st}})
+}
+
+// Drain stops taking new runs; running ones go on.
+func (w *Worker) Drain() {
+	w.mu.Lock()
+	w.drained = true
+	w.checkIdleLocked()
+	w.mu.Unlock()
+	w.sendStatus()
+}
+
+// CancelAll stops every run (with its grace period).
+func (w *Worker) CancelAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, a := range w.runs {
+		a.cancel(fmt.Errorf("%w: %s", runner.ErrCancelled, w.cfg.CancelReason))
+	}
+}
+
+// Idle returns a channel closed when no run is active.
+func (w *Worker) Idle() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.idle
+}
+
+// ExitRequested is closed when the control plane asked this worker to exit once
+// idle (pool cycle) and it is.
+func (w *Worker) ExitRequested() <-chan struct{} { return w.exitIdle }
+
+// Reported waits until every finished run was acknowledged by the gateway, or
+// ctx ends.
+func (w *Worker) Reported(ctx context.Context) error {
+	for {
+		w.mu.Lock()
+		n := len(w.unreported)
+		w.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d run results not acknowledged by the gateway", n)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

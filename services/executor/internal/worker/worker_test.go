@@ -1,0 +1,222 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
+	"github.com/hangar-dev/hangar/services/executor/internal/runner"
+)
+
+// gateway is the gateway's side of one Attach stream, driven by the test (the
+// real gateway is another service; the end-to-end tests run both for real).
+type gateway struct {
+	workv1.UnimplementedWorkServiceServer
+	hellos chan *workv1.Hello
+	in     chan *workv1.AttachRequest
+	out    chan *workv1.AttachResponse
+	lease  uint32
+}
+
+func (g *gateway) Attach(st workv1.WorkService_AttachServer) error {
+	m, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	g.hellos <- m.GetHello()
+	if err := st.Send(&workv1.AttachResponse{Kind: &workv1.AttachResponse_Welcome{Welcome: &workv1.Welcome{PoolId: "p", LeaseSeconds: g.lease}}}); err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			m, err := st.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			g.in <- m
+		}
+	}()
+	for {
+		select {
+		case m := <-g.out:
+			if m == nil {
+				return errors.New("test breaks the stream")
+			}
+			if err := st.Send(m); err != nil {
+				return err
+			}
+		case err := <-errc:
+			return err
+		}
+	}
+}
+
+// blockingExec runs until its context ends, reporting the cause.
+type blockingExec struct {
+	mu     sync.Mutex
+	causes []error
+	start  chan string
+}
+
+func (b *blockingExec) Execute(ctx context.Context, a *workv1.Assign, phase func(string)) *eventv1.RunFinished {
+	phase("init")
+	b.start <- a.GetRunId()
+	<-ctx.Done()
+	b.mu.Lock()
+	b.causes = append(b.causes, context.Cause(ctx))
+	b.mu.Unlock()
+	return &eventv1.RunFinished{Outcome: eventv1.Outcome_OUTCOME_STOPPED, Reason: context.Cause(ctx).Error()}
+}
+
+func setup(t *testing.T, lease uint32) (*gateway, *Worker, *blockingExec) {
+	t.Helper()
+	g := &gateway{hellos: make(chan *workv1.Hello, 4), in: make(chan *workv1.AttachRequest, 64), out: make(chan *workv1.AttachResponse, 64), lease: lease}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	workv1.RegisterWorkServiceServer(srv, g)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ex := &blockingExec{start: make(chan string, 4)}
+	w := New(Config{ID: "ex-1", Slots: 2, Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(), CancelReason: "test"}, workv1.NewWorkServiceClient(conn), ex)
+	ctx, cancel := context.WithCancel(context.Background())
+	go w.Run(ctx)
+	t.Cleanup(cancel)
+	select {
+	case h := <-g.hellos:
+		if h.GetExecutorId() != "ex-1" || h.GetSlots() != 2 {
+			t.Fatalf("hello = %v", h)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no Hello")
+	}
+	return g, w, ex
+}
+
+func (g *gateway) waitFor(t *testing.T, match func(*workv1.AttachRequest) bool) *workv1.AttachRequest {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case m := <-g.in:
+			if match(m) {
+				return m
+			}
+		case <-deadline:
+			t.Fatal("expected message never came")
+		}
+	}
+}
+
+func assign(id, lease string, deadline time.Time) *workv1.AttachResponse {
+	return &workv1.AttachResponse{Kind: &workv1.AttachResponse_Assign{Assign: &workv1.Assign{
+		LeaseId: lease, Epoch: 1, RunId: id, DeadlineUnixMs: deadline.UnixMilli(),
+	}}}
+}
+
+func TestCancelStopsRunAndFinishIsReported(t *testing.T) {
+	g, _, ex := setup(t, 30)
+	g.out <- assign("r1", "l1", time.Now().Add(time.Minute))
+	<-ex.start
+	g.waitFor(t, func(m *workv1.AttachRequest) bool { return m.GetProgress().GetPhase() == "init" })
+	g.out <- &workv1.AttachResponse{Kind: &workv1.AttachResponse_Cancel{Cancel: &workv1.Cancel{RunId: "r1", Reason: "by user"}}}
+	fin := g.waitFor(t, func(m *workv1.AttachRequest) bool { return m.GetFinish() != nil }).GetFinish()
+	if fin.GetLeaseId() != "l1" || fin.GetResult().GetOutcome() != eventv1.Outcome_OUTCOME_STOPPED {
+		t.Fatalf("finish = %v", fin)
+	}
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	if !errors.Is(ex.causes[0], runner.ErrCancelled) {
+		t.Fatalf("cause = %v, want ErrCancelled", ex.causes[0])
+	}
+}
+
+func TestRevokedRunStopsAndIsNotReported(t *testing.T) {
+	g, w, ex := setup(t, 30)
+	g.out <- assign("r1", "l1", time.Now().Add(time.Minute))
+	<-ex.start
+	g.out <- &workv1.AttachResponse{Kind: &workv1.AttachResponse_Revoked{Revoked: &workv1.LeaseRevoked{LeaseId: "l1", Epoch: 1, Reason: "lease expired"}}}
+	select {
+	case <-w.Idle():
+	case <-time.After(5 * time.Second):
+		t.Fatal("revoked run did not stop")
+	}
+	ex.mu.Lock()
+	cause := ex.causes[0]
+	ex.mu.Unlock()
+	if !errors.Is(cause, runner.ErrLeaseLost) {
+		t.Fatalf("cause = %v, want ErrLeaseLost", cause)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for len(g.in) > 0 {
+		if m := <-g.in; m.GetFinish() != nil {
+			t.Fatal("a revoked run must not be reported again")
+		}
+	}
+}
+
+func TestRunStopsItselfWhenLeaseCannotBeRenewed(t *testing.T) {
+	g, w, ex := setup(t, 30)
+	// A deadline in the past and no renewal answered: the executor fences itself.
+	g.out <- assign("r1", "l1", time.Now().Add(300*time.Millisecond))
+	<-ex.start
+	select {
+	case <-w.Idle():
+	case <-time.After(5 * time.Second):
+		t.Fatal("run went on past its lease deadline")
+	}
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	if !errors.Is(ex.causes[0], runner.ErrLeaseLost) {
+		t.Fatalf("cause = %v, want ErrLeaseLost", ex.causes[0])
+	}
+}
+
+func TestReattachListsHeldLeasesAndResendsFinish(t *testing.T) {
+	g, w, ex := setup(t, 3)
+	g.out <- assign("r1", "l1", time.Now().Add(time.Minute))
+	<-ex.start
+	g.out <- nil // break the stream
+	var h *workv1.Hello
+	select {
+	case h = <-g.hellos:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reattach")
+	}
+	if len(h.GetHeld()) != 1 || h.GetHeld()[0].GetLeaseId() != "l1" || h.GetHeld()[0].GetRunId() != "r1" {
+		t.Fatalf("held = %v", h.GetHeld())
+	}
+	// Renewals go on over the new stream.
+	g.waitFor(t, func(m *workv1.AttachRequest) bool { return m.GetRenew().GetLeaseId() == "l1" })
+	w.CancelAll()
+	g.waitFor(t, func(m *workv1.AttachRequest) bool { return m.GetFinish().GetLeaseId() == "l1" })
+	// Not acknowledged: after another break the finish is listed and resent.
+	g.out <- nil
+	<-g.hellos
+	g.waitFor(t, func(m *workv1.AttachRequest) bool { return m.GetFinish().GetLeaseId() == "l1" })
+	g.out <- &workv1.AttachResponse{Kind: &workv1.AttachResponse_Revoked{Revoked: &workv1.LeaseRevoked{LeaseId: "l1", Epoch: 1, Reason: "finished"}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.Reported(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,251 @@
+// Package app wires the gateway: the MQTT link to the control plane, the intake
+// of run envelopes, the policy client, the dispatcher executors attach to, the
+// event outbox and the heartbeats, under one context, shut down in order.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
+
+	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+	policyv1 "github.com/hangar-dev/hangar/gen/go/hangar/policy/v1"
+	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
+	"github.com/hangar-dev/hangar/platform/dial"
+	"github.com/hangar-dev/hangar/platform/mqtttopic"
+	"github.com/hangar-dev/hangar/platform/runenvelope"
+	"github.com/hangar-dev/hangar/platform/serve"
+	"github.com/hangar-dev/hangar/platform/telemetry"
+	"github.com/hangar-dev/hangar/platform/tlsconfig"
+	"github.com/hangar-dev/hangar/services/gateway/internal/config"
+	"github.com/hangar-dev/hangar/services/gateway/internal/dispatch"
+	"github.com/hangar-dev/hangar/services/gateway/internal/events"
+	"github.com/hangar-dev/hangar/services/gateway/internal/intake"
+	"github.com/hangar-dev/hangar/services/gateway/internal/link"
+	"github.com/hangar-dev/hangar/services/gateway/internal/seen"
+)
+
+// Version is reported in heartbeats.
+const Version = "0.1.0"
+
+// Run runs the gateway until ctx is done.
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	reg := telemetry.NewRegistry("gateway")
+	tel, err := telemetry.Setup(ctx, cfg.Telemetry)
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(sctx)
+	}()
+
+	poolID := cfg.Token.PoolID
+	store, err := seen.Open(cfg.DataDir, nil)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	serverTLS, err := tlsconfig.ServerConfigFiles(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
+	if err != nil {
+		return fmt.Errorf("HANGAR_TLS_*: %w", err)
+	}
+	var policyTLS *tls.Config
+	if cfg.PolicyTLSCA != "" {
+		policyTLS, err = tlsconfig.ClientConfigFiles(cfg.PolicyTLSCA, cfg.TLSCert, cfg.TLSKey, "")
+		if err != nil {
+			return fmt.Errorf("HANGAR_POLICY_TLS_CA: %w", err)
+		}
+	}
+	policyConn, err := dial.Dial(cfg.PolicyAddr, policyTLS, tel)
+	if err != nil {
+		return fmt.Errorf("policy client: %w", err)
+	}
+	defer policyConn.Close()
+
+	srv, err := serve.New(serve.Config{ServiceName: "gateway", GRPCAddr: cfg.GRPCAddr, DebugAddr: cfg.DebugAddr, TLS: serverTLS},
+		serve.Deps{Logger: log, Registry: reg, Telemetry: tel})
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	log.Info("gateway listening", "pool_id", poolID, "grpc", srv.GRPCAddr().String(), "debug", srv.DebugAddr().String())
+
+	// Messages from the broker wait here for the intake workers; the MQTT client
+	// does not acknowledge them until a worker has recorded them.
+	inbox := make(chan link.Message, cfg.IntakeWorkers*4)
+
+	will, _ := proto.Marshal(&eventv1.Heartbeat{PoolId: poolID, WorkerId: cfg.WorkerID, TimeUnixMs: time.Now().UnixMilli(),
+		State: eventv1.WorkerState_WORKER_STATE_LOST, Metadata: cfg.Metadata, Version: Version})
+	clientTLS, err := cfg.Token.ClientTLS(cfg.PoolKey)
+	if err != nil {
+		return fmt.Errorf("HANGAR_TOKEN: %w", err)
+	}
+	log.Info("connecting to broker", "broker", cfg.Token.Broker)
+	mq, err := link.Dial(ctx, link.Config{
+		Broker: cfg.Token.Broker, ClientID: "hangar-gw-" + poolID + "-" + cfg.WorkerID, TLS: clientTLS,
+		Subscriptions: []string{mqtttopic.Runs(poolID), mqtttopic.Commands(poolID)},
+		WillTopic:     mqtttopic.Heartbeats(poolID), WillPayload: will,
+		Logger: log, Registry: reg,
+	}, func(m link.Message) {
+		select {
+		case inbox <- m:
+		case <-ctx.Done():
+		}
+	})
+	if err != nil {
+		return err
+	}
+	srv.AddReadinessCheck("mqtt", func(context.Context) error {
+		if !mq.Connected() {
+			return errors.New("not connected to the broker")
+		}
+		return nil
+	})
+
+	outbox := events.NewOutbox(mq, poolID, cfg.WorkerID, log, reg)
+	pubDER, err := x509.MarshalPKIXPublicKey(&cfg.PoolKey.PublicKey)
+	if err != nil {
+		return fmt.Errorf("pool public key: %w", err)
+	}
+	disp := dispatch.New(dispatch.Config{PoolID: poolID, PoolPublicKey: pubDER, Logger: log, Registry: reg}, outbox)
+	workv1.RegisterWorkServiceServer(srv.GRPC(), disp)
+
+	opener := &runenvelope.Opener{PoolID: poolID, PoolKey: cfg.PoolKey, VerifyKey: cfg.VerifyKey,
+		MaxSize: cfg.MaxEnvelopeBytes, ClockSkew: cfg.ClockSkew}
+	in := intake.New(intake.Deps{
+		Opener: opener, Seen: store, Policy: policyv1.NewPolicyServiceClient(policyConn), Events: outbox, Queue: disp,
+		Metadata: cfg.Metadata, PolicyTimeout: cfg.PolicyTimeout, Tracer: tel.Tracer("hangar/gateway"),
+		Propagator: tel.Propagator(), Logger: log, Registry: reg,
+	})
+	cmds := &commander{opener: opener, disp: disp, log: log}
+
+	// The outbox outlives the other parts, so that their last events get out.
+	outboxCtx, stopOutbox := context.WithCancel(context.Background())
+	outboxDone := make(chan struct{})
+	go func() { _ = outbox.Serve(outboxCtx); close(outboxDone) }()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return disp.Serve(gctx) })
+	g.Go(func() error { return heartbeats(gctx, cfg, mq, disp, log) })
+	for range cfg.IntakeWorkers {
+		g.Go(func() error {
+			for {
+				select {
+				case <-gctx.Done():
+					return nil
+				case m := <-inbox:
+					var err error
+					if m.Topic == mqtttopic.Commands(poolID) {
+						cmds.handle(m.Payload)
+					} else {
+						err = in.Handle(gctx, m.Payload)
+					}
+					if err != nil {
+						// Not acknowledged: the broker redelivers it.
+						log.Error("envelope not recorded; it will be redelivered", "err", err)
+						continue
+					}
+					m.Ack()
+				}
+			}
+		})
+	}
+	err = g.Wait()
+
+	// Ordered shutdown: gRPC and intake have stopped; flush events, then leave.
+	select {
+	case <-outbox.Idle():
+	case <-time.After(5 * time.Second):
+		log.Warn("some events were not acknowledged by the broker before shutdown")
+	}
+	stopOutbox()
+	<-outboxDone
+	mq.Close()
+	return err
+}
+
+func heartbeats(ctx context.Context, cfg *config.Config, mq *link.Link, disp *dispatch.Dispatcher, log *slog.Logger) error {
+	t := time.NewTicker(cfg.HeartbeatInterval)
+	defer t.Stop()
+	topic := mqtttopic.Heartbeats(cfg.Token.PoolID)
+	for {
+		queued, leased := disp.Counts()
+		state := eventv1.WorkerState_WORKER_STATE_IDLE
+		if queued+leased > 0 {
+			state = eventv1.WorkerState_WORKER_STATE_BUSY
+		}
+		hb, _ := proto.Marshal(&eventv1.Heartbeat{
+			PoolId: cfg.Token.PoolID, WorkerId: cfg.WorkerID, TimeUnixMs: time.Now().UnixMilli(), State: state,
+			Metadata: cfg.Metadata, Executors: disp.Executors(), Version: Version,
+		})
+		if mq.Connected() {
+			pctx, cancel := context.WithTimeout(ctx, cfg.HeartbeatInterval)
+			if err := mq.Publish(pctx, topic, hb); err != nil && ctx.Err() == nil {
+				log.Warn("heartbeat not published", "err", err)
+			}
+			cancel()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// commander carries out signed commands from the control plane.
+type commander struct {
+	opener *runenvelope.Opener
+	disp   *dispatch.Dispatcher
+	log    *slog.Logger
+}
+
+func (c *commander) handle(payload []byte) {
+	cmd, err := c.opener.VerifyCommand(payload)
+	if err != nil {
+		c.log.Warn("command rejected", "err", err)
+		return
+	}
+	switch k := cmd.Kind.(type) {
+	case *eventv1.Command_Cancel:
+		if !c.disp.Cancel(k.Cancel.GetRunId(), "cancelled by the control plane") {
+			c.log.Warn("cancel for an unknown run", "run_id", k.Cancel.GetRunId())
+		}
+	case *eventv1.Command_Drain:
+		c.disp.SetDrained(k.Drain.GetWorkerId(), true, false)
+	case *eventv1.Command_Undrain:
+		c.disp.SetDrained(k.Undrain.GetWorkerId(), false, false)
+	case *eventv1.Command_Cycle:
+		for _, ex := range c.disp.Executors() {
+			c.disp.SetDrained(ex.GetExecutorId(), true, true)
+		}
+	default:
+		c.log.Warn("command not supported by this gateway", "command_id", cmd.GetCommandId())
+	}
+}
+
+// LogLevel parses a HANGAR_LOG_LEVEL value.
+func LogLevel(s string) slog.Level {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(s))
+	return l
+}
+
+// NewLogger returns the service's JSON logger on stderr.
+func NewLogger(level string) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: LogLevel(level)})).With("service", "gateway")
+}

@@ -1,0 +1,123 @@
+// Package config reads the gateway's configuration from its environment, strictly:
+// every variable is validated at start, and a bad one stops the gateway with a
+// message naming it.
+package config
+
+import (
+	"crypto/ed25519"
+	"crypto/rsa"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hangar-dev/hangar/platform/envconfig"
+	"github.com/hangar-dev/hangar/platform/pooltoken"
+	"github.com/hangar-dev/hangar/platform/telemetry"
+)
+
+// Config is the gateway's configuration.
+type Config struct {
+	// Token is the pool token (HANGAR_TOKEN).
+	Token *pooltoken.Token
+	// PoolKey is the pool's private key (HANGAR_POOL_PRIVATE_KEY).
+	PoolKey *rsa.PrivateKey
+	// VerifyKey is the control plane's run-verification key, from the token.
+	VerifyKey ed25519.PublicKey
+
+	// WorkerID names this gateway in heartbeats and events (HANGAR_WORKER_ID,
+	// default: the host name).
+	WorkerID string
+	// Metadata are the HANGAR_METADATA_<key> tags.
+	Metadata map[string]string
+
+	// PolicyAddr is the policy service's gRPC address (HANGAR_POLICY_ADDR).
+	PolicyAddr string
+	// PolicyTimeout bounds one policy decision, retries included
+	// (HANGAR_POLICY_TIMEOUT).
+	PolicyTimeout time.Duration
+
+	// GRPCAddr is where executors attach (HANGAR_GATEWAY_GRPC_ADDR).
+	GRPCAddr string
+	// DebugAddr serves /metrics, /livez, /readyz (HANGAR_GATEWAY_DEBUG_ADDR).
+	DebugAddr string
+	// DataDir keeps the gateway's state across restarts (HANGAR_GATEWAY_DATA_DIR).
+	DataDir string
+
+	// HeartbeatInterval is how often heartbeats are published
+	// (HANGAR_HEARTBEAT_INTERVAL).
+	HeartbeatInterval time.Duration
+	// MaxEnvelopeBytes is the largest run envelope accepted
+	// (HANGAR_MAX_ENVELOPE_BYTES).
+	MaxEnvelopeBytes int
+	// ClockSkew is the tolerance for envelopes issued in the future
+	// (HANGAR_CLOCK_SKEW).
+	ClockSkew time.Duration
+	// IntakeWorkers is how many envelopes are verified concurrently
+	// (HANGAR_INTAKE_WORKERS).
+	IntakeWorkers int
+
+	// TLS of the gRPC servers and clients inside the pool (all optional).
+	TLSCert, TLSKey, TLSClientCA string
+	// PolicyTLSCA, when set, makes the policy connection use TLS with this CA
+	// and the gateway's own certificate as client certificate.
+	PolicyTLSCA string
+
+	// Telemetry says where traces go (HANGAR_OTLP_*).
+	Telemetry telemetry.Config
+	// LogLevel is debug, info, warn or error (HANGAR_LOG_LEVEL).
+	LogLevel string
+}
+
+// Load reads the configuration from r (envconfig.FromOS() in main).
+func Load(r *envconfig.Reader) (*Config, error) {
+	c := &Config{}
+
+	rawToken := r.Secret("HANGAR_TOKEN")
+	rawKey := r.Secret("HANGAR_POOL_PRIVATE_KEY")
+
+	host, _ := os.Hostname()
+	c.WorkerID = r.String("HANGAR_WORKER_ID", host)
+	c.Metadata = r.Prefixed("HANGAR_METADATA_")
+	c.PolicyAddr = r.String("HANGAR_POLICY_ADDR", "127.0.0.1:7301")
+	c.PolicyTimeout = r.Duration("HANGAR_POLICY_TIMEOUT", 30*time.Second)
+	c.GRPCAddr = r.String("HANGAR_GATEWAY_GRPC_ADDR", ":7300")
+	c.DebugAddr = r.String("HANGAR_GATEWAY_DEBUG_ADDR", ":9300")
+	c.DataDir = r.String("HANGAR_GATEWAY_DATA_DIR", "/var/lib/hangar/gateway")
+	c.HeartbeatInterval = r.Duration("HANGAR_HEARTBEAT_INTERVAL", 15*time.Second)
+	c.MaxEnvelopeBytes = r.Int("HANGAR_MAX_ENVELOPE_BYTES", 1<<20, 1024, 64<<20)
+	c.ClockSkew = r.Duration("HANGAR_CLOCK_SKEW", time.Minute)
+	c.IntakeWorkers = r.Int("HANGAR_INTAKE_WORKERS", 4, 1, 256)
+	c.TLSCert = r.String("HANGAR_TLS_CERT", "")
+	c.TLSKey = r.String("HANGAR_TLS_KEY", "")
+	c.TLSClientCA = r.String("HANGAR_TLS_CLIENT_CA", "")
+	c.PolicyTLSCA = r.String("HANGAR_POLICY_TLS_CA", "")
+	c.Telemetry = telemetry.ConfigFromEnv(r, "hangar-gateway")
+	c.LogLevel = r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error")
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	if c.WorkerID == "" {
+		return nil, fmt.Errorf("HANGAR_WORKER_ID: required (the host name is unknown)")
+	}
+
+	tok, err := pooltoken.Parse(rawToken)
+	if err != nil {
+		return nil, fmt.Errorf("HANGAR_TOKEN: %w", err)
+	}
+	key, err := pooltoken.ParsePrivateKeyB64(rawKey)
+	if err != nil {
+		return nil, fmt.Errorf("HANGAR_POOL_PRIVATE_KEY: %w", err)
+	}
+	if err := pooltoken.MatchKey(tok, key); err != nil {
+		return nil, fmt.Errorf("HANGAR_POOL_PRIVATE_KEY: does not match the certificate in HANGAR_TOKEN: %w", err)
+	}
+	c.Token, c.PoolKey = tok, key
+	c.VerifyKey, err = tok.VerifyKey()
+	if err != nil {
+		return nil, fmt.Errorf("HANGAR_TOKEN: %w", err)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return nil, fmt.Errorf("HANGAR_TLS_CERT and HANGAR_TLS_KEY: set both or neither")
+	}
+	return c, nil
+}

@@ -1,0 +1,362 @@
+// Package dispatch hands admitted runs to executors under leases: it serves
+// hangar.work.v1.WorkService (executors attach; no per-executor configuration),
+// keeps the queue of admitted runs, picks the attached executor with the most
+// free slots for each, and follows every lease until the run's final event.
+//
+// Leases are fenced by an epoch that only grows per run: a renewal, progress or
+// finish report with a stale lease is answered with LeaseRevoked, and the
+// executor stops that run. A lease not renewed before its deadline ends the run
+// as lost; it is never silently dropped nor run a second time.
+package dispatch
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
+	"github.com/hangar-dev/hangar/services/gateway/internal/intake"
+)
+
+// Events publishes run events (the gateway's outbox).
+type Events interface {
+	Run(runID string, trace map[string]string, ev *eventv1.Event)
+}
+
+// ErrShuttingDown is returned by Admit once the dispatcher stops.
+var ErrShuttingDown = errors.New("dispatch: the gateway is shutting down")
+
+// Config tunes a Dispatcher.
+type Config struct {
+	PoolID string
+	// PoolPublicKey is sent with each assignment (PKIX DER).
+	PoolPublicKey []byte
+	// LeaseDuration defaults to 30s; executors renew every third of it.
+	LeaseDuration time.Duration
+	// CancelGrace is the grace period between the stop signal and the kill.
+	CancelGrace time.Duration
+	Logger      *slog.Logger
+	Registry    prometheus.Registerer
+}
+
+// Dispatcher is the gateway's side of the work protocol.
+type Dispatcher struct {
+	workv1.UnimplementedWorkServiceServer
+
+	cfg    Config
+	events Events
+	log    *slog.Logger
+	now    func() time.Time
+
+	mu        sync.Mutex
+	queue     []*intake.Run
+	runs      map[string]*lease // leased runs by run id
+	epochs    map[string]uint64 // last epoch per run id still tracked
+	executors map[string]*executor
+	closed    bool
+
+	queued     prometheus.Gauge
+	queueTime  prometheus.Histogram
+	slots      *prometheus.GaugeVec
+	busy       *prometheus.GaugeVec
+	lost       prometheus.Counter
+	finishedBy *prometheus.CounterVec
+}
+
+type lease struct {
+	run      *intake.Run
+	id       string
+	epoch    uint64
+	executor string
+	deadline time.Time
+	cancel   bool // a cancel was requested
+}
+
+type executor struct {
+	id          string
+	slots       uint32
+	free        uint32 // as last reported by the executor: a cap on top of slots minus leases
+	drained     bool
+	unavailable string
+	metadata    map[string]string
+	held        map[string]*lease // by lease id
+	send        chan *workv1.AttachResponse
+	gone        bool // send is closed
+}
+
+// New returns a Dispatcher.
+func New(cfg Config, events Events) *Dispatcher {
+	if cfg.LeaseDuration == 0 {
+		cfg.LeaseDuration = 30 * time.Second
+	}
+	if cfg.CancelGrace == 0 {
+		cfg.CancelGrace = 10 * time.Second
+	}
+	d := &Dispatcher{
+		cfg: cfg, events: events, log: cfg.Logger, now: time.Now,
+		runs: map[string]*lease{}, epochs: map[string]uint64{}, executors: map[string]*executor{},
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hangar_gateway_runs_queued",
+			Help: "Admitted runs waiting for a free executor slot.",
+		}),
+		queueTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "hangar_run_queue_seconds",
+			Help:    "Time an admitted run waited for an executor slot.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 12),
+		}),
+		slots: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "hangar_executor_slots",
+			Help: "Slots of each attached executor.",
+		}, []string{"executor"}),
+		busy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "hangar_executor_slots_busy",
+			Help: "Leased runs of each attached executor.",
+		}, []string{"executor"}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hangar_runs_lost_total",
+			Help: "Runs whose executor stopped renewing their lease.",
+		}),
+		finishedBy: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hangar_runs_finished_total",
+			Help: "Runs that ended, by outcome.",
+		}, []string{"outcome"}),
+	}
+	cfg.Registry.MustRegister(d.queued, d.queueTime, d.slots, d.busy, d.lost, d.finishedBy)
+	return d
+}
+
+// Admit queues an admitted run and assigns it if an executor has a free slot.
+func (d *Dispatcher) Admit(_ context.Context, run *intake.Run) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return ErrShuttingDown
+	}
+	d.queue = append(d.queue, run)
+	d.queued.Set(float64(len(d.queue)))
+	d.assignLocked()
+	return nil
+}
+
+// Cancel stops a run: a queued run ends at once as stopped; a leased run is
+// asked to stop on its executor. It reports whether the run was known.
+func (d *Dispatcher) Cancel(runID, reason string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, r := range d.queue {
+		if r.ID == runID {
+			d.queue = append(d.queue[:i], d.queue[i+1:]...)
+			d.queued.Set(float64(len(d.queue)))
+			d.finishLocked(r, &eventv1.RunFinished{Outcome: eventv1.Outcome_OUTCOME_STOPPED, ExitCode: -1, Reason: "cancelled before it started: " + reason})
+			return true
+		}
+	}
+	l, ok := d.runs[runID]
+	if !ok {
+		return false
+	}
+	l.cancel = true
+	if ex, ok := d.executors[l.executor]; ok {
+		d.sendLocked(ex, &workv1.AttachResponse{Kind: &workv1.AttachResponse_Cancel{Cancel: &workv1.Cancel{
+			RunId: runID, LeaseId: l.id, GraceSeconds: uint32(d.cfg.CancelGrace / time.Second), Reason: reason,
+		}}})
+	}
+	return true
+}
+
+// SetDrained drains or undrains an attached executor. It reports whether it is
+// attached.
+func (d *Dispatcher) SetDrained(executorID string, drained, exitWhenIdle bool) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ex, ok := d.executors[executorID]
+	if !ok {
+		return false
+	}
+	ex.drained = drained
+	d.sendLocked(ex, &workv1.AttachResponse{Kind: &workv1.AttachResponse_Drain{Drain: &workv1.Drain{Drained: drained, ExitWhenIdle: exitWhenIdle}}})
+	if !drained {
+		d.assignLocked()
+	}
+	return true
+}
+
+// Executors returns the attached executors, sorted by id.
+func (d *Dispatcher) Executors() []*eventv1.ExecutorStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]*eventv1.ExecutorStatus, 0, len(d.executors))
+	for _, ex := range d.executors {
+		st := eventv1.WorkerState_WORKER_STATE_IDLE
+		switch {
+		case ex.drained:
+			st = eventv1.WorkerState_WORKER_STATE_DRAINED
+		case len(ex.held) > 0:
+			st = eventv1.WorkerState_WORKER_STATE_BUSY
+		}
+		out = append(out, &eventv1.ExecutorStatus{
+			ExecutorId: ex.id, State: st, Slots: ex.slots, Busy: uint32(len(ex.held)),
+			Metadata: ex.metadata, UnavailableReason: ex.unavailable,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ExecutorId < out[j].ExecutorId })
+	return out
+}
+
+// Counts returns the number of queued and leased runs.
+func (d *Dispatcher) Counts() (queued, leased int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.queue), len(d.runs)
+}
+
+// Serve expires leases until ctx is done, then refuses new runs.
+func (d *Dispatcher) Serve(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			d.mu.Lock()
+			d.closed = true
+			d.mu.Unlock()
+			return nil
+		case <-t.C:
+			d.expire()
+		}
+	}
+}
+
+func (d *Dispatcher) expire() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.now()
+	for _, l := range d.runs {
+		if now.After(l.deadline) {
+			d.lost.Inc()
+			d.log.Warn("lease expired: run lost", "run_id", l.run.ID, "executor", l.executor, "epoch", l.epoch)
+			if ex, ok := d.executors[l.executor]; ok {
+				delete(ex.held, l.id)
+				d.sendLocked(ex, revoked(l, "lease expired"))
+			}
+			d.releaseLocked(l)
+			d.finishLocked(l.run, &eventv1.RunFinished{
+				Outcome: eventv1.Outcome_OUTCOME_LOST, ExitCode: -1,
+				Reason: fmt.Sprintf("executor %s stopped renewing its lease", l.executor),
+			})
+		}
+	}
+	d.assignLocked()
+}
+
+// assignLocked gives queued runs, oldest first, to the available executor with
+// the most free slots (ties: fewest leased runs, then id), so that runs spread.
+func (d *Dispatcher) assignLocked() {
+	for len(d.queue) > 0 {
+		var best *executor
+		for _, ex := range d.executors {
+			if d.freeLocked(ex) == 0 {
+				continue
+			}
+			if best == nil || d.freeLocked(ex) > d.freeLocked(best) ||
+				(d.freeLocked(ex) == d.freeLocked(best) && (len(ex.held) < len(best.held) ||
+					(len(ex.held) == len(best.held) && ex.id < best.id))) {
+				best = ex
+			}
+		}
+		if best == nil {
+			return
+		}
+		run := d.queue[0]
+		d.queue = d.queue[1:]
+		d.queued.Set(float64(len(d.queue)))
+		d.queueTime.Observe(d.now().Sub(run.AdmittedAt).Seconds())
+		d.epochs[run.ID]++
+		l := &lease{run: run, id: newLeaseID(), epoch: d.epochs[run.ID], executor: best.id, deadline: d.now().Add(d.cfg.LeaseDuration)}
+		d.runs[run.ID] = l
+		best.held[l.id] = l
+		d.busy.WithLabelValues(best.id).Set(float64(len(best.held)))
+		d.sendLocked(best, &workv1.AttachResponse{Kind: &workv1.AttachResponse_Assign{Assign: &workv1.Assign{
+			LeaseId: l.id, Epoch: l.epoch, DeadlineUnixMs: l.deadline.UnixMilli(), RunId: run.ID,
+			Spec: run.Spec, TraceContext: run.TraceContext, PoolPublicKey: d.cfg.PoolPublicKey,
+		}}})
+		d.log.Info("run assigned", "run_id", run.ID, "executor", best.id, "lease_id", l.id, "epoch", l.epoch)
+		d.events.Run(run.ID, run.TraceContext, &eventv1.Event{Kind: &eventv1.Event_Started{Started: &eventv1.RunStarted{ExecutorId: best.id}}})
+	}
+}
+
+func (d *Dispatcher) freeLocked(ex *executor) uint32 {
+	if ex.drained || ex.unavailable != "" {
+		return 0
+	}
+	held := uint32(len(ex.held))
+	if held >= ex.slots {
+		return 0
+	}
+	return min(ex.slots-held, ex.free)
+}
+
+func (d *Dispatcher) sendLocked(ex *executor, m *workv1.AttachResponse) {
+	if ex.gone {
+		return
+	}
+	select {
+	case ex.send <- m:
+	default:
+		// The stream is hopelessly behind; it is closed and the executor
+		// reattaches, listing its leases.
+		d.log.Error("executor stream is not keeping up; dropping it", "executor", ex.id)
+		ex.gone = true
+		close(ex.send)
+		delete(d.executors, ex.id)
+	}
+}
+
+func (d *Dispatcher) releaseLocked(l *lease) {
+	delete(d.runs, l.run.ID)
+	if ex, ok := d.executors[l.executor]; ok {
+		delete(ex.held, l.id)
+		d.busy.WithLabelValues(ex.id).Set(float64(len(ex.held)))
+	}
+}
+
+func (d *Dispatcher) finishLocked(run *intake.Run, res *eventv1.RunFinished) {
+	delete(d.epochs, run.ID)
+	d.finishedBy.WithLabelValues(outcomeName(res.Outcome)).Inc()
+	d.events.Run(run.ID, run.TraceContext, &eventv1.Event{Kind: &eventv1.Event_Finished{Finished: res}})
+}
+
+func revoked(l *lease, reason string) *workv1.AttachResponse {
+	return &workv1.AttachResponse{Kind: &workv1.AttachResponse_Revoked{Revoked: &workv1.LeaseRevoked{LeaseId: l.id, Epoch: l.epoch, Reason: reason}}}
+}
+
+func newLeaseID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func outcomeName(o eventv1.Outcome) string {
+	switch o {
+	case eventv1.Outcome_OUTCOME_FINISHED:
+		return "finished"
+	case eventv1.Outcome_OUTCOME_FAILED:
+		return "failed"
+	case eventv1.Outcome_OUTCOME_STOPPED:
+		return "stopped"
+	case eventv1.Outcome_OUTCOME_LOST:
+		return "lost"
+	case eventv1.Outcome_OUTCOME_TIMED_OUT:
+		return "timed_out"
+	}
+	return "unknown"
+}

@@ -1,0 +1,263 @@
+// Package intake turns a run envelope received over MQTT into a decision: it
+// verifies and decrypts the envelope, drops a second delivery of a run, asks the
+// policy service whether the run may start, and publishes the events that say
+// what happened (received, then denied or admitted; or the envelope's rejection).
+package intake
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+	policyv1 "github.com/hangar-dev/hangar/gen/go/hangar/policy/v1"
+	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
+	"github.com/hangar-dev/hangar/platform/runenvelope"
+	"github.com/hangar-dev/hangar/platform/telemetry"
+)
+
+// Policy decides whether a run may start (the policy service's client).
+type Policy interface {
+	Evaluate(ctx context.Context, in *policyv1.EvaluateRequest, opts ...grpc.CallOption) (*policyv1.EvaluateResponse, error)
+}
+
+// Seen remembers run ids across restarts.
+type Seen interface {
+	Record(runID string, forgetAfter time.Time) (bool, error)
+	Forget(runID string) error
+}
+
+// Events publishes events to the control plane.
+type Events interface {
+	Run(runID string, trace map[string]string, ev *eventv1.Event)
+	Rejected(payload []byte, runID string, rej *eventv1.EnvelopeRejected)
+}
+
+// Queue takes admitted runs for dispatch to executors.
+type Queue interface {
+	Admit(ctx context.Context, run *Run) error
+}
+
+// Run is an admitted run.
+type Run struct {
+	ID           string
+	Spec         *runv1.RunSpec
+	TraceContext map[string]string
+	AdmittedAt   time.Time
+}
+
+// Intake handles envelopes. Handle is safe for concurrent use.
+type Intake struct {
+	opener        *runenvelope.Opener
+	seen          Seen
+	policy        Policy
+	events        Events
+	queue         Queue
+	metadata      map[string]string
+	policyTimeout time.Duration
+	tracer        trace.Tracer
+	prop          propagation.TextMapPropagator
+	log           *slog.Logger
+	now           func() time.Time
+
+	results  *prometheus.CounterVec
+	rejected *prometheus.CounterVec
+	duration prometheus.Histogram
+}
+
+// Deps are what an Intake works with.
+type Deps struct {
+	Opener        *runenvelope.Opener
+	Seen          Seen
+	Policy        Policy
+	Events        Events
+	Queue         Queue
+	Metadata      map[string]string
+	PolicyTimeout time.Duration
+	Tracer        trace.Tracer
+	Propagator    propagation.TextMapPropagator
+	Logger        *slog.Logger
+	Registry      prometheus.Registerer
+}
+
+// New returns an Intake.
+func New(d Deps) *Intake {
+	in := &Intake{
+		opener: d.Opener, seen: d.Seen, policy: d.Policy, events: d.Events, queue: d.Queue,
+		metadata: d.Metadata, policyTimeout: d.PolicyTimeout, tracer: d.Tracer, prop: d.Propagator,
+		log: d.Logger, now: time.Now,
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hangar_gateway_runs_total",
+			Help: "Runs received by the gateway, by result of intake (admitted, denied, failed).",
+		}, []string{"result"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hangar_gateway_envelopes_rejected_total",
+			Help: "Envelopes refused before a run was received, by reason.",
+		}, []string{"reason"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "hangar_gateway_intake_seconds",
+			Help:    "Time from an envelope's arrival to its decision (verify, decrypt, policy).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+	}
+	if in.policyTimeout == 0 {
+		in.policyTimeout = 30 * time.Second
+	}
+	for _, r := range []string{"admitted", "denied", "failed"} {
+		in.results.WithLabelValues(r)
+	}
+	d.Registry.MustRegister(in.results, in.rejected, in.duration)
+	return in
+}
+
+// Handle processes one envelope. It returns an error only when the envelope could
+// not be recorded durably; the caller then must not acknowledge the MQTT message,
+// so that the broker delivers it again.
+func (in *Intake) Handle(ctx context.Context, payload []byte) error {
+	start := in.now()
+	defer func() { in.duration.Observe(in.now().Sub(start).Seconds()) }()
+
+	v, err := in.opener.Verify(payload)
+	if err != nil {
+		in.reject(payload, err)
+		return nil
+	}
+	ctx = telemetry.Extract(ctx, in.prop, v.TraceContext)
+	ctx, span := in.tracer.Start(ctx, "gateway.intake", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("hangar.run_id", v.RunID)))
+	defer span.End()
+	tc := telemetry.Inject(ctx, in.prop)
+
+	// Remember the id until well after the envelope expires; a later copy is then
+	// refused as expired rather than handled again.
+	forget := time.UnixMilli(v.Envelope.GetExpiresAtUnixMs()).Add(in.opener.ClockSkew + time.Hour)
+	first, err := in.seen.Record(v.RunID, forget)
+	if err != nil {
+		span.SetStatus(codes.Error, "seen store")
+		return fmt.Errorf("intake: record run %s: %w", v.RunID, err)
+	}
+	if !first {
+		span.SetAttributes(attribute.String("hangar.result", "replayed"))
+		in.reject(payload, &runenvelope.RejectError{
+			Reason: eventv1.RejectReason_REJECT_REASON_REPLAYED, RunID: v.RunID, SignatureValid: true,
+			Detail: "run " + v.RunID + " was already received by this pool",
+		})
+		return nil
+	}
+
+	spec, err := in.opener.Decrypt(v)
+	if err != nil {
+		span.SetStatus(codes.Error, "decrypt")
+		in.reject(payload, err)
+		return nil
+	}
+	in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Received{Received: &eventv1.RunReceived{}}})
+
+	decision, err := in.evaluate(ctx, v.RunID, spec)
+	if err != nil {
+		in.results.WithLabelValues("failed").Inc()
+		span.SetStatus(codes.Error, "policy")
+		in.log.Error("policy decision failed; the run fails", "run_id", v.RunID, "err", err)
+		in.events.Run(v.RunID, tc, finished(eventv1.Outcome_OUTCOME_FAILED, "policy evaluation failed: "+statusMessage(err)))
+		return nil
+	}
+	if !decision.GetAllowed() {
+		in.results.WithLabelValues("denied").Inc()
+		span.SetAttributes(attribute.String("hangar.result", "denied"))
+		in.log.Info("run denied by policy", "run_id", v.RunID, "messages", len(decision.GetDeny()))
+		in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Denied{Denied: &eventv1.RunDenied{Messages: decision.GetDeny()}}})
+		return nil
+	}
+
+	if err := in.queue.Admit(ctx, &Run{ID: v.RunID, Spec: spec, TraceContext: tc, AdmittedAt: in.now()}); err != nil {
+		in.results.WithLabelValues("failed").Inc()
+		span.SetStatus(codes.Error, "queue")
+		in.events.Run(v.RunID, tc, finished(eventv1.Outcome_OUTCOME_FAILED, "could not queue the run: "+err.Error()))
+		return nil
+	}
+	in.results.WithLabelValues("admitted").Inc()
+	span.SetAttributes(attribute.String("hangar.result", "admitted"))
+	in.log.Info("run admitted", "run_id", v.RunID)
+	in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Admitted{Admitted: &eventv1.RunAdmitted{}}})
+	return nil
+}
+
+func (in *Intake) reject(payload []byte, err error) {
+	var rej *runenvelope.RejectError
+	if !errors.As(err, &rej) {
+		rej = &runenvelope.RejectError{Reason: eventv1.RejectReason_REJECT_REASON_MALFORMED, Detail: err.Error()}
+	}
+	reason := runenvelope.ReasonName(rej.Reason)
+	in.rejected.WithLabelValues(reason).Inc()
+	// A run id is only reported once a valid signature vouches for it: anyone
+	// able to publish could otherwise put words in another run's mouth.
+	runID := ""
+	if rej.SignatureValid {
+		runID = rej.RunID
+	}
+	in.log.Warn("envelope rejected", "reason", reason, "run_id", runID, "detail", rej.Detail)
+	in.events.Rejected(payload, runID, &eventv1.EnvelopeRejected{Reason: rej.Reason, Message: rej.Detail})
+}
+
+// evaluate asks the policy service, waiting for it to be reachable for up to the
+// policy timeout.
+func (in *Intake) evaluate(ctx context.Context, runID string, spec *runv1.RunSpec) (*policyv1.EvaluateResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, in.policyTimeout)
+	defer cancel()
+	return in.policy.Evaluate(ctx, PolicyInput(runID, in.opener.PoolID, spec, in.metadata), grpc.WaitForReady(true))
+}
+
+// PolicyInput builds the policy request of a run. Environment values never leave
+// the gateway: only the names are sent.
+func PolicyInput(runID, poolID string, spec *runv1.RunSpec, metadata map[string]string) *policyv1.EvaluateRequest {
+	names := make([]string, 0, len(spec.GetEnv()))
+	for _, e := range spec.GetEnv() {
+		names = append(names, e.GetName())
+	}
+	sort.Strings(names)
+	var commands []string
+	for _, p := range spec.GetPhases() {
+		if p.GetName() == "perform" {
+			commands = append(commands, p.GetCommands()...)
+		}
+	}
+	return &policyv1.EvaluateRequest{
+		Run: &policyv1.RunInput{
+			Id:       runID,
+			Type:     strings.TrimPrefix(spec.GetType().String(), "RUN_TYPE_"),
+			Commands: commands,
+		},
+		Stack: &policyv1.StackInput{Id: spec.GetStack().GetId(), Name: spec.GetStack().GetName(), Labels: spec.GetStack().GetLabels()},
+		Commit: &policyv1.CommitInput{
+			Sha: spec.GetCommit().GetSha(), Branch: spec.GetCommit().GetBranch(),
+			Message: spec.GetCommit().GetMessage(), Author: spec.GetCommit().GetAuthor(),
+		},
+		RunnerImage:          spec.GetRunnerImage(),
+		EnvironmentVariables: names,
+		WorkerMetadata:       metadata,
+		PoolId:               poolID,
+	}
+}
+
+func finished(o eventv1.Outcome, reason string) *eventv1.Event {
+	return &eventv1.Event{Kind: &eventv1.Event_Finished{Finished: &eventv1.RunFinished{Outcome: o, ExitCode: -1, Reason: reason}}}
+}
+
+func statusMessage(err error) string {
+	if s, ok := status.FromError(err); ok {
+		return s.Code().String() + ": " + s.Message()
+	}
+	return err.Error()
+}

@@ -1,0 +1,179 @@
+// Package seen remembers which run ids a gateway has received, across restarts, so
+// that a run delivered twice is handled once and a replayed envelope is refused.
+//
+// An id is kept until its envelope has expired (plus the clock skew): after that,
+// the envelope itself is refused as expired, so the id need not be remembered.
+// The store is an append-only file of "<run id> <expiry unix ms>" lines, fsynced
+// on every record and compacted when it is opened.
+package seen
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Store is a persistent set of run ids. It is safe for concurrent use.
+type Store struct {
+	mu     sync.Mutex
+	path   string
+	file   *os.File
+	ids    map[string]int64 // run id -> forget after (unix ms)
+	now    func() time.Time
+	writes int
+}
+
+// Open opens (or creates) the store in dir.
+func Open(dir string, now func() time.Time) (*Store, error) {
+	if now == nil {
+		now = time.Now
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("seen: create %s: %w", dir, err)
+	}
+	s := &Store{path: filepath.Join(dir, "seen-runs.log"), ids: map[string]int64{}, now: now}
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	if err := s.compact(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) load() error {
+	f, err := os.Open(s.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("seen: open %s: %w", s.path, err)
+	}
+	defer f.Close()
+	nowMs := s.now().UnixMilli()
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		id, exp, ok := strings.Cut(sc.Text(), " ")
+		ms, perr := strconv.ParseInt(exp, 10, 64)
+		if !ok || perr != nil || id == "" {
+			// A torn last line after a crash: everything before it is intact.
+			continue
+		}
+		if ms > nowMs {
+			s.ids[id] = ms
+		} else {
+			delete(s.ids, id) // expired, or forgotten by a later line
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("seen: read %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// compact rewrites the file with the live ids only, atomically.
+func (s *Store) compact() error {
+	tmp := s.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("seen: compact: %w", err)
+	}
+	w := bufio.NewWriter(f)
+	for id, ms := range s.ids {
+		fmt.Fprintf(w, "%s %d\n", id, ms)
+	}
+	if err := errors.Join(w.Flush(), f.Sync(), f.Close()); err != nil {
+		return fmt.Errorf("seen: compact: %w", err)
+	}
+	if err := os.Rename(tmp, s.path); err != nil {
+		return fmt.Errorf("seen: compact: %w", err)
+	}
+	if s.file != nil {
+		s.file.Close()
+	}
+	s.file, err = os.OpenFile(s.path, os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("seen: reopen: %w", err)
+	}
+	s.writes = 0
+	return nil
+}
+
+// Record marks runID as received, to be remembered until forgetAfter. It returns
+// true the first time an id is recorded and false if it was already known. The
+// record is durable when Record returns.
+func (s *Store) Record(runID string, forgetAfter time.Time) (bool, error) {
+	if runID == "" || strings.ContainsAny(runID, " \n") {
+		return false, fmt.Errorf("seen: invalid run id %q", runID)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	nowMs := s.now().UnixMilli()
+	if ms, ok := s.ids[runID]; ok && ms > nowMs {
+		return false, nil
+	}
+	ms := forgetAfter.UnixMilli()
+	if _, err := fmt.Fprintf(s.file, "%s %d\n", runID, ms); err != nil {
+		return false, fmt.Errorf("seen: record: %w", err)
+	}
+	if err := s.file.Sync(); err != nil {
+		return false, fmt.Errorf("seen: sync: %w", err)
+	}
+	s.ids[runID] = ms
+	s.writes++
+	if s.writes > 4*len(s.ids)+1024 {
+		s.expire(nowMs)
+		if err := s.compact(); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
+// Forget removes runID, so that the same id may be received again. Used when the
+// gateway could not take a run it recorded (e.g. it failed to queue it).
+func (s *Store) Forget(runID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.ids[runID]; !ok {
+		return nil
+	}
+	delete(s.ids, runID)
+	if _, err := fmt.Fprintf(s.file, "%s %d\n", runID, 0); err != nil {
+		return fmt.Errorf("seen: forget: %w", err)
+	}
+	return s.file.Sync()
+}
+
+func (s *Store) expire(nowMs int64) {
+	for id, ms := range s.ids {
+		if ms <= nowMs {
+			delete(s.ids, id)
+		}
+	}
+}
+
+// Len is the number of ids remembered.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ids)
+}
+
+// Close closes the file.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.file == nil {
+		return nil
+	}
+	err := s.file.Close()
+	s.file = nil
+	return err
+}
