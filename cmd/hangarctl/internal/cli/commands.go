@@ -28,13 +28,16 @@ type command struct {
 
 // commands lists every sub-command. Add a line here for a new one.
 var commands = []command{
-	// {name: "keygen", summary: "make the pool's RSA-4096 key and CSR", run: runKeygen},
 	{name: "keygen", summary: "make the pool's RSA-4096 key and CSR", run: runKeygen},
 	{name: "ca init", summary: "create the control plane's CA, broker and signing keys", run: runCAInit},
 	{name: "pool create", summary: "sign a pool's CSR and print its token", run: runPoolCreate},
 	{name: "pool token", summary: "print a pool's token again", run: runPoolToken},
 	{name: "pool list", summary: "list the pools", run: runPoolList},
 	{name: "broker", summary: "run the embedded MQTT broker (or write a Mosquitto config)", run: runBroker},
+	{name: "run submit", summary: "submit a run to a pool (--follow: events and live log)", run: runSubmit},
+	{name: "run cancel", summary: "cancel a run wherever it runs", run: runCancel},
+	{name: "logs", summary: "print a run's stored, masked log from S3", run: runLogs},
+	{name: "dev", summary: "start a whole pool on this machine and run the demo", run: runDev},
 }
 
 // errUsage marks an error caused by bad arguments: exit code 2.

@@ -1,0 +1,408 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/broker"
+	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/cpdir"
+	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/pki"
+	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/s3server"
+	"github.com/hangar-dev/hangar/platform/telemetry/otlprecv"
+	executor "github.com/hangar-dev/hangar/services/executor/service"
+	gateway "github.com/hangar-dev/hangar/services/gateway/service"
+	logship "github.com/hangar-dev/hangar/services/logship/service"
+	policy "github.com/hangar-dev/hangar/services/policy/service"
+)
+
+//go:embed demo-run.json
+var demoSpec []byte
+
+// demoSecret is the secret value the demo run prints; the stored log must show
+// it masked.
+const demoSecret = "s3cr3t-demo-token-4f9a2c"
+
+// devBucket holds the logs of the dev stack.
+const devBucket = "hangar-logs"
+
+// runDev starts a complete pool on this machine, runs the demo and prints its
+// masked log, S3 key and trace id.
+func runDev(ctx context.Context, e env) error {
+	fs := newFlags("dev", e)
+	dir := fs.String("dir", "", "where the stack keeps its CA, keys, data and service logs (default: a new temporary directory)")
+	keep := fs.Bool("keep", false, "keep the stack up after the demo run, until interrupted")
+	rtFlag := fs.String("runtime", "auto", "executor runtime: auto (Docker when reachable, else process), docker or process")
+	executors := fs.Int("executors", 1, "number of executors")
+	if err := parseFlags(fs, e, 0); err != nil {
+		return err
+	}
+	if *rtFlag != "auto" && *rtFlag != "docker" && *rtFlag != "process" {
+		return fmt.Errorf("%w: --runtime must be auto, docker or process", errUsage)
+	}
+	if *executors < 1 || *executors > 16 {
+		return fmt.Errorf("%w: --executors must be between 1 and 16", errUsage)
+	}
+	out := e.stdout
+	say := func(format string, args ...any) { fmt.Fprintf(out, "hangar dev: "+format+"\n", args...) }
+
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "hangar-dev-")
+		if err != nil {
+			return err
+		}
+		*dir = d
+	}
+	for _, sub := range []string{"logs", "data"} {
+		if err := os.MkdirAll(filepath.Join(*dir, sub), 0o700); err != nil {
+			return err
+		}
+	}
+	say("working directory %s (service logs in %s)", *dir, filepath.Join(*dir, "logs"))
+
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	st := &stack{dir: *dir, errs: make(chan error, 8)}
+	defer st.wait()
+
+	// The control plane: its CA, the broker's certificate, its signing key.
+	cpPath := filepath.Join(*dir, "control-plane")
+	d, err := cpdir.Open(cpPath)
+	if errors.Is(err, cpdir.ErrNotInitialized) {
+		d, err = cpdir.Init(cpPath, cpdir.DefaultBrokerHosts())
+	}
+	if err != nil {
+		return err
+	}
+
+	brokerTLS, err := d.BrokerTLS()
+	if err != nil {
+		return err
+	}
+	b, err := broker.Start(ctx, broker.Config{Addr: "127.0.0.1:0", TLS: brokerTLS, DataDir: filepath.Join(*dir, "data", "broker"), Logger: st.logger("broker")})
+	if err != nil {
+		return fmt.Errorf("embedded broker: %w", err)
+	}
+	defer b.Close()
+	brokerURL := "mqtts://" + b.Addr()
+	say("embedded MQTT broker (mutual TLS, per-pool ACLs) on %s", brokerURL)
+
+	accessKey, secretKey := randomHex(10), randomHex(20)
+	s3, err := s3server.Start(ctx, s3server.Config{Addr: "127.0.0.1:0", AccessKey: accessKey, SecretKey: secretKey, Buckets: []string{devBucket}, Dir: filepath.Join(*dir, "data", "s3")})
+	if err != nil {
+		return fmt.Errorf("S3 server: %w", err)
+	}
+	defer s3.Close()
+	say("S3-compatible server on %s (bucket %s)", s3.Endpoint(), devBucket)
+	s3cfg := S3Config{Endpoint: s3.Endpoint(), Bucket: devBucket, Region: "us-east-1", AccessKey: accessKey, SecretKey: secretKey, PathStyle: true}
+	if err := s3cfg.Save(cpPath); err != nil {
+		return err
+	}
+
+	// The pool: its key and CSR (as an operator makes them), and its token.
+	poolName := "dev-" + randomHex(3)
+	key, err := pki.NewRSAKey(keygenBits)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := pki.EncodeKeyPEM(key)
+	if err != nil {
+		return err
+	}
+	csr, err := pki.CreateCSR(key, poolName)
+	if err != nil {
+		return err
+	}
+	pool, token, err := d.CreatePool(poolName, csr, brokerURL)
+	if err != nil {
+		return err
+	}
+	say("pool %s created; its token is in the gateway's HANGAR_TOKEN", pool.Name)
+
+	traces, err := otlprecv.Start(ctx)
+	if err != nil {
+		return fmt.Errorf("trace receiver: %w", err)
+	}
+	defer traces.Close()
+
+	runtime, why := chooseRuntime(ctx, *rtFlag)
+	say("executor runtime: %s (%s)", runtime, why)
+	image := "hangar-dev/demo-runner:latest"
+	if runtime == "docker" {
+		if err := executor.DemoImage(ctx, image); err != nil {
+			if *rtFlag == "docker" {
+				return fmt.Errorf("demo image: %w", err)
+			}
+			say("could not build the demo image (%v): using the process runtime", err)
+			runtime = "process"
+		} else {
+			say("demo image %s ready (built locally)", image)
+		}
+	}
+
+	ports, err := freePorts(8 + *executors)
+	if err != nil {
+		return err
+	}
+	gwGRPC, gwDebug, polGRPC, polDebug, lsGRPC, lsDebug := ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
+	common := map[string]string{
+		"HANGAR_OTLP_ENDPOINT": traces.Addr(), "HANGAR_OTLP_INSECURE": "true", "HANGAR_OTLP_BATCH_TIMEOUT": "200ms",
+		"HANGAR_LOG_LEVEL": "info",
+	}
+	with := func(extra map[string]string) map[string]string {
+		m := map[string]string{}
+		for k, v := range common {
+			m[k] = v
+		}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+
+	st.start(ctx, "policy", polDebug, func(ctx context.Context, log *slog.Logger) error {
+		return policy.Run(ctx, with(map[string]string{"HANGAR_POLICY_GRPC_ADDR": polGRPC, "HANGAR_POLICY_DEBUG_ADDR": polDebug}), log)
+	})
+	st.start(ctx, "logship", lsDebug, func(ctx context.Context, log *slog.Logger) error {
+		return logship.Run(ctx, with(map[string]string{
+			"HANGAR_LOGSHIP_GRPC_ADDR": lsGRPC, "HANGAR_LOGSHIP_DEBUG_ADDR": lsDebug,
+			"HANGAR_S3_ENDPOINT": s3.Endpoint(), "HANGAR_S3_BUCKET": devBucket, "HANGAR_S3_PATH_STYLE": "true", "HANGAR_S3_REGION": "us-east-1",
+			"AWS_ACCESS_KEY_ID": accessKey, "AWS_SECRET_ACCESS_KEY": secretKey,
+			"HANGAR_LOGSHIP_SPOOL_DIR": filepath.Join(*dir, "data", "spool"), "HANGAR_LOGSHIP_CHUNK_INTERVAL": "1s",
+		}), log)
+	})
+	st.start(ctx, "gateway", gwDebug, func(ctx context.Context, log *slog.Logger) error {
+		return gateway.Run(ctx, with(map[string]string{
+			"HANGAR_TOKEN": token, "HANGAR_POOL_PRIVATE_KEY": base64.StdEncoding.EncodeToString(keyPEM),
+			"HANGAR_POLICY_ADDR": polGRPC, "HANGAR_GATEWAY_GRPC_ADDR": gwGRPC, "HANGAR_GATEWAY_DEBUG_ADDR": gwDebug,
+			"HANGAR_GATEWAY_DATA_DIR": filepath.Join(*dir, "data", "gateway"), "HANGAR_WORKER_ID": "dev-gateway",
+			"HANGAR_METADATA_stack": "dev",
+		}), log)
+	})
+	for i := range *executors {
+		name := fmt.Sprintf("executor-%d", i+1)
+		debug := ports[6+i]
+		st.start(ctx, name, debug, func(ctx context.Context, log *slog.Logger) error {
+			return executor.Run(ctx, with(map[string]string{
+				"HANGAR_EXECUTOR_ID": "dev-" + name, "HANGAR_EXECUTOR_RUNTIME": runtime, "HANGAR_EXECUTOR_SLOTS": "2",
+				"HANGAR_GATEWAY_ADDR": gwGRPC, "HANGAR_LOGSHIP_ADDR": lsGRPC, "HANGAR_EXECUTOR_DEBUG_ADDR": debug,
+				"HANGAR_EXECUTOR_WORK_DIR": filepath.Join(*dir, "data"), "HANGAR_RUN_TIMEOUT": "10m", "HANGAR_LOGS_TIMEOUT": "2m",
+				"HANGAR_METADATA_stack": "dev",
+			}), log)
+		})
+	}
+	if err := st.ready(ctx, 60*time.Second); err != nil {
+		return err
+	}
+	say("policy, logship, gateway and %d executor(s) are ready", *executors)
+
+	// The demo run, submitted exactly as a user would.
+	specPath := filepath.Join(*dir, "demo-run.json")
+	spec := bytes.ReplaceAll(demoSpec, []byte("hangar/demo-runner:latest"), []byte(image))
+	if err := os.WriteFile(specPath, spec, 0o600); err != nil {
+		return err
+	}
+	say("submitting the demo run (it prints a secret, which the log must show masked)")
+	fmt.Fprintln(out)
+	var submitOut bytes.Buffer
+	runErr := runSubmit(ctx, env{
+		args:   []string{"--dir", cpPath, "--pool", pool.Name, "--spec", specPath, "--follow", "--logship", lsGRPC, "--timeout", "5m", "--otlp", traces.Addr()},
+		stdout: io.MultiWriter(out, &submitOut), stderr: e.stderr,
+	})
+	fmt.Fprintln(out)
+	if runErr != nil {
+		return fmt.Errorf("demo run: %w", runErr)
+	}
+	runID, traceID := parseSubmitLine(submitOut.String())
+	logKey := parseLogKey(submitOut.String())
+
+	stored, err := s3cfg.Get(ctx, logKey)
+	if err != nil {
+		return fmt.Errorf("reading the stored log %s: %w", logKey, err)
+	}
+	if bytes.Contains(stored, []byte(demoSecret)) {
+		return fmt.Errorf("the stored log %s contains the secret unmasked", logKey)
+	}
+	say("stored log s3://%s/%s (%d bytes): the secret is masked", devBucket, logKey, len(stored))
+	services := []string{"hangarctl", "hangar-gateway", "hangar-policy", "hangar-executor", "hangar-logship"}
+	spans, _ := traces.WaitFor(func(s []otlprecv.RecordedSpan) bool {
+		return len(missing(services, otlprecv.Services(otlprecv.ByTrace(s, traceID)))) == 0
+	}, 10*time.Second)
+	inTrace := otlprecv.ByTrace(spans, traceID)
+	say("trace %s: %d spans from %s", traceID, len(inTrace), strings.Join(otlprecv.Services(inTrace), ", "))
+	say("run %s finished", runID)
+
+	if !*keep {
+		say("done; stopping the stack (use --keep to keep it up)")
+		return nil
+	}
+	fmt.Fprintf(out, `
+The stack stays up until you press Ctrl-C. In another shell:
+
+  hangarctl run submit --dir %[1]s --pool %[2]s --spec %[3]s --follow --logship %[4]s
+  hangarctl logs --dir %[1]s %[5]s
+  hangarctl broker --help        # the broker runs inside this process on %[6]s
+
+Metrics: http://%[7]s/metrics (gateway), http://%[8]s/metrics (logship), http://%[9]s/metrics (policy)
+`, cpPath, pool.Name, specPath, lsGRPC, runID, brokerURL, gwDebug, lsDebug, polDebug)
+	select {
+	case <-ctx.Done():
+	case err := <-st.errs:
+		return err
+	}
+	return nil
+}
+
+// stack runs the services of the dev stack in this process.
+type stack struct {
+	dir    string
+	wg     sync.WaitGroup
+	errs   chan error
+	debugs []string
+	files  []*os.File
+}
+
+func (s *stack) logger(name string) *slog.Logger {
+	f, err := os.OpenFile(filepath.Join(s.dir, "logs", name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	s.files = append(s.files, f)
+	return slog.New(slog.NewJSONHandler(f, nil)).With("service", name)
+}
+
+func (s *stack) start(ctx context.Context, name, debugAddr string, run func(context.Context, *slog.Logger) error) {
+	log := s.logger(name)
+	s.debugs = append(s.debugs, debugAddr)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := run(ctx, log); err != nil && ctx.Err() == nil {
+			s.errs <- fmt.Errorf("%s stopped: %w (see %s)", name, err, filepath.Join(s.dir, "logs", name+".log"))
+		}
+	}()
+}
+
+// ready waits until every service answers /readyz.
+func (s *stack) ready(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: time.Second}
+	for _, addr := range s.debugs {
+		for {
+			resp, err := client.Get("http://" + addr + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			select {
+			case err := <-s.errs:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("a service on %s did not become ready within %v (logs in %s)", addr, timeout, filepath.Join(s.dir, "logs"))
+			}
+		}
+	}
+	return nil
+}
+
+func (s *stack) wait() {
+	s.wg.Wait()
+	for _, f := range s.files {
+		f.Close()
+	}
+}
+
+// chooseRuntime picks Docker when the engine answers, else the process runtime.
+func chooseRuntime(ctx context.Context, flag string) (string, string) {
+	switch flag {
+	case "docker":
+		return "docker", "asked for with --runtime docker"
+	case "process":
+		return "process", "asked for with --runtime process; runs have no isolation"
+	}
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := executor.PingDocker(pctx); err != nil {
+		return "process", "the Docker engine is not reachable; runs execute as local processes, with no isolation"
+	}
+	return "docker", "the Docker engine is reachable"
+}
+
+func freePorts(n int) ([]string, error) {
+	var out []string
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	return out, nil
+}
+
+var (
+	submitLine = regexp.MustCompile(`run (\S+) submitted to pool \S+ \(trace ([0-9a-f]+)\)`)
+	logKeyLine = regexp.MustCompile(`log stored at s3 key (\S+)`)
+)
+
+func parseSubmitLine(s string) (runID, traceID string) {
+	if m := submitLine.FindStringSubmatch(s); m != nil {
+		return m[1], m[2]
+	}
+	return "", ""
+}
+
+func parseLogKey(s string) string {
+	if m := logKeyLine.FindStringSubmatch(s); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+func missing(want, have []string) []string {
+	var out []string
+	for _, w := range want {
+		found := false
+		for _, h := range have {
+			found = found || h == w
+		}
+		if !found {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,22 @@
+// Package service runs the policy service inside another process, configured
+// exactly as the policy binary is by its environment. It is how `hangarctl dev`
+// starts a whole pool in one process.
+package service
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/hangar-dev/hangar/platform/envconfig"
+	"github.com/hangar-dev/hangar/services/policy/internal/app"
+	"github.com/hangar-dev/hangar/services/policy/internal/config"
+)
+
+// Run runs the policy service with the configuration env until ctx ends.
+func Run(ctx context.Context, env map[string]string, log *slog.Logger) error {
+	cfg, err := config.Load(envconfig.FromMap(env))
+	if err != nil {
+		return err
+	}
+	return app.Run(ctx, cfg, app.Deps{Logger: log})
+}
