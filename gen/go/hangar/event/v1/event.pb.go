@@ -227,13 +227,17 @@ func (WorkerState) EnumDescriptor() ([]byte, []int) {
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Deterministic: "{run_id}/{sequence}" for run events, so a re-publication after
-	// a restart carries the same id. For rejections of envelopes with no readable
-	// run id it is "envelope/{sha256 of the payload, hex}".
+	// a restart carries the same id. For envelope rejections it is
+	// "envelope/{sha256 of the MQTT payload, hex}": a second delivery of the same
+	// bad payload carries the same id.
 	EventId string `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
-	// The run concerned; empty only if the envelope had no readable run id.
+	// The run concerned. For an envelope rejection it is set only once a valid
+	// signature vouches for the run id (never for REJECT_REASON_BAD_SIGNATURE or
+	// REJECT_REASON_MALFORMED).
 	RunId  string `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	PoolId string `protobuf:"bytes,3,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
-	// Per-run, increasing from 1 in the order the gateway produced the events.
+	// Per-run, increasing from 1 in the order the gateway produced the events;
+	// 0 for envelope rejections.
 	Sequence   uint64 `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	TimeUnixMs int64  `protobuf:"varint,5,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
 	// The worker (gateway or executor id) that produced the event.
