@@ -1,0 +1,107 @@
+// Package app wires logship: the S3 store, the spool, the run manager
+// (masking, acknowledgements, uploads) and the LogService gRPC server, under
+// one context, shut down in order.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
+	"github.com/hangar-dev/hangar/platform/serve"
+	"github.com/hangar-dev/hangar/platform/telemetry"
+	"github.com/hangar-dev/hangar/platform/tlsconfig"
+	"github.com/hangar-dev/hangar/services/logship/internal/config"
+	"github.com/hangar-dev/hangar/services/logship/internal/runlog"
+	"github.com/hangar-dev/hangar/services/logship/internal/s3log"
+	"github.com/hangar-dev/hangar/services/logship/internal/ship"
+	"github.com/hangar-dev/hangar/services/logship/internal/spool"
+)
+
+// Run runs logship until ctx is done.
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	reg := telemetry.NewRegistry("logship")
+	tel, err := telemetry.Setup(ctx, cfg.Telemetry)
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(sctx)
+	}()
+
+	awsOpts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(cfg.Region), awsconfig.WithRetryMaxAttempts(2)}
+	if cfg.AccessKeyID != "" {
+		awsOpts = append(awsOpts, awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretKey, cfg.SessionToken)))
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsOpts...)
+	if err != nil {
+		return fmt.Errorf("S3 configuration: %w", err)
+	}
+	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		if cfg.Endpoint != "" {
+			o.BaseEndpoint = &cfg.Endpoint
+		}
+		o.UsePathStyle = cfg.PathStyle
+	})
+	store, err := s3log.New(client, cfg.Bucket, cfg.Prefix, reg)
+	if err != nil {
+		return err
+	}
+	sp, err := spool.Open(cfg.SpoolDir)
+	if err != nil {
+		return fmt.Errorf("HANGAR_LOGSHIP_SPOOL_DIR: %w", err)
+	}
+	runs, err := runlog.New(runlog.Options{
+		Spool: sp, Store: store, MinSecretLength: cfg.MaskMinLength, ChunkInterval: cfg.ChunkInterval,
+		CloseWait: cfg.CloseWait, RetryMin: 200 * time.Millisecond, RetryMax: 30 * time.Second,
+		Logger: log, Registry: reg,
+	})
+	if err != nil {
+		return err
+	}
+	defer runs.Close()
+
+	serverTLS, err := tlsconfig.ServerConfigFiles(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
+	if err != nil {
+		return fmt.Errorf("HANGAR_TLS_*: %w", err)
+	}
+	srv, err := serve.New(serve.Config{ServiceName: "logship", GRPCAddr: cfg.GRPCAddr, DebugAddr: cfg.DebugAddr, TLS: serverTLS},
+		serve.Deps{Logger: log, Registry: reg, Telemetry: tel})
+	if err != nil {
+		return err
+	}
+	logsv1.RegisterLogServiceServer(srv.GRPC(), ship.New(ship.Deps{
+		Runs: runs, Finals: store, Tracer: tel.Tracer("hangar/logship"), Propagator: tel.Propagator(), Logger: log,
+	}))
+	srv.AddReadinessCheck("spool", func(context.Context) error {
+		if _, err := os.Stat(sp.Dir()); err != nil {
+			return fmt.Errorf("spool directory: %w", err)
+		}
+		return nil
+	})
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	log.Info("logship listening", "grpc", srv.GRPCAddr().String(), "debug", srv.DebugAddr().String(),
+		"bucket", cfg.Bucket, "endpoint", cfg.Endpoint, "prefix", cfg.Prefix, "spool", cfg.SpoolDir)
+	// serve stops taking streams and drains them; then the deferred
+	// runs.Close stops the uploaders (unfinished uploads resume at the next
+	// start), then telemetry is flushed.
+	return srv.Run(ctx)
+}
+
+// NewLogger returns logship's JSON logger on stderr.
+func NewLogger(level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})).With("service", "logship")
+}

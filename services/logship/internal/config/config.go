@@ -1,0 +1,105 @@
+// Package config reads logship's configuration from its environment,
+// strictly: every variable is validated at start, and a bad one stops
+// logship with a message naming it. S3 credentials are not read here: the
+// AWS SDK's standard chain finds them (AWS_ACCESS_KEY_ID,
+// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, web identity,
+// instance roles).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hangar-dev/hangar/platform/envconfig"
+	"github.com/hangar-dev/hangar/platform/telemetry"
+)
+
+// Config is logship's configuration.
+type Config struct {
+	// GRPCAddr serves LogService (HANGAR_LOGSHIP_GRPC_ADDR, default ":7302").
+	GRPCAddr string
+	// DebugAddr serves /metrics, /livez, /readyz (HANGAR_LOGSHIP_DEBUG_ADDR,
+	// default ":9302").
+	DebugAddr string
+
+	// Bucket receives the logs (HANGAR_S3_BUCKET, required).
+	Bucket string
+	// Endpoint is a custom S3 endpoint URL for S3-compatible servers
+	// (HANGAR_S3_ENDPOINT, optional).
+	Endpoint string
+	// Region (HANGAR_S3_REGION, default us-east-1).
+	Region string
+	// PathStyle addresses buckets in the path rather than the host name
+	// (HANGAR_S3_PATH_STYLE, default false).
+	PathStyle bool
+	// Prefix starts every key (HANGAR_S3_PREFIX, default "runs/").
+	Prefix string
+
+	// SpoolDir keeps the logs until uploaded (HANGAR_LOGSHIP_SPOOL_DIR,
+	// default /var/lib/hangar/logship).
+	SpoolDir string
+	// MaskMinLength is the shortest secret masked (HANGAR_MASK_MIN_LENGTH,
+	// default 6).
+	MaskMinLength int
+	// ChunkInterval is how often live chunks are uploaded
+	// (HANGAR_LOGSHIP_CHUNK_INTERVAL, default 5s).
+	ChunkInterval time.Duration
+	// CloseWait bounds how long answering Close waits for the final upload
+	// (HANGAR_LOGSHIP_CLOSE_WAIT, default 30s).
+	CloseWait time.Duration
+
+	// TLS of the gRPC server (HANGAR_TLS_CERT, HANGAR_TLS_KEY,
+	// HANGAR_TLS_CLIENT_CA; all optional).
+	TLSCert, TLSKey, TLSClientCA string
+	// Telemetry says where traces go (HANGAR_OTLP_*).
+	Telemetry telemetry.Config
+	// AccessKeyID, SecretKey and SessionToken are static S3 credentials when
+	// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are given in the configuration
+	// (as the AWS SDK's chain would read them); otherwise the SDK's standard
+	// chain applies (profiles, web identity, instance roles...).
+	AccessKeyID, SecretKey, SessionToken string
+	// LogLevel is debug, info, warn or error (HANGAR_LOG_LEVEL).
+	LogLevel string
+}
+
+// Load reads the configuration from r (envconfig.FromOS() in main).
+func Load(r *envconfig.Reader) (*Config, error) {
+	c := &Config{
+		GRPCAddr:      r.String("HANGAR_LOGSHIP_GRPC_ADDR", ":7302"),
+		DebugAddr:     r.String("HANGAR_LOGSHIP_DEBUG_ADDR", ":9302"),
+		Bucket:        r.Required("HANGAR_S3_BUCKET"),
+		Endpoint:      r.String("HANGAR_S3_ENDPOINT", ""),
+		Region:        r.String("HANGAR_S3_REGION", "us-east-1"),
+		PathStyle:     r.Bool("HANGAR_S3_PATH_STYLE", false),
+		Prefix:        r.String("HANGAR_S3_PREFIX", "runs/"),
+		SpoolDir:      r.String("HANGAR_LOGSHIP_SPOOL_DIR", "/var/lib/hangar/logship"),
+		MaskMinLength: r.Int("HANGAR_MASK_MIN_LENGTH", 6, 1, 1024),
+		ChunkInterval: r.Duration("HANGAR_LOGSHIP_CHUNK_INTERVAL", 5*time.Second),
+		CloseWait:     r.Duration("HANGAR_LOGSHIP_CLOSE_WAIT", 30*time.Second),
+		TLSCert:       r.String("HANGAR_TLS_CERT", ""),
+		TLSKey:        r.String("HANGAR_TLS_KEY", ""),
+		TLSClientCA:   r.String("HANGAR_TLS_CLIENT_CA", ""),
+		Telemetry:     telemetry.ConfigFromEnv(r, "hangar-logship"),
+		AccessKeyID:   r.String("AWS_ACCESS_KEY_ID", ""),
+		SecretKey:     r.String("AWS_SECRET_ACCESS_KEY", ""),
+		SessionToken:  r.String("AWS_SESSION_TOKEN", ""),
+		LogLevel:      r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error"),
+	}
+	errs := []error{r.Err()}
+	if c.Endpoint != "" {
+		u, err := url.Parse(c.Endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("HANGAR_S3_ENDPOINT: invalid URL %q (want http(s)://host[:port])", c.Endpoint))
+		}
+	}
+	if c.Prefix != "" && (strings.HasPrefix(c.Prefix, "/") || !strings.HasSuffix(c.Prefix, "/")) {
+		errs = append(errs, fmt.Errorf("HANGAR_S3_PREFIX: %q must not start with / and must end with /", c.Prefix))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}

@@ -1,0 +1,55 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hangar-dev/hangar/platform/envconfig"
+)
+
+func TestLoad(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		env     map[string]string
+		wantErr string // substring; "" means success
+		check   func(t *testing.T, c *Config)
+	}{
+		{"defaults", map[string]string{"HANGAR_S3_BUCKET": "logs"}, "", func(t *testing.T, c *Config) {
+			if c.GRPCAddr != ":7302" || c.DebugAddr != ":9302" || c.Region != "us-east-1" || c.Prefix != "runs/" ||
+				c.PathStyle || c.MaskMinLength != 6 || c.ChunkInterval != 5*time.Second ||
+				c.SpoolDir != "/var/lib/hangar/logship" || c.LogLevel != "info" {
+				t.Errorf("defaults: %+v", c)
+			}
+		}},
+		{"all set", map[string]string{"HANGAR_S3_BUCKET": "logs", "HANGAR_S3_ENDPOINT": "http://127.0.0.1:9000",
+			"HANGAR_S3_PATH_STYLE": "true", "HANGAR_S3_PREFIX": "hangar/", "HANGAR_MASK_MIN_LENGTH": "8",
+			"HANGAR_LOGSHIP_CHUNK_INTERVAL": "2s", "HANGAR_LOG_LEVEL": "debug"}, "", func(t *testing.T, c *Config) {
+			if !c.PathStyle || c.Endpoint != "http://127.0.0.1:9000" || c.Prefix != "hangar/" || c.MaskMinLength != 8 ||
+				c.ChunkInterval != 2*time.Second || c.LogLevel != "debug" {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{"bucket missing", map[string]string{}, "HANGAR_S3_BUCKET", nil},
+		{"bad bool", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_S3_PATH_STYLE": "yes"}, "HANGAR_S3_PATH_STYLE", nil},
+		{"bad duration", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_LOGSHIP_CHUNK_INTERVAL": "5"}, "HANGAR_LOGSHIP_CHUNK_INTERVAL", nil},
+		{"min length out of range", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_MASK_MIN_LENGTH": "0"}, "HANGAR_MASK_MIN_LENGTH", nil},
+		{"bad endpoint", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_S3_ENDPOINT": "127.0.0.1:9000"}, "HANGAR_S3_ENDPOINT", nil},
+		{"bad prefix", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_S3_PREFIX": "runs"}, "HANGAR_S3_PREFIX", nil},
+		{"bad log level", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_LOG_LEVEL": "loud"}, "HANGAR_LOG_LEVEL", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load(envconfig.FromMap(tc.env))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one naming %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}

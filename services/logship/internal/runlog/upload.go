@@ -1,0 +1,132 @@
+package runlog
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/hangar-dev/hangar/services/logship/internal/s3log"
+)
+
+func (m *Manager) startUploader(r *run) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		r.uploadLoop(m.ctx)
+	}()
+}
+
+// uploadLoop uploads live chunks every chunk interval and, once the log is
+// closed, the final object; failures are retried with backoff until ctx
+// ends.
+func (r *run) uploadLoop(ctx context.Context) {
+	opts := r.m.opts
+	backoff := opts.RetryMin
+	timer := time.NewTimer(opts.ChunkInterval)
+	defer timer.Stop()
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		case <-r.kick:
+		}
+		final, err := r.uploadOnce(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			level := r.m.log.Warn
+			if failures > 1 {
+				level = r.m.log.Debug
+				if failures%10 == 0 {
+					level = r.m.log.Warn
+				}
+			}
+			level("S3 upload failed; retrying", "run_id", r.id, "final", final, "failures", failures,
+				"retry_in", backoff, "err", err)
+			timer.Reset(backoff)
+			backoff = min(backoff*2, opts.RetryMax)
+			continue
+		}
+		if failures > 0 {
+			r.m.log.Info("S3 upload succeeded after failures", "run_id", r.id, "failures", failures)
+		}
+		failures, backoff = 0, opts.RetryMin
+		if final {
+			r.m.finish(r)
+			return
+		}
+		timer.Reset(opts.ChunkInterval)
+	}
+}
+
+// uploadOnce uploads what is due: the final object of a closed log, else
+// the committed bytes not uploaded yet as live chunk objects. final says
+// whether the final object was (to be) uploaded.
+func (r *run) uploadOnce(ctx context.Context) (final bool, err error) {
+	r.mu.Lock()
+	st := r.state
+	r.mu.Unlock()
+	store := r.m.opts.Store
+	if st.Closed {
+		body := io.NewSectionReader(r.sp, 0, st.MaskedBytes)
+		return true, store.PutFinal(ctx, r.id, body, s3log.Final{Bytes: st.MaskedBytes, SHA256: st.SHA256, LastSequence: st.AckedSequence})
+	}
+	for st.UploadedBytes < st.MaskedBytes {
+		n := min(st.MaskedBytes-st.UploadedBytes, r.m.opts.MaxChunkObject)
+		body := io.NewSectionReader(r.sp, st.UploadedBytes, n)
+		if err := store.PutChunk(ctx, r.id, st.ChunkObjects+1, body, n); err != nil {
+			return false, err
+		}
+		r.mu.Lock()
+		next := r.state
+		next.UploadedBytes, next.ChunkObjects = st.UploadedBytes+n, st.ChunkObjects+1
+		err := r.sp.SaveState(next)
+		if err == nil {
+			r.state = next
+		}
+		st = r.state
+		r.mu.Unlock()
+		if err != nil {
+			return false, err
+		}
+		if st.Closed {
+			return false, nil // the final upload follows at once
+		}
+	}
+	return false, nil
+}
+
+// finish records a run whose final object is uploaded and removes its
+// spool.
+func (m *Manager) finish(r *run) {
+	// Lock order: m.mu, then r.mu.
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r.mu.Lock()
+	closed := r.closedLocked()
+	lastSeq := r.state.AckedSequence
+	size := r.state.MaskedBytes
+	r.finished = true
+	if err := r.sp.Remove(); err != nil {
+		m.log.Warn("removing spool of an uploaded run", "run_id", r.id, "err", err)
+	}
+	r.releaseLocked(false)
+	close(r.finalDone)
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+	m.met.spoolBytes.Sub(float64(size))
+
+	delete(m.runs, r.id)
+	m.finished[r.id] = finishedRun{closed: closed, lastSeq: lastSeq}
+	m.finishedOrder = append(m.finishedOrder, r.id)
+	for len(m.finishedOrder) > m.opts.FinishedRuns {
+		delete(m.finished, m.finishedOrder[0])
+		m.finishedOrder = m.finishedOrder[1:]
+	}
+	m.log.Info("run log uploaded", "run_id", r.id, "key", closed.Key, "bytes", closed.Bytes)
+}

@@ -1,0 +1,179 @@
+// Package s3log stores run logs in S3 and reads them back.
+//
+// Key layout, under a configurable prefix (default "runs/"):
+//
+//	<prefix><run_id>/chunks/00000001.log  live chunks: each holds the masked
+//	                                      bytes that followed the previous one,
+//	                                      so their concatenation in key order
+//	                                      is a prefix of the log
+//	<prefix><run_id>/log                  the final masked log, written once
+//	                                      the run's log is closed, with user
+//	                                      metadata hangar-bytes (decimal),
+//	                                      hangar-sha256 (hex) and
+//	                                      hangar-last-sequence
+//
+// The final object is the authoritative log; the live chunks let a reader
+// follow a run that is still going on.
+package s3log
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrNotFound is returned when an object does not exist.
+var ErrNotFound = errors.New("s3log: no such object")
+
+// Metadata keys of the final object (sent as x-amz-meta-<key>).
+const (
+	MetaBytes        = "hangar-bytes"
+	MetaSHA256       = "hangar-sha256"
+	MetaLastSequence = "hangar-last-sequence"
+)
+
+// Client is the part of the S3 client used here.
+type Client interface {
+	PutObject(ctx context.Context, in *s3.PutObjectInput, opts ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+	GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+	HeadObject(ctx context.Context, in *s3.HeadObjectInput, opts ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+}
+
+// Store writes and reads the logs of one bucket and prefix.
+type Store struct {
+	client Client
+	bucket string
+	prefix string
+
+	seconds *prometheus.HistogramVec
+	errors  *prometheus.CounterVec
+}
+
+// New returns a Store registering its metrics with reg.
+func New(client Client, bucket, prefix string, reg prometheus.Registerer) (*Store, error) {
+	s := &Store{
+		client: client, bucket: bucket, prefix: prefix,
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "hangar_logship_s3_upload_seconds",
+			Help:    "Duration of S3 uploads of run logs, by object kind (chunk, final), failed ones included.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}, []string{"object"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hangar_logship_s3_upload_errors_total",
+			Help: "S3 uploads of run logs that failed (and are retried), by object kind.",
+		}, []string{"object"}),
+	}
+	for _, c := range []prometheus.Collector{s.seconds, s.errors} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("s3log metrics: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Bucket returns the bucket name.
+func (s *Store) Bucket() string { return s.bucket }
+
+// ChunkKey is the key of a run's n-th live chunk (from 1).
+func (s *Store) ChunkKey(runID string, n uint64) string {
+	return fmt.Sprintf("%s%s/chunks/%08d.log", s.prefix, runID, n)
+}
+
+// FinalKey is the key of a run's final log.
+func (s *Store) FinalKey(runID string) string { return s.prefix + runID + "/log" }
+
+// PutChunk uploads a live chunk.
+func (s *Store) PutChunk(ctx context.Context, runID string, n uint64, body io.ReadSeeker, size int64) error {
+	return s.put(ctx, "chunk", s.ChunkKey(runID, n), body, size, nil)
+}
+
+// Final describes a final log.
+type Final struct {
+	Bytes        int64
+	SHA256       string
+	LastSequence uint64
+}
+
+// PutFinal uploads a run's final log.
+func (s *Store) PutFinal(ctx context.Context, runID string, body io.ReadSeeker, f Final) error {
+	meta := map[string]string{
+		MetaBytes:        strconv.FormatInt(f.Bytes, 10),
+		MetaSHA256:       f.SHA256,
+		MetaLastSequence: strconv.FormatUint(f.LastSequence, 10),
+	}
+	return s.put(ctx, "final", s.FinalKey(runID), body, f.Bytes, meta)
+}
+
+func (s *Store) put(ctx context.Context, kind, key string, body io.ReadSeeker, size int64, meta map[string]string) error {
+	start := time.Now()
+	_, err := s.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket: aws.String(s.bucket), Key: aws.String(key), Body: body, ContentLength: aws.Int64(size),
+		ContentType: aws.String("text/plain; charset=utf-8"), Metadata: meta,
+	})
+	s.seconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.errors.WithLabelValues(kind).Inc()
+		return fmt.Errorf("put s3://%s/%s: %w", s.bucket, key, err)
+	}
+	return nil
+}
+
+// Object is a final log being read.
+type Object struct {
+	Body io.ReadCloser
+	// Size is the final log's full size; Body starts at the requested
+	// offset.
+	Size int64
+}
+
+// GetFinal opens a run's final log from offset. It returns ErrNotFound if
+// there is none. An offset at or past the end gives an empty Body.
+func (s *Store) GetFinal(ctx context.Context, runID string, offset int64) (*Object, error) {
+	key := s.FinalKey(runID)
+	in := &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)}
+	if offset > 0 {
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-", offset))
+	}
+	out, err := s.client.GetObject(ctx, in)
+	if err != nil {
+		var nsk *types.NoSuchKey
+		var apiErr smithy.APIError
+		switch {
+		case errors.As(err, &nsk):
+			return nil, ErrNotFound
+		case errors.As(err, &apiErr) && apiErr.ErrorCode() == "InvalidRange":
+			// Offset at or past the end: read the size from the metadata.
+			return s.emptyAt(ctx, key)
+		}
+		return nil, fmt.Errorf("get s3://%s/%s: %w", s.bucket, key, err)
+	}
+	size := offset + aws.ToInt64(out.ContentLength)
+	if v, ok := out.Metadata[MetaBytes]; ok {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			size = n
+		}
+	}
+	return &Object{Body: out.Body, Size: size}, nil
+}
+
+func (s *Store) emptyAt(ctx context.Context, key string) (*Object, error) {
+	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
+	if err != nil {
+		return nil, fmt.Errorf("head s3://%s/%s: %w", s.bucket, key, err)
+	}
+	size := aws.ToInt64(out.ContentLength)
+	return &Object{Body: io.NopCloser(eofReader{}), Size: size}, nil
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }

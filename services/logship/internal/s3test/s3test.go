@@ -1,0 +1,125 @@
+// Package s3test runs an in-process S3-compatible server (rclone/gofakes3,
+// SigV4 enforced) on a real loopback socket for logship's tests, and can
+// stop and restart it on the same port with its objects kept, to simulate
+// an S3 outage.
+package s3test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/rclone/gofakes3"
+	"github.com/rclone/gofakes3/s3mem"
+)
+
+// Credentials and bucket of every Server.
+const (
+	AccessKey = "logship-test"
+	SecretKey = "logship-test-secret"
+	Bucket    = "hangar-logs"
+)
+
+// Server is a running fake S3.
+type Server struct {
+	t       testing.TB
+	handler http.Handler
+	addr    string
+
+	mu  sync.Mutex
+	srv *http.Server
+}
+
+// Start starts a server; it stops at the end of the test.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	backend := s3mem.New()
+	if err := backend.CreateBucket(context.Background(), Bucket); err != nil {
+		t.Fatalf("s3test: create bucket: %v", err)
+	}
+	faker := gofakes3.New(backend, gofakes3.WithV4Auth(map[string]string{AccessKey: SecretKey}), gofakes3.WithoutVersioning())
+	s := &Server{t: t, handler: faker.Server(), addr: "127.0.0.1:0"}
+	s.Restart()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Endpoint is the server's URL.
+func (s *Server) Endpoint() string { return "http://" + s.addr }
+
+// Stop closes the listener and every connection: S3 is unreachable.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		_ = s.srv.Close()
+		s.srv = nil
+	}
+}
+
+// Restart listens again on the same address, with the same objects.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ln net.Listener
+	var err error
+	for range 50 { // the port may linger briefly after Stop
+		if ln, err = net.Listen("tcp", s.addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		s.t.Fatalf("s3test: listen: %v", err)
+	}
+	s.addr = ln.Addr().String()
+	s.srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 5 * time.Second}
+	go func(srv *http.Server) { _ = srv.Serve(ln) }(s.srv)
+}
+
+// Client returns an S3 client of the server (path-style, no SDK retries).
+func (s *Server) Client() *s3.Client {
+	return s3.New(s3.Options{
+		Region: "us-east-1", BaseEndpoint: aws.String(s.Endpoint()), UsePathStyle: true,
+		Credentials:      credentials.NewStaticCredentialsProvider(AccessKey, SecretKey, ""),
+		RetryMaxAttempts: 1,
+	})
+}
+
+// Get returns an object's body and metadata, or ok=false if it does not
+// exist.
+func (s *Server) Get(t testing.TB, key string) (body []byte, meta map[string]string, ok bool) {
+	t.Helper()
+	out, err := s.Client().GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(Bucket), Key: aws.String(key)})
+	if err != nil {
+		return nil, nil, false
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatalf("s3test: read %s: %v", key, err)
+	}
+	return b, out.Metadata, true
+}
+
+// List returns the keys under prefix, in order.
+func (s *Server) List(t testing.TB, prefix string) []string {
+	t.Helper()
+	out, err := s.Client().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(Bucket), Prefix: aws.String(prefix)})
+	if err != nil {
+		t.Fatalf("s3test: list %s: %v", prefix, err)
+	}
+	var keys []string
+	for _, o := range out.Contents {
+		keys = append(keys, aws.ToString(o.Key))
+	}
+	return keys
+}
