@@ -181,16 +181,15 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 		return nil
 	}
 
-	if err := in.queue.Admit(ctx, &Run{ID: v.RunID, Spec: spec, TraceContext: tc, AdmittedAt: in.now()}); err != nil {
-		in.results.WithLabelValues("failed").Inc()
-		span.SetStatus(codes.Error, "queue")
-		in.events.Run(v.RunID, tc, finished(eventv1.Outcome_OUTCOME_FAILED, "could not queue the run: "+err.Error()))
-		return nil
-	}
+	// Admitted first: the queue may assign the run (and emit "started") at once.
 	in.results.WithLabelValues("admitted").Inc()
 	span.SetAttributes(attribute.String("hangar.result", "admitted"))
 	in.log.Info("run admitted", "run_id", v.RunID)
 	in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Admitted{Admitted: &eventv1.RunAdmitted{}}})
+	if err := in.queue.Admit(ctx, &Run{ID: v.RunID, Spec: spec, TraceContext: tc, AdmittedAt: in.now()}); err != nil {
+		span.SetStatus(codes.Error, "queue")
+		in.events.Run(v.RunID, tc, finished(eventv1.Outcome_OUTCOME_FAILED, "could not queue the run: "+err.Error()))
+	}
 	return nil
 }
 

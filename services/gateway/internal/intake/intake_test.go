@@ -264,7 +264,7 @@ func TestQueueFailureFailsTheRun(t *testing.T) {
 	f := newFixture(t, allow)
 	f.q.err = errors.New("shutting down")
 	f.in.Handle(context.Background(), f.seal(t, "r1", "pool-a", spec, time.Now()))
-	if got := f.ev.kinds("r1"); !slices.Equal(got, []string{"received", "finished:OUTCOME_FAILED"}) {
+	if got := f.ev.kinds("r1"); !slices.Equal(got, []string{"received", "admitted", "finished:OUTCOME_FAILED"}) {
 		t.Fatalf("events = %v", got)
 	}
 }
