@@ -225,7 +225,6 @@ type follower struct {
 	next     uint64
 	started  chan struct{}
 	final    chan *eventv1.Event
-	rejected []*eventv1.Event
 	printMu  sync.Mutex
 }
 

@@ -28,7 +28,6 @@ type store struct {
 	next      uint64
 	breakIn   int // break the stream after this many chunks (0: never)
 	opens     int
-	ackEvery  int
 	closeSeen bool
 }
 
