@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -127,6 +128,35 @@ func (r *Reader) Required(name string) string {
 // include the value, and neither may the caller's.
 func (r *Reader) Secret(name string) string {
 	return r.Required(name)
+}
+
+// SecretOrFile is Secret for a variable that may instead be given as a file:
+// NAME holds the value, or NAME_FILE names a file holding it (as Docker and
+// Kubernetes secrets are mounted). Setting both is an error; surrounding
+// whitespace of the file's content is trimmed.
+func (r *Reader) SecretOrFile(name string) string {
+	v, ok := r.get(name)
+	path, fromFile := r.get(name + "_FILE")
+	switch {
+	case ok && fromFile:
+		r.fail(name, "set either %s or %s_FILE, not both", name, name)
+		return ""
+	case ok:
+		return v
+	case fromFile:
+		b, err := os.ReadFile(path)
+		if err != nil {
+			r.fail(name+"_FILE", "cannot read %s: %v", path, errors.Unwrap(err))
+			return ""
+		}
+		v := strings.TrimSpace(string(b))
+		if v == "" {
+			r.fail(name+"_FILE", "%s is empty", path)
+		}
+		return v
+	}
+	r.fail(name, "required but not set (or set %s_FILE to a file holding it)", name)
+	return ""
 }
 
 // Duration returns the variable parsed as a Go duration ("90s", "70m",

@@ -3,6 +3,7 @@ package envconfig
 import (
 	"errors"
 	"maps"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -362,6 +363,47 @@ func TestFloat(t *testing.T) {
 				t.Errorf("Float = %v, want %v", got, tt.want)
 			}
 			checkErr(t, r.Err(), tt.wantErr)
+		})
+	}
+}
+
+func TestSecretOrFile(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/token"
+	if err := os.WriteFile(file, []byte("  tok-from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := dir + "/empty"
+	os.WriteFile(empty, nil, 0o600)
+	for _, tc := range []struct {
+		name    string
+		env     map[string]string
+		want    string
+		wantErr string
+	}{
+		{"value", map[string]string{"T": "tok"}, "tok", ""},
+		{"file", map[string]string{"T_FILE": file}, "tok-from-file", ""},
+		{"both", map[string]string{"T": "tok", "T_FILE": file}, "", "T: set either T or T_FILE, not both"},
+		{"missing file", map[string]string{"T_FILE": dir + "/nope"}, "", "T_FILE: cannot read"},
+		{"empty file", map[string]string{"T_FILE": empty}, "", "T_FILE: " + empty + " is empty"},
+		{"neither", map[string]string{}, "", "T: required but not set"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := FromMap(tc.env)
+			got := r.SecretOrFile("T")
+			err := r.Err()
+			if tc.wantErr == "" {
+				if err != nil || got != tc.want {
+					t.Fatalf("got %q, %v; want %q", got, err, tc.want)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+			if strings.Contains(err.Error(), "tok-from-file") {
+				t.Fatal("the secret leaked into the error")
+			}
 		})
 	}
 }

@@ -37,6 +37,8 @@ var commands = []command{
 	{name: "run submit", summary: "submit a run to a pool (--follow: events and live log)", run: runSubmit},
 	{name: "run cancel", summary: "cancel a run wherever it runs", run: runCancel},
 	{name: "logs", summary: "print a run's stored, masked log from S3", run: runLogs},
+	{name: "setup", summary: "one-shot set-up of a deployment: CA, pool key, pool and token files", run: runSetup},
+	{name: "s3", summary: "serve a small S3-compatible server (dev and compose stacks)", run: runS3},
 	{name: "dev", summary: "start a whole pool on this machine and run the demo", run: runDev},
 }
 

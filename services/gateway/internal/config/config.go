@@ -72,8 +72,8 @@ type Config struct {
 func Load(r *envconfig.Reader) (*Config, error) {
 	c := &Config{}
 
-	rawToken := r.Secret("HANGAR_TOKEN")
-	rawKey := r.Secret("HANGAR_POOL_PRIVATE_KEY")
+	rawToken := r.SecretOrFile("HANGAR_TOKEN")
+	rawKey := r.SecretOrFile("HANGAR_POOL_PRIVATE_KEY")
 
 	host, _ := os.Hostname()
 	c.WorkerID = r.String("HANGAR_WORKER_ID", host)
