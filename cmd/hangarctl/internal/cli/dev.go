@@ -258,8 +258,8 @@ The stack stays up until you press Ctrl-C. In another shell:
   hangarctl logs --dir %[1]s %[5]s
   hangarctl broker --help        # the broker runs inside this process on %[6]s
 
-Metrics: http://%[7]s/metrics (gateway), http://%[8]s/metrics (logship), http://%[9]s/metrics (policy)
-`, cpPath, pool.Name, specPath, lsGRPC, runID, brokerURL, gwDebug, lsDebug, polDebug)
+Metrics: http://%[7]s/metrics (gateway), http://%[8]s/metrics (logship), http://%[9]s/metrics (policy), %[10]s (executors)
+`, cpPath, pool.Name, specPath, lsGRPC, runID, brokerURL, gwDebug, lsDebug, polDebug, executorMetrics(ports[6:6+*executors]))
 	select {
 	case <-ctx.Done():
 	case err := <-st.errs:
@@ -347,6 +347,14 @@ func chooseRuntime(ctx context.Context, flag string) (string, string) {
 		return "process", "the Docker engine is not reachable; runs execute as local processes, with no isolation"
 	}
 	return "docker", "the Docker engine is reachable"
+}
+
+func executorMetrics(addrs []string) string {
+	var out []string
+	for _, a := range addrs {
+		out = append(out, "http://"+a+"/metrics")
+	}
+	return strings.Join(out, ", ")
 }
 
 func freePorts(n int) ([]string, error) {

@@ -120,6 +120,7 @@ func (d *Dispatcher) detach(ex *executor) {
 	}
 	d.slots.DeleteLabelValues(ex.id)
 	d.busy.DeleteLabelValues(ex.id)
+	d.updateWorkersLocked()
 	d.log.Info("executor detached", "executor", ex.id, "leases_kept_until_deadline", len(ex.held))
 }
 
@@ -146,6 +147,10 @@ func (d *Dispatcher) handle(ex *executor, m *workv1.AttachRequest) {
 		if l == nil {
 			return
 		}
+		if !l.running {
+			l.running = true
+			d.toStart.Observe(d.now().Sub(l.run.AdmittedAt).Seconds())
+		}
 		d.events.Run(l.run.ID, l.run.TraceContext, &eventv1.Event{Kind: &eventv1.Event_Phase{Phase: &eventv1.RunPhase{Phase: k.Progress.GetPhase()}}})
 	case *workv1.AttachRequest_Finish:
 		l := d.currentLocked(ex, k.Finish.GetLeaseId(), k.Finish.GetEpoch())
@@ -161,6 +166,7 @@ func (d *Dispatcher) handle(ex *executor, m *workv1.AttachRequest) {
 			if res == nil {
 				res = &eventv1.RunFinished{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: -1, Reason: "executor reported no result"}
 			}
+			d.duration.WithLabelValues(outcomeName(res.GetOutcome())).Observe(d.now().Sub(l.assigned).Seconds())
 			d.finishLocked(l.run, res)
 		}
 		d.sendLocked(ex, revoked(l, "finished"))

@@ -70,6 +70,10 @@ type Dispatcher struct {
 	busy       *prometheus.GaugeVec
 	lost       prometheus.Counter
 	finishedBy *prometheus.CounterVec
+	started    prometheus.Counter
+	toStart    prometheus.Histogram
+	duration   *prometheus.HistogramVec
+	workers    *prometheus.GaugeVec
 }
 
 type lease struct {
@@ -78,6 +82,8 @@ type lease struct {
 	epoch    uint64
 	executor string
 	deadline time.Time
+	assigned time.Time
+	running  bool // the executor reported its first phase
 	cancel   bool // a cancel was requested
 }
 
@@ -130,7 +136,29 @@ func New(cfg Config, events Events) *Dispatcher {
 			Help: "Runs that ended, by outcome.",
 		}, []string{"outcome"}),
 	}
-	cfg.Registry.MustRegister(d.queued, d.queueTime, d.slots, d.busy, d.lost, d.finishedBy)
+	d.started = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hangar_runs_started_total",
+		Help: "Runs assigned to an executor.",
+	})
+	d.toStart = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "hangar_run_time_to_start_seconds",
+		Help:    "Time from admission to the run's first phase on an executor.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 3, 12),
+	})
+	d.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "hangar_run_duration_seconds",
+		Help:    "Time from assignment to the final result of a run, by outcome.",
+		Buckets: prometheus.ExponentialBuckets(0.5, 3, 12),
+	}, []string{"outcome"})
+	d.workers = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "hangar_workers",
+		Help: "Executors attached to this gateway, by state (idle, busy, drained, unavailable).",
+	}, []string{"state"})
+	cfg.Registry.MustRegister(d.queued, d.queueTime, d.slots, d.busy, d.lost, d.finishedBy, d.started, d.toStart, d.duration, d.workers)
+	for _, o := range []string{"finished", "failed", "stopped", "lost", "timed_out"} {
+		d.finishedBy.WithLabelValues(o)
+	}
+	d.updateWorkersLocked()
 	return d
 }
 
@@ -183,6 +211,7 @@ func (d *Dispatcher) SetDrained(executorID string, drained, exitWhenIdle bool) b
 		return false
 	}
 	ex.drained = drained
+	d.updateWorkersLocked()
 	d.sendLocked(ex, &workv1.AttachResponse{Kind: &workv1.AttachResponse_Drain{Drain: &workv1.Drain{Drained: drained, ExitWhenIdle: exitWhenIdle}}})
 	if !drained {
 		d.assignLocked()
@@ -261,6 +290,7 @@ func (d *Dispatcher) expire() {
 // assignLocked gives queued runs, oldest first, to the available executor with
 // the most free slots (ties: fewest leased runs, then id), so that runs spread.
 func (d *Dispatcher) assignLocked() {
+	defer d.updateWorkersLocked()
 	for len(d.queue) > 0 {
 		var best *executor
 		for _, ex := range d.executors {
@@ -281,7 +311,8 @@ func (d *Dispatcher) assignLocked() {
 		d.queued.Set(float64(len(d.queue)))
 		d.queueTime.Observe(d.now().Sub(run.AdmittedAt).Seconds())
 		d.epochs[run.ID]++
-		l := &lease{run: run, id: newLeaseID(), epoch: d.epochs[run.ID], executor: best.id, deadline: d.now().Add(d.cfg.LeaseDuration)}
+		l := &lease{run: run, id: newLeaseID(), epoch: d.epochs[run.ID], executor: best.id, deadline: d.now().Add(d.cfg.LeaseDuration), assigned: d.now()}
+		d.started.Inc()
 		d.runs[run.ID] = l
 		best.held[l.id] = l
 		d.busy.WithLabelValues(best.id).Set(float64(len(best.held)))
@@ -291,6 +322,26 @@ func (d *Dispatcher) assignLocked() {
 		}}})
 		d.log.Info("run assigned", "run_id", run.ID, "executor", best.id, "lease_id", l.id, "epoch", l.epoch)
 		d.events.Run(run.ID, run.TraceContext, &eventv1.Event{Kind: &eventv1.Event_Started{Started: &eventv1.RunStarted{ExecutorId: best.id}}})
+	}
+}
+
+// updateWorkersLocked recomputes hangar_workers.
+func (d *Dispatcher) updateWorkersLocked() {
+	counts := map[string]int{"idle": 0, "busy": 0, "drained": 0, "unavailable": 0}
+	for _, ex := range d.executors {
+		switch {
+		case ex.drained:
+			counts["drained"]++
+		case ex.unavailable != "":
+			counts["unavailable"]++
+		case len(ex.held) > 0:
+			counts["busy"]++
+		default:
+			counts["idle"]++
+		}
+	}
+	for st, n := range counts {
+		d.workers.WithLabelValues(st).Set(float64(n))
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -153,6 +154,15 @@ func TestRunsSpreadOverExecutorsAndRespectSlots(t *testing.T) {
 	}
 	if m := a.next(); m.GetAssign().GetRunId() != "r3" {
 		t.Fatalf("want r3 assigned to a, got %v", m)
+	}
+	if n := testutil.ToFloat64(d.started); n != 3 {
+		t.Fatalf("hangar_runs_started_total = %v, want 3", n)
+	}
+	if n := testutil.ToFloat64(d.finishedBy.WithLabelValues("finished")); n != 1 {
+		t.Fatalf("hangar_runs_finished_total{outcome=finished} = %v, want 1", n)
+	}
+	if n := testutil.ToFloat64(d.workers.WithLabelValues("busy")); n != 2 {
+		t.Fatalf("hangar_workers{state=busy} = %v, want 2", n)
 	}
 }
 
