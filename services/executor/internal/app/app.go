@@ -20,6 +20,7 @@ import (
 	"github.com/hangar-dev/hangar/platform/serve"
 	"github.com/hangar-dev/hangar/platform/telemetry"
 	"github.com/hangar-dev/hangar/platform/tlsconfig"
+	"github.com/hangar-dev/hangar/services/executor/internal/admission"
 	"github.com/hangar-dev/hangar/services/executor/internal/config"
 	"github.com/hangar-dev/hangar/services/executor/internal/dockerrt"
 	"github.com/hangar-dev/hangar/services/executor/internal/execute"
@@ -87,6 +88,9 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 	w := worker.New(worker.Config{
 		ID: cfg.ExecutorID, Slots: cfg.Slots, Metadata: cfg.Metadata, Version: Version,
 		Logger: log, Registry: reg, CancelReason: "the executor is shutting down",
+		Unavailable: func() string {
+			return admission.HostProbe().Reason(cfg.WorkDir, admission.Thresholds{MinFreeDiskBytes: cfg.MinFreeDisk, MinFreeMemoryBytes: cfg.MinFreeMemory})
+		},
 	}, workv1.NewWorkServiceClient(gwConn), exec)
 
 	srv, err := serve.New(serve.Config{ServiceName: "executor", DebugAddr: cfg.DebugAddr}, serve.Deps{Logger: log, Registry: reg, Telemetry: tel})

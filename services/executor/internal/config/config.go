@@ -39,6 +39,11 @@ type Config struct {
 	// masked in their logs.
 	MaskEnv []string
 
+	// MinFreeDisk and MinFreeMemory (bytes) are the admission thresholds:
+	// HANGAR_MIN_FREE_DISK_MB (default 1024) in the work dir and
+	// HANGAR_MIN_FREE_MEMORY_MB (default 256); 0 turns a check off.
+	MinFreeDisk, MinFreeMemory uint64
+
 	RunTimeout  time.Duration // HANGAR_RUN_TIMEOUT, default 70m
 	LogsTimeout time.Duration // HANGAR_LOGS_TIMEOUT, default 7m
 	CancelGrace time.Duration // HANGAR_CANCEL_GRACE, default 10s
@@ -79,6 +84,8 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 		Telemetry:       telemetry.ConfigFromEnv(r, "hangar-executor"),
 		LogLevel:        r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error"),
 	}
+	c.MinFreeDisk = uint64(r.Int("HANGAR_MIN_FREE_DISK_MB", 1024, 0, 1<<30)) << 20
+	c.MinFreeMemory = uint64(r.Int("HANGAR_MIN_FREE_MEMORY_MB", 256, 0, 1<<30)) << 20
 	cpus := r.Int("HANGAR_WORKER_MILLICPUS", 0, 0, 1<<20)
 	c.WorkerCPUs = float64(cpus) / 1000
 	whitelist := r.List("HANGAR_WHITELIST_ENVS")

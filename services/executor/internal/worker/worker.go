@@ -46,6 +46,11 @@ type Config struct {
 	Registry prometheus.Registerer
 	// CancelReason is used when CancelAll stops the runs.
 	CancelReason string
+	// Unavailable, when set, is polled every AdmissionInterval: a non-empty
+	// answer (low disk, low memory...) makes the worker take no new run and
+	// say why in its Status.
+	Unavailable       func() string
+	AdmissionInterval time.Duration
 }
 
 // Worker is an executor attached to its gateway.
@@ -59,6 +64,7 @@ type Worker struct {
 	runs         map[string]*active    // by lease id
 	unreported   map[string]unreported // finished runs the gateway has not acknowledged, by lease id
 	drained      bool
+	unavailable  string
 	exitWhenIdle bool
 	leaseDur     time.Duration
 	out          chan *workv1.AttachRequest // current session's sender; nil between sessions
@@ -101,6 +107,9 @@ func New(cfg Config, client Client, exec Executor) *Worker {
 func (w *Worker) Run(ctx context.Context) error {
 	runCtx := context.WithoutCancel(ctx)
 	go w.fence(ctx)
+	if w.cfg.Unavailable != nil {
+		go w.admission(ctx)
+	}
 	backoff := 200 * time.Millisecond
 	for {
 		start := time.Now()
@@ -265,7 +274,7 @@ func (w *Worker) handle(runCtx context.Context, m *workv1.AttachResponse) {
 
 func (w *Worker) start(runCtx context.Context, a *workv1.Assign) {
 	w.mu.Lock()
-	if w.drained || len(w.runs) >= w.cfg.Slots {
+	if w.drained || w.unavailable != "" || len(w.runs) >= w.cfg.Slots {
 		// Not ours to run: the lease expires and the gateway reports it.
 		w.mu.Unlock()
 		w.log.Error("assignment refused: no free slot", "run_id", a.GetRunId())
@@ -324,6 +333,34 @@ func (w *Worker) checkIdleLocked() {
 	}
 }
 
+// admission polls the host's resources and reports changes to the gateway.
+func (w *Worker) admission(ctx context.Context) {
+	every := w.cfg.AdmissionInterval
+	if every == 0 {
+		every = 5 * time.Second
+	}
+	for {
+		reason := w.cfg.Unavailable()
+		w.mu.Lock()
+		changed := reason != w.unavailable
+		w.unavailable = reason
+		w.mu.Unlock()
+		if changed {
+			if reason != "" {
+				w.log.Warn("taking no new runs", "reason", reason)
+			} else {
+				w.log.Info("taking runs again")
+			}
+			w.sendStatus()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
 // fence stops runs whose lease deadline passed without a renewal.
 func (w *Worker) fence(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
@@ -364,7 +401,7 @@ func (w *Worker) send(m *workv1.AttachRequest) {
 func (w *Worker) sendStatus() {
 	w.mu.Lock()
 	free := max(w.cfg.Slots-len(w.runs), 0)
-	st := &workv1.Status{FreeSlots: uint32(free), Drained: w.drained}
+	st := &workv1.Status{FreeSlots: uint32(free), Drained: w.drained, UnavailableReason: w.unavailable}
 	w.mu.Unlock()
 	w.send(&workv1.AttachRequest{Kind: &workv1.AttachRequest_Status{Status: st}})
 }

@@ -220,3 +220,42 @@ func TestReattachListsHeldLeasesAndResendsFinish(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestUnavailableHostSaysWhyInItsStatus(t *testing.T) {
+	g := &gateway{hellos: make(chan *workv1.Hello, 4), in: make(chan *workv1.AttachRequest, 64), out: make(chan *workv1.AttachResponse, 64), lease: 30}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	workv1.RegisterWorkServiceServer(srv, g)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	conn, _ := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	t.Cleanup(func() { conn.Close() })
+	var mu sync.Mutex
+	reason := "low disk: 1 KiB free"
+	ex := &blockingExec{start: make(chan string, 4)}
+	w := New(Config{ID: "ex-1", Slots: 2, Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(),
+		Unavailable:       func() string { mu.Lock(); defer mu.Unlock(); return reason },
+		AdmissionInterval: 50 * time.Millisecond,
+	}, workv1.NewWorkServiceClient(conn), ex)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go w.Run(ctx)
+	<-g.hellos
+	g.waitFor(t, func(m *workv1.AttachRequest) bool { return m.GetStatus().GetUnavailableReason() == "low disk: 1 KiB free" })
+	// An assignment racing with the status is not run.
+	g.out <- assign("r1", "l1", time.Now().Add(time.Minute))
+	select {
+	case <-ex.start:
+		t.Fatal("an unavailable executor started a run")
+	case <-time.After(300 * time.Millisecond):
+	}
+	mu.Lock()
+	reason = ""
+	mu.Unlock()
+	g.waitFor(t, func(m *workv1.AttachRequest) bool {
+		return m.GetStatus() != nil && m.GetStatus().GetUnavailableReason() == "" && m.GetStatus().GetFreeSlots() == 2
+	})
+}
