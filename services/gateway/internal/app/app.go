@@ -18,6 +18,7 @@ import (
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	policyv1 "github.com/hangar-dev/hangar/gen/go/hangar/policy/v1"
+	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
 	"github.com/hangar-dev/hangar/platform/dial"
 	"github.com/hangar-dev/hangar/platform/mqtttopic"
@@ -30,6 +31,7 @@ import (
 	"github.com/hangar-dev/hangar/services/gateway/internal/events"
 	"github.com/hangar-dev/hangar/services/gateway/internal/intake"
 	"github.com/hangar-dev/hangar/services/gateway/internal/link"
+	"github.com/hangar-dev/hangar/services/gateway/internal/runstore"
 	"github.com/hangar-dev/hangar/services/gateway/internal/seen"
 )
 
@@ -115,16 +117,26 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return nil
 	})
 
-	outbox := events.NewOutbox(mq, poolID, cfg.WorkerID, log, reg)
+	journal, recovered, err := events.OpenJournal(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer journal.Close()
+	outbox := events.NewOutbox(mq, poolID, cfg.WorkerID, log, reg, journal, recovered)
 	pubDER, err := x509.MarshalPKIXPublicKey(&cfg.PoolKey.PublicKey)
 	if err != nil {
 		return fmt.Errorf("pool public key: %w", err)
 	}
-	disp := dispatch.New(dispatch.Config{PoolID: poolID, PoolPublicKey: pubDER, Logger: log, Registry: reg}, outbox)
+	runs, err := runstore.Open(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	disp := dispatch.New(dispatch.Config{PoolID: poolID, PoolPublicKey: pubDER, Logger: log, Registry: reg, Store: runs}, outbox)
 	workv1.RegisterWorkServiceServer(srv.GRPC(), disp)
 
 	opener := &runenvelope.Opener{PoolID: poolID, PoolKey: cfg.PoolKey, VerifyKey: cfg.VerifyKey,
 		MaxSize: cfg.MaxEnvelopeBytes, ClockSkew: cfg.ClockSkew}
+	recoverRuns(runs, opener, disp, outbox, log)
 	in := intake.New(intake.Deps{
 		Opener: opener, Seen: store, Policy: policyv1.NewPolicyServiceClient(policyConn), Events: outbox, Queue: disp,
 		Metadata: cfg.Metadata, PolicyTimeout: cfg.PolicyTimeout, Tracer: tel.Tracer("hangar/gateway"),
@@ -176,6 +188,37 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	<-outboxDone
 	mq.Close()
 	return err
+}
+
+// recoverRuns puts back the runs a previous life of this gateway had admitted and
+// not seen end. Their envelopes are verified and decrypted again as of the time
+// they were received (they may have expired since).
+func recoverRuns(runs *runstore.Store, opener *runenvelope.Opener, disp *dispatch.Dispatcher, outbox *events.Outbox, log *slog.Logger) {
+	recs, errs := runs.Load()
+	for _, err := range errs {
+		log.Error("a run record could not be read", "err", err)
+	}
+	for _, r := range recs {
+		o := *opener
+		at := r.ReceivedAt
+		o.Now = func() time.Time { return at }
+		v, err := o.Verify(r.Envelope)
+		var spec *runv1.RunSpec
+		if err == nil {
+			spec, err = o.Decrypt(v)
+		}
+		if err != nil {
+			log.Error("a recovered run could not be opened again; it fails", "run_id", r.RunID, "err", err)
+			outbox.Run(r.RunID, nil, &eventv1.Event{Kind: &eventv1.Event_Finished{Finished: &eventv1.RunFinished{
+				Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: -1, Reason: "the gateway restarted and could not recover the run",
+			}}})
+			_ = runs.Delete(r.RunID)
+			continue
+		}
+		run := &intake.Run{ID: r.RunID, Spec: spec, TraceContext: v.TraceContext, AdmittedAt: r.AdmittedAt, Envelope: r.Envelope, ReceivedAt: r.ReceivedAt}
+		disp.Restore(run, r.LeaseID, r.Epoch, r.Executor)
+		log.Info("run recovered after a restart", "run_id", r.RunID, "leased", r.LeaseID != "", "executor", r.Executor)
+	}
 }
 
 func heartbeats(ctx context.Context, cfg *config.Config, mq *link.Link, disp *dispatch.Dispatcher, log *slog.Logger) error {

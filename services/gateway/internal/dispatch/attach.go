@@ -160,6 +160,7 @@ func (d *Dispatcher) handle(ex *executor, m *workv1.AttachRequest) {
 		d.releaseLocked(l)
 		if u := k.Finish.GetUnconfirmed(); u != nil {
 			delete(d.epochs, l.run.ID)
+			d.forgetLocked(l.run.ID)
 			d.events.Run(l.run.ID, l.run.TraceContext, &eventv1.Event{Kind: &eventv1.Event_Unconfirmed{Unconfirmed: u}})
 		} else {
 			res := k.Finish.GetResult()

@@ -25,6 +25,7 @@ import (
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
 	"github.com/hangar-dev/hangar/services/gateway/internal/intake"
+	"github.com/hangar-dev/hangar/services/gateway/internal/runstore"
 )
 
 // Events publishes run events (the gateway's outbox).
@@ -46,6 +47,14 @@ type Config struct {
 	CancelGrace time.Duration
 	Logger      *slog.Logger
 	Registry    prometheus.Registerer
+	// Store keeps queued and leased runs durably (nil: in memory only).
+	Store Store
+}
+
+// Store is the write-ahead store of runs in flight (runstore.Store).
+type Store interface {
+	Save(r *runstore.Record) error
+	Delete(runID string) error
 }
 
 // Dispatcher is the gateway's side of the work protocol.
@@ -169,6 +178,9 @@ func (d *Dispatcher) Admit(_ context.Context, run *intake.Run) error {
 	if d.closed {
 		return ErrShuttingDown
 	}
+	if err := d.saveLocked(run, nil); err != nil {
+		return err
+	}
 	d.queue = append(d.queue, run)
 	d.queued.Set(float64(len(d.queue)))
 	d.assignLocked()
@@ -239,6 +251,21 @@ func (d *Dispatcher) Executors() []*eventv1.ExecutorStatus {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ExecutorId < out[j].ExecutorId })
 	return out
+}
+
+// Known reports whether a run is queued or leased here.
+func (d *Dispatcher) Known(runID string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.runs[runID]; ok {
+		return true
+	}
+	for _, r := range d.queue {
+		if r.ID == runID {
+			return true
+		}
+	}
+	return false
 }
 
 // Counts returns the number of queued and leased runs.
@@ -315,6 +342,9 @@ func (d *Dispatcher) assignLocked() {
 		d.started.Inc()
 		d.runs[run.ID] = l
 		best.held[l.id] = l
+		if err := d.saveLocked(run, l); err != nil {
+			d.log.Error("lease not recorded: a gateway restart now would report this run lost", "run_id", run.ID, "err", err)
+		}
 		d.busy.WithLabelValues(best.id).Set(float64(len(best.held)))
 		d.sendLocked(best, &workv1.AttachResponse{Kind: &workv1.AttachResponse_Assign{Assign: &workv1.Assign{
 			LeaseId: l.id, Epoch: l.epoch, DeadlineUnixMs: l.deadline.UnixMilli(), RunId: run.ID,
@@ -382,8 +412,50 @@ func (d *Dispatcher) releaseLocked(l *lease) {
 
 func (d *Dispatcher) finishLocked(run *intake.Run, res *eventv1.RunFinished) {
 	delete(d.epochs, run.ID)
+	d.forgetLocked(run.ID)
 	d.finishedBy.WithLabelValues(outcomeName(res.Outcome)).Inc()
 	d.events.Run(run.ID, run.TraceContext, &eventv1.Event{Kind: &eventv1.Event_Finished{Finished: res}})
+}
+
+// saveLocked records a queued (l == nil) or leased run.
+func (d *Dispatcher) saveLocked(run *intake.Run, l *lease) error {
+	if d.cfg.Store == nil {
+		return nil
+	}
+	rec := &runstore.Record{RunID: run.ID, Envelope: run.Envelope, ReceivedAt: run.ReceivedAt, AdmittedAt: run.AdmittedAt}
+	if l != nil {
+		rec.LeaseID, rec.Epoch, rec.Executor = l.id, l.epoch, l.executor
+	}
+	if err := d.cfg.Store.Save(rec); err != nil {
+		return fmt.Errorf("dispatch: record run %s: %w", run.ID, err)
+	}
+	return nil
+}
+
+func (d *Dispatcher) forgetLocked(runID string) {
+	if d.cfg.Store == nil {
+		return
+	}
+	if err := d.cfg.Store.Delete(runID); err != nil {
+		d.log.Warn("ended run not removed from the run store", "run_id", runID, "err", err)
+	}
+}
+
+// Restore puts back a run recovered after a restart: queued when it had no
+// lease, else leased to its executor until a new deadline, so that the executor
+// can reattach and keep it (Hello.held); if it does not, the lease expires and
+// the run ends as lost.
+func (d *Dispatcher) Restore(run *intake.Run, leaseID string, epoch uint64, executor string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if leaseID == "" {
+		d.queue = append(d.queue, run)
+		d.queued.Set(float64(len(d.queue)))
+		return
+	}
+	d.epochs[run.ID] = epoch
+	d.runs[run.ID] = &lease{run: run, id: leaseID, epoch: epoch, executor: executor,
+		deadline: d.now().Add(d.cfg.LeaseDuration), assigned: d.now(), running: true}
 }
 
 func revoked(l *lease, reason string) *workv1.AttachResponse {

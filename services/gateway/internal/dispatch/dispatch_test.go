@@ -20,6 +20,7 @@ import (
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
 	"github.com/hangar-dev/hangar/services/gateway/internal/intake"
+	"github.com/hangar-dev/hangar/services/gateway/internal/runstore"
 )
 
 // recorder keeps the events the dispatcher emits (the MQTT outbox in production).
@@ -296,5 +297,65 @@ func TestAttachErrors(t *testing.T) {
 	s.Send(&workv1.AttachRequest{Kind: &workv1.AttachRequest_Hello{Hello: &workv1.Hello{ExecutorId: "dup", Slots: 1}}})
 	if _, err := s.Recv(); status.Code(err) != codes.AlreadyExists {
 		t.Fatalf("duplicate id: got %v", err)
+	}
+}
+
+func TestLeasedRunSurvivesAGatewayRestart(t *testing.T) {
+	store, err := runstore.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func() (*Dispatcher, *recorder, workv1.WorkServiceClient) {
+		rec := &recorder{}
+		d := New(Config{PoolID: "pool-a", LeaseDuration: 10 * time.Second, Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(), Store: store}, rec)
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer()
+		workv1.RegisterWorkServiceServer(srv, d)
+		go srv.Serve(lis)
+		t.Cleanup(srv.Stop)
+		conn, _ := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		t.Cleanup(func() { conn.Close() })
+		return d, rec, workv1.NewWorkServiceClient(conn)
+	}
+
+	d, _, c := start()
+	a := attach(t, c, &workv1.Hello{ExecutorId: "a", Slots: 1})
+	d.Admit(context.Background(), run("queued-1")) // goes to a
+	as := a.next().GetAssign()
+	r := run("r1")
+	r.Envelope = []byte("sealed")
+	d.Admit(context.Background(), r) // waits: no free slot
+	recs, _ := store.Load()
+	if len(recs) != 2 || recs[0].LeaseID != as.LeaseId || recs[1].LeaseID != "" || string(recs[1].Envelope) != "sealed" {
+		t.Fatalf("records = %+v", recs)
+	}
+
+	// The gateway dies; a new one recovers both runs from the store.
+	d2, rec2, c2 := start()
+	for _, r := range recs {
+		d2.Restore(&intake.Run{ID: r.RunID, AdmittedAt: r.AdmittedAt, Envelope: r.Envelope}, r.LeaseID, r.Epoch, r.Executor)
+	}
+	if !d2.Known("queued-1") || !d2.Known("r1") {
+		t.Fatal("recovered runs unknown")
+	}
+	a2 := attach(t, c2, &workv1.Hello{ExecutorId: "a", Slots: 1, Held: []*workv1.HeldLease{{RunId: "queued-1", LeaseId: as.LeaseId, Epoch: as.Epoch}}})
+	a2.send(&workv1.AttachRequest{Kind: &workv1.AttachRequest_Finish{Finish: &workv1.Finish{
+		LeaseId: as.LeaseId, Epoch: as.Epoch, Result: &eventv1.RunFinished{Outcome: eventv1.Outcome_OUTCOME_FINISHED},
+	}}})
+	if m := a2.next(); m.GetRevoked().GetReason() != "finished" {
+		t.Fatalf("the recovered lease was not kept: %v", m)
+	}
+	if m := a2.next(); m.GetAssign().GetRunId() != "r1" {
+		t.Fatalf("the recovered queued run was not assigned: %v", m)
+	}
+	if f := rec2.finals("queued-1"); len(f) != 1 {
+		t.Fatalf("finals = %v", f)
+	}
+	recs, _ = store.Load()
+	if len(recs) != 1 || recs[0].RunID != "r1" || recs[0].LeaseID == "" {
+		t.Fatalf("records after = %+v", recs)
 	}
 }

@@ -1,7 +1,7 @@
 // Package events numbers a pool's run events and publishes them to the control
 // plane in order, at least once: an event is retried with backoff until the broker
-// acknowledges it (QoS 1), so a broker outage delays events but loses none while
-// the gateway runs.
+// acknowledges it (QoS 1), so a broker outage delays events but loses none; with
+// a Journal, neither does a gateway restart.
 package events
 
 import (
@@ -35,20 +35,24 @@ type Outbox struct {
 	log      *slog.Logger
 	now      func() time.Time
 
-	mu      sync.Mutex
-	queue   []*eventv1.Event
-	wake    chan struct{}
-	idle    chan struct{} // closed when the queue is empty and nothing is in flight
-	seq     map[string]uint64
-	pending int
+	mu       sync.Mutex
+	queue    []*eventv1.Event
+	wake     chan struct{}
+	idle     chan struct{} // closed when the queue is empty and nothing is in flight
+	seq      map[string]uint64
+	pending  int
+	inflight *eventv1.Event // being published (pending == 1)
+	journal  *Journal       // nil: events live in memory only
+	writes   int
 
 	published *prometheus.CounterVec
 	failures  prometheus.Counter
 	depth     prometheus.Gauge
 }
 
-// NewOutbox returns an outbox publishing to the pool's events topic.
-func NewOutbox(pub Publisher, poolID, workerID string, log *slog.Logger, reg prometheus.Registerer) *Outbox {
+// NewOutbox returns an outbox publishing to the pool's events topic. With a
+// journal (and what it recovered), events survive a restart.
+func NewOutbox(pub Publisher, poolID, workerID string, log *slog.Logger, reg prometheus.Registerer, journal *Journal, rec *Recovered) *Outbox {
 	o := &Outbox{
 		pub: pub, topic: mqtttopic.Events(poolID), poolID: poolID, workerID: workerID,
 		log: log, now: time.Now, wake: make(chan struct{}, 1), seq: map[string]uint64{},
@@ -66,7 +70,19 @@ func NewOutbox(pub Publisher, poolID, workerID string, log *slog.Logger, reg pro
 		}),
 	}
 	o.idle = make(chan struct{})
-	close(o.idle)
+	o.journal = journal
+	if rec != nil {
+		o.queue = append(o.queue, rec.Pending...)
+		for run, n := range rec.Sequences {
+			o.seq[run] = n
+		}
+	}
+	if len(o.queue) == 0 {
+		close(o.idle)
+	} else {
+		log.Info("resending events not acknowledged before the restart", "events", len(o.queue))
+	}
+	o.depth.Set(float64(len(o.queue)))
 	reg.MustRegister(o.published, o.failures, o.depth)
 	return o
 }
@@ -111,6 +127,12 @@ func (o *Outbox) enqueue(ev *eventv1.Event) {
 	ev.WorkerId = o.workerID
 	ev.TimeUnixMs = o.now().UnixMilli()
 	o.mu.Lock()
+	if o.journal != nil {
+		if err := o.journal.Append(ev); err != nil {
+			o.log.Error("event not journaled: it would be lost if the gateway stopped now", "event_id", ev.EventId, "err", err)
+		}
+		o.compactLocked()
+	}
 	if len(o.queue) == 0 && o.pending == 0 {
 		o.idle = make(chan struct{})
 	}
@@ -132,6 +154,7 @@ func (o *Outbox) Serve(ctx context.Context) error {
 			ev = o.queue[0]
 			o.queue = o.queue[1:]
 			o.pending = 1
+			o.inflight = ev
 		}
 		o.mu.Unlock()
 		if ev == nil {
@@ -147,11 +170,18 @@ func (o *Outbox) Serve(ctx context.Context) error {
 			o.mu.Lock()
 			o.queue = append([]*eventv1.Event{ev}, o.queue...)
 			o.pending = 0
+			o.inflight = nil
 			o.mu.Unlock()
 			return nil
 		}
 		o.mu.Lock()
+		if o.journal != nil {
+			if err := o.journal.Acked(ev.EventId); err != nil {
+				o.log.Warn("acknowledgement not journaled: the event may be sent again after a restart", "event_id", ev.EventId, "err", err)
+			}
+		}
 		o.pending = 0
+		o.inflight = nil
 		o.depth.Set(float64(len(o.queue)))
 		if len(o.queue) == 0 {
 			close(o.idle)
@@ -180,6 +210,26 @@ func (o *Outbox) publish(ctx context.Context, ev *eventv1.Event) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// compactLocked rewrites the journal now and then, keeping what is pending.
+func (o *Outbox) compactLocked() {
+	o.writes++
+	if o.writes < 10000 {
+		return
+	}
+	o.writes = 0
+	rec := &Recovered{Sequences: map[string]uint64{}}
+	if o.inflight != nil {
+		rec.Pending = append(rec.Pending, o.inflight)
+	}
+	rec.Pending = append(rec.Pending, o.queue...)
+	for run, n := range o.seq {
+		rec.Sequences[run] = n
+	}
+	if err := o.journal.Rewrite(rec); err != nil {
+		o.log.Warn("compacting the events journal failed", "err", err)
 	}
 }
 

@@ -41,7 +41,7 @@ func (f *flaky) Publish(_ context.Context, topic string, payload []byte) error {
 
 func TestOutboxRetriesAndKeepsOrder(t *testing.T) {
 	pub := &flaky{}
-	o := NewOutbox(pub, "p", "gw-1", slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	o := NewOutbox(pub, "p", "gw-1", slog.New(slog.DiscardHandler), prometheus.NewRegistry(), nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go o.Serve(ctx)

@@ -58,6 +58,8 @@ type discardQueue struct{}
 
 func (discardQueue) Admit(context.Context, *Run) error { return nil }
 
+func (discardQueue) Known(string) bool { return false }
+
 // BenchmarkIntake is the gateway's intake of one envelope, as Handle does it for
 // each MQTT message: size and strict decoding, Ed25519 signature, expiry, the
 // replay check (a durable write, fsync included, to a real seen store), RSA-4096
@@ -99,7 +101,7 @@ func BenchmarkIntake(b *testing.B) {
 	b.Cleanup(cancel)
 	log := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
-	outbox := outboxpkg.NewOutbox(discardPublisher{}, "pool-a", "gw-bench", log, reg)
+	outbox := outboxpkg.NewOutbox(discardPublisher{}, "pool-a", "gw-bench", log, reg, nil, nil)
 	go outbox.Serve(ctx)
 
 	in := New(Deps{

@@ -36,7 +36,7 @@ type Policy interface {
 // Seen remembers run ids across restarts.
 type Seen interface {
 	Record(runID string, forgetAfter time.Time) (bool, error)
-	Forget(runID string) error
+	Done(runID string) error
 }
 
 // Events publishes events to the control plane.
@@ -48,6 +48,9 @@ type Events interface {
 // Queue takes admitted runs for dispatch to executors.
 type Queue interface {
 	Admit(ctx context.Context, run *Run) error
+	// Known reports whether the run is queued or leased (e.g. recovered after
+	// a restart), so that its redelivery is not taken for a new run.
+	Known(runID string) bool
 }
 
 // Run is an admitted run.
@@ -56,6 +59,10 @@ type Run struct {
 	Spec         *runv1.RunSpec
 	TraceContext map[string]string
 	AdmittedAt   time.Time
+	// Envelope is the payload as received (signed, encrypted), which the
+	// dispatcher keeps durably instead of the decrypted spec.
+	Envelope   []byte
+	ReceivedAt time.Time
 }
 
 // Intake handles envelopes. Handle is safe for concurrent use.
@@ -157,6 +164,18 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 		return nil
 	}
 
+	// From here on, the run is decided exactly once: the decision is recorded
+	// (Done) once its events are journaled and an admitted run is stored.
+	defer func() {
+		if err := in.seen.Done(v.RunID); err != nil {
+			in.log.Error("decision not recorded in the seen store", "run_id", v.RunID, "err", err)
+		}
+	}()
+	if in.queue.Known(v.RunID) {
+		// Redelivered after a restart that had already stored the run.
+		in.log.Info("redelivered run already recovered; nothing to do", "run_id", v.RunID)
+		return nil
+	}
 	spec, err := in.opener.Decrypt(v)
 	if err != nil {
 		span.SetStatus(codes.Error, "decrypt")
@@ -186,7 +205,7 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 	span.SetAttributes(attribute.String("hangar.result", "admitted"))
 	in.log.Info("run admitted", "run_id", v.RunID)
 	in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Admitted{Admitted: &eventv1.RunAdmitted{}}})
-	if err := in.queue.Admit(ctx, &Run{ID: v.RunID, Spec: spec, TraceContext: tc, AdmittedAt: in.now()}); err != nil {
+	if err := in.queue.Admit(ctx, &Run{ID: v.RunID, Spec: spec, TraceContext: tc, AdmittedAt: in.now(), Envelope: payload, ReceivedAt: start}); err != nil {
 		span.SetStatus(codes.Error, "queue")
 		in.events.Run(v.RunID, tc, finished(eventv1.Outcome_OUTCOME_FAILED, "could not queue the run: "+err.Error()))
 	}

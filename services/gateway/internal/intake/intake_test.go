@@ -93,6 +93,17 @@ type queue struct {
 	err  error
 }
 
+func (q *queue) Known(id string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, r := range q.runs {
+		if r.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
 func (q *queue) Admit(_ context.Context, r *Run) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()

@@ -3,8 +3,14 @@
 //
 // An id is kept until its envelope has expired (plus the clock skew): after that,
 // the envelope itself is refused as expired, so the id need not be remembered.
-// The store is an append-only file of "<run id> <expiry unix ms>" lines, fsynced
-// on every record and compacted when it is opened.
+// The store is an append-only file of "<run id> <expiry unix ms>" lines (and
+// "<run id> <expiry> done" once the gateway decided the run), fsynced on every
+// record and compacted when it is opened.
+//
+// A run recorded but not decided by an earlier life of the gateway (it stopped
+// in the middle of the intake, before acknowledging the MQTT message) may be
+// recorded once more: its redelivery is the gateway's own unfinished work, not a
+// replay.
 package seen
 
 import (
@@ -25,6 +31,8 @@ type Store struct {
 	path   string
 	file   *os.File
 	ids    map[string]int64 // run id -> forget after (unix ms)
+	done   map[string]bool  // decided
+	retry  map[string]bool  // recorded, not decided, by an earlier life
 	now    func() time.Time
 	writes int
 }
@@ -37,9 +45,14 @@ func Open(dir string, now func() time.Time) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("seen: create %s: %w", dir, err)
 	}
-	s := &Store{path: filepath.Join(dir, "seen-runs.log"), ids: map[string]int64{}, now: now}
+	s := &Store{path: filepath.Join(dir, "seen-runs.log"), ids: map[string]int64{}, done: map[string]bool{}, retry: map[string]bool{}, now: now}
 	if err := s.load(); err != nil {
 		return nil, err
+	}
+	for id := range s.ids {
+		if !s.done[id] {
+			s.retry[id] = true
+		}
 	}
 	if err := s.compact(); err != nil {
 		return nil, err
@@ -59,16 +72,24 @@ func (s *Store) load() error {
 	nowMs := s.now().UnixMilli()
 	sc := bufio.NewScanner(f)
 	for line := 1; sc.Scan(); line++ {
-		id, exp, ok := strings.Cut(sc.Text(), " ")
-		ms, perr := strconv.ParseInt(exp, 10, 64)
-		if !ok || perr != nil || id == "" {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || len(f) > 3 || (len(f) == 3 && f[2] != "done") {
 			// A torn last line after a crash: everything before it is intact.
+			continue
+		}
+		id := f[0]
+		ms, perr := strconv.ParseInt(f[1], 10, 64)
+		if perr != nil {
 			continue
 		}
 		if ms > nowMs {
 			s.ids[id] = ms
+			if len(f) == 3 {
+				s.done[id] = true
+			}
 		} else {
 			delete(s.ids, id) // expired, or forgotten by a later line
+			delete(s.done, id)
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -86,7 +107,11 @@ func (s *Store) compact() error {
 	}
 	w := bufio.NewWriter(f)
 	for id, ms := range s.ids {
-		fmt.Fprintf(w, "%s %d\n", id, ms)
+		if s.done[id] {
+			fmt.Fprintf(w, "%s %d done\n", id, ms)
+		} else {
+			fmt.Fprintf(w, "%s %d\n", id, ms)
+		}
 	}
 	if err := errors.Join(w.Flush(), f.Sync(), f.Close()); err != nil {
 		return fmt.Errorf("seen: compact: %w", err)
@@ -116,6 +141,10 @@ func (s *Store) Record(runID string, forgetAfter time.Time) (bool, error) {
 	defer s.mu.Unlock()
 	nowMs := s.now().UnixMilli()
 	if ms, ok := s.ids[runID]; ok && ms > nowMs {
+		if s.retry[runID] {
+			delete(s.retry, runID) // once: concurrent copies in this life are refused
+			return true, nil
+		}
 		return false, nil
 	}
 	ms := forgetAfter.UnixMilli()
@@ -136,6 +165,25 @@ func (s *Store) Record(runID string, forgetAfter time.Time) (bool, error) {
 	return true, nil
 }
 
+// Done records that the gateway decided runID (denied, failed, or admitted and
+// stored): a later copy is a replay even across a restart.
+func (s *Store) Done(runID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ms, ok := s.ids[runID]
+	if !ok || s.done[runID] {
+		return nil
+	}
+	if _, err := fmt.Fprintf(s.file, "%s %d done\n", runID, ms); err != nil {
+		return fmt.Errorf("seen: done: %w", err)
+	}
+	if err := s.file.Sync(); err != nil {
+		return fmt.Errorf("seen: sync: %w", err)
+	}
+	s.done[runID] = true
+	return nil
+}
+
 // Forget removes runID, so that the same id may be received again. Used when the
 // gateway could not take a run it recorded (e.g. it failed to queue it).
 func (s *Store) Forget(runID string) error {
@@ -145,6 +193,8 @@ func (s *Store) Forget(runID string) error {
 		return nil
 	}
 	delete(s.ids, runID)
+	delete(s.done, runID)
+	delete(s.retry, runID)
 	if _, err := fmt.Fprintf(s.file, "%s %d\n", runID, 0); err != nil {
 		return fmt.Errorf("seen: forget: %w", err)
 	}
@@ -155,6 +205,8 @@ func (s *Store) expire(nowMs int64) {
 	for id, ms := range s.ids {
 		if ms <= nowMs {
 			delete(s.ids, id)
+			delete(s.done, id)
+			delete(s.retry, id)
 		}
 	}
 }

@@ -31,6 +31,7 @@ func TestRecordIsOncePerIDAndSurvivesReopen(t *testing.T) {
 			t.Fatalf("Record(%q) = %v, %v; want %v", tc.id, got, err, tc.want)
 		}
 	}
+	s.Done("run-1")
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -64,6 +65,7 @@ func TestForgetAndTornLine(t *testing.T) {
 	if _, err := s.Record("b", time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
+	s.Done("b")
 	s.Close()
 	// A crash in the middle of a write leaves a torn last line.
 	f, _ := os.OpenFile(filepath.Join(dir, "seen-runs.log"), os.O_APPEND|os.O_WRONLY, 0)
@@ -113,5 +115,33 @@ func TestConcurrentRecordsOfOneIDYieldOneWinner(t *testing.T) {
 	wg.Wait()
 	if wins != 1 {
 		t.Fatalf("%d goroutines won; want exactly 1", wins)
+	}
+}
+
+func TestUndecidedRunMayBeRecordedOnceMoreAfterARestart(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := time.Now().Add(time.Hour)
+	s.Record("decided", until)
+	s.Done("decided")
+	s.Record("interrupted", until) // the gateway stops before deciding
+	s.Close()
+
+	s, err = Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, _ := s.Record("decided", until); got {
+		t.Fatal("a decided run must be refused as a replay after a restart")
+	}
+	if got, _ := s.Record("interrupted", until); !got {
+		t.Fatal("an undecided run of an earlier life must be taken up again")
+	}
+	if got, _ := s.Record("interrupted", until); got {
+		t.Fatal("only once")
 	}
 }

@@ -1,0 +1,112 @@
+// Package runstore is the gateway's write-ahead store of runs it has admitted and
+// not yet seen end: queued runs and leased runs, so that a gateway restarted
+// mid-run recovers them instead of forgetting them.
+//
+// A record keeps the run's envelope exactly as it arrived — signed and still
+// encrypted to the pool's key — never the decrypted spec, so no secret of a run
+// is written to the gateway's disk. One file per run, replaced atomically.
+package runstore
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Record is one run in flight.
+type Record struct {
+	RunID string `json:"run_id"`
+	// Envelope is the SignedEnvelope payload as received.
+	Envelope   []byte    `json:"envelope"`
+	ReceivedAt time.Time `json:"received_at"`
+	AdmittedAt time.Time `json:"admitted_at"`
+	// Lease, when the run was assigned; empty while queued.
+	LeaseID  string `json:"lease_id,omitempty"`
+	Epoch    uint64 `json:"epoch,omitempty"`
+	Executor string `json:"executor,omitempty"`
+}
+
+// Store keeps records in a directory.
+type Store struct{ dir string }
+
+// Open opens (or creates) the store under dir.
+func Open(dir string) (*Store, error) {
+	d := filepath.Join(dir, "runs")
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		return nil, fmt.Errorf("runstore: %w", err)
+	}
+	return &Store{dir: d}, nil
+}
+
+func (s *Store) path(runID string) string { return filepath.Join(s.dir, runID+".json") }
+
+// Save writes (or replaces) a record durably.
+func (s *Store) Save(r *Record) error {
+	if r.RunID == "" || strings.ContainsAny(r.RunID, "/\\.") {
+		return fmt.Errorf("runstore: invalid run id %q", r.RunID)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("runstore: %w", err)
+	}
+	tmp := s.path(r.RunID) + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("runstore: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("runstore: %w", err)
+	}
+	if err := errors.Join(f.Sync(), f.Close()); err != nil {
+		return fmt.Errorf("runstore: %w", err)
+	}
+	if err := os.Rename(tmp, s.path(r.RunID)); err != nil {
+		return fmt.Errorf("runstore: %w", err)
+	}
+	return nil
+}
+
+// Delete removes a run's record; a missing record is not an error.
+func (s *Store) Delete(runID string) error {
+	if err := os.Remove(s.path(runID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("runstore: %w", err)
+	}
+	return nil
+}
+
+// Load returns every record, oldest admission first. Unreadable files (a crash
+// while writing leaves only a .tmp) are skipped and reported.
+func (s *Store) Load() ([]*Record, []error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, []error{fmt.Errorf("runstore: %w", err)}
+	}
+	var out []*Record
+	var errs []error
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(s.dir, e.Name()))
+		r := &Record{}
+		if err == nil {
+			err = json.Unmarshal(b, r)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("runstore: %s: %w", e.Name(), err))
+			continue
+		}
+		out = append(out, r)
+	}
+	for i := 1; i < len(out); i++ {
+		for k := i; k > 0 && out[k].AdmittedAt.Before(out[k-1].AdmittedAt); k-- {
+			out[k], out[k-1] = out[k-1], out[k]
+		}
+	}
+	return out, errs
+}
