@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -88,6 +89,8 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 	w := worker.New(worker.Config{
 		ID: cfg.ExecutorID, Slots: cfg.Slots, Metadata: cfg.Metadata, Version: Version,
 		Logger: log, Registry: reg, CancelReason: "the executor is shutting down",
+		StateFile: filepath.Join(cfg.WorkDir, "hangar-executor-"+cfg.ExecutorID+".leases.json"),
+		Orphaned:  exec.CloseOrphanLog,
 		Unavailable: func() string {
 			return admission.HostProbe().Reason(cfg.WorkDir, admission.Thresholds{MinFreeDiskBytes: cfg.MinFreeDisk, MinFreeMemoryBytes: cfg.MinFreeMemory})
 		},

@@ -174,3 +174,17 @@ func reasonSuffix(r string) string {
 	}
 	return ": " + r
 }
+
+// CloseOrphanLog ends the log of a run that an earlier life of this executor
+// left open, so that what logship had stored becomes the run's final object. It
+// returns the object's key, or "" if logship could not be reached in time.
+func (e *Executor) CloseOrphanLog(ctx context.Context, runID string) string {
+	logs := logclient.Open(ctx, e.cfg.Logs, &logsv1.Open{RunId: runID, PoolId: e.cfg.PoolID}, logclient.Options{Logger: e.cfg.Logger})
+	fmt.Fprintf(logs.Writer(logsv1.Stream_STREAM_SYSTEM), "\n[hangar] the executor stopped in the middle of this run; the log ends here\n")
+	closed, err := logs.Close(ctx)
+	if err != nil {
+		e.cfg.Logger.Warn("could not close the log of an orphaned run", "run_id", runID, "err", err)
+		return ""
+	}
+	return closed.GetLogKey()
+}

@@ -11,9 +11,11 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -51,6 +53,13 @@ type Config struct {
 	// say why in its Status.
 	Unavailable       func() string
 	AdmissionInterval time.Duration
+	// StateFile keeps the leases held across an executor restart ("" = none).
+	// Runs that were going on when the executor died are reported at the next
+	// start as lost, after Orphaned has cleaned up after them.
+	StateFile string
+	// Orphaned is called at start for each run of an earlier life of this
+	// executor; it returns the key of the run's log once closed, if any.
+	Orphaned func(ctx context.Context, runID string) string
 }
 
 // Worker is an executor attached to its gateway.
@@ -96,6 +105,7 @@ func New(cfg Config, client Client, exec Executor) *Worker {
 		busy: prometheus.NewGauge(prometheus.GaugeOpts{Name: "hangar_executor_runs_active", Help: "Runs this executor is running."}),
 	}
 	close(w.idle)
+	w.recoverOrphans()
 	slots := prometheus.NewGauge(prometheus.GaugeOpts{Name: "hangar_executor_slots_total", Help: "Slots of this executor."})
 	slots.Set(float64(cfg.Slots))
 	cfg.Registry.MustRegister(w.busy, slots)
@@ -286,6 +296,7 @@ func (w *Worker) start(runCtx context.Context, a *workv1.Assign) {
 		w.idle = make(chan struct{})
 	}
 	w.runs[a.GetLeaseId()] = act
+	w.saveStateLocked()
 	w.busy.Set(float64(len(w.runs)))
 	w.wg.Add(1)
 	w.mu.Unlock()
@@ -300,6 +311,7 @@ func (w *Worker) start(runCtx context.Context, a *workv1.Assign) {
 		cancel(nil)
 		w.mu.Lock()
 		delete(w.runs, a.GetLeaseId())
+		w.saveStateLocked()
 		w.busy.Set(float64(len(w.runs)))
 		var fin *workv1.Finish
 		if !act.revoked {
@@ -331,6 +343,62 @@ func (w *Worker) checkIdleLocked() {
 			}
 		}
 	}
+}
+
+// heldLease is what the state file keeps of a running run.
+type heldLease struct {
+	RunID string `json:"run_id"`
+	Epoch uint64 `json:"epoch"`
+}
+
+// saveStateLocked writes the leases of the running runs, atomically.
+func (w *Worker) saveStateLocked() {
+	if w.cfg.StateFile == "" {
+		return
+	}
+	held := map[string]heldLease{}
+	for id, a := range w.runs {
+		held[id] = heldLease{RunID: a.assign.GetRunId(), Epoch: a.assign.GetEpoch()}
+	}
+	b, _ := json.Marshal(held)
+	tmp := w.cfg.StateFile + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err == nil {
+		err = os.Rename(tmp, w.cfg.StateFile)
+		if err != nil {
+			w.log.Warn("executor state not saved", "err", err)
+		}
+	}
+}
+
+// recoverOrphans turns the runs of an earlier life into results to report:
+// the process that ran them is gone, so they are lost.
+func (w *Worker) recoverOrphans() {
+	if w.cfg.StateFile == "" {
+		return
+	}
+	b, err := os.ReadFile(w.cfg.StateFile)
+	if err != nil {
+		return
+	}
+	held := map[string]heldLease{}
+	if err := json.Unmarshal(b, &held); err != nil {
+		w.log.Warn("executor state unreadable; ignored", "file", w.cfg.StateFile, "err", err)
+		return
+	}
+	for id, h := range held {
+		res := &eventv1.RunFinished{Outcome: eventv1.Outcome_OUTCOME_LOST, ExitCode: -1,
+			Reason: "the executor stopped in the middle of the run; its containers were removed at restart"}
+		if w.cfg.Orphaned != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			res.LogKey = w.cfg.Orphaned(ctx, h.RunID)
+			cancel()
+		}
+		w.unreported[id] = unreported{runID: h.RunID, fin: &workv1.Finish{LeaseId: id, Epoch: h.Epoch, Result: res}}
+		w.log.Warn("reporting a run of an earlier life of this executor as lost", "run_id", h.RunID)
+	}
+	w.mu.Lock()
+	w.saveStateLocked()
+	w.mu.Unlock()
 }
 
 // admission polls the host's resources and reports changes to the gateway.

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -258,4 +261,46 @@ func TestUnavailableHostSaysWhyInItsStatus(t *testing.T) {
 	g.waitFor(t, func(m *workv1.AttachRequest) bool {
 		return m.GetStatus() != nil && m.GetStatus().GetUnavailableReason() == "" && m.GetStatus().GetFreeSlots() == 2
 	})
+}
+
+func TestRunsOfAnEarlierLifeAreReportedLost(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "leases.json")
+	if err := os.WriteFile(state, []byte(`{"l9":{"run_id":"r9","epoch":4}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := &gateway{hellos: make(chan *workv1.Hello, 4), in: make(chan *workv1.AttachRequest, 64), out: make(chan *workv1.AttachResponse, 64), lease: 30}
+	lis, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv := grpc.NewServer()
+	workv1.RegisterWorkServiceServer(srv, g)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	conn, _ := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	t.Cleanup(func() { conn.Close() })
+	var orphaned []string
+	bx := &blockingExec{start: make(chan string, 1)}
+	w := New(Config{ID: "ex-1", Slots: 1, Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(), StateFile: state,
+		Orphaned: func(_ context.Context, runID string) string { orphaned = append(orphaned, runID); return "runs/" + runID + "/log" },
+	}, workv1.NewWorkServiceClient(conn), bx)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go w.Run(ctx)
+	h := <-g.hellos
+	if len(h.GetHeld()) != 1 || h.GetHeld()[0].GetRunId() != "r9" || h.GetHeld()[0].GetEpoch() != 4 {
+		t.Fatalf("held = %v", h.GetHeld())
+	}
+	fin := g.waitFor(t, func(m *workv1.AttachRequest) bool { return m.GetFinish() != nil }).GetFinish()
+	if fin.GetLeaseId() != "l9" || fin.GetResult().GetOutcome() != eventv1.Outcome_OUTCOME_LOST || fin.GetResult().GetLogKey() != "runs/r9/log" {
+		t.Fatalf("finish = %v", fin)
+	}
+	if len(orphaned) != 1 {
+		t.Fatalf("orphaned = %v", orphaned)
+	}
+	// A new run is recorded in the state file while it runs.
+	g.out <- &workv1.AttachResponse{Kind: &workv1.AttachResponse_Revoked{Revoked: &workv1.LeaseRevoked{LeaseId: "l9", Reason: "finished"}}}
+	g.out <- assign("r10", "l10", time.Now().Add(time.Minute))
+	<-bx.start // saved before the run starts
+	b, _ := os.ReadFile(state)
+	if !strings.Contains(string(b), `"r10"`) || strings.Contains(string(b), `"r9"`) {
+		t.Fatalf("state = %s", b)
+	}
 }
