@@ -95,10 +95,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("HANGAR_TOKEN: %w", err)
 	}
-	log.Info("connecting to broker", "broker", cfg.Token.Broker)
+	runsTopic := mqtttopic.Runs(poolID)
+	if cfg.SharedSubscription {
+		runsTopic = mqtttopic.SharedRuns(poolID)
+	}
+	log.Info("connecting to broker", "broker", cfg.Token.Broker, "runs", runsTopic)
 	mq, err := link.Dial(ctx, link.Config{
 		Broker: cfg.Token.Broker, ClientID: "hangar-gw-" + poolID + "-" + cfg.WorkerID, TLS: clientTLS,
-		Subscriptions: []string{mqtttopic.Runs(poolID), mqtttopic.Commands(poolID)},
+		Subscriptions: []string{runsTopic, mqtttopic.Commands(poolID)},
 		WillTopic:     mqtttopic.Heartbeats(poolID), WillPayload: will,
 		Logger: log, Registry: reg,
 	}, func(m link.Message) {

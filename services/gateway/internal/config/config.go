@@ -52,6 +52,10 @@ type Config struct {
 	// ClockSkew is the tolerance for envelopes issued in the future
 	// (HANGAR_CLOCK_SKEW).
 	ClockSkew time.Duration
+	// SharedSubscription makes several gateways of one pool split its runs
+	// (MQTT shared subscription): each run is taken by exactly one
+	// (HANGAR_GATEWAY_SHARED_SUBSCRIPTION).
+	SharedSubscription bool
 	// IntakeWorkers is how many envelopes are verified concurrently
 	// (HANGAR_INTAKE_WORKERS).
 	IntakeWorkers int
@@ -86,6 +90,7 @@ func Load(r *envconfig.Reader) (*Config, error) {
 	c.HeartbeatInterval = r.Duration("HANGAR_HEARTBEAT_INTERVAL", 15*time.Second)
 	c.MaxEnvelopeBytes = r.Int("HANGAR_MAX_ENVELOPE_BYTES", 1<<20, 1024, 64<<20)
 	c.ClockSkew = r.Duration("HANGAR_CLOCK_SKEW", time.Minute)
+	c.SharedSubscription = r.Bool("HANGAR_GATEWAY_SHARED_SUBSCRIPTION", false)
 	c.IntakeWorkers = r.Int("HANGAR_INTAKE_WORKERS", 4, 1, 256)
 	c.TLSCert = r.String("HANGAR_TLS_CERT", "")
 	c.TLSKey = r.String("HANGAR_TLS_KEY", "")
