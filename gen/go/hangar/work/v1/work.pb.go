@@ -492,7 +492,9 @@ type Finish struct {
 	Epoch   uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	Result  *v1.RunFinished        `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
 	// Set instead of `result` when a tracked run stopped for confirmation.
-	Unconfirmed   *v1.RunUnconfirmed `protobuf:"bytes,4,opt,name=unconfirmed,proto3" json:"unconfirmed,omitempty"`
+	Unconfirmed *v1.RunUnconfirmed `protobuf:"bytes,4,opt,name=unconfirmed,proto3" json:"unconfirmed,omitempty"`
+	// With `unconfirmed`: how to read the stored workspace back.
+	HandOff       *HandOff `protobuf:"bytes,5,opt,name=hand_off,json=handOff,proto3" json:"hand_off,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -555,6 +557,185 @@ func (x *Finish) GetUnconfirmed() *v1.RunUnconfirmed {
 	return nil
 }
 
+func (x *Finish) GetHandOff() *HandOff {
+	if x != nil {
+		return x.HandOff
+	}
+	return nil
+}
+
+// HandOff describes a run's workspace stored for a later phase (a tracked run
+// waiting for confirmation). The object at `state_key` in the pool's state
+// bucket is AES-256-GCM ciphertext of a gzipped tar of the workspace, under a
+// fresh key, with associated data "hangar.state.v1\x00" || run_id || "\x00" ||
+// pool_id. The key travels only wrapped to the pool's public key (RSA-OAEP
+// SHA-256, label "hangar.sealedbox.v1", as hangar.run.v1.SealedBox): S3 and the
+// control plane never see plaintext, and only the gateway, which holds the pool
+// key, can unwrap it.
+type HandOff struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	StateKey   string                 `protobuf:"bytes,1,opt,name=state_key,json=stateKey,proto3" json:"state_key,omitempty"`
+	WrappedKey []byte                 `protobuf:"bytes,2,opt,name=wrapped_key,json=wrappedKey,proto3" json:"wrapped_key,omitempty"`
+	Nonce      []byte                 `protobuf:"bytes,3,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	// SHA-256 (hex) of the ciphertext object, checked before decryption.
+	Sha256        string `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size          uint64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandOff) Reset() {
+	*x = HandOff{}
+	mi := &file_hangar_work_v1_work_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandOff) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandOff) ProtoMessage() {}
+
+func (x *HandOff) ProtoReflect() protoreflect.Message {
+	mi := &file_hangar_work_v1_work_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandOff.ProtoReflect.Descriptor instead.
+func (*HandOff) Descriptor() ([]byte, []int) {
+	return file_hangar_work_v1_work_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *HandOff) GetStateKey() string {
+	if x != nil {
+		return x.StateKey
+	}
+	return ""
+}
+
+func (x *HandOff) GetWrappedKey() []byte {
+	if x != nil {
+		return x.WrappedKey
+	}
+	return nil
+}
+
+func (x *HandOff) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *HandOff) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *HandOff) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+// ResumeState lets an executor continue a run from its stored workspace.
+type ResumeState struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	StateKey string                 `protobuf:"bytes,1,opt,name=state_key,json=stateKey,proto3" json:"state_key,omitempty"`
+	// The unwrapped AES-256 key (sent only over the pool's own gRPC connection).
+	Key    []byte `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Nonce  []byte `protobuf:"bytes,3,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	Sha256 string `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size   uint64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	// The phases still to run (e.g. "apply").
+	Phases        []string `protobuf:"bytes,6,rep,name=phases,proto3" json:"phases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeState) Reset() {
+	*x = ResumeState{}
+	mi := &file_hangar_work_v1_work_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeState) ProtoMessage() {}
+
+func (x *ResumeState) ProtoReflect() protoreflect.Message {
+	mi := &file_hangar_work_v1_work_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeState.ProtoReflect.Descriptor instead.
+func (*ResumeState) Descriptor() ([]byte, []int) {
+	return file_hangar_work_v1_work_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ResumeState) GetStateKey() string {
+	if x != nil {
+		return x.StateKey
+	}
+	return ""
+}
+
+func (x *ResumeState) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *ResumeState) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *ResumeState) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ResumeState) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ResumeState) GetPhases() []string {
+	if x != nil {
+		return x.Phases
+	}
+	return nil
+}
+
 // AttachResponse is what the gateway sends on an Attach stream.
 type AttachResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -573,7 +754,7 @@ type AttachResponse struct {
 
 func (x *AttachResponse) Reset() {
 	*x = AttachResponse{}
-	mi := &file_hangar_work_v1_work_proto_msgTypes[7]
+	mi := &file_hangar_work_v1_work_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +766,7 @@ func (x *AttachResponse) String() string {
 func (*AttachResponse) ProtoMessage() {}
 
 func (x *AttachResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_work_v1_work_proto_msgTypes[7]
+	mi := &file_hangar_work_v1_work_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +779,7 @@ func (x *AttachResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachResponse.ProtoReflect.Descriptor instead.
 func (*AttachResponse) Descriptor() ([]byte, []int) {
-	return file_hangar_work_v1_work_proto_rawDescGZIP(), []int{7}
+	return file_hangar_work_v1_work_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AttachResponse) GetKind() isAttachResponse_Kind {
@@ -714,7 +895,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_hangar_work_v1_work_proto_msgTypes[8]
+	mi := &file_hangar_work_v1_work_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +907,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_work_v1_work_proto_msgTypes[8]
+	mi := &file_hangar_work_v1_work_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +920,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_hangar_work_v1_work_proto_rawDescGZIP(), []int{8}
+	return file_hangar_work_v1_work_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Welcome) GetPoolId() string {
@@ -772,15 +953,17 @@ type Assign struct {
 	TraceContext map[string]string `protobuf:"bytes,6,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The pool's public key (PKIX DER), for encrypting hand-off state.
 	PoolPublicKey []byte `protobuf:"bytes,7,opt,name=pool_public_key,json=poolPublicKey,proto3" json:"pool_public_key,omitempty"`
-	// Set when resuming a confirmed run: the S3 key of its encrypted workspace.
+	// Deprecated: superseded by `resume`.
 	ResumeStateKey string `protobuf:"bytes,8,opt,name=resume_state_key,json=resumeStateKey,proto3" json:"resume_state_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set when resuming a confirmed run from its stored workspace.
+	Resume        *ResumeState `protobuf:"bytes,9,opt,name=resume,proto3" json:"resume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assign) Reset() {
 	*x = Assign{}
-	mi := &file_hangar_work_v1_work_proto_msgTypes[9]
+	mi := &file_hangar_work_v1_work_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +975,7 @@ func (x *Assign) String() string {
 func (*Assign) ProtoMessage() {}
 
 func (x *Assign) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_work_v1_work_proto_msgTypes[9]
+	mi := &file_hangar_work_v1_work_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +988,7 @@ func (x *Assign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assign.ProtoReflect.Descriptor instead.
 func (*Assign) Descriptor() ([]byte, []int) {
-	return file_hangar_work_v1_work_proto_rawDescGZIP(), []int{9}
+	return file_hangar_work_v1_work_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Assign) GetLeaseId() string {
@@ -864,6 +1047,13 @@ func (x *Assign) GetResumeStateKey() string {
 	return ""
 }
 
+func (x *Assign) GetResume() *ResumeState {
+	if x != nil {
+		return x.Resume
+	}
+	return nil
+}
+
 // Cancel asks the executor to stop a run: signal, grace period, kill. The run is
 // then reported with Finish(OUTCOME_STOPPED).
 type Cancel struct {
@@ -878,7 +1068,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_hangar_work_v1_work_proto_msgTypes[10]
+	mi := &file_hangar_work_v1_work_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1080,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_work_v1_work_proto_msgTypes[10]
+	mi := &file_hangar_work_v1_work_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1093,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_hangar_work_v1_work_proto_rawDescGZIP(), []int{10}
+	return file_hangar_work_v1_work_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Cancel) GetRunId() string {
@@ -946,7 +1136,7 @@ type LeaseRenewed struct {
 
 func (x *LeaseRenewed) Reset() {
 	*x = LeaseRenewed{}
-	mi := &file_hangar_work_v1_work_proto_msgTypes[11]
+	mi := &file_hangar_work_v1_work_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1148,7 @@ func (x *LeaseRenewed) String() string {
 func (*LeaseRenewed) ProtoMessage() {}
 
 func (x *LeaseRenewed) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_work_v1_work_proto_msgTypes[11]
+	mi := &file_hangar_work_v1_work_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1161,7 @@ func (x *LeaseRenewed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRenewed.ProtoReflect.Descriptor instead.
 func (*LeaseRenewed) Descriptor() ([]byte, []int) {
-	return file_hangar_work_v1_work_proto_rawDescGZIP(), []int{11}
+	return file_hangar_work_v1_work_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LeaseRenewed) GetLeaseId() string {
@@ -1008,7 +1198,7 @@ type LeaseRevoked struct {
 
 func (x *LeaseRevoked) Reset() {
 	*x = LeaseRevoked{}
-	mi := &file_hangar_work_v1_work_proto_msgTypes[12]
+	mi := &file_hangar_work_v1_work_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1210,7 @@ func (x *LeaseRevoked) String() string {
 func (*LeaseRevoked) ProtoMessage() {}
 
 func (x *LeaseRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_work_v1_work_proto_msgTypes[12]
+	mi := &file_hangar_work_v1_work_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1223,7 @@ func (x *LeaseRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevoked.ProtoReflect.Descriptor instead.
 func (*LeaseRevoked) Descriptor() ([]byte, []int) {
-	return file_hangar_work_v1_work_proto_rawDescGZIP(), []int{12}
+	return file_hangar_work_v1_work_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LeaseRevoked) GetLeaseId() string {
@@ -1069,7 +1259,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_hangar_work_v1_work_proto_msgTypes[13]
+	mi := &file_hangar_work_v1_work_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1271,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_work_v1_work_proto_msgTypes[13]
+	mi := &file_hangar_work_v1_work_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1284,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_hangar_work_v1_work_proto_rawDescGZIP(), []int{13}
+	return file_hangar_work_v1_work_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Drain) GetDrained() bool {
@@ -1149,12 +1339,27 @@ const file_hangar_work_v1_work_proto_rawDesc = "" +
 	"\bProgress\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x14\n" +
-	"\x05phase\x18\x03 \x01(\tR\x05phase\"\xb2\x01\n" +
+	"\x05phase\x18\x03 \x01(\tR\x05phase\"\xe6\x01\n" +
 	"\x06Finish\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x124\n" +
 	"\x06result\x18\x03 \x01(\v2\x1c.hangar.event.v1.RunFinishedR\x06result\x12A\n" +
-	"\vunconfirmed\x18\x04 \x01(\v2\x1f.hangar.event.v1.RunUnconfirmedR\vunconfirmed\"\xd4\x02\n" +
+	"\vunconfirmed\x18\x04 \x01(\v2\x1f.hangar.event.v1.RunUnconfirmedR\vunconfirmed\x122\n" +
+	"\bhand_off\x18\x05 \x01(\v2\x17.hangar.work.v1.HandOffR\ahandOff\"\x89\x01\n" +
+	"\aHandOff\x12\x1b\n" +
+	"\tstate_key\x18\x01 \x01(\tR\bstateKey\x12\x1f\n" +
+	"\vwrapped_key\x18\x02 \x01(\fR\n" +
+	"wrappedKey\x12\x14\n" +
+	"\x05nonce\x18\x03 \x01(\fR\x05nonce\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x04R\x04size\"\x96\x01\n" +
+	"\vResumeState\x12\x1b\n" +
+	"\tstate_key\x18\x01 \x01(\tR\bstateKey\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
+	"\x05nonce\x18\x03 \x01(\fR\x05nonce\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06phases\x18\x06 \x03(\tR\x06phases\"\xd4\x02\n" +
 	"\x0eAttachResponse\x123\n" +
 	"\awelcome\x18\x01 \x01(\v2\x17.hangar.work.v1.WelcomeH\x00R\awelcome\x120\n" +
 	"\x06assign\x18\x02 \x01(\v2\x16.hangar.work.v1.AssignH\x00R\x06assign\x120\n" +
@@ -1165,7 +1370,7 @@ const file_hangar_work_v1_work_proto_rawDesc = "" +
 	"\x04kind\"G\n" +
 	"\aWelcome\x12\x17\n" +
 	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12#\n" +
-	"\rlease_seconds\x18\x02 \x01(\rR\fleaseSeconds\"\x88\x03\n" +
+	"\rlease_seconds\x18\x02 \x01(\rR\fleaseSeconds\"\xbd\x03\n" +
 	"\x06Assign\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12(\n" +
@@ -1174,7 +1379,8 @@ const file_hangar_work_v1_work_proto_rawDesc = "" +
 	"\x04spec\x18\x05 \x01(\v2\x16.hangar.run.v1.RunSpecR\x04spec\x12M\n" +
 	"\rtrace_context\x18\x06 \x03(\v2(.hangar.work.v1.Assign.TraceContextEntryR\ftraceContext\x12&\n" +
 	"\x0fpool_public_key\x18\a \x01(\fR\rpoolPublicKey\x12(\n" +
-	"\x10resume_state_key\x18\b \x01(\tR\x0eresumeStateKey\x1a?\n" +
+	"\x10resume_state_key\x18\b \x01(\tR\x0eresumeStateKey\x123\n" +
+	"\x06resume\x18\t \x01(\v2\x1b.hangar.work.v1.ResumeStateR\x06resume\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"w\n" +
@@ -1210,7 +1416,7 @@ func file_hangar_work_v1_work_proto_rawDescGZIP() []byte {
 	return file_hangar_work_v1_work_proto_rawDescData
 }
 
-var file_hangar_work_v1_work_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_hangar_work_v1_work_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_hangar_work_v1_work_proto_goTypes = []any{
 	(*AttachRequest)(nil),     // 0: hangar.work.v1.AttachRequest
 	(*Hello)(nil),             // 1: hangar.work.v1.Hello
@@ -1219,18 +1425,20 @@ var file_hangar_work_v1_work_proto_goTypes = []any{
 	(*Renew)(nil),             // 4: hangar.work.v1.Renew
 	(*Progress)(nil),          // 5: hangar.work.v1.Progress
 	(*Finish)(nil),            // 6: hangar.work.v1.Finish
-	(*AttachResponse)(nil),    // 7: hangar.work.v1.AttachResponse
-	(*Welcome)(nil),           // 8: hangar.work.v1.Welcome
-	(*Assign)(nil),            // 9: hangar.work.v1.Assign
-	(*Cancel)(nil),            // 10: hangar.work.v1.Cancel
-	(*LeaseRenewed)(nil),      // 11: hangar.work.v1.LeaseRenewed
-	(*LeaseRevoked)(nil),      // 12: hangar.work.v1.LeaseRevoked
-	(*Drain)(nil),             // 13: hangar.work.v1.Drain
-	nil,                       // 14: hangar.work.v1.Hello.MetadataEntry
-	nil,                       // 15: hangar.work.v1.Assign.TraceContextEntry
-	(*v1.RunFinished)(nil),    // 16: hangar.event.v1.RunFinished
-	(*v1.RunUnconfirmed)(nil), // 17: hangar.event.v1.RunUnconfirmed
-	(*v11.RunSpec)(nil),       // 18: hangar.run.v1.RunSpec
+	(*HandOff)(nil),           // 7: hangar.work.v1.HandOff
+	(*ResumeState)(nil),       // 8: hangar.work.v1.ResumeState
+	(*AttachResponse)(nil),    // 9: hangar.work.v1.AttachResponse
+	(*Welcome)(nil),           // 10: hangar.work.v1.Welcome
+	(*Assign)(nil),            // 11: hangar.work.v1.Assign
+	(*Cancel)(nil),            // 12: hangar.work.v1.Cancel
+	(*LeaseRenewed)(nil),      // 13: hangar.work.v1.LeaseRenewed
+	(*LeaseRevoked)(nil),      // 14: hangar.work.v1.LeaseRevoked
+	(*Drain)(nil),             // 15: hangar.work.v1.Drain
+	nil,                       // 16: hangar.work.v1.Hello.MetadataEntry
+	nil,                       // 17: hangar.work.v1.Assign.TraceContextEntry
+	(*v1.RunFinished)(nil),    // 18: hangar.event.v1.RunFinished
+	(*v1.RunUnconfirmed)(nil), // 19: hangar.event.v1.RunUnconfirmed
+	(*v11.RunSpec)(nil),       // 20: hangar.run.v1.RunSpec
 }
 var file_hangar_work_v1_work_proto_depIdxs = []int32{
 	1,  // 0: hangar.work.v1.AttachRequest.hello:type_name -> hangar.work.v1.Hello
@@ -1238,25 +1446,27 @@ var file_hangar_work_v1_work_proto_depIdxs = []int32{
 	4,  // 2: hangar.work.v1.AttachRequest.renew:type_name -> hangar.work.v1.Renew
 	5,  // 3: hangar.work.v1.AttachRequest.progress:type_name -> hangar.work.v1.Progress
 	6,  // 4: hangar.work.v1.AttachRequest.finish:type_name -> hangar.work.v1.Finish
-	14, // 5: hangar.work.v1.Hello.metadata:type_name -> hangar.work.v1.Hello.MetadataEntry
+	16, // 5: hangar.work.v1.Hello.metadata:type_name -> hangar.work.v1.Hello.MetadataEntry
 	2,  // 6: hangar.work.v1.Hello.held:type_name -> hangar.work.v1.HeldLease
-	16, // 7: hangar.work.v1.Finish.result:type_name -> hangar.event.v1.RunFinished
-	17, // 8: hangar.work.v1.Finish.unconfirmed:type_name -> hangar.event.v1.RunUnconfirmed
-	8,  // 9: hangar.work.v1.AttachResponse.welcome:type_name -> hangar.work.v1.Welcome
-	9,  // 10: hangar.work.v1.AttachResponse.assign:type_name -> hangar.work.v1.Assign
-	10, // 11: hangar.work.v1.AttachResponse.cancel:type_name -> hangar.work.v1.Cancel
-	11, // 12: hangar.work.v1.AttachResponse.renewed:type_name -> hangar.work.v1.LeaseRenewed
-	12, // 13: hangar.work.v1.AttachResponse.revoked:type_name -> hangar.work.v1.LeaseRevoked
-	13, // 14: hangar.work.v1.AttachResponse.drain:type_name -> hangar.work.v1.Drain
-	18, // 15: hangar.work.v1.Assign.spec:type_name -> hangar.run.v1.RunSpec
-	15, // 16: hangar.work.v1.Assign.trace_context:type_name -> hangar.work.v1.Assign.TraceContextEntry
-	0,  // 17: hangar.work.v1.WorkService.Attach:input_type -> hangar.work.v1.AttachRequest
-	7,  // 18: hangar.work.v1.WorkService.Attach:output_type -> hangar.work.v1.AttachResponse
-	18, // [18:19] is the sub-list for method output_type
-	17, // [17:18] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	18, // 7: hangar.work.v1.Finish.result:type_name -> hangar.event.v1.RunFinished
+	19, // 8: hangar.work.v1.Finish.unconfirmed:type_name -> hangar.event.v1.RunUnconfirmed
+	7,  // 9: hangar.work.v1.Finish.hand_off:type_name -> hangar.work.v1.HandOff
+	10, // 10: hangar.work.v1.AttachResponse.welcome:type_name -> hangar.work.v1.Welcome
+	11, // 11: hangar.work.v1.AttachResponse.assign:type_name -> hangar.work.v1.Assign
+	12, // 12: hangar.work.v1.AttachResponse.cancel:type_name -> hangar.work.v1.Cancel
+	13, // 13: hangar.work.v1.AttachResponse.renewed:type_name -> hangar.work.v1.LeaseRenewed
+	14, // 14: hangar.work.v1.AttachResponse.revoked:type_name -> hangar.work.v1.LeaseRevoked
+	15, // 15: hangar.work.v1.AttachResponse.drain:type_name -> hangar.work.v1.Drain
+	20, // 16: hangar.work.v1.Assign.spec:type_name -> hangar.run.v1.RunSpec
+	17, // 17: hangar.work.v1.Assign.trace_context:type_name -> hangar.work.v1.Assign.TraceContextEntry
+	8,  // 18: hangar.work.v1.Assign.resume:type_name -> hangar.work.v1.ResumeState
+	0,  // 19: hangar.work.v1.WorkService.Attach:input_type -> hangar.work.v1.AttachRequest
+	9,  // 20: hangar.work.v1.WorkService.Attach:output_type -> hangar.work.v1.AttachResponse
+	20, // [20:21] is the sub-list for method output_type
+	19, // [19:20] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_hangar_work_v1_work_proto_init() }
@@ -1271,7 +1481,7 @@ func file_hangar_work_v1_work_proto_init() {
 		(*AttachRequest_Progress)(nil),
 		(*AttachRequest_Finish)(nil),
 	}
-	file_hangar_work_v1_work_proto_msgTypes[7].OneofWrappers = []any{
+	file_hangar_work_v1_work_proto_msgTypes[9].OneofWrappers = []any{
 		(*AttachResponse_Welcome)(nil),
 		(*AttachResponse_Assign)(nil),
 		(*AttachResponse_Cancel)(nil),
@@ -1285,7 +1495,7 @@ func file_hangar_work_v1_work_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hangar_work_v1_work_proto_rawDesc), len(file_hangar_work_v1_work_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
