@@ -1,0 +1,24 @@
+module github.com/hangar-dev/hangar/bench/e2e
+
+go 1.26.0
+
+require (
+	github.com/eclipse/paho.mqtt.golang v1.5.1
+	github.com/hangar-dev/hangar/gen/go v0.0.0
+	github.com/hangar-dev/hangar/platform v0.0.0
+	google.golang.org/grpc v1.85.0
+	google.golang.org/protobuf v1.36.12
+)
+
+require (
+	github.com/gorilla/websocket v1.5.3 // indirect
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sync v0.25.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
+)
+
+replace github.com/hangar-dev/hangar/gen/go => ../../gen/go
+
+replace github.com/hangar-dev/hangar/platform => ../../platform

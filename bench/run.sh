@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Runs Hangar's benchmarks and prints them as Markdown tables (stdout); the raw
+# `go test` output goes to stderr. `make bench` runs this script.
+#
+#   bench/run.sh                 # micro-benchmarks + end to end, ~5 minutes on 2 cores
+#   BENCH_FULL=1 bench/run.sh    # the log benchmark prints 1 GiB instead of 256 MiB
+#   BENCH_SKIP_E2E=1 bench/run.sh
+#
+# Environment:
+#   BENCH_COUNT            runs of each micro-benchmark (median shown), default 3
+#   BENCH_TIME             -benchtime of the micro-benchmarks, default 1s
+#   BENCH_FIRST_N          runs of BenchmarkFirstOutput per side, default 10 (30 with BENCH_FULL)
+#   HANGAR_BENCH_LOG_BYTES bytes printed by BenchmarkLogThroughput, default 268435456
+#                          (256 MiB; 1073741824 with BENCH_FULL=1)
+#   BENCH_SKIP_E2E         skip the end-to-end benchmarks (they need Docker)
+#
+# Timings are reported, never judged: nothing here fails on a slow number.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+count="${BENCH_COUNT:-3}"
+benchtime="${BENCH_TIME:-1s}"
+if [[ -n "${BENCH_FULL:-}" ]]; then
+	first_n="${BENCH_FIRST_N:-30}"
+	log_bytes="${HANGAR_BENCH_LOG_BYTES:-1073741824}"
+else
+	first_n="${BENCH_FIRST_N:-10}"
+	log_bytes="${HANGAR_BENCH_LOG_BYTES:-268435456}"
+fi
+
+load_start="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
+raw="$(mktemp -d)"
+trap 'rm -rf "$raw"' EXIT
+
+# bench NAME MODULE_DIR PACKAGE [go test args...]: runs the benchmarks of a
+# package; the output is kept in $raw/NAME.txt.
+bench() {
+	local name="$1" dir="$2" pkg="$3"
+	shift 3
+	echo "### $name: go test -bench in $dir $pkg $*" >&2
+	(cd "$root/$dir" && go test -run '^$' -benchmem "$@" "$pkg") | tee "$raw/$name.txt" >&2
+}
+
+# rows: one tab-separated line per benchmark (median of its runs by ns/op):
+# name, ns/op, MB/s, runs/s, allocs/op, other metrics ("value unit; ...").
+rows() {
+	awk -v label="${ROWS_LABEL:-}" '
+	/^Benchmark/ {
+		name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
+		if (label) { f = FILENAME; sub(/.*\//, "", f); sub(/\.txt$/, "", f); name = f "/" name }
+		ns = "-"; mbs = "-"; rps = "-"; allocs = "-"; other = ""
+		for (i = 3; i < NF; i += 2) {
+			u = $(i+1)
+			if (u == "ns/op") ns = $i
+			else if (u == "MB/s") mbs = $i
+			else if (u == "runs/s") rps = $i
+			else if (u == "allocs/op") allocs = $i
+			else if (u != "B/op") other = other (other == "" ? "" : "; ") $i " " u
+		}
+		if (!(name in cnt)) order[++n] = name
+		k = ++cnt[name]
+		run[name, k] = ns "\t" mbs "\t" rps "\t" allocs "\t" other
+		key[name, k] = ns + 0
+	}
+	END {
+		for (i = 1; i <= n; i++) {
+			name = order[i]; c = cnt[name]
+			for (a = 1; a <= c; a++) idx[a] = a
+			for (a = 2; a <= c; a++) for (b = a; b > 1 && key[name, idx[b-1]] > key[name, idx[b]]; b--) { t = idx[b]; idx[b] = idx[b-1]; idx[b-1] = t }
+			print name "\t" run[name, idx[int((c + 1) / 2)]]
+		}
+	}' "$@"
+}
+
+# fmt_ns formats nanoseconds for people.
+fmt_ns='function fmt_ns(ns) {
+	if (ns == "-") return "-"
+	if (ns >= 1e9) return sprintf("%.2f s", ns / 1e9)
+	if (ns >= 1e6) return sprintf("%.2f ms", ns / 1e6)
+	if (ns >= 1e3) return sprintf("%.1f µs", ns / 1e3)
+	return sprintf("%.0f ns", ns)
+}'
+
+bench sealedbox platform ./sealedbox/ -bench . -count "$count" -benchtime "$benchtime"
+bench runenvelope platform ./runenvelope/ -bench . -count "$count" -benchtime "$benchtime"
+bench intake services/gateway ./internal/intake/ -bench . -count "$count" -benchtime "$benchtime"
+bench policy services/policy ./internal/engine/ -bench Evaluate -count "$count" -benchtime "$benchtime"
+
+mask_table=""
+if [[ -x "$root/bench/mask.sh" ]]; then
+	echo "### mask: bench/mask.sh" >&2
+	mask_table="$("$root/bench/mask.sh" -count "$count" -benchtime "$benchtime" || echo "(bench/mask.sh failed: see stderr)")"
+fi
+
+if [[ -z "${BENCH_SKIP_E2E:-}" ]]; then
+	bench first-output bench/e2e . -bench FirstOutput -benchtime "${first_n}x" -timeout 30m
+	HANGAR_BENCH_LOG_BYTES="$log_bytes" bench log-throughput bench/e2e . -bench LogThroughput -benchtime 1x -timeout 60m
+fi
+
+cpu="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)"
+echo "# Hangar benchmarks"
+echo
+echo "$(date -u +%Y-%m-%d), $(nproc) cores ($cpu), $(go version | awk '{print $3}'), -count $count -benchtime $benchtime;"
+echo "load average $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?') at the end (other work on the host skews every number)"
+echo
+
+echo "## Envelope intake (one run, RSA-4096 pool key)"
+echo
+echo "Compared with the physical limit of the step: one RSA-4096 private-key operation (intake/RSA4096PrivateKeyOp). runs/s is 10^9 / ns/op where a benchmark does not report it."
+echo
+ROWS_LABEL=1 rows "$raw"/sealedbox.txt "$raw"/runenvelope.txt "$raw"/intake.txt "$raw"/policy.txt | awk -F'\t' "$fmt_ns"'
+	{ name[NR] = $1; ns[NR] = $2; mbs[NR] = $3; rps[NR] = $4; allocs[NR] = $5; if ($1 == "intake/RSA4096PrivateKeyOp") floor = $2 + 0 }
+	END {
+		print "| benchmark | ns/op | runs/s | MB/s | allocs/op | × RSA op |"
+		print "|---|--:|--:|--:|--:|--:|"
+		for (i = 1; i <= NR; i++) {
+			r = rps[i]; if (r == "-" && ns[i] != "-" && ns[i] > 0) r = sprintf("%.0f", 1e9 / ns[i])
+			else if (r != "-") r = sprintf("%.0f", r)
+			x = "-"
+			if (floor > 0 && name[i] ~ /\/(Intake|RSA4096PrivateKeyOp|Open4096|DecryptOAEP4096|VerifyDecrypt)$/) x = sprintf("%.2f×", ns[i] / floor)
+			printf "| %s | %s | %s | %s | %s | %s |\n", name[i], fmt_ns(ns[i]), r, mbs[i], allocs[i], x
+		}
+	}'
+echo
+
+if [[ -n "$mask_table" ]]; then
+	echo "## Log masking (bench/mask.sh)"
+	echo
+	echo "$mask_table"
+	echo
+fi
+
+if [[ -z "${BENCH_SKIP_E2E:-}" ]]; then
+	echo "## End to end (hangarctl dev stack, Docker runtime, loopback)"
+	echo
+	echo "Compared with \`docker run --rm\` of the same image and command: the physical limit. allocs/op are the benchmark client's only and are not shown."
+	echo
+	rows "$raw"/first-output.txt | awk -F'\t' "$fmt_ns"'
+		{ name[NR] = $1; ns[NR] = $2; other[NR] = $6; if ($1 == "FirstOutput/docker-run") floor = $2 + 0 }
+		END {
+			print "| benchmark | time to first line | × docker run | Hangar adds | notes |"
+			print "|---|--:|--:|--:|---|"
+			for (i = 1; i <= NR; i++) {
+				x = "-"; add = "-"
+				if (floor > 0) { x = sprintf("%.2f×", ns[i] / floor); add = sprintf("%+.0f%%", (ns[i] / floor - 1) * 100) }
+				if (name[i] == "FirstOutput/docker-run") add = "-"
+				printf "| %s | %s | %s | %s | %s |\n", name[i], fmt_ns(ns[i]), x, add, other[i] == "" ? "" : other[i]
+			}
+			print ""
+			print "Goal: Hangar adds under 20% to the time to first output."
+		}'
+	echo
+	rows "$raw"/log-throughput.txt | awk -F'\t' -v bytes="$log_bytes" "$fmt_ns"'
+		{ name[NR] = $1; ns[NR] = $2; mbs[NR] = $3; other[NR] = $6; if ($1 == "LogThroughput/docker-run") floor = $3 + 0 }
+		END {
+			printf "| benchmark (%d MiB printed) | time | MB/s | × docker run (MB/s) | notes |\n", bytes / 1048576
+			print "|---|--:|--:|--:|---|"
+			for (i = 1; i <= NR; i++) {
+				x = (floor > 0 && mbs[i] != "-") ? sprintf("%.2f×", mbs[i] / floor) : "-"
+				printf "| %s | %s | %s | %s | %s |\n", name[i], fmt_ns(ns[i]), mbs[i], x, other[i]
+			}
+			print ""
+			print "MB/s is 10^6 bytes printed per second, from publishing the envelope (Hangar) or starting the CLI (Docker) until the final S3 object is uploaded (Hangar) or the container has exited (Docker)."
+		}'
+fi
