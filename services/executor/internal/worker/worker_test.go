@@ -247,7 +247,9 @@ func TestUnavailableHostSaysWhyInItsStatus(t *testing.T) {
 	t.Cleanup(cancel)
 	go w.Run(ctx)
 	<-g.hellos
-	g.waitFor(t, func(m *workv1.AttachRequest) bool { return m.GetStatus().GetUnavailableReason() == "low disk: 1 KiB free" })
+	g.waitFor(t, func(m *workv1.AttachRequest) bool {
+		return m.GetStatus().GetUnavailableReason() == "low disk: 1 KiB free"
+	})
 	// An assignment racing with the status is not run.
 	g.out <- assign("r1", "l1", time.Now().Add(time.Minute))
 	select {
@@ -279,7 +281,10 @@ func TestRunsOfAnEarlierLifeAreReportedLost(t *testing.T) {
 	var orphaned []string
 	bx := &blockingExec{start: make(chan string, 1)}
 	w := New(Config{ID: "ex-1", Slots: 1, Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(), StateFile: state,
-		Orphaned: func(_ context.Context, runID string) string { orphaned = append(orphaned, runID); return "runs/" + runID + "/log" },
+		Orphaned: func(_ context.Context, runID string) string {
+			orphaned = append(orphaned, runID)
+			return "runs/" + runID + "/log"
+		},
 	}, workv1.NewWorkServiceClient(conn), bx)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
