@@ -6,6 +6,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"time"
@@ -25,8 +26,9 @@ import (
 	"github.com/hangar-dev/hangar/services/logship/internal/spool"
 )
 
-// Run runs logship until ctx is done.
-func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+// Run runs logship until ctx is done. stdout receives the runs' masked
+// lines when cfg.RunLogsOnStdout is set (os.Stdout in main).
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
 	reg := telemetry.NewRegistry("logship")
 	tel, err := telemetry.Setup(ctx, cfg.Telemetry)
 	if err != nil {
@@ -60,11 +62,15 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("HANGAR_LOGSHIP_SPOOL_DIR: %w", err)
 	}
-	runs, err := runlog.New(runlog.Options{
+	runOpts := runlog.Options{
 		Spool: sp, Store: store, MinSecretLength: cfg.MaskMinLength, ChunkInterval: cfg.ChunkInterval,
 		CloseWait: cfg.CloseWait, RetryMin: 200 * time.Millisecond, RetryMax: 30 * time.Second,
-		Logger: log, Registry: reg,
-	})
+		MaxLogBytes: cfg.LogMaxBytes, Logger: log, Registry: reg,
+	}
+	if cfg.RunLogsOnStdout {
+		runOpts.Stdout = stdout
+	}
+	runs, err := runlog.New(runOpts)
 	if err != nil {
 		return err
 	}
@@ -92,7 +98,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	log.Info("logship listening", "grpc", srv.GRPCAddr().String(), "debug", srv.DebugAddr().String(),
-		"bucket", cfg.Bucket, "endpoint", cfg.Endpoint, "prefix", cfg.Prefix, "spool", cfg.SpoolDir)
+		"bucket", cfg.Bucket, "endpoint", cfg.Endpoint, "prefix", cfg.Prefix, "spool", cfg.SpoolDir,
+		"log_max_bytes", cfg.LogMaxBytes, "run_logs_on_standard_output", cfg.RunLogsOnStdout)
 	// serve stops taking streams and drains them; then the deferred
 	// runs.Close stops the uploaders (unfinished uploads resume at the next
 	// start), then telemetry is flushed.

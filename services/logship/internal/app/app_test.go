@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -76,6 +77,8 @@ func TestBadEnvironmentStopsWithTheVariableName(t *testing.T) {
 		{"bad chunk interval", []string{"HANGAR_S3_BUCKET=logs", "HANGAR_LOGSHIP_CHUNK_INTERVAL=soon"}, "HANGAR_LOGSHIP_CHUNK_INTERVAL"},
 		{"bad path style", []string{"HANGAR_S3_BUCKET=logs", "HANGAR_S3_PATH_STYLE=maybe"}, "HANGAR_S3_PATH_STYLE"},
 		{"bad min length", []string{"HANGAR_S3_BUCKET=logs", "HANGAR_MASK_MIN_LENGTH=-1"}, "HANGAR_MASK_MIN_LENGTH"},
+		{"log limit zero", []string{"HANGAR_S3_BUCKET=logs", "HANGAR_LOG_MAX_BYTES=0"}, "HANGAR_LOG_MAX_BYTES"},
+		{"bad standard output flag", []string{"HANGAR_S3_BUCKET=logs", "HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT=on"}, "HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
@@ -98,14 +101,27 @@ func TestBadEnvironmentStopsWithTheVariableName(t *testing.T) {
 
 // TestBinaryShipsToS3 runs the real binary against the in-process S3 with
 // credentials from the standard AWS variables, ships a run and stops it
-// with SIGTERM.
+// with SIGTERM; with HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT, the masked lines
+// are on its standard output.
 func TestBinaryShipsToS3(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		stdout bool
+	}{{"standard output off", false}, {"standard output on", true}} {
+		t.Run(tc.name, func(t *testing.T) { binaryShipsToS3(t, tc.stdout) })
+	}
+}
+
+func binaryShipsToS3(t *testing.T, stdoutOn bool) {
 	bin := binary(t)
 	s3 := s3test.Start(t)
 	cmd := exec.Command(bin)
 	cmd.Env = append(baseEnv(t), "HANGAR_S3_BUCKET="+s3test.Bucket, "HANGAR_S3_ENDPOINT="+s3.Endpoint(),
 		"HANGAR_S3_PATH_STYLE=true", "AWS_ACCESS_KEY_ID="+s3test.AccessKey, "AWS_SECRET_ACCESS_KEY="+s3test.SecretKey,
-		"HANGAR_LOGSHIP_CHUNK_INTERVAL=100ms", "HANGAR_LOG_LEVEL=debug")
+		"HANGAR_LOGSHIP_CHUNK_INTERVAL=100ms", "HANGAR_LOG_LEVEL=debug", "HANGAR_LOG_MAX_BYTES=65536",
+		"HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT="+strconv.FormatBool(stdoutOn))
+	var stdout syncBuf
+	cmd.Stdout = &stdout
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +171,7 @@ func TestBinaryShipsToS3(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	send(&logsv1.ShipRequest{Kind: &logsv1.ShipRequest_Open{Open: &logsv1.Open{RunId: "run-bin",
+	send(&logsv1.ShipRequest{Kind: &logsv1.ShipRequest_Open{Open: &logsv1.Open{RunId: "run-bin", StackId: "stack-bin",
 		Secrets: []*logsv1.Secret{{Name: "SECRET", Value: []byte(secret)}, {Name: "SHORTONE", Value: []byte("ab")}}}}})
 	send(&logsv1.ShipRequest{Kind: &logsv1.ShipRequest_Chunk{Chunk: &logsv1.Chunk{Sequence: 1, Data: []byte("hello binary-sec")}}})
 	send(&logsv1.ShipRequest{Kind: &logsv1.ShipRequest_Chunk{Chunk: &logsv1.Chunk{Sequence: 2, Data: []byte("ret-42 world\n")}}})
@@ -207,6 +223,23 @@ func TestBinaryShipsToS3(t *testing.T) {
 	if !strings.Contains(out, "SHORTONE") {
 		t.Errorf("the short secret's name is not logged:\n%s", out)
 	}
+	lines := stdout.String()
+	if strings.Contains(lines, secret) {
+		t.Error("logship's standard output contains a secret value")
+	}
+	if !stdoutOn {
+		if lines != "" {
+			t.Errorf("standard output without HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT: %q", lines)
+		}
+		return
+	}
+	var line map[string]string
+	if err := json.Unmarshal([]byte(lines), &line); err != nil || strings.Count(lines, "\n") != 1 {
+		t.Fatalf("standard output %q: want one JSON line (%v)", lines, err)
+	}
+	if line["run_id"] != "run-bin" || line["stack_id"] != "stack-bin" || line["message"] != "hello ****** world" {
+		t.Errorf("standard output line %v", line)
+	}
 }
 
 type syncBuf struct {
@@ -215,6 +248,10 @@ type syncBuf struct {
 }
 
 func (s *syncBuf) add(x string) { s.mu.Lock(); s.b.WriteString(x); s.mu.Unlock() }
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.add(string(p))
+	return len(p), nil
+}
 func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -9,12 +9,20 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/hangar-dev/hangar/platform/envconfig"
 	"github.com/hangar-dev/hangar/platform/telemetry"
+)
+
+// Bounds of HANGAR_LOG_MAX_BYTES.
+const (
+	DefaultLogMaxBytes = 64 << 20
+	MinLogMaxBytes     = 64 << 10
+	MaxLogMaxBytes     = min(1<<40, math.MaxInt) // 1 TiB (less where int is 32 bits)
 )
 
 // Config is logship's configuration.
@@ -50,6 +58,14 @@ type Config struct {
 	// CloseWait bounds how long answering Close waits for the final upload
 	// (HANGAR_LOGSHIP_CLOSE_WAIT, default 30s).
 	CloseWait time.Duration
+	// LogMaxBytes limits each run's stored log: the first half and the last
+	// half are kept, with a notice of the bytes cut between them
+	// (HANGAR_LOG_MAX_BYTES, default 64 MiB, at least 64 KiB).
+	LogMaxBytes int64
+	// RunLogsOnStdout also writes every masked line of every run to
+	// logship's standard output as JSON (HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT,
+	// default false).
+	RunLogsOnStdout bool
 
 	// TLS of the gRPC server (HANGAR_TLS_CERT, HANGAR_TLS_KEY,
 	// HANGAR_TLS_CLIENT_CA; all optional).
@@ -68,25 +84,27 @@ type Config struct {
 // Load reads the configuration from r (envconfig.FromOS() in main).
 func Load(r *envconfig.Reader) (*Config, error) {
 	c := &Config{
-		GRPCAddr:      r.String("HANGAR_LOGSHIP_GRPC_ADDR", ":7302"),
-		DebugAddr:     r.String("HANGAR_LOGSHIP_DEBUG_ADDR", ":9302"),
-		Bucket:        r.Required("HANGAR_S3_BUCKET"),
-		Endpoint:      r.String("HANGAR_S3_ENDPOINT", ""),
-		Region:        r.String("HANGAR_S3_REGION", "us-east-1"),
-		PathStyle:     r.Bool("HANGAR_S3_PATH_STYLE", false),
-		Prefix:        r.String("HANGAR_S3_PREFIX", "runs/"),
-		SpoolDir:      r.String("HANGAR_LOGSHIP_SPOOL_DIR", "/var/lib/hangar/logship"),
-		MaskMinLength: r.Int("HANGAR_MASK_MIN_LENGTH", 6, 1, 1024),
-		ChunkInterval: r.Duration("HANGAR_LOGSHIP_CHUNK_INTERVAL", 5*time.Second),
-		CloseWait:     r.Duration("HANGAR_LOGSHIP_CLOSE_WAIT", 30*time.Second),
-		TLSCert:       r.String("HANGAR_TLS_CERT", ""),
-		TLSKey:        r.String("HANGAR_TLS_KEY", ""),
-		TLSClientCA:   r.String("HANGAR_TLS_CLIENT_CA", ""),
-		Telemetry:     telemetry.ConfigFromEnv(r, "hangar-logship"),
-		AccessKeyID:   r.String("AWS_ACCESS_KEY_ID", ""),
-		SecretKey:     r.String("AWS_SECRET_ACCESS_KEY", ""),
-		SessionToken:  r.String("AWS_SESSION_TOKEN", ""),
-		LogLevel:      r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error"),
+		GRPCAddr:        r.String("HANGAR_LOGSHIP_GRPC_ADDR", ":7302"),
+		DebugAddr:       r.String("HANGAR_LOGSHIP_DEBUG_ADDR", ":9302"),
+		Bucket:          r.Required("HANGAR_S3_BUCKET"),
+		Endpoint:        r.String("HANGAR_S3_ENDPOINT", ""),
+		Region:          r.String("HANGAR_S3_REGION", "us-east-1"),
+		PathStyle:       r.Bool("HANGAR_S3_PATH_STYLE", false),
+		Prefix:          r.String("HANGAR_S3_PREFIX", "runs/"),
+		SpoolDir:        r.String("HANGAR_LOGSHIP_SPOOL_DIR", "/var/lib/hangar/logship"),
+		MaskMinLength:   r.Int("HANGAR_MASK_MIN_LENGTH", 6, 1, 1024),
+		ChunkInterval:   r.Duration("HANGAR_LOGSHIP_CHUNK_INTERVAL", 5*time.Second),
+		CloseWait:       r.Duration("HANGAR_LOGSHIP_CLOSE_WAIT", 30*time.Second),
+		LogMaxBytes:     int64(r.Int("HANGAR_LOG_MAX_BYTES", DefaultLogMaxBytes, MinLogMaxBytes, MaxLogMaxBytes)),
+		RunLogsOnStdout: r.Bool("HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT", false),
+		TLSCert:         r.String("HANGAR_TLS_CERT", ""),
+		TLSKey:          r.String("HANGAR_TLS_KEY", ""),
+		TLSClientCA:     r.String("HANGAR_TLS_CLIENT_CA", ""),
+		Telemetry:       telemetry.ConfigFromEnv(r, "hangar-logship"),
+		AccessKeyID:     r.String("AWS_ACCESS_KEY_ID", ""),
+		SecretKey:       r.String("AWS_SECRET_ACCESS_KEY", ""),
+		SessionToken:    r.String("AWS_SESSION_TOKEN", ""),
+		LogLevel:        r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error"),
 	}
 	errs := []error{r.Err()}
 	if c.Endpoint != "" {

@@ -18,7 +18,7 @@ func TestLoad(t *testing.T) {
 		{"defaults", map[string]string{"HANGAR_S3_BUCKET": "logs"}, "", func(t *testing.T, c *Config) {
 			if c.GRPCAddr != ":7302" || c.DebugAddr != ":9302" || c.Region != "us-east-1" || c.Prefix != "runs/" ||
 				c.PathStyle || c.MaskMinLength != 6 || c.ChunkInterval != 5*time.Second ||
-				c.SpoolDir != "/var/lib/hangar/logship" || c.LogLevel != "info" {
+				c.SpoolDir != "/var/lib/hangar/logship" || c.LogLevel != "info" || c.LogMaxBytes != 64<<20 || c.RunLogsOnStdout {
 				t.Errorf("defaults: %+v", c)
 			}
 		}},
@@ -30,6 +30,23 @@ func TestLoad(t *testing.T) {
 				t.Errorf("got %+v", c)
 			}
 		}},
+		{"log limit and standard output", map[string]string{"HANGAR_S3_BUCKET": "logs", "HANGAR_LOG_MAX_BYTES": "65536",
+			"HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT": "true"}, "", func(t *testing.T, c *Config) {
+			if c.LogMaxBytes != 65536 || !c.RunLogsOnStdout {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{"large log limit", map[string]string{"HANGAR_S3_BUCKET": "logs", "HANGAR_LOG_MAX_BYTES": "10737418240"}, "", func(t *testing.T, c *Config) {
+			if c.LogMaxBytes != 10<<30 {
+				t.Errorf("LogMaxBytes = %d", c.LogMaxBytes)
+			}
+		}},
+		{"log limit zero", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_LOG_MAX_BYTES": "0"}, "HANGAR_LOG_MAX_BYTES", nil},
+		{"log limit below 64 KiB", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_LOG_MAX_BYTES": "65535"}, "HANGAR_LOG_MAX_BYTES", nil},
+		{"log limit with a unit", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_LOG_MAX_BYTES": "64MiB"}, "HANGAR_LOG_MAX_BYTES", nil},
+		{"log limit negative", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_LOG_MAX_BYTES": "-1"}, "HANGAR_LOG_MAX_BYTES", nil},
+		{"bad standard output flag", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT": "yes"},
+			"HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT", nil},
 		{"bucket missing", map[string]string{}, "HANGAR_S3_BUCKET", nil},
 		{"bad bool", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_S3_PATH_STYLE": "yes"}, "HANGAR_S3_PATH_STYLE", nil},
 		{"bad duration", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_LOGSHIP_CHUNK_INTERVAL": "5"}, "HANGAR_LOGSHIP_CHUNK_INTERVAL", nil},

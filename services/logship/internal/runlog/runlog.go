@@ -34,6 +34,51 @@
 // Readers (Tail, the uploader) see only the committed bytes, so a rollback
 // never takes back a byte anyone has seen.
 //
+// # Size limit
+//
+// A run's stored log is at most Options.MaxLogBytes (HANGAR_LOG_MAX_BYTES)
+// plus one notice line: its head and its tail. The limit is fixed in the
+// run's state when the run is first opened. The masker writes into a sink
+// that fills the spool's log file up to the head limit (the first half of
+// the limit), then appends to the spool's tail segment, of which the last
+// tail limit bytes (the other half) are kept; see package spool for how
+// the tail segment rolls back to the last commit and stays bounded. A
+// commit records both sizes (MaskedBytes, TailBytes) with acked_sequence,
+// so acknowledgements, next_sequence and the rollback at reopen work on
+// the head and the tail alike: a restart in the tail phase loses and
+// duplicates nothing. The run goes on whatever its size: chunks are still
+// acknowledged.
+//
+// At Close the log file becomes the stored log: the head, then, if bytes
+// were cut, a newline and the line
+//
+//	[hangar] log truncated: <n> bytes cut from the middle (limit <limit> bytes)
+//
+// then the kept tail. Closed.Bytes, Closed.SHA256 and the final object's
+// metadata describe exactly that; a log within the limit is stored whole,
+// without the notice. Live chunk objects and Tail follow the log file's
+// committed bytes, as before: they show the head live; the rest (the
+// notice and the kept tail) appears when the log is closed.
+//
+// # Standard output
+//
+// With Options.Stdout set (HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT), each line
+// of a run's masked stream (all of it: the limit applies to the stored
+// log only) is also written there as one JSON object (see lines.go). Only
+// committed masked bytes are written, right after their commit and under
+// the run's lock, so in order: bytes written after the last commit (not
+// acknowledged) are never shown, a rollback takes nothing back, and a
+// resend, dropped before the masker, shows nothing twice. Within one
+// logship process each line is written exactly once.
+//
+// Across a restart: each commit records in the state the position up to
+// which lines were written before that commit (and a clean shutdown
+// records the current one). A new logship rewrites, from the spool, the
+// lines from that position on, and holds the partial line at the end as
+// before. So after a clean restart nothing is written twice; after a crash
+// the lines of the last committed batch may be written again (at least
+// once, never lost).
+//
 // # Uploads
 //
 // Each run has an uploader goroutine. Every chunk interval it uploads the
@@ -84,6 +129,12 @@ type Store interface {
 	FinalKey(runID string) string
 }
 
+// Limits of Options.MaxLogBytes.
+const (
+	DefaultMaxLogBytes = 64 << 20
+	MinMaxLogBytes     = 64 << 10
+)
+
 // Options configure a Manager.
 type Options struct {
 	Spool *spool.Spool
@@ -101,14 +152,39 @@ type Options struct {
 	// FinishedRuns is how many finished runs are remembered, to answer a
 	// late reopen (default 1024).
 	FinishedRuns int
-	Logger       *slog.Logger
-	Registry     prometheus.Registerer
+	// MaxLogBytes limits the stored log of each run (head and tail kept);
+	// default DefaultMaxLogBytes, at least MinMaxLogBytes.
+	MaxLogBytes int64
+	// Stdout, if set, receives each masked line of every run as JSON.
+	Stdout   io.Writer
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
 }
 
 // Secret is one value to mask.
 type Secret struct {
 	Name  string
 	Value []byte
+}
+
+// Stream names the source of a chunk, as in the JSON lines ("" if
+// unknown).
+type Stream string
+
+// Streams of chunks.
+const (
+	StreamStdout Stream = "stdout"
+	StreamStderr Stream = "stderr"
+	StreamSystem Stream = "system"
+)
+
+// Chunk is one chunk of raw output.
+type Chunk struct {
+	Sequence uint64
+	Stream   Stream
+	Data     []byte
+	// Time the executor read it; zero means unknown (now is used).
+	Time time.Time
 }
 
 // OpenRequest opens or resumes a run's log.
@@ -122,11 +198,13 @@ type Closed struct {
 	Key    string
 	Bytes  int64
 	SHA256 string
+	// Truncated is the number of masked bytes cut from the middle.
+	Truncated int64
 }
 
 type metrics struct {
-	bytesIn, bytesOut, masks prometheus.Counter
-	spoolBytes, runsOpen     prometheus.Gauge
+	bytesIn, bytesOut, masks, truncated prometheus.Counter
+	spoolBytes, runsOpen                prometheus.Gauge
 }
 
 // Manager holds the runs of this logship.
@@ -138,6 +216,8 @@ type Manager struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	lines *lineSink // nil: no standard output
 
 	mu            sync.Mutex
 	runs          map[string]*run
@@ -171,7 +251,16 @@ func New(opts Options) (*Manager, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.MaxLogBytes == 0 {
+		opts.MaxLogBytes = DefaultMaxLogBytes
+	}
+	if opts.MaxLogBytes < MinMaxLogBytes {
+		return nil, fmt.Errorf("runlog: max log bytes %d below the minimum %d", opts.MaxLogBytes, MinMaxLogBytes)
+	}
 	m := &Manager{opts: opts, log: opts.Logger, runs: map[string]*run{}, finished: map[string]finishedRun{}}
+	if opts.Stdout != nil {
+		m.lines = &lineSink{log: opts.Logger, w: opts.Stdout}
+	}
 	m.met = metrics{
 		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{Name: "hangar_logship_bytes_in_total",
 			Help: "Raw log bytes received from executors (resends not counted)."}),
@@ -179,13 +268,15 @@ func New(opts Options) (*Manager, error) {
 			Help: "Masked log bytes committed to the spool."}),
 		masks: prometheus.NewCounter(prometheus.CounterOpts{Name: "hangar_logship_masks_applied_total",
 			Help: "Secret occurrences replaced by the mask in committed log bytes."}),
+		truncated: prometheus.NewCounter(prometheus.CounterOpts{Name: "hangar_logship_bytes_truncated_total",
+			Help: "Committed masked bytes cut from the middle of run logs longer than their limit (HANGAR_LOG_MAX_BYTES)."}),
 		spoolBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "hangar_logship_spool_bytes",
 			Help: "Committed masked bytes in the spool, waiting for their final upload."}),
 		runsOpen: prometheus.NewGauge(prometheus.GaugeOpts{Name: "hangar_logship_runs_open",
 			Help: "Run logs opened and not yet closed."}),
 	}
 	if opts.Registry != nil {
-		for _, c := range []prometheus.Collector{m.met.bytesIn, m.met.bytesOut, m.met.masks, m.met.spoolBytes, m.met.runsOpen} {
+		for _, c := range []prometheus.Collector{m.met.bytesIn, m.met.bytesOut, m.met.masks, m.met.truncated, m.met.spoolBytes, m.met.runsOpen} {
 			if err := opts.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("runlog metrics: %w", err)
 			}
@@ -204,14 +295,19 @@ func New(opts Options) (*Manager, error) {
 			return nil, fmt.Errorf("load spooled run %s: %w", id, err)
 		}
 		r := m.newRun(id, sp)
-		st := sp.State()
-		m.met.spoolBytes.Add(float64(st.MaskedBytes))
+		st := r.state
+		m.met.spoolBytes.Add(float64(spooled(st)))
 		if !st.Closed {
 			m.met.runsOpen.Inc()
+			if err := r.resumeLinesLocked(); err != nil {
+				m.Close()
+				_ = sp.Close()
+				return nil, fmt.Errorf("load spooled run %s: %w", id, err)
+			}
 		}
 		m.runs[id] = r
 		m.log.Info("resuming spooled run", "run_id", id, "acked_sequence", st.AckedSequence,
-			"masked_bytes", st.MaskedBytes, "uploaded_bytes", st.UploadedBytes, "closed", st.Closed)
+			"masked_bytes", st.MaskedBytes, "tail_bytes", st.TailBytes, "uploaded_bytes", st.UploadedBytes, "closed", st.Closed)
 		m.startUploader(r)
 		if st.Closed {
 			r.wake()
@@ -229,11 +325,24 @@ func (m *Manager) Close() {
 	defer m.mu.Unlock()
 	for _, r := range m.runs {
 		r.mu.Lock()
+		r.saveLinesLocked()
 		r.finished = true // no more writes through stale sessions
 		r.releaseLocked(false)
 		r.mu.Unlock()
 	}
 }
+
+// spooled is the number of bytes st keeps in the spool.
+func spooled(st spool.State) int64 {
+	if st.Closed {
+		return st.MaskedBytes
+	}
+	return st.MaskedBytes + st.TailBytes - st.TailBase
+}
+
+// streamEnd is the committed size of the masked stream of a run not
+// closed: head and tail, cut bytes included.
+func streamEnd(st spool.State) int64 { return st.MaskedBytes + st.TailBytes }
 
 // run is one run's log.
 type run struct {
@@ -250,19 +359,67 @@ type run struct {
 	set   *mask.Set
 	w     *mask.Writer
 	// pending are the raw chunks since the last clean point: in memory only.
-	pending      [][]byte
+	pending      []pendingChunk
 	lastReceived uint64
-	masksDone    int64 // masker's mask count at the last commit
-	shortLogged  bool
-	changed      chan struct{} // closed and replaced when state grows
-	finished     bool          // final object uploaded (or manager closed)
-	readers      int
-	fileClosed   bool
+	// lines writes the committed masked lines to standard output (nil when
+	// off); out holds the masked bytes written since the last commit, for
+	// it.
+	lines       *lineEmitter
+	out         []byte
+	masksDone   int64 // masker's mask count at the last commit
+	shortLogged bool
+	changed     chan struct{} // closed and replaced when state grows
+	finished    bool          // final object uploaded (or manager closed)
+	readers     int
+	fileClosed  bool
+}
+
+// pendingChunk is a raw chunk since the last clean point.
+type pendingChunk struct {
+	data   []byte
+	stream Stream
+	time   time.Time
 }
 
 func (m *Manager) newRun(id string, sp *spool.Run) *run {
-	return &run{id: id, m: m, sp: sp, state: sp.State(), kick: make(chan struct{}, 1),
+	st := sp.State()
+	if st.HeadLimit == 0 && !st.Closed {
+		// A new run (or one spooled before limits existed, whose head is
+		// kept whole).
+		st.HeadLimit = max(m.opts.MaxLogBytes/2, st.MaskedBytes)
+		st.TailLimit = m.opts.MaxLogBytes - m.opts.MaxLogBytes/2
+	}
+	r := &run{id: id, m: m, sp: sp, state: st, kick: make(chan struct{}, 1),
 		finalDone: make(chan struct{}), changed: make(chan struct{})}
+	if m.lines != nil && !st.Closed {
+		r.lines = newLineEmitter(m.lines, id, st.StackID, streamEnd(st))
+	}
+	return r
+}
+
+// sink is the masker's destination: the spool's log file up to the head
+// limit, then its tail segment. It runs under r.mu (inside the masker's
+// Write, Flush and Close).
+type sink struct{ r *run }
+
+func (k sink) Write(p []byte) (int, error) {
+	r, all := k.r, p
+	if room := r.state.HeadLimit - r.sp.Size(); room > 0 {
+		head := p[:min(int64(len(p)), room)]
+		if n, err := r.sp.Write(head); err != nil {
+			return n, err
+		}
+		p = p[len(head):]
+	}
+	if len(p) > 0 {
+		if n, err := r.sp.WriteTail(p); err != nil {
+			return len(all) - len(p) + n, err
+		}
+	}
+	if r.lines != nil {
+		r.out = append(r.out, all...)
+	}
+	return len(all), nil
 }
 
 func (r *run) wake() {
@@ -309,7 +466,6 @@ func (m *Manager) Open(req OpenRequest) (*Session, uint64, error) {
 			return nil, 0, err
 		}
 		r = m.newRun(req.RunID, sp)
-		r.state.PoolID, r.state.StackID = req.PoolID, req.StackID
 		m.runs[req.RunID] = r
 		m.met.runsOpen.Inc()
 		m.startUploader(r)
@@ -326,6 +482,12 @@ func (m *Manager) Open(req OpenRequest) (*Session, uint64, error) {
 		return &Session{fin: &f}, f.lastSeq + 1, nil
 	}
 	r.gen++
+	if r.state.PoolID == "" && r.state.StackID == "" {
+		r.state.PoolID, r.state.StackID = req.PoolID, req.StackID
+		if r.lines != nil {
+			r.lines.stackID = req.StackID
+		}
+	}
 	if !r.shortLogged && len(rep.TooShort) > 0 {
 		names := make([]string, len(rep.TooShort))
 		for i, idx := range rep.TooShort {
@@ -339,15 +501,19 @@ func (m *Manager) Open(req OpenRequest) (*Session, uint64, error) {
 		if err := r.sp.Truncate(r.state.MaskedBytes); err != nil {
 			return nil, 0, err
 		}
-		r.set, r.w = set, set.NewWriter(r.sp)
-		r.pending, r.lastReceived, r.masksDone = nil, r.state.AckedSequence, 0
+		if err := r.sp.TruncateTail(r.state.TailBytes); err != nil {
+			return nil, 0, err
+		}
+		r.set, r.w = set, set.NewWriter(sink{r})
+		r.pending, r.out, r.lastReceived, r.masksDone = nil, nil, r.state.AckedSequence, 0
 	}
 	return &Session{r: r, gen: r.gen}, r.state.AckedSequence + 1, nil
 }
 
 // Chunk stores one chunk. It returns the sequence to acknowledge through,
 // and whether to send that acknowledgement now.
-func (s *Session) Chunk(seq uint64, data []byte) (uint64, bool, error) {
+func (s *Session) Chunk(c Chunk) (uint64, bool, error) {
+	seq, data := c.Sequence, c.Data
 	if s.fin != nil {
 		if seq <= s.fin.lastSeq {
 			return s.fin.lastSeq, true, nil
@@ -376,20 +542,163 @@ func (s *Session) Chunk(seq uint64, data []byte) (uint64, bool, error) {
 		r.gen++ // the masker is unusable: the executor must reopen
 		return 0, false, fmt.Errorf("store chunk %d: %w", seq, err)
 	}
-	r.pending = append(r.pending, bytes.Clone(data))
+	if c.Time.IsZero() {
+		c.Time = time.Now()
+	}
+	r.pending = append(r.pending, pendingChunk{data: bytes.Clone(data), stream: c.Stream, time: c.Time})
 	r.lastReceived = seq
 	r.m.met.bytesIn.Add(float64(len(data)))
 	if !r.cleanLocked() {
 		return r.state.AckedSequence, false, nil
 	}
-	st := r.state
-	st.AckedSequence, st.MaskedBytes = seq, r.sp.Size()
-	if err := r.commitLocked(st); err != nil {
+	if err := r.commitWrittenLocked(seq); err != nil {
 		r.gen++
 		return 0, false, fmt.Errorf("commit chunk %d: %w", seq, err)
 	}
-	r.pending = r.pending[:0]
 	return seq, true, nil
+}
+
+// commitWrittenLocked commits every masked byte written (the masker being
+// at a clean point) with acked sequence seq, then writes the new lines to
+// standard output and compacts the tail segment if due.
+func (r *run) commitWrittenLocked(seq uint64) error {
+	st := r.state
+	st.AckedSequence, st.MaskedBytes, st.TailBytes = seq, r.sp.Size(), r.sp.TailEnd()
+	r.linesStateLocked(&st, r.pending)
+	if err := r.commitLocked(st); err != nil {
+		return err
+	}
+	if r.lines != nil {
+		t, stream := batchMeta(r.pending)
+		r.lines.feed(r.out, t, stream)
+	}
+	r.pending, r.out = r.pending[:0], r.out[:0]
+	if err := r.compactLocked(); err != nil {
+		// The commit stands; the segment is compacted at a later commit.
+		r.m.log.Warn("compacting the tail segment failed", "run_id", r.id, "err", err)
+	}
+	return nil
+}
+
+// batchMeta returns the time and stream of the chunks of a commit: the
+// first chunk's time, and their stream if they share one.
+func batchMeta(chunks []pendingChunk) (time.Time, string) {
+	if len(chunks) == 0 {
+		return time.Now(), ""
+	}
+	stream := chunks[0].stream
+	for _, c := range chunks[1:] {
+		if c.stream != stream {
+			stream = ""
+		}
+	}
+	return chunks[0].time, string(stream)
+}
+
+// linesStateLocked records in st where standard output stands: the
+// position up to which lines were written (everything, when off), with
+// the time and stream of the bytes from there: the partial line's, else
+// those of batch, the chunks being committed.
+func (r *run) linesStateLocked(st *spool.State, batch []pendingChunk) {
+	if r.lines == nil {
+		st.StdoutEmitted, st.StdoutTime, st.StdoutStream = streamEnd(*st), 0, ""
+		return
+	}
+	st.StdoutEmitted, st.StdoutTime, st.StdoutStream = r.lines.emitted(), 0, ""
+	if len(r.lines.partial) == 0 && len(batch) > 0 {
+		t, stream := batchMeta(batch)
+		st.StdoutTime, st.StdoutStream = t.UnixNano(), stream
+	}
+	if len(r.lines.partial) > 0 {
+		st.StdoutTime, st.StdoutStream = r.lines.ptime.UnixNano(), r.lines.pstream
+		if r.lines.pmixed {
+			st.StdoutStream = ""
+		}
+	}
+}
+
+// saveLinesLocked records where standard output stands, at a clean
+// shutdown, so that the next logship writes no line twice.
+func (r *run) saveLinesLocked() {
+	if r.lines == nil || r.state.Closed || r.fileClosed || r.finished {
+		return
+	}
+	st := r.state
+	r.linesStateLocked(&st, nil)
+	if st == r.state {
+		return
+	}
+	if err := r.sp.SaveState(st); err != nil {
+		r.m.log.Warn("recording the standard output position failed; some lines may be written again after the restart",
+			"run_id", r.id, "err", err)
+		return
+	}
+	r.state = st
+}
+
+// resumeLinesLocked, for a run loaded from the spool, writes again the
+// lines from the recorded standard output position (see the package
+// documentation), holding the partial line at the end.
+func (r *run) resumeLinesLocked() error {
+	if r.lines == nil {
+		return nil
+	}
+	st := r.state
+	from, end := st.StdoutEmitted, streamEnd(st)
+	if st.TailBytes > 0 {
+		from = max(from, st.MaskedBytes+st.TailBase) // older tail bytes are gone
+	}
+	from = min(from, end)
+	r.lines.pos = from
+	if st.StdoutTime != 0 {
+		r.lines.ptime, r.lines.pstream = time.Unix(0, st.StdoutTime), st.StdoutStream
+	}
+	t, stream := r.lines.ptime, r.lines.pstream
+	if t.IsZero() {
+		t = time.Now()
+	}
+	buf := make([]byte, 64<<10)
+	for from < end {
+		n := min(int64(len(buf)), end-from)
+		var err error
+		if from < st.MaskedBytes {
+			n = min(n, st.MaskedBytes-from)
+			_, err = r.sp.ReadAt(buf[:n], from)
+		} else {
+			_, err = r.sp.ReadTailAt(buf[:n], from-st.MaskedBytes)
+		}
+		if err != nil {
+			return fmt.Errorf("read spool for standard output: %w", err)
+		}
+		r.lines.feed(buf[:n], t, stream)
+		from += n
+	}
+	return nil
+}
+
+// compactLocked compacts the tail segment once it holds twice the tail
+// limit, keeping the last tail limit bytes (and the partial line not yet
+// written to standard output).
+func (r *run) compactLocked() error {
+	st := r.state
+	if st.TailLimit <= 0 || st.TailBytes-st.TailBase < 2*st.TailLimit {
+		return nil
+	}
+	from := st.TailBytes - st.TailLimit
+	r.linesStateLocked(&st, nil)
+	if r.lines != nil {
+		from = min(from, st.StdoutEmitted-st.MaskedBytes)
+	}
+	if from <= st.TailBase {
+		return nil
+	}
+	next, err := r.sp.CompactTail(st, from)
+	if err != nil {
+		return err
+	}
+	r.m.met.spoolBytes.Add(float64(spooled(next) - spooled(r.state)))
+	r.state = next
+	return nil
 }
 
 // cleanLocked reports whether the masker holds nothing back: a fresh
@@ -398,7 +707,7 @@ func (s *Session) Chunk(seq uint64, data []byte) (uint64, bool, error) {
 func (r *run) cleanLocked() bool {
 	probe := r.set.NewWriter(io.Discard)
 	for _, p := range r.pending {
-		if _, err := probe.Write(p); err != nil {
+		if _, err := probe.Write(p.data); err != nil {
 			return false
 		}
 	}
@@ -415,10 +724,12 @@ func (r *run) commitLocked(st spool.State) error {
 	if err := r.sp.Commit(st); err != nil {
 		return err
 	}
-	grown := st.MaskedBytes - r.state.MaskedBytes
+	if !st.Closed {
+		r.m.met.bytesOut.Add(float64(streamEnd(st) - streamEnd(r.state)))
+		r.m.met.truncated.Add(float64(st.Cut() - r.state.Cut()))
+	}
+	r.m.met.spoolBytes.Add(float64(spooled(st) - spooled(r.state)))
 	r.state = st
-	r.m.met.bytesOut.Add(float64(grown))
-	r.m.met.spoolBytes.Add(float64(grown))
 	if r.w != nil {
 		masks := r.w.Stats().Masks
 		r.m.met.masks.Add(float64(masks - r.masksDone))
@@ -478,27 +789,64 @@ func (s *Session) Close(ctx context.Context, lastSeq uint64) (Closed, error) {
 	return closed, nil
 }
 
+// closeLocked ends the log in two commits. The first commits the
+// masker's last bytes like any clean point (acked through the last chunk)
+// and writes the last lines to standard output. The second turns the log
+// file into the stored log (head, notice, kept tail), hashes it and
+// records it closed. A crash between them leaves a run whose Close, sent
+// again, does the second step only.
 func (r *run) closeLocked() error {
 	if err := r.w.Close(); err != nil {
 		return fmt.Errorf("close masker: %w", err)
+	}
+	if err := r.commitWrittenLocked(r.lastReceived); err != nil {
+		return fmt.Errorf("commit close: %w", err)
+	}
+	if r.lines != nil {
+		r.lines.flush()
+	}
+	st := r.state
+	if err := r.sp.Truncate(st.MaskedBytes); err != nil {
+		return fmt.Errorf("close log: %w", err)
+	}
+	if cut := st.Cut(); cut > 0 {
+		notice := fmt.Sprintf("\n[hangar] log truncated: %d bytes cut from the middle (limit %d bytes)\n", cut, st.HeadLimit+st.TailLimit)
+		if _, err := r.sp.Write([]byte(notice)); err != nil {
+			return fmt.Errorf("close log: %w", err)
+		}
+	}
+	kept := st.TailBytes - st.Cut()
+	if kept > 0 {
+		tail := io.NewSectionReader(tailReader{r.sp}, st.TailBytes-kept, kept)
+		if _, err := io.Copy(r.sp, tail); err != nil {
+			return fmt.Errorf("close log: copy the tail: %w", err)
+		}
 	}
 	size := r.sp.Size()
 	h := sha256.New()
 	if _, err := io.Copy(h, io.NewSectionReader(r.sp, 0, size)); err != nil {
 		return fmt.Errorf("hash log: %w", err)
 	}
-	st := r.state
-	st.AckedSequence, st.MaskedBytes, st.Closed, st.SHA256 = r.lastReceived, size, true, hex.EncodeToString(h.Sum(nil))
+	st.MaskedBytes, st.Closed, st.SHA256 = size, true, hex.EncodeToString(h.Sum(nil))
 	if err := r.commitLocked(st); err != nil {
 		return fmt.Errorf("commit close: %w", err)
 	}
+	if err := r.sp.RemoveTail(); err != nil {
+		r.m.log.Warn("removing the tail segment of a closed log", "run_id", r.id, "err", err)
+	}
 	r.m.met.runsOpen.Dec()
-	r.w, r.set, r.pending = nil, nil, nil
+	r.w, r.set, r.pending, r.lines, r.out = nil, nil, nil, nil, nil
 	return nil
 }
 
+// tailReader reads the tail segment by position past the head.
+type tailReader struct{ sp *spool.Run }
+
+func (t tailReader) ReadAt(p []byte, off int64) (int, error) { return t.sp.ReadTailAt(p, off) }
+
 func (r *run) closedLocked() Closed {
-	return Closed{Key: r.m.opts.Store.FinalKey(r.id), Bytes: r.state.MaskedBytes, SHA256: r.state.SHA256}
+	return Closed{Key: r.m.opts.Store.FinalKey(r.id), Bytes: r.state.MaskedBytes, SHA256: r.state.SHA256,
+		Truncated: r.state.Cut()}
 }
 
 // releaseLocked drops a reader (if reader) and closes the spool file once

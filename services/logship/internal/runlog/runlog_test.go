@@ -69,7 +69,7 @@ func TestAckOnlyAtCleanPoints(t *testing.T) {
 				t.Fatalf("Open = %d, %v", next, err)
 			}
 			for i, st := range tc.steps {
-				ack, send, err := s.Chunk(uint64(i+1), []byte(st.data))
+				ack, send, err := s.Chunk(Chunk{Sequence: uint64(i + 1), Data: []byte(st.data)})
 				if err != nil {
 					t.Fatalf("chunk %d: %v", i+1, err)
 				}

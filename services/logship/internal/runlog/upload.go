@@ -73,7 +73,8 @@ func (r *run) uploadOnce(ctx context.Context) (final bool, err error) {
 	store := r.m.opts.Store
 	if st.Closed {
 		body := io.NewSectionReader(r.sp, 0, st.MaskedBytes)
-		return true, store.PutFinal(ctx, r.id, body, s3log.Final{Bytes: st.MaskedBytes, SHA256: st.SHA256, LastSequence: st.AckedSequence})
+		return true, store.PutFinal(ctx, r.id, body, s3log.Final{Bytes: st.MaskedBytes, SHA256: st.SHA256, LastSequence: st.AckedSequence,
+			Truncated: st.Cut()})
 	}
 	for st.UploadedBytes < st.MaskedBytes {
 		n := min(st.MaskedBytes-st.UploadedBytes, r.m.opts.MaxChunkObject)

@@ -9,8 +9,11 @@
 //	<prefix><run_id>/log                  the final masked log, written once
 //	                                      the run's log is closed, with user
 //	                                      metadata hangar-bytes (decimal),
-//	                                      hangar-sha256 (hex) and
-//	                                      hangar-last-sequence
+//	                                      hangar-sha256 (hex),
+//	                                      hangar-last-sequence and
+//	                                      hangar-bytes-truncated (masked
+//	                                      bytes cut from the middle of a log
+//	                                      longer than its limit; decimal)
 //
 // The final object is the authoritative log; the live chunks let a reader
 // follow a run that is still going on.
@@ -39,6 +42,7 @@ const (
 	MetaBytes        = "hangar-bytes"
 	MetaSHA256       = "hangar-sha256"
 	MetaLastSequence = "hangar-last-sequence"
+	MetaTruncated    = "hangar-bytes-truncated"
 )
 
 // Client is the part of the S3 client used here.
@@ -101,6 +105,8 @@ type Final struct {
 	Bytes        int64
 	SHA256       string
 	LastSequence uint64
+	// Truncated is the number of masked bytes cut from the middle.
+	Truncated int64
 }
 
 // PutFinal uploads a run's final log.
@@ -109,6 +115,7 @@ func (s *Store) PutFinal(ctx context.Context, runID string, body io.ReadSeeker, 
 		MetaBytes:        strconv.FormatInt(f.Bytes, 10),
 		MetaSHA256:       f.SHA256,
 		MetaLastSequence: strconv.FormatUint(f.LastSequence, 10),
+		MetaTruncated:    strconv.FormatInt(f.Truncated, 10),
 	}
 	return s.put(ctx, "final", s.FinalKey(runID), body, f.Bytes, meta)
 }

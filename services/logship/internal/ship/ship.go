@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
@@ -107,7 +108,8 @@ func (s *Server) ship(ctx context.Context, stream logsv1.LogService_ShipServer, 
 		switch k := msg.GetKind().(type) {
 		case *logsv1.ShipRequest_Chunk:
 			chunks++
-			through, send, err := sess.Chunk(k.Chunk.GetSequence(), k.Chunk.GetData())
+			through, send, err := sess.Chunk(runlog.Chunk{Sequence: k.Chunk.GetSequence(), Stream: streamName(k.Chunk.GetStream()),
+				Data: k.Chunk.GetData(), Time: chunkTime(k.Chunk.GetTimeUnixMs())})
 			if err != nil {
 				return s.toStatus(open.GetRunId(), "chunk", err)
 			}
@@ -121,7 +123,8 @@ func (s *Server) ship(ctx context.Context, stream logsv1.LogService_ShipServer, 
 			if err != nil {
 				return s.toStatus(open.GetRunId(), "close", err)
 			}
-			span.SetAttributes(attribute.Int64("hangar.log_bytes", closed.Bytes))
+			span.SetAttributes(attribute.Int64("hangar.log_bytes", closed.Bytes),
+				attribute.Int64("hangar.log_bytes_truncated", closed.Truncated))
 			return stream.Send(&logsv1.ShipResponse{Kind: &logsv1.ShipResponse_Closed{Closed: &logsv1.Closed{
 				LogKey: closed.Key, Bytes: uint64(closed.Bytes), Sha256: closed.SHA256}}})
 		case *logsv1.ShipRequest_Open:
@@ -130,6 +133,27 @@ func (s *Server) ship(ctx context.Context, stream logsv1.LogService_ShipServer, 
 			return status.Error(codes.InvalidArgument, "empty ShipRequest")
 		}
 	}
+}
+
+// streamName names a chunk's stream for the standard output lines.
+func streamName(s logsv1.Stream) runlog.Stream {
+	switch s {
+	case logsv1.Stream_STREAM_STDOUT:
+		return runlog.StreamStdout
+	case logsv1.Stream_STREAM_STDERR:
+		return runlog.StreamStderr
+	case logsv1.Stream_STREAM_SYSTEM:
+		return runlog.StreamSystem
+	}
+	return ""
+}
+
+// chunkTime converts a chunk's time; zero (unset) stays the zero time.
+func chunkTime(ms int64) time.Time {
+	if ms <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
 }
 
 // toStatus maps runlog errors to gRPC statuses. Errors never carry secret
@@ -153,6 +177,14 @@ func (s *Server) toStatus(runID, op string, err error) error {
 
 // Tail implements the Tail stream: from the spool while logship holds the
 // run, else from the final object in S3.
+//
+// Offsets are those of the stored log. While the run goes on, Tail shows
+// the committed bytes of the log's head live (the first half of
+// HANGAR_LOG_MAX_BYTES, that is the whole log of a run within the limit
+// until it passes half of it); the bytes after the head are shown when
+// the log is closed: for a log within the limit, the rest of it; else the
+// truncation notice and the kept tail. The stream thus always reads the
+// stored log, byte for byte.
 func (s *Server) Tail(req *logsv1.TailRequest, stream logsv1.LogService_TailServer) error {
 	if req.GetRunId() == "" {
 		return status.Error(codes.InvalidArgument, "Tail without run id")

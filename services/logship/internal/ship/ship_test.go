@@ -72,6 +72,8 @@ func (s *syncBuffer) String() string {
 type options struct {
 	chunkInterval time.Duration
 	closeWait     time.Duration
+	maxLogBytes   int64
+	stdout        io.Writer
 }
 
 func startLogship(t *testing.T, s3 *s3test.Server, spoolDir string, o options) *logship {
@@ -94,7 +96,8 @@ func startLogship(t *testing.T, s3 *s3test.Server, spoolDir string, o options) *
 		t.Fatal(err)
 	}
 	mgr, err := runlog.New(runlog.Options{Spool: sp, Store: store, MinSecretLength: 6, ChunkInterval: o.chunkInterval,
-		CloseWait: o.closeWait, RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Logger: log, Registry: reg})
+		CloseWait: o.closeWait, RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Logger: log, Registry: reg,
+		MaxLogBytes: o.maxLogBytes, Stdout: o.stdout})
 	if err != nil {
 		t.Fatal(err)
 	}

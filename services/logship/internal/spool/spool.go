@@ -6,23 +6,46 @@
 // Layout, under the spool directory (0700):
 //
 //	<run_id>/log         the masked log bytes (0600); only masked bytes are
-//	                     ever written here, never a raw secret
+//	                     ever written here, never a raw secret. While the
+//	                     run goes on: its head (at most State.HeadLimit
+//	                     bytes); once closed: the whole stored log
+//	<run_id>/tail.<n>    the tail segment (0600): masked bytes past the
+//	                     head, once the head is full (see below)
 //	<run_id>/state.json  the run's durable state (see State)
 //
-// The log file may hold more bytes than State.MaskedBytes: those were
-// written after the last commit and are not acknowledged; reopening a run
-// truncates them. A commit fsyncs the log, then replaces state.json
-// atomically (write, fsync, rename, fsync of the directory).
+// The log file may hold more bytes than State.MaskedBytes, and the tail
+// segment more than State.TailBytes-State.TailBase: those were written
+// after the last commit and are not acknowledged; reopening a run
+// truncates them. A commit fsyncs the log and the tail segment, then
+// replaces state.json atomically (write, fsync, rename, fsync of the
+// directory).
+//
+// # The tail segment
+//
+// A log longer than its limit keeps its head and its last TailLimit bytes.
+// The tail is not a ring overwritten in place: a ring cannot be rolled back
+// to the last commit, since the bytes written after it (not acknowledged,
+// and dropped if the stream breaks) would already have overwritten the
+// oldest committed ones. The tail segment is instead append-only, like the
+// log, and so rolls back the same way (truncation); it is bounded by
+// compaction (CompactTail) at commit points: the bytes still needed are
+// copied into the next segment tail.<n+1>, which is fsynced, then
+// state.json names it (TailSegment, TailBase), then the old segment is
+// removed. A crash at any point leaves state.json naming a complete
+// segment; a segment it does not name is a leftover, removed at open.
 package spool
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -36,8 +59,9 @@ var runIDPattern = regexp.MustCompile(`^[A-Za-z0-9_\-:@+=][A-Za-z0-9._\-:@+=]{0,
 func ValidRunID(id string) bool { return runIDPattern.MatchString(id) }
 
 const (
-	logName   = "log"
-	stateName = "state.json"
+	logName    = "log"
+	stateName  = "state.json"
+	tailPrefix = "tail."
 )
 
 // State is what a run has durably accepted and uploaded.
@@ -57,6 +81,38 @@ type State struct {
 	// the final size and SHA256 its digest (hex).
 	Closed bool   `json:"closed,omitempty"`
 	SHA256 string `json:"sha256,omitempty"`
+
+	// HeadLimit and TailLimit are the run's log size limit, fixed when the
+	// run is first opened (a new limit applies to new runs only): the log
+	// file holds the first HeadLimit masked bytes; the bytes after them go
+	// to the tail segment, of which the last TailLimit are kept. Zero in a
+	// state written before limits existed.
+	HeadLimit int64 `json:"head_limit,omitempty"`
+	TailLimit int64 `json:"tail_limit,omitempty"`
+	// TailBytes is the number of committed masked bytes past the head,
+	// those cut included: the masked stream's committed size is
+	// MaskedBytes+TailBytes until the log is closed. The tail segment
+	// tail.<TailSegment> holds those from TailBase on.
+	TailBytes   int64  `json:"tail_bytes,omitempty"`
+	TailBase    int64  `json:"tail_base,omitempty"`
+	TailSegment uint64 `json:"tail_segment,omitempty"`
+
+	// StdoutEmitted is the position in the masked stream (head and tail
+	// bytes, no truncation notice) below which every line has been written
+	// to logship's standard output, when that is on; StdoutTime (Unix ns)
+	// and StdoutStream describe the partial line that starts there.
+	StdoutEmitted int64  `json:"stdout_emitted,omitempty"`
+	StdoutTime    int64  `json:"stdout_time,omitempty"`
+	StdoutStream  string `json:"stdout_stream,omitempty"`
+}
+
+// Cut returns how many masked bytes of st's tail fall outside the tail
+// limit: the bytes cut from the middle of the stored log.
+func (st State) Cut() int64 {
+	if st.TailLimit <= 0 || st.TailBytes <= st.TailLimit {
+		return 0
+	}
+	return st.TailBytes - st.TailLimit
 }
 
 // Spool is the spool directory.
@@ -99,6 +155,10 @@ type Run struct {
 	f     *os.File
 	size  int64
 	state State
+	// tail is the open tail segment (nil until needed); tailSize its size
+	// in bytes, committed or not.
+	tail     *os.File
+	tailSize int64
 }
 
 // OpenRun opens (creating if needed) the spool of run id. The log file is
@@ -141,7 +201,180 @@ func (s *Spool) OpenRun(id string) (*Run, error) {
 		f.Close()
 		return nil, err
 	}
+	if err := r.openTail(); err != nil {
+		f.Close()
+		return nil, err
+	}
 	return r, nil
+}
+
+func tailName(n uint64) string { return tailPrefix + strconv.FormatUint(n, 10) }
+
+// openTail opens the tail segment named by the state, truncated to its
+// committed bytes, and removes leftover segments (all of them once the log
+// is closed: its tail is then in the log file).
+func (r *Run) openTail() error {
+	entries, err := os.ReadDir(r.dir)
+	if err != nil {
+		return fmt.Errorf("open tail segment: %w", err)
+	}
+	current := tailName(r.state.TailSegment)
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), tailPrefix) || (e.Name() == current && !r.state.Closed) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(r.dir, e.Name())); err != nil {
+			return fmt.Errorf("remove leftover tail segment: %w", err)
+		}
+	}
+	committed := r.state.TailBytes - r.state.TailBase
+	if r.state.Closed || committed < 0 {
+		if committed < 0 {
+			return fmt.Errorf("open tail segment: state has tail_bytes %d below tail_base %d", r.state.TailBytes, r.state.TailBase)
+		}
+		return nil
+	}
+	f, err := os.OpenFile(filepath.Join(r.dir, current), os.O_RDWR, 0o600)
+	if errors.Is(err, fs.ErrNotExist) && committed == 0 {
+		return nil // created on the first write
+	}
+	if err != nil {
+		return fmt.Errorf("open tail segment: %w", err)
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("open tail segment: %w", err)
+	}
+	if info.Size() < committed {
+		f.Close()
+		return fmt.Errorf("open tail segment: %s has %d bytes, its state says %d were committed", f.Name(), info.Size(), committed)
+	}
+	if err := f.Truncate(committed); err != nil {
+		f.Close()
+		return fmt.Errorf("truncate tail segment: %w", err)
+	}
+	r.tail, r.tailSize = f, committed
+	return nil
+}
+
+// WriteTail appends p to the tail segment, not durably until Commit.
+func (r *Run) WriteTail(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tail == nil {
+		f, err := os.OpenFile(filepath.Join(r.dir, tailName(r.state.TailSegment)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return 0, fmt.Errorf("create tail segment: %w", err)
+		}
+		r.tail, r.tailSize = f, 0
+	}
+	n, err := r.tail.WriteAt(p, r.tailSize)
+	r.tailSize += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("write tail segment: %w", err)
+	}
+	return n, nil
+}
+
+// TailEnd returns the position, past the head, after the last byte written
+// to the tail segment, committed or not.
+func (r *Run) TailEnd() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state.TailBase + r.tailSize
+}
+
+// ReadTailAt reads tail bytes from off, a position past the head (at or
+// above State.TailBase). Errors are those of os.File.ReadAt, unwrapped.
+func (r *Run) ReadTailAt(p []byte, off int64) (int, error) {
+	r.mu.Lock()
+	f, base := r.tail, r.state.TailBase
+	r.mu.Unlock()
+	if off < base {
+		return 0, fmt.Errorf("read tail segment: position %d was compacted away (segment starts at %d)", off, base)
+	}
+	if f == nil {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	return f.ReadAt(p, off-base)
+}
+
+// TruncateTail cuts the tail segment back to end (a position past the
+// head), dropping bytes not committed.
+func (r *Run) TruncateTail(end int64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tail == nil {
+		return nil
+	}
+	if err := r.tail.Truncate(end - r.state.TailBase); err != nil {
+		return fmt.Errorf("truncate tail segment: %w", err)
+	}
+	r.tailSize = end - r.state.TailBase
+	return nil
+}
+
+// CompactTail replaces the tail segment by a new one holding only the
+// committed tail bytes from position from on, records st with it, and
+// returns the state recorded. Every byte written to the tail segment must
+// be committed (st.TailBytes is its end).
+func (r *Run) CompactTail(st State, from int64) (State, error) {
+	r.mu.Lock()
+	old, oldSize, oldBase := r.tail, r.tailSize, r.state.TailBase
+	r.mu.Unlock()
+	if old == nil || from <= oldBase || from > st.TailBytes || oldBase+oldSize != st.TailBytes {
+		return State{}, fmt.Errorf("compact tail segment: nothing to compact from %d (segment %d+%d, committed %d)", from, oldBase, oldSize, st.TailBytes)
+	}
+	st.TailSegment, st.TailBase = st.TailSegment+1, from
+	name := filepath.Join(r.dir, tailName(st.TailSegment))
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return State{}, fmt.Errorf("compact tail segment: %w", err)
+	}
+	n, err := io.Copy(f, io.NewSectionReader(old, from-oldBase, st.TailBytes-from))
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(name)
+		return State{}, fmt.Errorf("compact tail segment: %w", err)
+	}
+	if err := r.SaveState(st); err != nil {
+		// state.json may or may not name the new segment: keep both; the
+		// one it does not name is removed at the next open.
+		f.Close()
+		return State{}, fmt.Errorf("compact tail segment: %w", err)
+	}
+	r.mu.Lock()
+	r.tail, r.tailSize = f, n
+	r.mu.Unlock()
+	// The new segment is recorded: the old one is a leftover, removed here
+	// or at the next open.
+	_ = old.Close()
+	_ = os.Remove(old.Name())
+	return st, nil
+}
+
+// RemoveTail closes and deletes the tail segment, once the log is closed
+// (its kept bytes are then in the log file).
+func (r *Run) RemoveTail() error {
+	r.mu.Lock()
+	f := r.tail
+	r.tail, r.tailSize = nil, 0
+	r.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	_ = f.Close()
+	if err := os.Remove(f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove tail segment: %w", err)
+	}
+	return nil
 }
 
 // State returns the last committed state.
@@ -187,10 +420,18 @@ func (r *Run) ReadAt(p []byte, off int64) (int, error) {
 	return r.f.ReadAt(p, off)
 }
 
-// SyncLog makes the log bytes written so far durable.
+// SyncLog makes the log and tail bytes written so far durable.
 func (r *Run) SyncLog() error {
 	if err := r.f.Sync(); err != nil {
 		return fmt.Errorf("sync spool: %w", err)
+	}
+	r.mu.Lock()
+	tail := r.tail
+	r.mu.Unlock()
+	if tail != nil {
+		if err := tail.Sync(); err != nil {
+			return fmt.Errorf("sync tail segment: %w", err)
+		}
 	}
 	return nil
 }
@@ -255,8 +496,15 @@ func (r *Run) Remove() error {
 	return nil
 }
 
-// Close closes the log file.
+// Close closes the log file and the tail segment.
 func (r *Run) Close() error {
+	r.mu.Lock()
+	tail := r.tail
+	r.tail = nil
+	r.mu.Unlock()
+	if tail != nil {
+		_ = tail.Close()
+	}
 	if err := r.f.Close(); err != nil {
 		return fmt.Errorf("close spool: %w", err)
 	}
