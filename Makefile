@@ -59,6 +59,10 @@ work-check:
 ## check: everything CI checks
 check: lint generate-check tidy-check work-check test
 
+## images: one image per service and hangarctl (static binaries on scratch; no pull needed)
+images:
+	scripts/images.sh
+
 ## bench: benchmarks, printed as tables
 bench:
 	bench/run.sh

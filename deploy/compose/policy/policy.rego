@@ -1,0 +1,20 @@
+# The pool's run-initialization policy (Rego v1, package hangar.initialization;
+# a run starts only if `deny` is empty). Mounted into the policy service at
+# /etc/hangar/policy/policy.rego: edit it, then `docker compose restart policy`.
+# More examples: docs/policies/ (allowed-registry, main-branch-only, ...);
+# the input document: docs/POLICY.md.
+#
+# This one allows every run, except that stacks labelled "frozen" run nothing
+# but tasks: no proposed or tracked run (no plan, no apply) until the label is
+# removed. Tasks stay allowed, for one-off commands such as
+# `terraform state list`. (The same rule as docs/policies/frozen-stacks.)
+package hangar.initialization
+
+deny contains msg if {
+	"frozen" in input.stack.labels
+	input.run.type != "TASK"
+	msg := sprintf("stack %q is frozen: only tasks may run (this is a %s run)", [
+		input.stack.name,
+		input.run.type,
+	])
+}
