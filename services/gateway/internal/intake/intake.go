@@ -24,6 +24,7 @@ import (
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	policyv1 "github.com/hangar-dev/hangar/gen/go/hangar/policy/v1"
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
+	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
 	"github.com/hangar-dev/hangar/platform/runenvelope"
 	"github.com/hangar-dev/hangar/platform/telemetry"
 )
@@ -63,6 +64,9 @@ type Run struct {
 	// dispatcher keeps durably instead of the decrypted spec.
 	Envelope   []byte
 	ReceivedAt time.Time
+	// HandOff is set once the run stopped for confirmation (its stored
+	// workspace); a run queued with it resumes from that workspace.
+	HandOff *workv1.HandOff
 }
 
 // Intake handles envelopes. Handle is safe for concurrent use.
@@ -124,6 +128,11 @@ func New(d Deps) *Intake {
 	}
 	for _, r := range []string{"admitted", "denied", "failed"} {
 		in.results.WithLabelValues(r)
+	}
+	for v := range eventv1.RejectReason_name {
+		if r := eventv1.RejectReason(v); r != eventv1.RejectReason_REJECT_REASON_UNSPECIFIED {
+			in.rejected.WithLabelValues(runenvelope.ReasonName(r))
+		}
 	}
 	d.Registry.MustRegister(in.results, in.rejected, in.duration)
 	return in

@@ -76,6 +76,9 @@ func New(client Client, bucket, prefix string, reg prometheus.Registerer) (*Stor
 			Help: "S3 uploads of run logs that failed (and are retried), by object kind.",
 		}, []string{"object"}),
 	}
+	for _, object := range []string{"chunk", "final"} {
+		s.errors.WithLabelValues(object) // exported at 0 from the start, for alerts
+	}
 	for _, c := range []prometheus.Collector{s.seconds, s.errors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("s3log metrics: %w", err)
