@@ -54,7 +54,7 @@ func Seal(pub *rsa.PublicKey, plaintext, aad []byte) (*runv1.SealedBox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sealedbox: seal: %w", err)
 	}
-	wrapped, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, key, oaepLabel)
+	wrapped, err := wrapKey(pub, key)
 	if err != nil {
 		return nil, fmt.Errorf("sealedbox: seal: wrap key: %w", err)
 	}
@@ -102,6 +102,64 @@ func Open(priv *rsa.PrivateKey, box *runv1.SealedBox, aad []byte) ([]byte, error
 		return nil, fmt.Errorf("%w: authentication failed", ErrDecrypt)
 	}
 	return plaintext, nil
+}
+
+// WrapKey wraps a fresh AES-256 content key to pub exactly as Seal does
+// (RSA-OAEP, SHA-256, label "hangar.sealedbox.v1"), for callers that encrypt
+// their content themselves (hangar.work.v1.HandOff). key must be KeySize bytes.
+func WrapKey(pub *rsa.PublicKey, key []byte) ([]byte, error) {
+	if err := checkPublic(pub); err != nil {
+		return nil, fmt.Errorf("sealedbox: wrap key: %w", err)
+	}
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("sealedbox: wrap key: %w: content key is %d bytes, want %d", ErrInvalidKey, len(key), KeySize)
+	}
+	wrapped, err := wrapKey(pub, key)
+	if err != nil {
+		return nil, fmt.Errorf("sealedbox: wrap key: %w", err)
+	}
+	return wrapped, nil
+}
+
+// UnwrapKey returns the content key that WrapKey (or Seal) wrapped to priv's
+// public key. Every failure wraps ErrDecrypt and does not say why.
+func UnwrapKey(priv *rsa.PrivateKey, wrapped []byte) ([]byte, error) {
+	if priv == nil {
+		return nil, fmt.Errorf("sealedbox: unwrap key: %w: no private key", ErrInvalidKey)
+	}
+	if err := checkPublic(&priv.PublicKey); err != nil {
+		return nil, fmt.Errorf("sealedbox: unwrap key: %w", err)
+	}
+	if len(wrapped) != priv.Size() {
+		return nil, fmt.Errorf("%w: wrapped key is %d bytes, want %d for this key", ErrDecrypt, len(wrapped), priv.Size())
+	}
+	key, err := rsa.DecryptOAEP(sha256.New(), nil, priv, wrapped, oaepLabel)
+	if err != nil || len(key) != KeySize {
+		clear(key)
+		return nil, fmt.Errorf("%w: authentication failed", ErrDecrypt)
+	}
+	return key, nil
+}
+
+// ParsePublicKey parses an RSA public key in PKIX DER (as
+// hangar.work.v1.Assign.pool_public_key carries it) and checks its size.
+func ParsePublicKey(der []byte) (*rsa.PublicKey, error) {
+	k, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("sealedbox: parse public key: %w: %w", ErrInvalidKey, err)
+	}
+	pub, ok := k.(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("sealedbox: parse public key: %w: %T is not an RSA key", ErrInvalidKey, k)
+	}
+	if err := checkPublic(pub); err != nil {
+		return nil, fmt.Errorf("sealedbox: parse public key: %w", err)
+	}
+	return pub, nil
+}
+
+func wrapKey(pub *rsa.PublicKey, key []byte) ([]byte, error) {
+	return rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, key, oaepLabel)
 }
 
 // PublicKeyFingerprint returns the lowercase hex SHA-256 of pub's PKIX DER

@@ -36,6 +36,7 @@ var commands = []command{
 	{name: "broker", summary: "run the embedded MQTT broker (or write a Mosquitto config)", run: runBroker},
 	{name: "run submit", summary: "submit a run to a pool (--follow: events and live log)", run: runSubmit},
 	{name: "run cancel", summary: "cancel a run wherever it runs", run: runCancel},
+	{name: "run confirm", summary: "confirm a tracked run waiting after its plan: it applies", run: runConfirm},
 	{name: "workers", summary: "list a pool's workers (gateways, executors) from their heartbeats", run: runWorkers},
 	{name: "worker drain", summary: "drain a worker: it finishes its runs and takes nothing new", run: workerCommand(true)},
 	{name: "worker undrain", summary: "let a drained worker take runs again", run: workerCommand(false)},

@@ -76,9 +76,17 @@ func runDev(ctx context.Context, e env) error {
 	say("working directory %s (service logs in %s)", *dir, filepath.Join(*dir, "logs"))
 
 	ctx, stop := context.WithCancel(ctx)
-	defer stop()
 	st := &stack{dir: *dir, errs: make(chan error, 8)}
-	defer st.wait()
+	// Shut down in order: the services first (they flush their traces and
+	// logs), then what they use.
+	var closers []func()
+	defer func() {
+		stop()
+		st.wait()
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
 
 	// The control plane: its CA, the broker's certificate, its signing key.
 	cpPath := filepath.Join(*dir, "control-plane")
@@ -98,7 +106,7 @@ func runDev(ctx context.Context, e env) error {
 	if err != nil {
 		return fmt.Errorf("embedded broker: %w", err)
 	}
-	defer b.Close()
+	closers = append(closers, func() { b.Close() })
 	brokerURL := "mqtts://" + b.Addr()
 	say("embedded MQTT broker (mutual TLS, per-pool ACLs) on %s", brokerURL)
 
@@ -107,7 +115,7 @@ func runDev(ctx context.Context, e env) error {
 	if err != nil {
 		return fmt.Errorf("S3 server: %w", err)
 	}
-	defer s3.Close()
+	closers = append(closers, func() { s3.Close() })
 	say("S3-compatible server on %s (bucket %s)", s3.Endpoint(), devBucket)
 	s3cfg := S3Config{Endpoint: s3.Endpoint(), Bucket: devBucket, Region: "us-east-1", AccessKey: accessKey, SecretKey: secretKey, PathStyle: true}
 	if err := s3cfg.Save(cpPath); err != nil {
@@ -138,7 +146,7 @@ func runDev(ctx context.Context, e env) error {
 	if err != nil {
 		return fmt.Errorf("trace receiver: %w", err)
 	}
-	defer traces.Close()
+	closers = append(closers, traces.Close)
 
 	runtime, why := chooseRuntime(ctx, *rtFlag)
 	say("executor runtime: %s (%s)", runtime, why)

@@ -13,6 +13,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"golang.org/x/sync/errgroup"
 
 	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
@@ -25,6 +29,7 @@ import (
 	"github.com/hangar-dev/hangar/services/executor/internal/config"
 	"github.com/hangar-dev/hangar/services/executor/internal/dockerrt"
 	"github.com/hangar-dev/hangar/services/executor/internal/execute"
+	"github.com/hangar-dev/hangar/services/executor/internal/handoff"
 	"github.com/hangar-dev/hangar/services/executor/internal/processrt"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 	"github.com/hangar-dev/hangar/services/executor/internal/supervise"
@@ -79,7 +84,15 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 	}
 	defer lsConn.Close()
 
+	state, err := newStateStore(ctx, cfg.State)
+	if err != nil {
+		return err
+	}
+	if state == nil {
+		log.Info("no HANGAR_S3_BUCKET: tracked runs that need confirmation will fail")
+	}
 	exec := execute.New(execute.Config{
+		State:   state,
 		Runtime: rt, Logs: logsv1.NewLogServiceClient(lsConn),
 		Workspace:    workspace.Options{BaseDir: cfg.WorkDir, VCSMappings: cfg.VCSMappings},
 		WhitelistEnv: cfg.WhitelistEnv, MaskEnv: cfg.MaskEnv,
@@ -176,6 +189,28 @@ func newRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (runn
 		log.Warn("removed containers left by an earlier run of this executor", "run_ids", ids)
 	}
 	return rt, nil
+}
+
+// newStateStore returns the hand-off state store, or nil without a bucket.
+func newStateStore(ctx context.Context, c config.StateConfig) (*handoff.Store, error) {
+	if c.Bucket == "" {
+		return nil, nil
+	}
+	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(c.Region), awsconfig.WithRetryMaxAttempts(3)}
+	if c.AccessKeyID != "" && c.SecretKey != "" {
+		opts = append(opts, awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretKey, c.SessionToken)))
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("state bucket: aws config: %w", err)
+	}
+	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		if c.Endpoint != "" {
+			o.BaseEndpoint = aws.String(c.Endpoint)
+		}
+		o.UsePathStyle = c.PathStyle
+	})
+	return handoff.NewStore(client, c.Bucket, c.Prefix, c.MaxBytes), nil
 }
 
 // NewLogger returns the service's JSON logger on stderr.

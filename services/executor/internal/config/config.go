@@ -4,6 +4,7 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"runtime"
 	"strings"
@@ -50,9 +51,30 @@ type Config struct {
 
 	VCSMappings map[string]string // HANGAR_PRIVATEVCS_MAPPING_NAME_<n> -> _BASE_ENDPOINT_<n>
 
+	// State is where tracked runs waiting for confirmation keep their
+	// encrypted workspace (optional: without a bucket such runs fail).
+	State StateConfig
+
 	TLSCert, TLSKey, TLSCA string           // mTLS towards gateway and logship (optional)
 	Telemetry              telemetry.Config // HANGAR_OTLP_*
 	LogLevel               string
+}
+
+// StateConfig is the S3 bucket of hand-off state, configured like logship's
+// log bucket (the same variables; the objects are "<prefix>state/<run>.bin").
+type StateConfig struct {
+	Bucket    string // HANGAR_S3_BUCKET; "" turns hand-off off
+	Endpoint  string // HANGAR_S3_ENDPOINT, for S3-compatible servers
+	Region    string // HANGAR_S3_REGION, default us-east-1
+	PathStyle bool   // HANGAR_S3_PATH_STYLE
+	Prefix    string // HANGAR_S3_PREFIX, default "runs/"
+	// MaxBytes bounds one stored state, gzipped (HANGAR_STATE_MAX_MB,
+	// default 1024); the archive is held in memory while it is encrypted.
+	MaxBytes int64
+	// AccessKeyID, SecretKey and SessionToken are static credentials when
+	// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are set; otherwise the AWS
+	// SDK's standard chain applies (profiles, web identity, instance roles).
+	AccessKeyID, SecretKey, SessionToken string
 }
 
 // Load reads the configuration: lookup and environ are os.LookupEnv and
@@ -84,6 +106,17 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 		Telemetry:       telemetry.ConfigFromEnv(r, "hangar-executor"),
 		LogLevel:        r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error"),
 	}
+	c.State = StateConfig{
+		Bucket:       r.String("HANGAR_S3_BUCKET", ""),
+		Endpoint:     r.String("HANGAR_S3_ENDPOINT", ""),
+		Region:       r.String("HANGAR_S3_REGION", "us-east-1"),
+		PathStyle:    r.Bool("HANGAR_S3_PATH_STYLE", false),
+		Prefix:       r.String("HANGAR_S3_PREFIX", "runs/"),
+		MaxBytes:     int64(r.Int("HANGAR_STATE_MAX_MB", 1024, 1, 1<<20)) << 20,
+		AccessKeyID:  r.String("AWS_ACCESS_KEY_ID", ""),
+		SecretKey:    r.String("AWS_SECRET_ACCESS_KEY", ""),
+		SessionToken: r.String("AWS_SESSION_TOKEN", ""),
+	}
 	c.MinFreeDisk = uint64(r.Int("HANGAR_MIN_FREE_DISK_MB", 1024, 0, 1<<30)) << 20
 	c.MinFreeMemory = uint64(r.Int("HANGAR_MIN_FREE_MEMORY_MB", 256, 0, 1<<30)) << 20
 	cpus := r.Int("HANGAR_WORKER_MILLICPUS", 0, 0, 1<<20)
@@ -95,6 +128,15 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 	}
 	if c.ExecutorID == "" {
 		return nil, fmt.Errorf("HANGAR_EXECUTOR_ID: required (the host name is unknown)")
+	}
+	if e := c.State.Endpoint; e != "" {
+		u, err := url.Parse(e)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("HANGAR_S3_ENDPOINT: invalid URL %q (want http(s)://host[:port])", e)
+		}
+	}
+	if p := c.State.Prefix; p != "" && (strings.HasPrefix(p, "/") || !strings.HasSuffix(p, "/")) {
+		return nil, fmt.Errorf("HANGAR_S3_PREFIX: %q must not start with / and must end with /", p)
 	}
 	var err error
 	if c.WhitelistEnv, err = passEnv("HANGAR_WHITELIST_ENVS", whitelist, lookup); err != nil {

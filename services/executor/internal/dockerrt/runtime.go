@@ -152,13 +152,15 @@ func (r *Runtime) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Run runs the job's phases, one container each, in order, and removes every
-// container and the volume of the run before returning.
+// Run runs the job's phases (runner.Selected), one container each, in order,
+// then Job.AfterPhases with an export of the workspace volume read through the
+// last phase's (exited) container, and removes every container and the volume
+// of the run before returning.
 func (r *Runtime) Run(ctx context.Context, job *runner.Job) runner.Result {
 	if !validRunID(job.RunID) {
 		return failed(-1, fmt.Sprintf("invalid run id %q", job.RunID))
 	}
-	phases := runner.Phases(job.Spec)
+	phases := runner.Selected(job)
 	if len(phases) == 0 {
 		return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FINISHED, ExitCode: -1, Reason: "no phase has commands"}
 	}
@@ -263,6 +265,7 @@ func (rn *run) execute(ctx context.Context, phases []*runv1.Phase) runner.Result
 		return failed(-1, err.Error())
 	}
 	exit := -1
+	var last string
 	for i, p := range phases {
 		if ctx.Err() != nil {
 			return stopped(ctx, exit, "before phase "+p.GetName())
@@ -277,6 +280,7 @@ func (rn *run) execute(ctx context.Context, phases []*runv1.Phase) runner.Result
 			}
 			return failed(exit, err.Error())
 		}
+		last = id
 		if i == 0 {
 			if err := rn.copyWorkspace(ctx, id, user); err != nil {
 				if ctx.Err() != nil {
@@ -298,6 +302,15 @@ func (rn *run) execute(ctx context.Context, phases []*runv1.Phase) runner.Result
 		exit = code
 		if code != 0 {
 			return failed(code, fmt.Sprintf("phase %s exited with code %d", p.GetName(), code))
+		}
+	}
+	if job.AfterPhases != nil {
+		export := func(w io.Writer) error { return rn.exportWorkspace(ctx, last, w) }
+		if err := job.AfterPhases(ctx, export); err != nil {
+			if ctx.Err() != nil {
+				return stopped(ctx, exit, "after the last phase")
+			}
+			return failed(exit, err.Error())
 		}
 	}
 	return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FINISHED, ExitCode: 0}

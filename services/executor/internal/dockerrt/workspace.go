@@ -2,6 +2,8 @@ package dockerrt
 
 import (
 	"archive/tar"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -10,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/moby/moby/client"
 )
 
 // workspaceDir is where the run's volume is mounted in every container.
@@ -131,6 +135,66 @@ func writeWorkspaceTar(w io.Writer, dir, projectRoot string, own owner) error {
 	}
 	if err := tw.Close(); err != nil {
 		return fmt.Errorf("archive workspace: %w", err)
+	}
+	return nil
+}
+
+// exportWorkspace writes the content of the run's volume to w as a tar
+// archive with names relative to the workspace (runner.Job.AfterPhases),
+// read through the exited container id, which has the volume mounted. The
+// engine archives /workspace as "workspace/..."; the prefix is removed,
+// ownership dropped, and hard links (which the engine emits for files with
+// several names) become relative symbolic links to the first name.
+func (rn *run) exportWorkspace(ctx context.Context, id string, w io.Writer) error {
+	res, err := rn.r.cli.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: workspaceDir})
+	if err != nil {
+		return fmt.Errorf("export workspace: %w", err)
+	}
+	defer res.Content.Close()
+	tr := tar.NewReader(res.Content)
+	tw := tar.NewWriter(w)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("export workspace: %w", err)
+		}
+		name, ok := strings.CutPrefix(hdr.Name, workspaceEntry+"/")
+		if !ok || name == "" {
+			continue // the workspace directory itself
+		}
+		out := &tar.Header{
+			Typeflag: hdr.Typeflag, Name: name, Linkname: hdr.Linkname, Size: hdr.Size,
+			Mode: hdr.Mode, ModTime: hdr.ModTime, Format: tar.FormatPAX,
+		}
+		switch hdr.Typeflag {
+		case tar.TypeDir, tar.TypeReg, tar.TypeSymlink:
+		case tar.TypeLink:
+			target, ok := strings.CutPrefix(hdr.Linkname, workspaceEntry+"/")
+			if !ok {
+				continue
+			}
+			rel, err := filepath.Rel(path.Dir(name), target)
+			if err != nil {
+				return fmt.Errorf("export workspace: hard link %q: %w", name, err)
+			}
+			out.Typeflag, out.Linkname, out.Size = tar.TypeSymlink, filepath.ToSlash(rel), 0
+		default:
+			continue
+		}
+		if err := tw.WriteHeader(out); err != nil {
+			return fmt.Errorf("export workspace: %w", err)
+		}
+		if out.Typeflag == tar.TypeReg {
+			if _, err := io.CopyN(tw, tr, out.Size); err != nil {
+				return fmt.Errorf("export workspace: %w", err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("export workspace: %w", err)
 	}
 	return nil
 }

@@ -2,13 +2,20 @@
 // it opens the run's log stream to logship, prepares the workspace and fetches
 // the source, runs the phases in the configured runtime under the run and
 // no-output timeouts, closes the log, removes the workspace, and returns the
-// run's final result with the key of its stored log.
+// run's final result with the key of its stored log. A tracked run that needs
+// confirmation stops after "plan" and hands its workspace off, encrypted
+// (package handoff); its resumption reads it back and runs the rest.
 package execute
 
 import (
 	"context"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -18,12 +25,16 @@ import (
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
+	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
+	"github.com/hangar-dev/hangar/platform/sealedbox"
 	"github.com/hangar-dev/hangar/platform/telemetry"
+	"github.com/hangar-dev/hangar/services/executor/internal/handoff"
 	"github.com/hangar-dev/hangar/services/executor/internal/logclient"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 	"github.com/hangar-dev/hangar/services/executor/internal/supervise"
 	"github.com/hangar-dev/hangar/services/executor/internal/workspace"
+	"github.com/hangar-dev/hangar/services/executor/internal/wsarchive"
 )
 
 // Config is what every run of this executor shares.
@@ -36,10 +47,14 @@ type Config struct {
 	// passed to every run; MaskEnv values are also masked in logs.
 	WhitelistEnv, MaskEnv []string
 	Limits                supervise.Limits
-	StopGrace             time.Duration
-	Tracer                trace.Tracer
-	Propagator            propagation.TextMapPropagator
-	Logger                *slog.Logger
+	// State stores the workspaces of tracked runs waiting for confirmation
+	// and reads them back when they resume; nil: such runs fail, naming
+	// HANGAR_S3_BUCKET.
+	State      *handoff.Store
+	StopGrace  time.Duration
+	Tracer     trace.Tracer
+	Propagator propagation.TextMapPropagator
+	Logger     *slog.Logger
 }
 
 // Executor implements worker.Executor.
@@ -48,24 +63,59 @@ type Executor struct{ cfg Config }
 // New returns an Executor.
 func New(cfg Config) *Executor { return &Executor{cfg: cfg} }
 
-// Execute runs a to its end.
+// Execute runs a to its end and returns its result. It is the worker.Executor
+// of callers that cannot report a hand-off: a run that stops for
+// confirmation is reported to them as failed. The worker uses ExecuteFinish.
 func (e *Executor) Execute(ctx context.Context, a *workv1.Assign, phase func(string)) *eventv1.RunFinished {
+	fin := e.ExecuteFinish(ctx, e.cfg.PoolID, a, phase)
+	if fin.GetResult() != nil {
+		return fin.GetResult()
+	}
+	return &eventv1.RunFinished{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: -1, Reason: "the run stopped for confirmation, which this caller cannot report"}
+}
+
+// ExecuteFinish runs a to its end and returns the Finish to report, without
+// lease id and epoch. poolID is the pool the gateway welcomed the executor
+// into; it binds stored state to the pool. The Finish holds the run's Result, or, for a tracked run that needs
+// confirmation and whose phases up to "plan" succeeded, Unconfirmed with the
+// HandOff of its stored workspace.
+//
+// Its three shapes:
+//   - a plain run: prepare, every phase, result;
+//   - a tracked run with needs_confirmation (and no resume): prepare, the
+//     phases up to "plan", then the workspace is packed, encrypted to
+//     Assign.pool_public_key and stored (handoff.Store) before the runtime
+//     removes it;
+//   - a resumed run (Assign.resume): the stored workspace is read back,
+//     verified, decrypted and extracted into a fresh workspace, and only
+//     ResumeState.phases run. Its log goes to the stream ResumeLogID(run id),
+//     logship having closed the run's first log when it stopped.
+func (e *Executor) ExecuteFinish(ctx context.Context, poolID string, a *workv1.Assign, phase func(string)) *workv1.Finish {
 	spec := a.GetSpec()
 	ctx = telemetry.Extract(ctx, e.cfg.Propagator, a.GetTraceContext())
-	ctx, span := e.cfg.Tracer.Start(ctx, "executor.run", trace.WithAttributes(attribute.String("hangar.run_id", a.GetRunId())))
+	ctx, span := e.cfg.Tracer.Start(ctx, "executor.run", trace.WithAttributes(attribute.String("hangar.run_id", a.GetRunId()),
+		attribute.Bool("hangar.resumed", a.GetResume() != nil)))
 	defer span.End()
 
+	logID := a.GetRunId()
+	if a.GetResume() != nil {
+		logID = ResumeLogID(a.GetRunId())
+	}
 	env, secrets := e.environment(a)
 	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLog()
 	logs := logclient.Open(logCtx, e.cfg.Logs, &logsv1.Open{
-		RunId: a.GetRunId(), PoolId: e.cfg.PoolID, StackId: spec.GetStack().GetId(),
+		RunId: logID, PoolId: e.cfg.PoolID, StackId: spec.GetStack().GetId(),
 		Secrets: secrets, TraceContext: telemetry.Inject(ctx, e.cfg.Propagator),
 	}, logclient.Options{Logger: e.cfg.Logger})
 	sys := logs.Writer(logsv1.Stream_STREAM_SYSTEM)
 
-	res := e.run(ctx, a, env, logs, sys, phase)
-	fmt.Fprintf(sys, "\n[hangar] run %s: %s (exit code %d)%s\n", a.GetRunId(), outcomeWord(res.Outcome), res.ExitCode, reasonSuffix(res.Reason))
+	res, hand := e.run(ctx, poolID, a, env, logs, sys, phase)
+	if hand != nil {
+		fmt.Fprintf(sys, "\n[hangar] run %s: planned; its workspace is stored encrypted, waiting for confirmation\n", a.GetRunId())
+	} else {
+		fmt.Fprintf(sys, "\n[hangar] run %s: %s (exit code %d)%s\n", a.GetRunId(), outcomeWord(res.Outcome), res.ExitCode, reasonSuffix(res.Reason))
+	}
 
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
@@ -77,25 +127,95 @@ func (e *Executor) Execute(ctx context.Context, a *workv1.Assign, phase func(str
 	} else {
 		fin.LogKey = closed.GetLogKey()
 	}
+	if hand != nil {
+		span.SetAttributes(attribute.String("hangar.outcome", "unconfirmed"))
+		return &workv1.Finish{Unconfirmed: &eventv1.RunUnconfirmed{StateKey: hand.GetStateKey()}, HandOff: hand}
+	}
 	span.SetAttributes(attribute.String("hangar.outcome", outcomeWord(res.Outcome)))
 	if res.Outcome != eventv1.Outcome_OUTCOME_FINISHED {
 		span.SetStatus(codes.Error, outcomeWord(res.Outcome))
 	}
-	return fin
+	return &workv1.Finish{Result: fin}
 }
 
-func (e *Executor) run(ctx context.Context, a *workv1.Assign, env []string, logs *logclient.Stream, sys interface{ Write([]byte) (int, error) }, phase func(string)) runner.Result {
+// ResumeLogID is the log stream of a resumed run's phases: the run id with
+// "-resumed" appended, or, when that would not be a valid run id (64
+// characters at most), a prefix of it and a digest of the whole.
+func ResumeLogID(runID string) string {
+	const suffix = "-resumed"
+	if len(runID)+len(suffix) <= 64 {
+		return runID + suffix
+	}
+	sum := sha256.Sum256([]byte(runID))
+	return runID[:64-len(suffix)-17] + "-" + hex.EncodeToString(sum[:8]) + suffix
+}
+
+// holdsForConfirmation reports whether a run stops after "plan".
+func holdsForConfirmation(a *workv1.Assign) bool {
+	return a.GetResume() == nil && a.GetSpec().GetType() == runv1.RunType_RUN_TYPE_TRACKED && a.GetSpec().GetNeedsConfirmation()
+}
+
+// untilPlan names the phases of spec up to and including "plan" (all of
+// them if it has no "plan").
+func untilPlan(spec *runv1.RunSpec) []string {
+	names := []string{}
+	for _, p := range spec.GetPhases() {
+		names = append(names, p.GetName())
+		if p.GetName() == "plan" {
+			return names
+		}
+	}
+	return names
+}
+
+func failedResult(reason string) runner.Result {
+	return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: -1, Reason: reason}
+}
+
+func (e *Executor) run(ctx context.Context, poolID string, a *workv1.Assign, env []string, logs *logclient.Stream, sys io.Writer, phase func(string)) (runner.Result, *workv1.HandOff) {
+	hold, resume := holdsForConfirmation(a), a.GetResume()
+	var pub *rsa.PublicKey
+	if (hold || resume != nil) && e.cfg.State == nil {
+		return failedResult("the run needs a state bucket for its confirmation, and this executor has none (HANGAR_S3_BUCKET)"), nil
+	}
+	if (hold || resume != nil) && poolID == "" {
+		return failedResult("the run needs the pool id for its stored state, and the gateway did not send it"), nil
+	}
+	if hold {
+		var err error
+		if pub, err = sealedbox.ParsePublicKey(a.GetPoolPublicKey()); err != nil {
+			return failedResult("the assignment has no usable pool public key to store the run's state: " + err.Error()), nil
+		}
+	}
+
 	phase("prepare")
 	_, pspan := e.cfg.Tracer.Start(ctx, "executor.phase prepare")
 	wsOpts := e.cfg.Workspace
 	wsOpts.Stdout, wsOpts.Stderr = sys, sys
-	ws, err := workspace.Prepare(ctx, a.GetSpec(), wsOpts)
+	spec := a.GetSpec()
+	if resume != nil {
+		// The source comes from the stored workspace, not from git.
+		spec = &runv1.RunSpec{Source: &runv1.Source{ProjectRoot: spec.GetSource().GetProjectRoot()}}
+	}
+	ws, err := workspace.Prepare(ctx, spec, wsOpts)
+	if err == nil && resume != nil {
+		fmt.Fprintf(sys, "[hangar] restoring the run's stored workspace\n")
+		if err = e.cfg.State.Restore(ctx, a.GetRunId(), poolID, resume, ws.Dir); err != nil {
+			_ = ws.Remove()
+			pspan.End()
+			if ctx.Err() != nil {
+				return supervise.FromCause(runner.Result{ExitCode: -1}, context.Cause(ctx), e.cfg.Limits), nil
+			}
+			return failedResult(err.Error()), nil
+		}
+		defer e.deleteState(a.GetRunId(), resume.GetStateKey())
+	}
 	pspan.End()
 	if err != nil {
 		if ctx.Err() != nil {
-			return supervise.FromCause(runner.Result{ExitCode: -1}, context.Cause(ctx), e.cfg.Limits)
+			return supervise.FromCause(runner.Result{ExitCode: -1}, context.Cause(ctx), e.cfg.Limits), nil
 		}
-		return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: -1, Reason: "preparing the workspace failed: " + err.Error()}
+		return failedResult("preparing the workspace failed: " + err.Error()), nil
 	}
 	defer func() {
 		if err := ws.Remove(); err != nil {
@@ -117,11 +237,59 @@ func (e *Executor) run(ctx context.Context, a *workv1.Assign, env []string, logs
 			phase(name)
 		},
 	}
+	var packed []byte
+	exported := false
+	switch {
+	case resume != nil:
+		job.Phases = slices.Clone(resume.GetPhases())
+		if job.Phases == nil {
+			job.Phases = []string{}
+		}
+	case hold:
+		job.Phases = untilPlan(a.GetSpec())
+		job.AfterPhases = func(_ context.Context, export func(io.Writer) error) error {
+			exported = true
+			var err error
+			packed, err = e.cfg.State.Pack(export)
+			return err
+		}
+	}
 	res := supervise.Run(ctx, e.cfg.Runtime, job, e.cfg.Limits)
 	if cur != nil {
 		cur.End()
 	}
-	return res
+	if !hold || res.Outcome != eventv1.Outcome_OUTCOME_FINISHED {
+		return res, nil
+	}
+	if !exported {
+		// No phase had anything to run: the workspace is as prepared.
+		if packed, err = e.cfg.State.Pack(func(w io.Writer) error { return wsarchive.Write(w, ws.Dir) }); err != nil {
+			return failedResult(err.Error()), nil
+		}
+	}
+	_, sspan := e.cfg.Tracer.Start(ctx, "executor.store_state")
+	defer sspan.End()
+	hand, err := e.cfg.State.Put(ctx, a.GetRunId(), poolID, pub, packed)
+	clear(packed)
+	if err != nil {
+		sspan.RecordError(err)
+		if ctx.Err() != nil {
+			return supervise.FromCause(runner.Result{ExitCode: res.ExitCode}, context.Cause(ctx), e.cfg.Limits), nil
+		}
+		return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: res.ExitCode, Reason: "storing the run's workspace failed: " + err.Error()}, nil
+	}
+	fmt.Fprintf(sys, "[hangar] workspace stored (%d bytes, encrypted)\n", hand.GetSize())
+	return res, hand
+}
+
+// deleteState removes a resumed run's state object: the run ends with this
+// attempt whatever its outcome (a lost resumed run is not resumed again).
+func (e *Executor) deleteState(runID, key string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.cfg.State.Delete(ctx, key); err != nil {
+		e.cfg.Logger.Warn("the stored state of a resumed run was not deleted", "run_id", runID, "err", err)
+	}
 }
 
 // environment returns the run's environment and the values logship must mask.

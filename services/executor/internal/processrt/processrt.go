@@ -39,6 +39,7 @@ import (
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
+	"github.com/hangar-dev/hangar/services/executor/internal/wsarchive"
 )
 
 // Shell runs each phase script as `Shell -c script`.
@@ -62,8 +63,9 @@ type Runtime struct{}
 
 var _ runner.Runtime = Runtime{}
 
-// Run runs the job's phases in order (see the package documentation) and
-// returns how the job ended:
+// Run runs the job's phases in order (runner.Selected; see the package
+// documentation), then Job.AfterPhases with an export of the workspace
+// directory, and returns how the job ended:
 //   - every phase exited 0: OUTCOME_FINISHED with the last exit code;
 //   - a phase exited non-zero: OUTCOME_FAILED, "phase plan exited with code 3",
 //     and the later phases do not run; a phase killed by a signal reports
@@ -71,7 +73,8 @@ var _ runner.Runtime = Runtime{}
 //   - the job's context ended: OUTCOME_STOPPED with the context's cause in the
 //     reason (supervise.Run replaces Outcome and Reason from the cause);
 //   - nothing could be started (bad project_root, no /bin/sh): OUTCOME_FAILED
-//     with ExitCode -1.
+//     with ExitCode -1;
+//   - AfterPhases failed: OUTCOME_FAILED with its error as the reason.
 func (Runtime) Run(ctx context.Context, job *runner.Job) runner.Result {
 	res := runner.Result{Outcome: eventv1.Outcome_OUTCOME_FINISHED, ExitCode: -1}
 	dir, err := phaseDir(job)
@@ -79,7 +82,7 @@ func (Runtime) Run(ctx context.Context, job *runner.Job) runner.Result {
 		return failed(-1, err.Error())
 	}
 	env := phaseEnv(job.Env)
-	for _, phase := range runner.Phases(job.Spec) {
+	for _, phase := range runner.Selected(job) {
 		if ctx.Err() != nil {
 			return stopped(ctx, res.ExitCode, "before phase "+phase.GetName())
 		}
@@ -98,6 +101,15 @@ func (Runtime) Run(ctx context.Context, job *runner.Job) runner.Result {
 			return failed(st.code, fmt.Sprintf("phase %s killed by signal %d (%v)", phase.GetName(), st.signal, st.signal))
 		case st.code != 0:
 			return failed(st.code, fmt.Sprintf("phase %s exited with code %d", phase.GetName(), st.code))
+		}
+	}
+	if job.AfterPhases != nil {
+		export := func(w io.Writer) error { return wsarchive.Write(w, job.Workspace) }
+		if err := job.AfterPhases(ctx, export); err != nil {
+			if ctx.Err() != nil {
+				return stopped(ctx, res.ExitCode, "after the last phase")
+			}
+			return failed(res.ExitCode, err.Error())
 		}
 	}
 	return res

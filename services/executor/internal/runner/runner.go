@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"time"
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
@@ -46,6 +47,17 @@ type Job struct {
 	OnPhase func(phase string)
 	// StopGrace is the time between the stop signal and the kill.
 	StopGrace time.Duration
+	// Phases, when not nil, names the phases to run: the spec's other phases
+	// are skipped (see Selected). A tracked run waiting for confirmation runs
+	// up to "plan", its resumption only "apply".
+	Phases []string
+	// AfterPhases, when set, is called once every selected phase has exited
+	// 0, before the runtime removes what it created, with a function that
+	// writes the workspace as it is now to w: an uncompressed tar archive of
+	// the workspace root's content, names relative to it (directories,
+	// regular files and symbolic links). An error from AfterPhases fails the
+	// run with the error as its reason, so it must hold no secret.
+	AfterPhases func(ctx context.Context, export func(w io.Writer) error) error
 }
 
 // Result is how a job ended.
@@ -94,6 +106,22 @@ func shellQuote(s string) string {
 		}
 	}
 	return string(append(out, '\''))
+}
+
+// Selected returns the phases of the job to run, in order: the spec's phases
+// with something to run (Phases), narrowed to Job.Phases when it is not nil.
+func Selected(job *Job) []*runv1.Phase {
+	all := Phases(job.Spec)
+	if job.Phases == nil {
+		return all
+	}
+	var out []*runv1.Phase
+	for _, p := range all {
+		if slices.Contains(job.Phases, p.GetName()) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Phases returns the phases of a spec that have something to run, in order.

@@ -38,6 +38,15 @@ type Executor interface {
 	Execute(ctx context.Context, a *workv1.Assign, phase func(name string)) *eventv1.RunFinished
 }
 
+// HandOffExecutor is an Executor that can also stop a run for confirmation.
+// The worker prefers ExecuteFinish when the Executor has it: it returns the
+// Finish to report (the worker sets lease id and epoch), with either Result
+// or Unconfirmed and HandOff. poolID is the pool of the gateway's Welcome.
+type HandOffExecutor interface {
+	Executor
+	ExecuteFinish(ctx context.Context, poolID string, a *workv1.Assign, phase func(name string)) *workv1.Finish
+}
+
 // Config describes the worker.
 type Config struct {
 	ID       string
@@ -76,6 +85,7 @@ type Worker struct {
 	unavailable  string
 	exitWhenIdle bool
 	leaseDur     time.Duration
+	poolID       string                     // from the gateway's Welcome
 	out          chan *workv1.AttachRequest // current session's sender; nil between sessions
 	idle         chan struct{}              // closed when no run is active
 	exitIdle     chan struct{}              // closed when drained with exit_when_idle and idle
@@ -185,6 +195,7 @@ func (w *Worker) session(ctx, runCtx context.Context) error {
 	if s := welcome.GetLeaseSeconds(); s > 0 {
 		w.leaseDur = time.Duration(s) * time.Second
 	}
+	w.poolID = welcome.GetPoolId()
 	leaseDur := w.leaseDur
 	w.mu.Unlock()
 	w.log.Info("attached to gateway", "pool_id", welcome.GetPoolId(), "lease", leaseDur)
@@ -299,15 +310,23 @@ func (w *Worker) start(runCtx context.Context, a *workv1.Assign) {
 	w.saveStateLocked()
 	w.busy.Set(float64(len(w.runs)))
 	w.wg.Add(1)
+	poolID := w.poolID
 	w.mu.Unlock()
 	w.sendStatus()
 	w.log.Info("run started", "run_id", a.GetRunId(), "lease_id", a.GetLeaseId(), "epoch", a.GetEpoch())
 
 	go func() {
 		defer w.wg.Done()
-		res := w.exec.Execute(ctx, a, func(phase string) {
+		progress := func(phase string) {
 			w.send(&workv1.AttachRequest{Kind: &workv1.AttachRequest_Progress{Progress: &workv1.Progress{LeaseId: a.GetLeaseId(), Epoch: a.GetEpoch(), Phase: phase}}})
-		})
+		}
+		var report *workv1.Finish
+		if hx, ok := w.exec.(HandOffExecutor); ok {
+			report = hx.ExecuteFinish(ctx, poolID, a, progress)
+		} else {
+			report = &workv1.Finish{Result: w.exec.Execute(ctx, a, progress)}
+		}
+		res := report.GetResult()
 		cancel(nil)
 		w.mu.Lock()
 		delete(w.runs, a.GetLeaseId())
@@ -315,12 +334,17 @@ func (w *Worker) start(runCtx context.Context, a *workv1.Assign) {
 		w.busy.Set(float64(len(w.runs)))
 		var fin *workv1.Finish
 		if !act.revoked {
-			fin = &workv1.Finish{LeaseId: a.GetLeaseId(), Epoch: a.GetEpoch(), Result: res}
+			fin = report
+			fin.LeaseId, fin.Epoch = a.GetLeaseId(), a.GetEpoch()
 			w.unreported[a.GetLeaseId()] = unreported{runID: a.GetRunId(), fin: fin}
 		}
 		w.checkIdleLocked()
 		w.mu.Unlock()
-		w.log.Info("run ended", "run_id", a.GetRunId(), "outcome", res.GetOutcome().String(), "reason", res.GetReason(), "reported", fin != nil)
+		if report.GetUnconfirmed() != nil {
+			w.log.Info("run stopped for confirmation", "run_id", a.GetRunId(), "state_key", report.GetUnconfirmed().GetStateKey(), "reported", fin != nil)
+		} else {
+			w.log.Info("run ended", "run_id", a.GetRunId(), "outcome", res.GetOutcome().String(), "reason", res.GetReason(), "reported", fin != nil)
+		}
 		if fin != nil {
 			w.send(&workv1.AttachRequest{Kind: &workv1.AttachRequest_Finish{Finish: fin}})
 		}

@@ -135,7 +135,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	disp := dispatch.New(dispatch.Config{PoolID: poolID, PoolPublicKey: pubDER, Logger: log, Registry: reg, Store: runs}, outbox)
+	disp := dispatch.New(dispatch.Config{PoolID: poolID, PoolPublicKey: pubDER, PoolKey: cfg.PoolKey, Logger: log, Registry: reg, Store: runs}, outbox)
 	workv1.RegisterWorkServiceServer(srv.GRPC(), disp)
 
 	opener := &runenvelope.Opener{PoolID: poolID, PoolKey: cfg.PoolKey, VerifyKey: cfg.VerifyKey,
@@ -219,9 +219,15 @@ func recoverRuns(runs *runstore.Store, opener *runenvelope.Opener, disp *dispatc
 			_ = runs.Delete(r.RunID)
 			continue
 		}
-		run := &intake.Run{ID: r.RunID, Spec: spec, TraceContext: v.TraceContext, AdmittedAt: r.AdmittedAt, Envelope: r.Envelope, ReceivedAt: r.ReceivedAt}
+		run := &intake.Run{ID: r.RunID, Spec: spec, TraceContext: v.TraceContext, AdmittedAt: r.AdmittedAt, Envelope: r.Envelope, ReceivedAt: r.ReceivedAt,
+			HandOff: dispatch.HandOff(r.HandOff)}
+		if r.State == runstore.StateUnconfirmed && run.HandOff != nil {
+			disp.RestoreUnconfirmed(run, r.Epoch)
+			log.Info("run waiting for confirmation recovered after a restart", "run_id", r.RunID)
+			continue
+		}
 		disp.Restore(run, r.LeaseID, r.Epoch, r.Executor)
-		log.Info("run recovered after a restart", "run_id", r.RunID, "leased", r.LeaseID != "", "executor", r.Executor)
+		log.Info("run recovered after a restart", "run_id", r.RunID, "leased", r.LeaseID != "", "executor", r.Executor, "resumed", run.HandOff != nil)
 	}
 }
 
@@ -279,6 +285,10 @@ func (c *commander) handle(payload []byte) {
 	case *eventv1.Command_Cycle:
 		for _, ex := range c.disp.Executors() {
 			c.disp.SetDrained(ex.GetExecutorId(), true, true)
+		}
+	case *eventv1.Command_Confirm:
+		if !c.disp.Confirm(k.Confirm.GetRunId()) {
+			c.log.Warn("confirm for a run that is unknown here or not waiting for confirmation; ignored", "run_id", k.Confirm.GetRunId())
 		}
 	default:
 		c.log.Warn("command not supported by this gateway", "command_id", cmd.GetCommandId())

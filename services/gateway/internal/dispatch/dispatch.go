@@ -7,15 +7,23 @@
 // finish report with a stale lease is answered with LeaseRevoked, and the
 // executor stops that run. A lease not renewed before its deadline ends the run
 // as lost; it is never silently dropped nor run a second time.
+//
+// A tracked run that stops for confirmation (Finish.unconfirmed with its
+// HandOff) is not finished: it is parked, with its record kept in the store
+// as "unconfirmed". ConfirmRun (Confirm) queues it again; its next lease has a
+// higher epoch and its Assign carries the resume state, the content key
+// unwrapped with the pool's private key at that moment.
 package dispatch
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -24,6 +32,7 @@ import (
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
+	"github.com/hangar-dev/hangar/platform/sealedbox"
 	"github.com/hangar-dev/hangar/services/gateway/internal/intake"
 	"github.com/hangar-dev/hangar/services/gateway/internal/runstore"
 )
@@ -49,7 +58,12 @@ type Config struct {
 	Registry    prometheus.Registerer
 	// Store keeps queued and leased runs durably (nil: in memory only).
 	Store Store
+	// PoolKey unwraps the content key of a confirmed run's stored state.
+	PoolKey *rsa.PrivateKey
 }
+
+// ResumePhases are the phases a confirmed run resumes with.
+var resumePhases = []string{"apply"}
 
 // Store is the write-ahead store of runs in flight (runstore.Store).
 type Store interface {
@@ -68,8 +82,9 @@ type Dispatcher struct {
 
 	mu        sync.Mutex
 	queue     []*intake.Run
-	runs      map[string]*lease // leased runs by run id
-	epochs    map[string]uint64 // last epoch per run id still tracked
+	runs      map[string]*lease      // leased runs by run id
+	parked    map[string]*intake.Run // unconfirmed runs by run id
+	epochs    map[string]uint64      // last epoch per run id still tracked
 	executors map[string]*executor
 	closed    bool
 
@@ -118,7 +133,7 @@ func New(cfg Config, events Events) *Dispatcher {
 	}
 	d := &Dispatcher{
 		cfg: cfg, events: events, log: cfg.Logger, now: time.Now,
-		runs: map[string]*lease{}, epochs: map[string]uint64{}, executors: map[string]*executor{},
+		runs: map[string]*lease{}, parked: map[string]*intake.Run{}, epochs: map[string]uint64{}, executors: map[string]*executor{},
 		queued: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "hangar_gateway_runs_queued",
 			Help: "Admitted runs waiting for a free executor slot.",
@@ -200,6 +215,11 @@ func (d *Dispatcher) Cancel(runID, reason string) bool {
 			return true
 		}
 	}
+	if run, ok := d.parked[runID]; ok {
+		delete(d.parked, runID)
+		d.finishLocked(run, &eventv1.RunFinished{Outcome: eventv1.Outcome_OUTCOME_STOPPED, ExitCode: -1, Reason: "cancelled while waiting for confirmation: " + reason})
+		return true
+	}
 	l, ok := d.runs[runID]
 	if !ok {
 		return false
@@ -253,11 +273,14 @@ func (d *Dispatcher) Executors() []*eventv1.ExecutorStatus {
 	return out
 }
 
-// Known reports whether a run is queued or leased here.
+// Known reports whether a run is queued, leased or unconfirmed here.
 func (d *Dispatcher) Known(runID string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, ok := d.runs[runID]; ok {
+		return true
+	}
+	if _, ok := d.parked[runID]; ok {
 		return true
 	}
 	for _, r := range d.queue {
@@ -337,6 +360,13 @@ func (d *Dispatcher) assignLocked() {
 		d.queue = d.queue[1:]
 		d.queued.Set(float64(len(d.queue)))
 		d.queueTime.Observe(d.now().Sub(run.AdmittedAt).Seconds())
+		resume, err := d.resumeState(run)
+		if err != nil {
+			d.log.Error("a confirmed run cannot resume: its state key does not unwrap", "run_id", run.ID, "err", err)
+			d.finishLocked(run, &eventv1.RunFinished{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: -1,
+				Reason: fmt.Sprintf("stored state of run %s cannot be unlocked by this pool's key", run.ID)})
+			continue
+		}
 		d.epochs[run.ID]++
 		l := &lease{run: run, id: newLeaseID(), epoch: d.epochs[run.ID], executor: best.id, deadline: d.now().Add(d.cfg.LeaseDuration), assigned: d.now()}
 		d.started.Inc()
@@ -348,10 +378,57 @@ func (d *Dispatcher) assignLocked() {
 		d.busy.WithLabelValues(best.id).Set(float64(len(best.held)))
 		d.sendLocked(best, &workv1.AttachResponse{Kind: &workv1.AttachResponse_Assign{Assign: &workv1.Assign{
 			LeaseId: l.id, Epoch: l.epoch, DeadlineUnixMs: l.deadline.UnixMilli(), RunId: run.ID,
-			Spec: run.Spec, TraceContext: run.TraceContext, PoolPublicKey: d.cfg.PoolPublicKey,
+			Spec: run.Spec, TraceContext: run.TraceContext, PoolPublicKey: d.cfg.PoolPublicKey, Resume: resume,
 		}}})
-		d.log.Info("run assigned", "run_id", run.ID, "executor", best.id, "lease_id", l.id, "epoch", l.epoch)
+		d.log.Info("run assigned", "run_id", run.ID, "executor", best.id, "lease_id", l.id, "epoch", l.epoch, "resumed", resume != nil)
 		d.events.Run(run.ID, run.TraceContext, &eventv1.Event{Kind: &eventv1.Event_Started{Started: &eventv1.RunStarted{ExecutorId: best.id}}})
+	}
+}
+
+// resumeState is the Assign.resume of a confirmed run (nil for any other):
+// its HandOff with the content key unwrapped by the pool key.
+func (d *Dispatcher) resumeState(run *intake.Run) (*workv1.ResumeState, error) {
+	h := run.HandOff
+	if h == nil {
+		return nil, nil
+	}
+	key, err := sealedbox.UnwrapKey(d.cfg.PoolKey, h.GetWrappedKey())
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: resume run %s: %w", run.ID, err)
+	}
+	return &workv1.ResumeState{
+		StateKey: h.GetStateKey(), Key: key, Nonce: h.GetNonce(), Sha256: h.GetSha256(), Size: h.GetSize(),
+		Phases: slices.Clone(resumePhases),
+	}, nil
+}
+
+// Confirm queues an unconfirmed run again, to resume from its stored
+// workspace under a new lease. It reports whether the run was waiting for
+// confirmation here.
+func (d *Dispatcher) Confirm(runID string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	run, ok := d.parked[runID]
+	if !ok || d.closed {
+		return false
+	}
+	delete(d.parked, runID)
+	if err := d.saveLocked(run, nil); err != nil {
+		d.log.Error("confirmation not recorded: a gateway restart now would bring the run back unconfirmed", "run_id", runID, "err", err)
+	}
+	d.queue = append(d.queue, run)
+	d.queued.Set(float64(len(d.queue)))
+	d.log.Info("run confirmed", "run_id", runID)
+	d.assignLocked()
+	return true
+}
+
+// parkLocked keeps a run that stopped for confirmation, with its HandOff.
+func (d *Dispatcher) parkLocked(run *intake.Run, h *workv1.HandOff) {
+	run.HandOff = h
+	d.parked[run.ID] = run
+	if err := d.saveLocked(run, nil); err != nil {
+		d.log.Error("unconfirmed run not recorded: a gateway restart now would forget it", "run_id", run.ID, "err", err)
 	}
 }
 
@@ -417,14 +494,20 @@ func (d *Dispatcher) finishLocked(run *intake.Run, res *eventv1.RunFinished) {
 	d.events.Run(run.ID, run.TraceContext, &eventv1.Event{Kind: &eventv1.Event_Finished{Finished: res}})
 }
 
-// saveLocked records a queued (l == nil) or leased run.
+// saveLocked records a queued or unconfirmed (l == nil) or leased run.
 func (d *Dispatcher) saveLocked(run *intake.Run, l *lease) error {
 	if d.cfg.Store == nil {
 		return nil
 	}
-	rec := &runstore.Record{RunID: run.ID, Envelope: run.Envelope, ReceivedAt: run.ReceivedAt, AdmittedAt: run.AdmittedAt}
+	rec := &runstore.Record{RunID: run.ID, Envelope: run.Envelope, ReceivedAt: run.ReceivedAt, AdmittedAt: run.AdmittedAt, Epoch: d.epochs[run.ID]}
 	if l != nil {
 		rec.LeaseID, rec.Epoch, rec.Executor = l.id, l.epoch, l.executor
+	}
+	if _, ok := d.parked[run.ID]; ok {
+		rec.State = runstore.StateUnconfirmed
+	}
+	if h := run.HandOff; h != nil {
+		rec.HandOff = &runstore.HandOff{StateKey: h.GetStateKey(), WrappedKey: h.GetWrappedKey(), Nonce: h.GetNonce(), SHA256: h.GetSha256(), Size: h.GetSize()}
 	}
 	if err := d.cfg.Store.Save(rec); err != nil {
 		return fmt.Errorf("dispatch: record run %s: %w", run.ID, err)
@@ -448,6 +531,9 @@ func (d *Dispatcher) forgetLocked(runID string) {
 func (d *Dispatcher) Restore(run *intake.Run, leaseID string, epoch uint64, executor string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if epoch > 0 {
+		d.epochs[run.ID] = epoch
+	}
 	if leaseID == "" {
 		d.queue = append(d.queue, run)
 		d.queued.Set(float64(len(d.queue)))
@@ -456,6 +542,24 @@ func (d *Dispatcher) Restore(run *intake.Run, leaseID string, epoch uint64, exec
 	d.epochs[run.ID] = epoch
 	d.runs[run.ID] = &lease{run: run, id: leaseID, epoch: epoch, executor: executor,
 		deadline: d.now().Add(d.cfg.LeaseDuration), assigned: d.now(), running: true}
+}
+
+// RestoreUnconfirmed puts back a run recovered after a restart that was
+// waiting for confirmation (run.HandOff set), with the epoch of its last
+// lease.
+func (d *Dispatcher) RestoreUnconfirmed(run *intake.Run, epoch uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.epochs[run.ID] = epoch
+	d.parked[run.ID] = run
+}
+
+// HandOff converts a stored hand-off back (nil for nil).
+func HandOff(h *runstore.HandOff) *workv1.HandOff {
+	if h == nil {
+		return nil
+	}
+	return &workv1.HandOff{StateKey: h.StateKey, WrappedKey: h.WrappedKey, Nonce: h.Nonce, Sha256: h.SHA256, Size: h.Size}
 }
 
 func revoked(l *lease, reason string) *workv1.AttachResponse {

@@ -1,10 +1,12 @@
 // Package runstore is the gateway's write-ahead store of runs it has admitted and
-// not yet seen end: queued runs and leased runs, so that a gateway restarted
-// mid-run recovers them instead of forgetting them.
+// not yet seen end: queued runs, leased runs and tracked runs waiting for
+// confirmation, so that a gateway restarted mid-run recovers them instead of
+// forgetting them.
 //
 // A record keeps the run's envelope exactly as it arrived — signed and still
 // encrypted to the pool's key — never the decrypted spec, so no secret of a run
-// is written to the gateway's disk. One file per run, replaced atomically.
+// is written to the gateway's disk; likewise a hand-off keeps its content key
+// only wrapped to the pool's key. One file per run, replaced atomically.
 package runstore
 
 import (
@@ -17,6 +19,21 @@ import (
 	"time"
 )
 
+// StateUnconfirmed marks the record of a tracked run that planned and waits
+// for confirmation (ConfirmRun): it holds no lease, only its HandOff.
+const StateUnconfirmed = "unconfirmed"
+
+// HandOff is hangar.work.v1.HandOff as stored: where a run's encrypted
+// workspace is and its content key, wrapped to the pool's key (never the key
+// itself).
+type HandOff struct {
+	StateKey   string `json:"state_key"`
+	WrappedKey []byte `json:"wrapped_key"`
+	Nonce      []byte `json:"nonce"`
+	SHA256     string `json:"sha256"`
+	Size       uint64 `json:"size"`
+}
+
 // Record is one run in flight.
 type Record struct {
 	RunID string `json:"run_id"`
@@ -24,10 +41,18 @@ type Record struct {
 	Envelope   []byte    `json:"envelope"`
 	ReceivedAt time.Time `json:"received_at"`
 	AdmittedAt time.Time `json:"admitted_at"`
-	// Lease, when the run was assigned; empty while queued.
+	// Lease, when the run was assigned; empty while queued. Epoch is kept
+	// without a lease once the run had one (an unconfirmed or confirmed
+	// run), so that its next lease has a higher one.
 	LeaseID  string `json:"lease_id,omitempty"`
 	Epoch    uint64 `json:"epoch,omitempty"`
 	Executor string `json:"executor,omitempty"`
+	// State is "" for a queued or leased run, StateUnconfirmed for a run
+	// waiting for confirmation.
+	State string `json:"state,omitempty"`
+	// HandOff is the stored workspace of an unconfirmed run, and of a
+	// confirmed run queued or leased to resume from it.
+	HandOff *HandOff `json:"hand_off,omitempty"`
 }
 
 // Store keeps records in a directory.

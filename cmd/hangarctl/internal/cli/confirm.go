@@ -1,0 +1,35 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+
+	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+)
+
+// runConfirm sends ConfirmRun: a tracked run that stopped for confirmation
+// (`run submit --follow` printed "unconfirmed" and exited 3) resumes with its
+// apply phase from its stored workspace. A pool that does not have the run
+// waiting for confirmation logs the command and ignores it.
+func runConfirm(ctx context.Context, e env) error {
+	cmd, dir, pool, err := parseConfirm(e)
+	if err != nil {
+		return err
+	}
+	return sendCommand(ctx, dir, pool, cmd, e.stdout)
+}
+
+// parseConfirm reads `run confirm`'s arguments into the command to send.
+func parseConfirm(e env) (*eventv1.Command, string, string, error) {
+	fs := newFlags("run confirm", e)
+	dir := fs.String("dir", "", "control-plane directory")
+	pool := fs.String("pool", "", "pool name")
+	if err := parseFlags(fs, e, 1); err != nil {
+		return nil, "", "", err
+	}
+	if *dir == "" || *pool == "" || fs.NArg() != 1 || fs.Arg(0) == "" {
+		return nil, "", "", fmt.Errorf("%w: usage: hangarctl run confirm --dir DIR --pool NAME RUN_ID", errUsage)
+	}
+	cmd := &eventv1.Command{Kind: &eventv1.Command_Confirm{Confirm: &eventv1.ConfirmRun{RunId: fs.Arg(0)}}}
+	return cmd, *dir, *pool, nil
+}
