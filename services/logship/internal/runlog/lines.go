@@ -2,7 +2,6 @@ package runlog
 
 import (
 	"bytes"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"sync"
@@ -41,13 +40,93 @@ func (s *lineSink) write(line []byte) {
 	}
 }
 
-// jsonLine is one line on standard output.
+// jsonLine is one line on standard output, as appendLine writes it (the
+// reference encoding: encoding/json without HTML escaping).
 type jsonLine struct {
 	RunID   string `json:"run_id"`
 	StackID string `json:"stack_id"`
 	Time    string `json:"time"`
 	Stream  string `json:"stream,omitempty"`
 	Message string `json:"message"`
+}
+
+// appendLine appends the JSON of one line, newline-terminated, byte for
+// byte as json.Encoder (with SetEscapeHTML(false)) encodes the jsonLine,
+// without its reflection and allocations.
+func appendLine(b []byte, runID, stackID string, t time.Time, stream string, msg []byte) []byte {
+	b = append(b, `{"run_id":`...)
+	b = appendJSONString(b, runID)
+	b = append(b, `,"stack_id":`...)
+	b = appendJSONString(b, stackID)
+	b = append(b, `,"time":"`...)
+	b = t.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	if stream != "" {
+		b = append(b, `,"stream":`...)
+		b = appendJSONString(b, stream)
+	}
+	b = append(b, `,"message":`...)
+	b = appendJSONString(b, msg)
+	return append(b, "}\n"...)
+}
+
+// appendJSONString appends s as a JSON string as encoding/json does
+// without HTML escaping: control characters escaped, invalid UTF-8 as
+// U+FFFD, U+2028 and U+2029 escaped.
+func appendJSONString[S []byte | string](b []byte, s S) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		var r rune
+		var size int
+		switch v := any(s[i:]).(type) {
+		case string:
+			r, size = utf8.DecodeRuneInString(v)
+		case []byte:
+			r, size = utf8.DecodeRune(v)
+		}
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+		} else if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
+		} else {
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // lineEmitter cuts one run's masked stream into lines for lineSink. It is
@@ -68,15 +147,11 @@ type lineEmitter struct {
 	pstream string
 	pmixed  bool
 
-	buf bytes.Buffer
-	enc *json.Encoder
+	buf []byte
 }
 
 func newLineEmitter(sink *lineSink, runID, stackID string, pos int64) *lineEmitter {
-	e := &lineEmitter{sink: sink, runID: runID, stackID: stackID, pos: pos}
-	e.enc = json.NewEncoder(&e.buf)
-	e.enc.SetEscapeHTML(false)
-	return e
+	return &lineEmitter{sink: sink, runID: runID, stackID: stackID, pos: pos}
 }
 
 // emitted returns the stream position below which every byte was written.
@@ -127,11 +202,8 @@ func (e *lineEmitter) emit(n int, newline bool) {
 	if e.pmixed {
 		stream = ""
 	}
-	e.buf.Reset()
-	// Encoding a struct of strings cannot fail; invalid UTF-8 becomes U+FFFD.
-	_ = e.enc.Encode(jsonLine{RunID: e.runID, StackID: e.stackID, Time: e.ptime.UTC().Format(time.RFC3339Nano),
-		Stream: stream, Message: string(msg)})
-	e.sink.write(e.buf.Bytes())
+	e.buf = appendLine(e.buf[:0], e.runID, e.stackID, e.ptime, stream, msg)
+	e.sink.write(e.buf)
 	e.partial = append(e.partial[:0], e.partial[n:]...)
 }
 

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +94,37 @@ func TestRuneCut(t *testing.T) {
 	} {
 		if got := runeCut([]byte(tc.in)); got != tc.want {
 			t.Errorf("runeCut(%q) = %d, want %d", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestAppendLine: the JSON lines are byte for byte those of encoding/json
+// (without HTML escaping), on random bytes too.
+func TestAppendLine(t *testing.T) {
+	at := time.Date(2026, 11, 27, 3, 4, 5, 600700, time.FixedZone("X", 3600))
+	msgs := []string{"", "plain", `quo"te back\slash`, "tab\tcr\rnl\nbs\bff\f", "\x00\x01\x1b[0m\x7f",
+		"<html>&amp;", "é ü 中文 🎉", "bad \xff\xfe utf8 \xe2\x82", "cut \xf0\x9f\x8e", "\u2028 and \u2029", "\xed\xa0\x80 surrogate"}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 2000 {
+		b := make([]byte, rng.IntN(40))
+		for i := range b {
+			b[i] = byte(rng.IntN(256))
+		}
+		msgs = append(msgs, string(b))
+	}
+	for _, m := range msgs {
+		for _, stream := range []string{"", "stdout"} {
+			var want bytes.Buffer
+			enc := json.NewEncoder(&want)
+			enc.SetEscapeHTML(false)
+			if err := enc.Encode(jsonLine{RunID: "run-\x01\"1", StackID: "stack\u2028", Time: at.UTC().Format(time.RFC3339Nano),
+				Stream: stream, Message: m}); err != nil {
+				t.Fatal(err)
+			}
+			got := appendLine(nil, "run-\x01\"1", "stack\u2028", at, stream, []byte(m))
+			if string(got) != want.String() {
+				t.Fatalf("appendLine(%q) =\n%s\nwant\n%s", m, got, want.String())
+			}
 		}
 	}
 }

@@ -12,21 +12,31 @@
 // logship never does. Instead it acknowledges a chunk only at a clean
 // point: when, after the chunk, the masker holds nothing back, every byte of
 // every chunk up to it has been masked into the spool, and the masker's
-// state is that of a fresh masker. At a clean point logship fsyncs the
-// spool, records (sequence, masked byte offset) in the run's state file,
-// and only then sends Ack{through_sequence}.
+// state is that of a fresh masker. Session.Write masks a chunk into the
+// spool (not durably) and notes whether it ends at a clean point, with the
+// spool's sizes there. Session.Commit commits through the last clean point
+// noted: it fsyncs the spool, records (sequence, masked byte offset) in the
+// run's state file, and only then may Ack{through_sequence} be sent. The
+// Ship handler commits in groups (after so many bytes or a short delay,
+// see package ship); a commit holds only a per-run commit lock during its
+// fsyncs, so Write goes on meanwhile. Bytes written after the clean point
+// a commit records are fsynced with it but not recorded: they count as
+// not written.
 //
-// Chunks received after the last clean point are written to the spool but
-// not acknowledged. Whenever a Ship stream (re)opens a run, in the same
+// Chunks received after the last commit are written to the spool but not
+// acknowledged. Whenever a Ship stream (re)opens a run, in the same
 // process or after a restart, logship truncates the spool back to the
 // recorded offset, starts a fresh masker, and answers Opened with
 // next_sequence one past the recorded sequence; the executor resends from
 // there. Since the masker restarts exactly where a fresh masker would be,
 // the log loses nothing and duplicates nothing, whatever the chunking.
 //
-// Whether the masker is clean is found without looking inside it: a probe
-// writer replays the raw chunks since the last clean point (kept in memory
-// only) and is flushed; the point is clean if the flush releases nothing.
+// Whether the masker is clean is found without looking inside it, from its
+// counters: if it wrote no mask since the last clean point, its output since
+// then is its input unchanged, so it is clean exactly when it wrote as many
+// bytes as it was given. Otherwise a probe writer replays the raw chunks
+// since the last clean point (kept in memory only) and is flushed; the
+// point is clean if the flush releases nothing.
 // When chunk boundaries fall inside possible secrets for a long stretch (an
 // adversarial stream), acknowledgements wait; the executor's bounded
 // unacknowledged window then slows it down, and Close acknowledges all.
@@ -76,8 +86,8 @@
 // records the current one). A new logship rewrites, from the spool, the
 // lines from that position on, and holds the partial line at the end as
 // before. So after a clean restart nothing is written twice; after a crash
-// the lines of the last committed batch may be written again (at least
-// once, never lost).
+// the lines of the last commit (a group of chunks, up to about a MiB) may
+// be written again (at least once, never lost).
 //
 // # Uploads
 //
@@ -90,7 +100,6 @@
 package runlog
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -324,11 +333,13 @@ func (m *Manager) Close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range m.runs {
+		r.commitMu.Lock() // a commit in progress completes first
 		r.mu.Lock()
 		r.saveLinesLocked()
 		r.finished = true // no more writes through stale sessions
 		r.releaseLocked(false)
 		r.mu.Unlock()
+		r.commitMu.Unlock()
 	}
 }
 
@@ -353,20 +364,43 @@ type run struct {
 	kick      chan struct{}
 	finalDone chan struct{}
 
+	// commitMu serializes the writers of the run's state (commits, Open's
+	// rollback, Close, upload progress, the clean shutdown) so that
+	// state.json only ever moves forward; a commit holds it, but not mu,
+	// while it fsyncs, so that chunks keep being masked into the spool
+	// meanwhile. Lock order: commitMu, then mu.
+	commitMu sync.Mutex
+
 	mu    sync.Mutex
 	state spool.State // last committed
 	gen   uint64      // incremented by each Open
 	set   *mask.Set
 	w     *mask.Writer
-	// pending are the raw chunks since the last clean point: in memory only.
-	pending      []pendingChunk
+	// probe replays the raw chunks since the last clean point to tell
+	// whether w holds anything back (see cleanLocked); reused, since a
+	// flushed writer is as a fresh one.
+	probe *mask.Writer
+	// pending describes the chunks written since the last commit, oldest
+	// first.
+	pending []pendingChunk
+	// unclean are the raw chunks since the last clean point: in memory
+	// only, for the probe.
+	unclean [][]byte
+	// clean is the last clean point; cleanStats, w's counters there.
+	clean cleanPoint
+	// segs are the clean points since the last commit, oldest first: the
+	// output between two of them is that of the chunks between them,
+	// written to standard output with their time and stream.
+	segs         []cleanPoint
+	cleanStats   mask.Stats
 	lastReceived uint64
 	// lines writes the committed masked lines to standard output (nil when
 	// off); out holds the masked bytes written since the last commit, for
 	// it.
 	lines       *lineEmitter
 	out         []byte
-	masksDone   int64 // masker's mask count at the last commit
+	outSpare    []byte // a buffer for out, given back by the commit that took out
+	masksDone   int64  // masker's mask count at the last commit
 	shortLogged bool
 	changed     chan struct{} // closed and replaced when state grows
 	finished    bool          // final object uploaded (or manager closed)
@@ -374,11 +408,24 @@ type run struct {
 	fileClosed  bool
 }
 
-// pendingChunk is a raw chunk since the last clean point.
+// pendingChunk describes a chunk written since the last commit.
 type pendingChunk struct {
-	data   []byte
 	stream Stream
 	time   time.Time
+}
+
+// cleanPoint is a point of the stream after a chunk where the masker held
+// nothing back: what a commit through that chunk records.
+type cleanPoint struct {
+	seq uint64
+	// masked and tailEnd are the log file's size and the tail segment's
+	// end (as spool.State.MaskedBytes and TailBytes) at that point.
+	masked, tailEnd int64
+	// outLen and pendingLen are the lengths of run.out and run.pending
+	// at that point: the part of them the commit covers.
+	outLen, pendingLen int
+	// masks is the masker's mask count at that point.
+	masks int64
 }
 
 func (m *Manager) newRun(id string, sp *spool.Run) *run {
@@ -472,6 +519,8 @@ func (m *Manager) Open(req OpenRequest) (*Session, uint64, error) {
 	}
 	m.mu.Unlock()
 
+	r.commitMu.Lock()
+	defer r.commitMu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.finished {
@@ -504,15 +553,31 @@ func (m *Manager) Open(req OpenRequest) (*Session, uint64, error) {
 		if err := r.sp.TruncateTail(r.state.TailBytes); err != nil {
 			return nil, 0, err
 		}
-		r.set, r.w = set, set.NewWriter(sink{r})
-		r.pending, r.out, r.lastReceived, r.masksDone = nil, nil, r.state.AckedSequence, 0
+		r.set, r.w, r.probe = set, set.NewWriter(sink{r}), set.NewWriter(io.Discard)
+		r.pending, r.unclean, r.segs, r.out, r.lastReceived, r.masksDone = nil, nil, nil, nil, r.state.AckedSequence, 0
+		r.clean = cleanPoint{seq: r.state.AckedSequence, masked: r.state.MaskedBytes, tailEnd: r.state.TailBytes}
+		r.cleanStats = mask.Stats{}
 	}
 	return &Session{r: r, gen: r.gen}, r.state.AckedSequence + 1, nil
 }
 
-// Chunk stores one chunk. It returns the sequence to acknowledge through,
-// and whether to send that acknowledgement now.
+// Chunk stores one chunk and commits at once if it ends at a clean point:
+// Write then Commit. It returns the sequence to acknowledge through, and
+// whether to send that acknowledgement now.
 func (s *Session) Chunk(c Chunk) (uint64, bool, error) {
+	ack, resend, err := s.Write(c)
+	if err != nil || resend {
+		return ack, resend, err
+	}
+	return s.Commit()
+}
+
+// Write masks one chunk into the spool, without making it durable: that is
+// Commit's work. For a chunk already received (a resend, stored once) it
+// returns resend true and the sequence to acknowledge through at once.
+// Write keeps c.Data until the chunk is committed: the caller must not
+// modify it.
+func (s *Session) Write(c Chunk) (ack uint64, resend bool, err error) {
 	seq, data := c.Sequence, c.Data
 	if s.fin != nil {
 		if seq <= s.fin.lastSeq {
@@ -545,38 +610,151 @@ func (s *Session) Chunk(c Chunk) (uint64, bool, error) {
 	if c.Time.IsZero() {
 		c.Time = time.Now()
 	}
-	r.pending = append(r.pending, pendingChunk{data: bytes.Clone(data), stream: c.Stream, time: c.Time})
+	r.pending = append(r.pending, pendingChunk{stream: c.Stream, time: c.Time})
+	r.unclean = append(r.unclean, data)
 	r.lastReceived = seq
 	r.m.met.bytesIn.Add(float64(len(data)))
-	if !r.cleanLocked() {
-		return r.state.AckedSequence, false, nil
+	if r.cleanLocked() {
+		r.markCleanLocked()
 	}
-	if err := r.commitWrittenLocked(seq); err != nil {
-		r.gen++
-		return 0, false, fmt.Errorf("commit chunk %d: %w", seq, err)
-	}
-	return seq, true, nil
+	return 0, false, nil
 }
 
-// commitWrittenLocked commits every masked byte written (the masker being
-// at a clean point) with acked sequence seq, then writes the new lines to
-// standard output and compacts the tail segment if due.
-func (r *run) commitWrittenLocked(seq uint64) error {
+// markCleanLocked records the point after the last chunk written as the
+// last clean point.
+func (r *run) markCleanLocked() {
+	r.cleanStats = r.w.Stats()
+	r.clean = cleanPoint{seq: r.lastReceived, masked: r.sp.Size(), tailEnd: r.sp.TailEnd(),
+		outLen: len(r.out), pendingLen: len(r.pending), masks: r.cleanStats.Masks}
+	r.segs = append(r.segs, r.clean)
+	clear(r.unclean)
+	r.unclean = r.unclean[:0]
+}
+
+// Commit makes durable every chunk up to the last clean point not committed
+// yet, and returns the sequence to acknowledge through and whether to send
+// that acknowledgement (false when there was nothing new to commit). Write
+// may run meanwhile: Commit holds the run's lock only to record the clean
+// point before the fsyncs, and to publish the commit after them.
+func (s *Session) Commit() (uint64, bool, error) {
+	if s.fin != nil {
+		return s.fin.lastSeq, false, nil
+	}
+	r := s.r
+	r.commitMu.Lock()
+	defer r.commitMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gen != s.gen || r.finished && !r.state.Closed {
+		return 0, false, ErrSuperseded
+	}
+	cp := r.clean
+	if r.state.Closed || cp.seq <= r.state.AckedSequence {
+		return r.state.AckedSequence, false, nil
+	}
+	st := r.commitStateLocked(cp)
+	// Only Write runs meanwhile: it appends to the spool past cp and
+	// records later clean points; every other writer of the state waits
+	// for commitMu.
+	r.mu.Unlock()
+	err := r.sp.Commit(st)
+	r.mu.Lock()
+	if err != nil {
+		r.gen++ // what the spool holds is unknown: the executor must reopen
+		return 0, false, fmt.Errorf("commit chunk %d: %w", cp.seq, err)
+	}
+	batches := r.committedLocked(cp, st)
+	r.compactLocked()
+	if len(batches) > 0 {
+		r.mu.Unlock()
+		r.feedLines(batches)
+		r.mu.Lock()
+		r.recycleLocked(batches)
+	}
+	return cp.seq, true, nil
+}
+
+// commitStateLocked returns the state that commits through clean point cp.
+func (r *run) commitStateLocked(cp cleanPoint) spool.State {
 	st := r.state
-	st.AckedSequence, st.MaskedBytes, st.TailBytes = seq, r.sp.Size(), r.sp.TailEnd()
-	r.linesStateLocked(&st, r.pending)
-	if err := r.commitLocked(st); err != nil {
+	st.AckedSequence, st.MaskedBytes, st.TailBytes = cp.seq, cp.masked, cp.tailEnd
+	r.linesStateLocked(&st, r.pending[:cp.pendingLen])
+	return st
+}
+
+// committedLocked publishes st, just made durable, which commits through
+// clean point cp. It returns the committed masked bytes to write to
+// standard output (see feedLines), which it takes from r.out.
+func (r *run) committedLocked(cp cleanPoint, st spool.State) []lineBatch {
+	r.publishLocked(st)
+	r.m.met.masks.Add(float64(cp.masks - r.masksDone))
+	r.masksDone = cp.masks
+	// The lines, segment by segment (as if each clean point had been
+	// committed on its own).
+	var batches []lineBatch
+	n, out, pending := 0, 0, 0
+	for ; n < len(r.segs) && r.segs[n].seq <= cp.seq; n++ {
+		seg := r.segs[n]
+		if r.lines != nil && seg.outLen > out {
+			t, stream := batchMeta(r.pending[pending:seg.pendingLen])
+			batches = append(batches, lineBatch{r.out[out:seg.outLen], t, stream})
+		}
+		out, pending = seg.outLen, seg.pendingLen
+	}
+	// Keep what was written after cp, for the next commit, in the spare
+	// buffer: the batches keep the committed bytes.
+	if len(batches) > 0 {
+		r.out, r.outSpare = append(r.outSpare[:0], r.out[cp.outLen:]...), nil
+	} else {
+		r.out = r.out[:copy(r.out, r.out[cp.outLen:])]
+	}
+	r.pending = r.pending[:copy(r.pending, r.pending[cp.pendingLen:])]
+	r.segs = r.segs[:copy(r.segs, r.segs[n:])]
+	for i := range r.segs {
+		r.segs[i].outLen -= cp.outLen
+		r.segs[i].pendingLen -= cp.pendingLen
+	}
+	r.clean.outLen -= cp.outLen
+	r.clean.pendingLen -= cp.pendingLen
+	return batches
+}
+
+// lineBatch is committed masked output for standard output, with the time
+// and stream of its chunks.
+type lineBatch struct {
+	data   []byte
+	t      time.Time
+	stream string
+}
+
+// feedLines writes the lines of batches to standard output. The caller
+// holds commitMu, which guards the line emitter; not the run's lock, so
+// that chunks keep being masked meanwhile.
+func (r *run) feedLines(batches []lineBatch) {
+	for _, b := range batches {
+		r.lines.feed(b.data, b.t, b.stream)
+	}
+}
+
+// recycleLocked gives back the buffer of batches, fed, for r.out.
+func (r *run) recycleLocked(batches []lineBatch) {
+	if len(batches) > 0 {
+		r.outSpare = batches[0].data[:0]
+	}
+}
+
+// commitAllLocked commits every masked byte written, the masker being at a
+// clean point (after its Close), with acked sequence lastReceived. It
+// holds the run's lock throughout; the caller holds commitMu. The tail
+// segment is not compacted: the log is being closed.
+func (r *run) commitAllLocked() error {
+	r.markCleanLocked()
+	cp := r.clean
+	st := r.commitStateLocked(cp)
+	if err := r.sp.Commit(st); err != nil {
 		return err
 	}
-	if r.lines != nil {
-		t, stream := batchMeta(r.pending)
-		r.lines.feed(r.out, t, stream)
-	}
-	r.pending, r.out = r.pending[:0], r.out[:0]
-	if err := r.compactLocked(); err != nil {
-		// The commit stands; the segment is compacted at a later commit.
-		r.m.log.Warn("compacting the tail segment failed", "run_id", r.id, "err", err)
-	}
+	r.feedLines(r.committedLocked(cp, st))
 	return nil
 }
 
@@ -678,11 +856,15 @@ func (r *run) resumeLinesLocked() error {
 
 // compactLocked compacts the tail segment once it holds twice the tail
 // limit, keeping the last tail limit bytes (and the partial line not yet
-// written to standard output).
-func (r *run) compactLocked() error {
+// written to standard output). It runs right after a commit, under
+// commitMu and the run's lock, which it releases while the kept bytes are
+// copied and synced, so that chunks keep being masked into the segment
+// meanwhile. A failure is logged: the commit stands, and the segment is
+// compacted at a later commit.
+func (r *run) compactLocked() {
 	st := r.state
 	if st.TailLimit <= 0 || st.TailBytes-st.TailBase < 2*st.TailLimit {
-		return nil
+		return
 	}
 	from := st.TailBytes - st.TailLimit
 	r.linesStateLocked(&st, nil)
@@ -690,54 +872,71 @@ func (r *run) compactLocked() error {
 		from = min(from, st.StdoutEmitted-st.MaskedBytes)
 	}
 	if from <= st.TailBase {
-		return nil
+		return
 	}
-	next, err := r.sp.CompactTail(st, from)
+	// Only Write runs meanwhile; it appends to the segment.
+	r.mu.Unlock()
+	c, err := r.sp.StartCompaction(st, from)
+	r.mu.Lock()
+	var next spool.State
+	if err == nil {
+		next, err = c.Finish()
+	}
 	if err != nil {
-		return err
+		r.m.log.Warn("compacting the tail segment failed", "run_id", r.id, "err", err)
+		return
 	}
 	r.m.met.spoolBytes.Add(float64(spooled(next) - spooled(r.state)))
 	r.state = next
-	return nil
 }
 
 // cleanLocked reports whether the masker holds nothing back: a fresh
 // writer fed the raw bytes since the last clean point releases nothing when
 // flushed.
 func (r *run) cleanLocked() bool {
-	probe := r.set.NewWriter(io.Discard)
-	for _, p := range r.pending {
-		if _, err := probe.Write(p.data); err != nil {
+	// Fast path, from the writer's counters: if it wrote no mask since the
+	// last clean point, its output since then is raw input, unchanged and
+	// in order, so it holds something back exactly when it wrote fewer
+	// bytes than it was given.
+	now := r.w.Stats()
+	if now.Masks == r.cleanStats.Masks {
+		return now.BytesOut-r.cleanStats.BytesOut == now.BytesIn-r.cleanStats.BytesIn
+	}
+	for _, p := range r.unclean {
+		if _, err := r.probe.Write(p); err != nil {
+			r.probe = r.set.NewWriter(io.Discard)
 			return false
 		}
 	}
-	before := probe.Stats()
-	if err := probe.Flush(); err != nil {
+	before := r.probe.Stats()
+	if err := r.probe.Flush(); err != nil {
+		r.probe = r.set.NewWriter(io.Discard)
 		return false
 	}
-	after := probe.Stats()
+	after := r.probe.Stats()
 	return after.BytesOut == before.BytesOut && after.Masks == before.Masks
 }
 
-// commitLocked makes st durable and visible.
+// commitLocked makes st durable and visible, holding the run's lock.
 func (r *run) commitLocked(st spool.State) error {
 	if err := r.sp.Commit(st); err != nil {
 		return err
 	}
+	r.publishLocked(st)
+	return nil
+}
+
+// publishLocked makes st, just committed, the run's state, seen by the
+// readers and the uploader.
+func (r *run) publishLocked(st spool.State) {
 	if !st.Closed {
 		r.m.met.bytesOut.Add(float64(streamEnd(st) - streamEnd(r.state)))
 		r.m.met.truncated.Add(float64(st.Cut() - r.state.Cut()))
 	}
 	r.m.met.spoolBytes.Add(float64(spooled(st) - spooled(r.state)))
 	r.state = st
-	if r.w != nil {
-		masks := r.w.Stats().Masks
-		r.m.met.masks.Add(float64(masks - r.masksDone))
-		r.masksDone = masks
-	}
 	close(r.changed)
 	r.changed = make(chan struct{})
-	return nil
 }
 
 // Close ends the log: flushes the masker, commits, and waits for the final
@@ -751,29 +950,10 @@ func (s *Session) Close(ctx context.Context, lastSeq uint64) (Closed, error) {
 		return s.fin.closed, nil
 	}
 	r := s.r
-	r.mu.Lock()
-	if r.gen != s.gen || r.finished && !r.state.Closed {
-		r.mu.Unlock()
-		return Closed{}, ErrSuperseded
+	closed, err := r.close(s.gen, lastSeq)
+	if err != nil {
+		return Closed{}, err
 	}
-	if r.state.Closed {
-		if lastSeq != r.state.AckedSequence {
-			r.mu.Unlock()
-			return Closed{}, fmt.Errorf("%w: close at %d, log was closed at %d", ErrGap, lastSeq, r.state.AckedSequence)
-		}
-	} else {
-		if lastSeq != r.lastReceived {
-			r.mu.Unlock()
-			return Closed{}, fmt.Errorf("%w: close at %d, last chunk received is %d", ErrGap, lastSeq, r.lastReceived)
-		}
-		if err := r.closeLocked(); err != nil {
-			r.gen++
-			r.mu.Unlock()
-			return Closed{}, err
-		}
-	}
-	closed := r.closedLocked()
-	r.mu.Unlock()
 	r.wake()
 
 	wait := time.NewTimer(r.m.opts.CloseWait)
@@ -789,6 +969,31 @@ func (s *Session) Close(ctx context.Context, lastSeq uint64) (Closed, error) {
 	return closed, nil
 }
 
+// close ends the log for the session of generation gen (see Session.Close).
+func (r *run) close(gen, lastSeq uint64) (Closed, error) {
+	r.commitMu.Lock()
+	defer r.commitMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gen != gen || r.finished && !r.state.Closed {
+		return Closed{}, ErrSuperseded
+	}
+	if r.state.Closed {
+		if lastSeq != r.state.AckedSequence {
+			return Closed{}, fmt.Errorf("%w: close at %d, log was closed at %d", ErrGap, lastSeq, r.state.AckedSequence)
+		}
+	} else {
+		if lastSeq != r.lastReceived {
+			return Closed{}, fmt.Errorf("%w: close at %d, last chunk received is %d", ErrGap, lastSeq, r.lastReceived)
+		}
+		if err := r.closeLocked(); err != nil {
+			r.gen++
+			return Closed{}, err
+		}
+	}
+	return r.closedLocked(), nil
+}
+
 // closeLocked ends the log in two commits. The first commits the
 // masker's last bytes like any clean point (acked through the last chunk)
 // and writes the last lines to standard output. The second turns the log
@@ -799,7 +1004,7 @@ func (r *run) closeLocked() error {
 	if err := r.w.Close(); err != nil {
 		return fmt.Errorf("close masker: %w", err)
 	}
-	if err := r.commitWrittenLocked(r.lastReceived); err != nil {
+	if err := r.commitAllLocked(); err != nil {
 		return fmt.Errorf("commit close: %w", err)
 	}
 	if r.lines != nil {
@@ -835,7 +1040,7 @@ func (r *run) closeLocked() error {
 		r.m.log.Warn("removing the tail segment of a closed log", "run_id", r.id, "err", err)
 	}
 	r.m.met.runsOpen.Dec()
-	r.w, r.set, r.pending, r.lines, r.out = nil, nil, nil, nil, nil
+	r.w, r.set, r.probe, r.pending, r.unclean, r.segs, r.lines, r.out = nil, nil, nil, nil, nil, nil, nil, nil
 	return nil
 }
 

@@ -2,8 +2,11 @@ package runlog
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,5 +94,98 @@ func TestAckOnlyAtCleanPoints(t *testing.T) {
 				t.Errorf("final = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestCommitWhileWriting: commits run while chunks are being written (as
+// the Ship handler's committer does); after a restart the run resumes one
+// past the last acknowledged chunk, and the log holds every chunk exactly
+// once, masked, even with secrets split across chunks.
+func TestCommitWhileWriting(t *testing.T) {
+	const secret = "split-secret-42"
+	var chunks []string
+	var raw strings.Builder
+	for i := range 400 {
+		c := fmt.Sprintf("line %d %s\n", i, secret)
+		if i%7 == 3 { // end inside the secret: no clean point here
+			c = fmt.Sprintf("line %d split-sec", i)
+		}
+		if i%7 == 4 {
+			c = fmt.Sprintf("ret-42 %d\n", i)
+		}
+		chunks = append(chunks, c)
+		raw.WriteString(c)
+	}
+	dir := t.TempDir()
+	store := &memStore{finals: map[string][]byte{}}
+	open := func() (*Manager, *Session, uint64) {
+		sp, err := spool.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := New(Options{Spool: sp, Store: store, ChunkInterval: time.Hour, CloseWait: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, next, err := m.Open(OpenRequest{RunID: "r", Secrets: []Secret{{Name: "S", Value: []byte(secret)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m, s, next
+	}
+	m, s, next := open()
+	var acked atomic.Uint64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			through, send, err := s.Commit()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if send {
+				acked.Store(through)
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	for i := next; i <= 300; i++ {
+		if _, _, err := s.Write(Chunk{Sequence: i, Data: []byte(chunks[i-1])}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	<-done
+	last := acked.Load()
+	if last == 0 || last > 300 {
+		t.Fatalf("acked %d", last)
+	}
+	m.Close() // chunks after the last commit are dropped
+
+	m, s, next = open()
+	defer m.Close()
+	if next != last+1 {
+		t.Fatalf("next_sequence after restart = %d, want %d", next, last+1)
+	}
+	for i := next; i <= uint64(len(chunks)); i++ {
+		if _, _, err := s.Write(Chunk{Sequence: i, Data: []byte(chunks[i-1])}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Close(t.Context(), uint64(len(chunks))); err != nil {
+		t.Fatal(err)
+	}
+	want := strings.ReplaceAll(raw.String(), secret, "******")
+	store.mu.Lock()
+	got := string(store.finals["r"])
+	store.mu.Unlock()
+	if got != want {
+		t.Errorf("final log differs from the masked input (%d bytes, want %d)", len(got), len(want))
 	}
 }

@@ -82,15 +82,21 @@ func (r *run) uploadOnce(ctx context.Context) (final bool, err error) {
 		if err := store.PutChunk(ctx, r.id, st.ChunkObjects+1, body, n); err != nil {
 			return false, err
 		}
+		// commitMu keeps commits out while the state is saved (not mu:
+		// chunks are still masked into the spool meanwhile).
+		r.commitMu.Lock()
 		r.mu.Lock()
 		next := r.state
+		r.mu.Unlock()
 		next.UploadedBytes, next.ChunkObjects = st.UploadedBytes+n, st.ChunkObjects+1
 		err := r.sp.SaveState(next)
+		r.mu.Lock()
 		if err == nil {
 			r.state = next
 		}
 		st = r.state
 		r.mu.Unlock()
+		r.commitMu.Unlock()
 		if err != nil {
 			return false, err
 		}

@@ -21,6 +21,7 @@ package s3log
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -28,9 +29,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	smithymw "github.com/aws/smithy-go/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -120,15 +123,34 @@ func (s *Store) PutFinal(ctx context.Context, runID string, body io.ReadSeeker, 
 		MetaLastSequence: strconv.FormatUint(f.LastSequence, 10),
 		MetaTruncated:    strconv.FormatInt(f.Truncated, 10),
 	}
-	return s.put(ctx, "final", s.FinalKey(runID), body, f.Bytes, meta)
+	var opts []func(*s3.Options)
+	if len(f.SHA256) == sha256.Size*2 {
+		opts = append(opts, withPayloadSHA256(f.SHA256))
+	}
+	return s.put(ctx, "final", s.FinalKey(runID), body, f.Bytes, meta, opts...)
 }
 
-func (s *Store) put(ctx context.Context, kind, key string, body io.ReadSeeker, size int64, meta map[string]string) error {
+// withPayloadSHA256 signs a request with the SHA-256 of its body, known
+// already, so that the SDK does not read the body once more to compute it
+// (it does on plain HTTP endpoints; on HTTPS it would send the body
+// unsigned). S3 then checks the body against it.
+func withPayloadSHA256(hexDigest string) func(*s3.Options) {
+	return func(o *s3.Options) {
+		o.APIOptions = append(o.APIOptions, func(stack *smithymw.Stack) error {
+			return stack.Finalize.Add(smithymw.FinalizeMiddlewareFunc("hangarPayloadSHA256",
+				func(ctx context.Context, in smithymw.FinalizeInput, next smithymw.FinalizeHandler) (smithymw.FinalizeOutput, smithymw.Metadata, error) {
+					return next.HandleFinalize(v4.SetPayloadHash(ctx, hexDigest), in)
+				}), smithymw.Before)
+		})
+	}
+}
+
+func (s *Store) put(ctx context.Context, kind, key string, body io.ReadSeeker, size int64, meta map[string]string, opts ...func(*s3.Options)) error {
 	start := time.Now()
 	_, err := s.client.PutObject(ctx, &s3.PutObjectInput{
 		Bucket: aws.String(s.bucket), Key: aws.String(key), Body: body, ContentLength: aws.Int64(size),
 		ContentType: aws.String("text/plain; charset=utf-8"), Metadata: meta,
-	})
+	}, opts...)
 	s.seconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.errors.WithLabelValues(kind).Inc()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -31,6 +32,12 @@ type FinalReader interface {
 	GetFinal(ctx context.Context, runID string, offset int64) (*s3log.Object, error)
 }
 
+// Defaults of Deps.CommitBytes and Deps.CommitDelay.
+const (
+	DefaultCommitBytes = 1 << 20
+	DefaultCommitDelay = 20 * time.Millisecond
+)
+
 // Deps are the Server's collaborators.
 type Deps struct {
 	Runs       *runlog.Manager
@@ -38,6 +45,13 @@ type Deps struct {
 	Tracer     trace.Tracer
 	Propagator propagation.TextMapPropagator
 	Logger     *slog.Logger
+	// CommitBytes and CommitDelay bound a group commit on a Ship stream:
+	// chunks are committed (and acknowledged) once CommitBytes were
+	// received since the last commit, or CommitDelay after the first chunk
+	// not committed, whichever comes first (defaults DefaultCommitBytes,
+	// DefaultCommitDelay).
+	CommitBytes int64
+	CommitDelay time.Duration
 }
 
 // Server implements logsv1.LogServiceServer.
@@ -51,10 +65,18 @@ func New(d Deps) *Server {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
+	if d.CommitBytes <= 0 {
+		d.CommitBytes = DefaultCommitBytes
+	}
+	if d.CommitDelay <= 0 {
+		d.CommitDelay = DefaultCommitDelay
+	}
 	return &Server{d: d}
 }
 
-// Ship implements the Ship stream; see the proto for the contract.
+// Ship implements the Ship stream; see the proto for the contract. Chunks
+// are masked into the spool as they arrive and committed in groups (see
+// Deps.CommitBytes): one Ack covers every chunk of a commit.
 func (s *Server) Ship(stream logsv1.LogService_ShipServer) error {
 	first, err := stream.Recv()
 	if err != nil {
@@ -97,8 +119,47 @@ func (s *Server) ship(ctx context.Context, stream logsv1.LogService_ShipServer, 
 	}
 	var chunks int64
 	defer func() { span.SetAttributes(attribute.Int64("hangar.chunks", chunks)) }()
+
+	// Responses come from this goroutine (resends, Closed) and from the
+	// committer (Acks).
+	var sendMu sync.Mutex
+	send := func(m *logsv1.ShipResponse) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(m)
+	}
+	ack := func(through uint64) error {
+		return send(&logsv1.ShipResponse{Kind: &logsv1.ShipResponse_Ack{Ack: &logsv1.Ack{ThroughSequence: through}}})
+	}
+	gc := startGroupCommit(sess, s.d.CommitBytes, s.d.CommitDelay, ack)
+	defer gc.stop()
+	// Messages are received by a goroutine of their own, so that a failed
+	// commit ends the stream even while the executor waits for
+	// acknowledgements: returning from the handler makes its Recv fail.
+	msgs := make(chan received, 4)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			select {
+			case msgs <- received{msg, err}:
+			case <-done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	for {
-		msg, err := stream.Recv()
+		var in received
+		select {
+		case in = <-msgs:
+		case <-gc.failed:
+			return s.commitFailed(open.GetRunId(), gc.err)
+		}
+		msg, err := in.msg, in.err
 		if errors.Is(err, io.EOF) {
 			return nil // the executor will reopen or has nothing more to say
 		}
@@ -108,24 +169,30 @@ func (s *Server) ship(ctx context.Context, stream logsv1.LogService_ShipServer, 
 		switch k := msg.GetKind().(type) {
 		case *logsv1.ShipRequest_Chunk:
 			chunks++
-			through, send, err := sess.Chunk(runlog.Chunk{Sequence: k.Chunk.GetSequence(), Stream: streamName(k.Chunk.GetStream()),
-				Data: k.Chunk.GetData(), Time: chunkTime(k.Chunk.GetTimeUnixMs())})
+			data := k.Chunk.GetData()
+			through, resend, err := sess.Write(runlog.Chunk{Sequence: k.Chunk.GetSequence(), Stream: streamName(k.Chunk.GetStream()),
+				Data: data, Time: chunkTime(k.Chunk.GetTimeUnixMs())})
 			if err != nil {
 				return s.toStatus(open.GetRunId(), "chunk", err)
 			}
-			if send {
-				if err := stream.Send(&logsv1.ShipResponse{Kind: &logsv1.ShipResponse_Ack{Ack: &logsv1.Ack{ThroughSequence: through}}}); err != nil {
+			if resend {
+				if err := ack(through); err != nil {
 					return err
 				}
+				continue
 			}
+			gc.wrote(len(data))
 		case *logsv1.ShipRequest_Close:
+			if err := gc.stop(); err != nil {
+				return s.commitFailed(open.GetRunId(), err)
+			}
 			closed, err := sess.Close(ctx, k.Close.GetLastSequence())
 			if err != nil {
 				return s.toStatus(open.GetRunId(), "close", err)
 			}
 			span.SetAttributes(attribute.Int64("hangar.log_bytes", closed.Bytes),
 				attribute.Int64("hangar.log_bytes_truncated", closed.Truncated))
-			return stream.Send(&logsv1.ShipResponse{Kind: &logsv1.ShipResponse_Closed{Closed: &logsv1.Closed{
+			return send(&logsv1.ShipResponse{Kind: &logsv1.ShipResponse_Closed{Closed: &logsv1.Closed{
 				LogKey: closed.Key, Bytes: uint64(closed.Bytes), Sha256: closed.SHA256}}})
 		case *logsv1.ShipRequest_Open:
 			return status.Error(codes.FailedPrecondition, "Open sent twice on one Ship stream")
@@ -133,6 +200,20 @@ func (s *Server) ship(ctx context.Context, stream logsv1.LogService_ShipServer, 
 			return status.Error(codes.InvalidArgument, "empty ShipRequest")
 		}
 	}
+}
+
+// received is the result of one Recv.
+type received struct {
+	msg *logsv1.ShipRequest
+	err error
+}
+
+// commitFailed maps the error of a commit (or of the Ack after it).
+func (s *Server) commitFailed(runID string, err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err // sending the Ack failed: the stream's own error
+	}
+	return s.toStatus(runID, "commit", err)
 }
 
 // streamName names a chunk's stream for the standard output lines.

@@ -28,10 +28,11 @@
 // and dropped if the stream breaks) would already have overwritten the
 // oldest committed ones. The tail segment is instead append-only, like the
 // log, and so rolls back the same way (truncation); it is bounded by
-// compaction (CompactTail) at commit points: the bytes still needed are
-// copied into the next segment tail.<n+1>, which is fsynced, then
-// state.json names it (TailSegment, TailBase), then the old segment is
-// removed. A crash at any point leaves state.json naming a complete
+// compaction (CompactTail, or StartCompaction and Finish) at commit
+// points: the bytes still needed, and those written since the commit, are
+// copied into the next segment tail.<n+1>, whose committed part is
+// fsynced, then state.json names it (TailSegment, TailBase), then the old
+// segment is removed. A crash at any point leaves state.json naming a complete
 // segment; a segment it does not name is a leftover, removed at open.
 package spool
 
@@ -319,45 +320,119 @@ func (r *Run) TruncateTail(end int64) error {
 }
 
 // CompactTail replaces the tail segment by a new one holding only the
-// committed tail bytes from position from on, records st with it, and
-// returns the state recorded. Every byte written to the tail segment must
-// be committed (st.TailBytes is its end).
+// tail bytes from position from on, records st with it, and returns the
+// state recorded: StartCompaction then Finish. No write to the tail
+// segment may run meanwhile.
 func (r *Run) CompactTail(st State, from int64) (State, error) {
+	c, err := r.StartCompaction(st, from)
+	if err != nil {
+		return State{}, err
+	}
+	return c.Finish()
+}
+
+// TailCompaction is a compaction of the tail segment in progress.
+type TailCompaction struct {
+	r        *Run
+	st       State // to record, naming the new segment
+	f        *os.File
+	old      *os.File
+	oldBase  int64
+	copiedTo int64 // position past the head up to which f holds the bytes
+}
+
+// StartCompaction begins replacing the tail segment by a new one holding
+// only the tail bytes from position from on, for state st (the last
+// committed one: st.TailBytes is the committed end of the segment). It
+// copies the bytes written so far into the new segment and makes them
+// durable; writes to the tail segment may go on meanwhile (Finish copies
+// them), but not a commit. Finish or Abort must follow.
+func (r *Run) StartCompaction(st State, from int64) (*TailCompaction, error) {
 	r.mu.Lock()
-	old, oldSize, oldBase := r.tail, r.tailSize, r.state.TailBase
+	old, end, oldBase := r.tail, r.state.TailBase+r.tailSize, r.state.TailBase
 	r.mu.Unlock()
-	if old == nil || from <= oldBase || from > st.TailBytes || oldBase+oldSize != st.TailBytes {
-		return State{}, fmt.Errorf("compact tail segment: nothing to compact from %d (segment %d+%d, committed %d)", from, oldBase, oldSize, st.TailBytes)
+	if old == nil || from <= oldBase || from > st.TailBytes || end < st.TailBytes || st.TailBase != oldBase {
+		return nil, fmt.Errorf("compact tail segment: nothing to compact from %d (segment from %d to %d, committed %d)", from, oldBase, end, st.TailBytes)
 	}
 	st.TailSegment, st.TailBase = st.TailSegment+1, from
 	name := filepath.Join(r.dir, tailName(st.TailSegment))
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return State{}, fmt.Errorf("compact tail segment: %w", err)
+		return nil, fmt.Errorf("compact tail segment: %w", err)
 	}
-	n, err := io.Copy(f, io.NewSectionReader(old, from-oldBase, st.TailBytes-from))
+	c := &TailCompaction{r: r, st: st, f: f, old: old, oldBase: oldBase, copiedTo: from}
+	err = c.copyTo(end)
 	if err == nil {
 		err = f.Sync()
 	}
 	if err != nil {
-		f.Close()
-		os.Remove(name)
+		c.Abort()
+		return nil, fmt.Errorf("compact tail segment: %w", err)
+	}
+	return c, nil
+}
+
+// copyTo appends to the new segment the bytes of the old one up to end
+// (a position past the head), copied by the kernel where it can.
+func (c *TailCompaction) copyTo(end int64) error {
+	if end <= c.copiedTo {
+		return nil
+	}
+	// A descriptor of its own, whose offset nobody else uses.
+	src, err := os.Open(c.old.Name())
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if _, err := src.Seek(c.copiedTo-c.oldBase, io.SeekStart); err != nil {
+		return err
+	}
+	n, err := c.f.ReadFrom(io.LimitReader(src, end-c.copiedTo))
+	c.copiedTo += n
+	if err == nil && c.copiedTo < end {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// Finish copies the tail bytes written since StartCompaction (not
+// committed, so not synced), records the state naming the new segment,
+// switches to it and removes the old one. No write to the tail segment
+// may run meanwhile.
+func (c *TailCompaction) Finish() (State, error) {
+	r := c.r
+	r.mu.Lock()
+	end := r.state.TailBase + r.tailSize
+	same := r.tail == c.old
+	r.mu.Unlock()
+	if !same {
+		c.Abort()
+		return State{}, errors.New("compact tail segment: the segment changed meanwhile")
+	}
+	if err := c.copyTo(end); err != nil {
+		c.Abort()
 		return State{}, fmt.Errorf("compact tail segment: %w", err)
 	}
-	if err := r.SaveState(st); err != nil {
+	if err := r.SaveState(c.st); err != nil {
 		// state.json may or may not name the new segment: keep both; the
 		// one it does not name is removed at the next open.
-		f.Close()
+		c.f.Close()
 		return State{}, fmt.Errorf("compact tail segment: %w", err)
 	}
 	r.mu.Lock()
-	r.tail, r.tailSize = f, n
+	r.tail, r.tailSize = c.f, end-c.st.TailBase
 	r.mu.Unlock()
 	// The new segment is recorded: the old one is a leftover, removed here
 	// or at the next open.
-	_ = old.Close()
-	_ = os.Remove(old.Name())
-	return st, nil
+	_ = c.old.Close()
+	_ = os.Remove(c.old.Name())
+	return c.st, nil
+}
+
+// Abort drops a compaction not finished: the new segment is removed.
+func (c *TailCompaction) Abort() {
+	c.f.Close()
+	os.Remove(c.f.Name())
 }
 
 // RemoveTail closes and deletes the tail segment, once the log is closed
