@@ -135,7 +135,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	disp := dispatch.New(dispatch.Config{PoolID: poolID, PoolPublicKey: pubDER, PoolKey: cfg.PoolKey, Logger: log, Registry: reg, Store: runs}, outbox)
+	disp := dispatch.New(dispatch.Config{PoolID: poolID, LeaseDuration: cfg.LeaseDuration, CancelGrace: cfg.CancelGrace, PoolPublicKey: pubDER, PoolKey: cfg.PoolKey, Logger: log, Registry: reg, Store: runs}, outbox)
 	workv1.RegisterWorkServiceServer(srv.GRPC(), disp)
 
 	opener := &runenvelope.Opener{PoolID: poolID, PoolKey: cfg.PoolKey, VerifyKey: cfg.VerifyKey,

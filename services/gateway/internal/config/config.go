@@ -52,6 +52,11 @@ type Config struct {
 	// ClockSkew is the tolerance for envelopes issued in the future
 	// (HANGAR_CLOCK_SKEW).
 	ClockSkew time.Duration
+	// LeaseDuration is how long an executor holds a run without renewing it
+	// (HANGAR_LEASE_DURATION); executors renew every third of it.
+	LeaseDuration time.Duration
+	// CancelGrace is sent with cancellations (HANGAR_CANCEL_GRACE).
+	CancelGrace time.Duration
 	// SharedSubscription makes several gateways of one pool split its runs
 	// (MQTT shared subscription): each run is taken by exactly one
 	// (HANGAR_GATEWAY_SHARED_SUBSCRIPTION).
@@ -90,6 +95,8 @@ func Load(r *envconfig.Reader) (*Config, error) {
 	c.HeartbeatInterval = r.Duration("HANGAR_HEARTBEAT_INTERVAL", 15*time.Second)
 	c.MaxEnvelopeBytes = r.Int("HANGAR_MAX_ENVELOPE_BYTES", 1<<20, 1024, 64<<20)
 	c.ClockSkew = r.Duration("HANGAR_CLOCK_SKEW", time.Minute)
+	c.LeaseDuration = r.Duration("HANGAR_LEASE_DURATION", 30*time.Second)
+	c.CancelGrace = r.Duration("HANGAR_CANCEL_GRACE", 10*time.Second)
 	c.SharedSubscription = r.Bool("HANGAR_GATEWAY_SHARED_SUBSCRIPTION", false)
 	c.IntakeWorkers = r.Int("HANGAR_INTAKE_WORKERS", 4, 1, 256)
 	c.TLSCert = r.String("HANGAR_TLS_CERT", "")
@@ -120,6 +127,9 @@ func Load(r *envconfig.Reader) (*Config, error) {
 	c.VerifyKey, err = tok.VerifyKey()
 	if err != nil {
 		return nil, fmt.Errorf("HANGAR_TOKEN: %w", err)
+	}
+	if c.LeaseDuration < 3*time.Second {
+		return nil, fmt.Errorf("HANGAR_LEASE_DURATION: %v is too short (at least 3s: executors renew every third of it)", c.LeaseDuration)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return nil, fmt.Errorf("HANGAR_TLS_CERT and HANGAR_TLS_KEY: set both or neither")
