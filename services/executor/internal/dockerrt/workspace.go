@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
+
+	"github.com/hangar-dev/hangar/services/executor/internal/wsarchive"
 )
 
 // workspaceDir is where the run's volume is mounted in every container.
@@ -79,59 +80,8 @@ func writeWorkspaceTar(w io.Writer, dir, projectRoot string, own owner) error {
 		}
 		return nil
 	}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p == dir {
-			return nil
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		var link string
-		switch {
-		case info.Mode()&fs.ModeSymlink != 0:
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		case info.IsDir(), info.Mode().IsRegular():
-		default:
-			return nil
-		}
-		hdr, err := tar.FileInfoHeader(info, link)
-		if err != nil {
-			return err
-		}
-		hdr.Name = workspaceEntry + "/" + filepath.ToSlash(rel)
-		if info.IsDir() {
-			hdr.Name += "/"
-		}
-		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = own.uid, own.gid, "", ""
-		hdr.Format = tar.FormatPAX
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if !info.Mode().IsRegular() {
-			return nil
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		_, err = io.CopyN(tw, f, hdr.Size)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
+	if err := wsarchive.Add(tw, dir, workspaceEntry+"/", own.uid, own.gid); err != nil {
 		return err
-	})
-	if err != nil {
-		return fmt.Errorf("archive workspace: %w", err)
 	}
 	if err := tw.Close(); err != nil {
 		return fmt.Errorf("archive workspace: %w", err)

@@ -32,6 +32,20 @@ var ErrTooLarge = errors.New("archive content exceeds the limit")
 // kept as links, never followed.
 func Write(w io.Writer, dir string) error {
 	tw := tar.NewWriter(w)
+	if err := Add(tw, dir, "", 0, 0); err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("archive workspace: %w", err)
+	}
+	return nil
+}
+
+// Add writes the content of dir into tw, each entry named prefix + its path
+// relative to dir and owned by uid:gid. Directories, regular files and
+// symbolic links (kept as links, never followed) are included; sockets,
+// devices and pipes are not.
+func Add(tw *tar.Writer, dir, prefix string, uid, gid int) error {
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -61,11 +75,11 @@ func Write(w io.Writer, dir string) error {
 		if err != nil {
 			return err
 		}
-		hdr.Name = filepath.ToSlash(rel)
+		hdr.Name = prefix + filepath.ToSlash(rel)
 		if info.IsDir() {
 			hdr.Name += "/"
 		}
-		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
+		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = uid, gid, "", ""
 		hdr.Format = tar.FormatPAX
 		if err := tw.WriteHeader(hdr); err != nil {
 			return err
@@ -81,9 +95,6 @@ func Write(w io.Writer, dir string) error {
 		return errors.Join(err, f.Close())
 	})
 	if err != nil {
-		return fmt.Errorf("archive workspace: %w", err)
-	}
-	if err := tw.Close(); err != nil {
 		return fmt.Errorf("archive workspace: %w", err)
 	}
 	return nil
