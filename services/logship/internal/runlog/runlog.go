@@ -2,16 +2,51 @@
 // chunks an executor ships, committing them to the spool, acknowledging
 // them, uploading the masked log to S3, and serving it to readers.
 //
-// # Acknowledgements and the masker
+// # The maskers, one per stream
 //
-// A run has one mask.Writer, which keeps its automaton state across chunks
-// so that a secret split over several chunks is still masked. The writer
-// holds back the last bytes of the stream that could still begin a secret
-// (and a mask whose covered run could still grow); those bytes exist only in
-// memory. Writing them to disk raw would put secret material on disk, so
-// logship never does. Instead it acknowledges a chunk only at a clean
-// point: when, after the chunk, the masker holds nothing back, every byte of
-// every chunk up to it has been masked into the spool, and the masker's
+// A run has one mask.Writer per stream (stdout, stderr, system, and one
+// for chunks of no stream), all on the run's mask.Set. Each keeps its
+// automaton state across the chunks of its stream, so a secret that is
+// contiguous within one stream is masked however it is cut into chunks
+// and whatever the other streams print in between: a secret printed to
+// stdout in two writes with a stderr line between them (a shell's "+ cmd"
+// trace, say) is masked. (A single masker fed the chunks of every stream
+// in arrival order would see the secret's halves apart and mask neither.) A secret is not looked for across streams: one that only
+// exists once stdout and stderr bytes are put together is not masked.
+//
+// The stored log stays one stream. Each masker writes into the run's
+// spool (see Size limit) as soon as bytes can no longer begin a secret, so
+// the log holds the chunks' masked bytes in arrival order, but for the
+// bytes a masker holds back (at most the longest pattern's length minus
+// one, the possible beginning of a secret, and a pending mask): they come
+// out with a later chunk of their stream (or a flush), after the bytes
+// other streams released meanwhile. Ordering guarantee: the bytes of each
+// stream appear in the log exactly in order, each exactly once (masked);
+// across streams, bytes appear in arrival order except that a fragment a
+// masker held back (at most the longest pattern's length minus one bytes)
+// may appear after output of other streams that arrived after it. No byte
+// ever appears before a byte that arrived earlier in its own stream.
+// Example, "hunter2" being a secret: stdout "a hunte", then stderr "x\n",
+// then stdout "r2 b\n" are stored as "a x\n****** b\n"; had stdout gone
+// on with "rx b\n" instead, "a x\nhunterx b\n".
+//
+// A masker that holds bytes back while its stream stays silent would
+// block acknowledgements (below) for ever while the other streams go on,
+// and with them the executor, whose unacknowledged window is bounded. So
+// once a run received idleFlushBytes (1 MiB) since the last chunk of a
+// stream whose masker holds bytes back, that masker is flushed (its held
+// bytes written, its automaton reset): a secret whose parts, in one
+// stream, are more than a MiB of other streams' output apart is not
+// masked. Close flushes every masker, in a fixed order: stdout, stderr,
+// system, no stream.
+//
+// # Acknowledgements and the maskers
+//
+// The bytes a masker holds back exist only in memory. Writing them to
+// disk raw would put secret material on disk, so logship never does.
+// Instead it acknowledges a chunk only at a clean point: when, after the
+// chunk, no stream's masker holds anything back, every byte of every
+// chunk up to it has been masked into the spool, and every masker's
 // state is that of a fresh masker. Session.Write masks a chunk into the
 // spool (not durably) and notes whether it ends at a clean point, with the
 // spool's sizes there. Session.Commit commits through the last clean point
@@ -26,17 +61,21 @@
 // Chunks received after the last commit are written to the spool but not
 // acknowledged. Whenever a Ship stream (re)opens a run, in the same
 // process or after a restart, logship truncates the spool back to the
-// recorded offset, starts a fresh masker, and answers Opened with
+// recorded offsets, starts fresh maskers, and answers Opened with
 // next_sequence one past the recorded sequence; the executor resends from
-// there. Since the masker restarts exactly where a fresh masker would be,
-// the log loses nothing and duplicates nothing, whatever the chunking.
+// there. Since every masker restarts exactly where a fresh masker would
+// be (the recorded point was clean for every stream), the log loses
+// nothing and duplicates nothing, whatever the chunking and interleaving.
 //
-// Whether the masker is clean is found without looking inside it, from its
-// counters: if it wrote no mask since the last clean point, its output since
-// then is its input unchanged, so it is clean exactly when it wrote as many
-// bytes as it was given. Otherwise a probe writer replays the raw chunks
-// since the last clean point (kept in memory only) and is flushed; the
-// point is clean if the flush releases nothing.
+// Whether a stream's masker is clean is found without looking inside it,
+// from its counters, after each chunk of that stream (a chunk changes its
+// own stream's masker only; idle flushes aside): if it wrote no mask since
+// the stream's last clean point, its output since then is its input
+// unchanged, so it is clean exactly when it wrote as many bytes as it was
+// given. Otherwise a probe writer replays the stream's raw chunks since
+// its last clean point (kept in memory only) and is flushed; the point is
+// clean for the stream if the flush releases nothing. The run is at a
+// clean point when every stream is.
 // When chunk boundaries fall inside possible secrets for a long stretch (an
 // adversarial stream), acknowledgements wait; the executor's bounded
 // unacknowledged window then slows it down, and Close acknowledges all.
@@ -48,7 +87,7 @@
 //
 // A run's stored log is at most Options.MaxLogBytes (HANGAR_LOG_MAX_BYTES)
 // plus one notice line: its head and its tail. The limit is fixed in the
-// run's state when the run is first opened. The masker writes into a sink
+// run's state when the run is first opened. The maskers write into a sink
 // that fills the spool's log file up to the head limit (the first half of
 // the limit), then appends to the spool's tail segment, of which the last
 // tail limit bytes (the other half) are kept; see package spool for how
@@ -74,7 +113,10 @@
 //
 // With Options.Stdout set (HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT), each line
 // of a run's masked stream (all of it: the limit applies to the stored
-// log only) is also written there as one JSON object (see lines.go). Only
+// log only) is also written there as one JSON object (see lines.go). A
+// line's stream is that of the masker that wrote its bytes (none if
+// several did), its time that of the chunk whose Write released its first
+// byte. Only
 // committed masked bytes are written, right after their commit and under
 // the run's lock, so in order: bytes written after the last commit (not
 // acknowledged) are never shown, a rollback takes nothing back, and a
@@ -375,32 +417,32 @@ type run struct {
 	state spool.State // last committed
 	gen   uint64      // incremented by each Open
 	set   *mask.Set
-	w     *mask.Writer
-	// probe replays the raw chunks since the last clean point to tell
-	// whether w holds anything back (see cleanLocked); reused, since a
-	// flushed writer is as a fresh one.
+	// streams are the run's maskers, one per stream (see streamIndex), all
+	// on set, each writing into the spool through its own sink.
+	streams [numStreams]streamMasker
+	// dirty is the number of streams whose masker holds something back:
+	// the point after the last chunk is clean when it is zero.
+	dirty int
+	// in counts the raw bytes written since the Open, all streams.
+	in int64
+	// probe replays a stream's raw chunks since its last clean point to
+	// tell whether its masker holds anything back (see streamCleanLocked);
+	// reused, since a flushed writer is as a fresh one.
 	probe *mask.Writer
-	// pending describes the chunks written since the last commit, oldest
-	// first.
-	pending []pendingChunk
-	// unclean are the raw chunks since the last clean point: in memory
-	// only, for the probe.
-	unclean [][]byte
-	// clean is the last clean point; cleanStats, w's counters there.
-	clean cleanPoint
-	// segs are the clean points since the last commit, oldest first: the
-	// output between two of them is that of the chunks between them,
-	// written to standard output with their time and stream.
-	segs         []cleanPoint
-	cleanStats   mask.Stats
+	// clean is the last clean point.
+	clean        cleanPoint
 	lastReceived uint64
+	// curTime is the time of the chunk being written: that of the masked
+	// bytes the sinks receive.
+	curTime time.Time
 	// lines writes the committed masked lines to standard output (nil when
 	// off); out holds the masked bytes written since the last commit, for
-	// it.
+	// it, and outRuns says which stream's masker wrote them, and when.
 	lines       *lineEmitter
 	out         []byte
+	outRuns     []outRun
 	outSpare    []byte // a buffer for out, given back by the commit that took out
-	masksDone   int64  // masker's mask count at the last commit
+	masksDone   int64  // maskers' mask count at the last commit
 	shortLogged bool
 	changed     chan struct{} // closed and replaced when state grows
 	finished    bool          // final object uploaded (or manager closed)
@@ -408,23 +450,66 @@ type run struct {
 	fileClosed  bool
 }
 
-// pendingChunk describes a chunk written since the last commit.
-type pendingChunk struct {
+// numStreams is the number of streams masked apart: stdout, stderr,
+// system, and chunks of no (or an unknown) stream.
+const numStreams = 4
+
+// streamOrder names the streams by index, in the order Close flushes
+// their maskers.
+var streamOrder = [numStreams]Stream{StreamStdout, StreamStderr, StreamSystem, ""}
+
+// streamIndex returns the index of a chunk's stream in run.streams.
+func streamIndex(s Stream) int {
+	switch s {
+	case StreamStdout:
+		return 0
+	case StreamStderr:
+		return 1
+	case StreamSystem:
+		return 2
+	}
+	return 3
+}
+
+// idleFlushBytes bounds how far one stream's held-back bytes may trail the
+// other streams: once the run received that many raw bytes since the last
+// chunk of a stream whose masker still holds bytes back, that masker is
+// flushed (see the package documentation). A variable for the tests.
+var idleFlushBytes int64 = 1 << 20
+
+// streamMasker is the masker of one stream of a run.
+type streamMasker struct {
+	w *mask.Writer
+	// cleanStats are w's counters at the stream's last clean point (where
+	// w held nothing back); unclean, the stream's raw chunks since then, in
+	// memory only, for the probe.
+	cleanStats mask.Stats
+	unclean    [][]byte
+	// dirty: w holds something back (the stream is not at a clean point).
+	dirty bool
+	// lastIn is run.in after the stream's last chunk.
+	lastIn int64
+}
+
+// outRun is a run of run.out written by one stream's masker while chunks
+// of one time were written: run.out[previous run's end:end].
+type outRun struct {
+	end    int
 	stream Stream
 	time   time.Time
 }
 
-// cleanPoint is a point of the stream after a chunk where the masker held
-// nothing back: what a commit through that chunk records.
+// cleanPoint is a point of the run after a chunk where no stream's masker
+// held anything back: what a commit through that chunk records.
 type cleanPoint struct {
 	seq uint64
 	// masked and tailEnd are the log file's size and the tail segment's
 	// end (as spool.State.MaskedBytes and TailBytes) at that point.
 	masked, tailEnd int64
-	// outLen and pendingLen are the lengths of run.out and run.pending
-	// at that point: the part of them the commit covers.
-	outLen, pendingLen int
-	// masks is the masker's mask count at that point.
+	// outLen is the length of run.out at that point: the part of it the
+	// commit covers.
+	outLen int
+	// masks is the maskers' total mask count at that point.
 	masks int64
 }
 
@@ -444,10 +529,13 @@ func (m *Manager) newRun(id string, sp *spool.Run) *run {
 	return r
 }
 
-// sink is the masker's destination: the spool's log file up to the head
-// limit, then its tail segment. It runs under r.mu (inside the masker's
-// Write, Flush and Close).
-type sink struct{ r *run }
+// sink is a stream's masker's destination: the spool's log file up to the
+// head limit, then its tail segment. It runs under r.mu (inside the
+// masker's Write, Flush and Close).
+type sink struct {
+	r      *run
+	stream Stream
+}
 
 func (k sink) Write(p []byte) (int, error) {
 	r, all := k.r, p
@@ -465,6 +553,11 @@ func (k sink) Write(p []byte) (int, error) {
 	}
 	if r.lines != nil {
 		r.out = append(r.out, all...)
+		if n := len(r.outRuns); n > 0 && r.outRuns[n-1].stream == k.stream && r.outRuns[n-1].time.Equal(r.curTime) {
+			r.outRuns[n-1].end = len(r.out)
+		} else {
+			r.outRuns = append(r.outRuns, outRun{end: len(r.out), stream: k.stream, time: r.curTime})
+		}
 	}
 	return len(all), nil
 }
@@ -553,10 +646,15 @@ func (m *Manager) Open(req OpenRequest) (*Session, uint64, error) {
 		if err := r.sp.TruncateTail(r.state.TailBytes); err != nil {
 			return nil, 0, err
 		}
-		r.set, r.w, r.probe = set, set.NewWriter(sink{r}), set.NewWriter(io.Discard)
-		r.pending, r.unclean, r.segs, r.out, r.lastReceived, r.masksDone = nil, nil, nil, nil, r.state.AckedSequence, 0
+		// Fresh maskers: the committed point is a clean point of every
+		// stream.
+		r.set, r.probe = set, set.NewWriter(io.Discard)
+		for i := range r.streams {
+			r.streams[i] = streamMasker{w: set.NewWriter(sink{r, streamOrder[i]})}
+		}
+		r.dirty, r.in = 0, 0
+		r.out, r.outRuns, r.lastReceived, r.masksDone = nil, nil, r.state.AckedSequence, 0
 		r.clean = cleanPoint{seq: r.state.AckedSequence, masked: r.state.MaskedBytes, tailEnd: r.state.TailBytes}
-		r.cleanStats = mask.Stats{}
 	}
 	return &Session{r: r, gen: r.gen}, r.state.AckedSequence + 1, nil
 }
@@ -603,32 +701,81 @@ func (s *Session) Write(c Chunk) (ack uint64, resend bool, err error) {
 	if seq != r.lastReceived+1 {
 		return 0, false, fmt.Errorf("%w: chunk %d, expected %d", ErrGap, seq, r.lastReceived+1)
 	}
-	if _, err := r.w.Write(data); err != nil {
-		r.gen++ // the masker is unusable: the executor must reopen
-		return 0, false, fmt.Errorf("store chunk %d: %w", seq, err)
-	}
 	if c.Time.IsZero() {
 		c.Time = time.Now()
 	}
-	r.pending = append(r.pending, pendingChunk{stream: c.Stream, time: c.Time})
-	r.unclean = append(r.unclean, data)
+	r.curTime = c.Time
+	i := streamIndex(c.Stream)
+	sm := &r.streams[i]
+	if _, err := sm.w.Write(data); err != nil {
+		r.gen++ // the masker is unusable: the executor must reopen
+		return 0, false, fmt.Errorf("store chunk %d: %w", seq, err)
+	}
+	r.in += int64(len(data))
+	sm.lastIn = r.in
+	sm.unclean = append(sm.unclean, data)
 	r.lastReceived = seq
 	r.m.met.bytesIn.Add(float64(len(data)))
-	if r.cleanLocked() {
+	r.settleStreamLocked(sm, r.streamCleanLocked(sm))
+	if r.dirty > 0 {
+		if err := r.flushIdleLocked(i); err != nil {
+			r.gen++ // the masker is unusable: the executor must reopen
+			return 0, false, fmt.Errorf("store chunk %d: %w", seq, err)
+		}
+	}
+	if r.dirty == 0 {
 		r.markCleanLocked()
 	}
 	return 0, false, nil
 }
 
-// markCleanLocked records the point after the last chunk written as the
-// last clean point.
+// settleStreamLocked records whether stream sm is at a clean point after
+// its last chunk; if it is, that is its new last clean point.
+func (r *run) settleStreamLocked(sm *streamMasker, clean bool) {
+	if !clean {
+		if !sm.dirty {
+			sm.dirty = true
+			r.dirty++
+		}
+		return
+	}
+	sm.cleanStats = sm.w.Stats()
+	clear(sm.unclean)
+	sm.unclean = sm.unclean[:0]
+	if sm.dirty {
+		sm.dirty = false
+		r.dirty--
+	}
+}
+
+// flushIdleLocked flushes the maskers, but that of stream cur, which hold
+// bytes back while idleFlushBytes were written since their stream's last
+// chunk, so that acknowledgements never wait on a silent stream for ever.
+func (r *run) flushIdleLocked(cur int) error {
+	for j := range r.streams {
+		sm := &r.streams[j]
+		if j == cur || !sm.dirty || r.in-sm.lastIn < idleFlushBytes {
+			continue
+		}
+		if err := sm.w.Flush(); err != nil {
+			return err
+		}
+		r.m.log.Info("flushed the bytes a stream's masker held back, the stream being silent while other streams went on",
+			"run_id", r.id, "stream", string(streamOrder[j]), "bytes_since", r.in-sm.lastIn)
+		r.settleStreamLocked(sm, true)
+	}
+	return nil
+}
+
+// markCleanLocked records the point after the last chunk written, where
+// no stream's masker holds anything back, as the last clean point.
 func (r *run) markCleanLocked() {
-	r.cleanStats = r.w.Stats()
+	var masks int64
+	for i := range r.streams {
+		masks += r.streams[i].w.Stats().Masks
+	}
 	r.clean = cleanPoint{seq: r.lastReceived, masked: r.sp.Size(), tailEnd: r.sp.TailEnd(),
-		outLen: len(r.out), pendingLen: len(r.pending), masks: r.cleanStats.Masks}
-	r.segs = append(r.segs, r.clean)
-	clear(r.unclean)
-	r.unclean = r.unclean[:0]
+		outLen: len(r.out), masks: masks}
 }
 
 // Commit makes durable every chunk up to the last clean point not committed
@@ -678,44 +825,50 @@ func (s *Session) Commit() (uint64, bool, error) {
 func (r *run) commitStateLocked(cp cleanPoint) spool.State {
 	st := r.state
 	st.AckedSequence, st.MaskedBytes, st.TailBytes = cp.seq, cp.masked, cp.tailEnd
-	r.linesStateLocked(&st, r.pending[:cp.pendingLen])
+	r.linesStateLocked(&st, cp.outLen)
 	return st
 }
 
 // committedLocked publishes st, just made durable, which commits through
 // clean point cp. It returns the committed masked bytes to write to
-// standard output (see feedLines), which it takes from r.out.
+// standard output (see feedLines), which it takes from r.out: one batch
+// per run of r.out, with its stream and time.
 func (r *run) committedLocked(cp cleanPoint, st spool.State) []lineBatch {
 	r.publishLocked(st)
 	r.m.met.masks.Add(float64(cp.masks - r.masksDone))
 	r.masksDone = cp.masks
-	// The lines, segment by segment (as if each clean point had been
-	// committed on its own).
 	var batches []lineBatch
-	n, out, pending := 0, 0, 0
-	for ; n < len(r.segs) && r.segs[n].seq <= cp.seq; n++ {
-		seg := r.segs[n]
-		if r.lines != nil && seg.outLen > out {
-			t, stream := batchMeta(r.pending[pending:seg.pendingLen])
-			batches = append(batches, lineBatch{r.out[out:seg.outLen], t, stream})
+	if r.lines != nil {
+		start := 0
+		for _, o := range r.outRuns {
+			if start >= cp.outLen {
+				break
+			}
+			if end := min(o.end, cp.outLen); end > start {
+				batches = append(batches, lineBatch{r.out[start:end], o.time, string(o.stream)})
+			}
+			start = o.end
 		}
-		out, pending = seg.outLen, seg.pendingLen
 	}
-	// Keep what was written after cp, for the next commit, in the spare
+	// Keep what was written after cp, for the next commit (the run of
+	// r.out across cp, if any, keeps its part after cp), in the spare
 	// buffer: the batches keep the committed bytes.
+	k := 0
+	for _, o := range r.outRuns {
+		if o.end > cp.outLen {
+			o.end -= cp.outLen
+			r.outRuns[k] = o
+			k++
+		}
+	}
+	clear(r.outRuns[k:])
+	r.outRuns = r.outRuns[:k]
 	if len(batches) > 0 {
 		r.out, r.outSpare = append(r.outSpare[:0], r.out[cp.outLen:]...), nil
 	} else {
 		r.out = r.out[:copy(r.out, r.out[cp.outLen:])]
 	}
-	r.pending = r.pending[:copy(r.pending, r.pending[cp.pendingLen:])]
-	r.segs = r.segs[:copy(r.segs, r.segs[n:])]
-	for i := range r.segs {
-		r.segs[i].outLen -= cp.outLen
-		r.segs[i].pendingLen -= cp.pendingLen
-	}
 	r.clean.outLen -= cp.outLen
-	r.clean.pendingLen -= cp.pendingLen
 	return batches
 }
 
@@ -758,34 +911,41 @@ func (r *run) commitAllLocked() error {
 	return nil
 }
 
-// batchMeta returns the time and stream of the chunks of a commit: the
-// first chunk's time, and their stream if they share one.
-func batchMeta(chunks []pendingChunk) (time.Time, string) {
-	if len(chunks) == 0 {
-		return time.Now(), ""
+// outMetaLocked returns the time and stream of the first n bytes of r.out
+// (the bytes of a commit): the first run's time, and the runs' stream if
+// they share one; false if there are none.
+func (r *run) outMetaLocked(n int) (time.Time, string, bool) {
+	if n <= 0 || len(r.outRuns) == 0 {
+		return time.Time{}, "", false
 	}
-	stream := chunks[0].stream
-	for _, c := range chunks[1:] {
-		if c.stream != stream {
+	first := r.outRuns[0]
+	stream, end := first.stream, first.end
+	for _, o := range r.outRuns[1:] {
+		if end >= n {
+			break
+		}
+		if o.stream != stream {
 			stream = ""
 		}
+		end = o.end
 	}
-	return chunks[0].time, string(stream)
+	return first.time, string(stream), true
 }
 
 // linesStateLocked records in st where standard output stands: the
 // position up to which lines were written (everything, when off), with
 // the time and stream of the bytes from there: the partial line's, else
-// those of batch, the chunks being committed.
-func (r *run) linesStateLocked(st *spool.State, batch []pendingChunk) {
+// those of the first n bytes of r.out, being committed.
+func (r *run) linesStateLocked(st *spool.State, n int) {
 	if r.lines == nil {
 		st.StdoutEmitted, st.StdoutTime, st.StdoutStream = streamEnd(*st), 0, ""
 		return
 	}
 	st.StdoutEmitted, st.StdoutTime, st.StdoutStream = r.lines.emitted(), 0, ""
-	if len(r.lines.partial) == 0 && len(batch) > 0 {
-		t, stream := batchMeta(batch)
-		st.StdoutTime, st.StdoutStream = t.UnixNano(), stream
+	if len(r.lines.partial) == 0 {
+		if t, stream, ok := r.outMetaLocked(n); ok {
+			st.StdoutTime, st.StdoutStream = t.UnixNano(), stream
+		}
 	}
 	if len(r.lines.partial) > 0 {
 		st.StdoutTime, st.StdoutStream = r.lines.ptime.UnixNano(), r.lines.pstream
@@ -802,7 +962,7 @@ func (r *run) saveLinesLocked() {
 		return
 	}
 	st := r.state
-	r.linesStateLocked(&st, nil)
+	r.linesStateLocked(&st, 0)
 	if st == r.state {
 		return
 	}
@@ -867,7 +1027,7 @@ func (r *run) compactLocked() {
 		return
 	}
 	from := st.TailBytes - st.TailLimit
-	r.linesStateLocked(&st, nil)
+	r.linesStateLocked(&st, 0)
 	if r.lines != nil {
 		from = min(from, st.StdoutEmitted-st.MaskedBytes)
 	}
@@ -890,19 +1050,19 @@ func (r *run) compactLocked() {
 	r.state = next
 }
 
-// cleanLocked reports whether the masker holds nothing back: a fresh
-// writer fed the raw bytes since the last clean point releases nothing when
-// flushed.
-func (r *run) cleanLocked() bool {
+// streamCleanLocked reports whether stream sm's masker holds nothing
+// back: a fresh writer fed the stream's raw bytes since its last clean
+// point releases nothing when flushed.
+func (r *run) streamCleanLocked(sm *streamMasker) bool {
 	// Fast path, from the writer's counters: if it wrote no mask since the
-	// last clean point, its output since then is raw input, unchanged and
-	// in order, so it holds something back exactly when it wrote fewer
-	// bytes than it was given.
-	now := r.w.Stats()
-	if now.Masks == r.cleanStats.Masks {
-		return now.BytesOut-r.cleanStats.BytesOut == now.BytesIn-r.cleanStats.BytesIn
+	// stream's last clean point, its output since then is raw input,
+	// unchanged and in order, so it holds something back exactly when it
+	// wrote fewer bytes than it was given.
+	now := sm.w.Stats()
+	if now.Masks == sm.cleanStats.Masks {
+		return now.BytesOut-sm.cleanStats.BytesOut == now.BytesIn-sm.cleanStats.BytesIn
 	}
-	for _, p := range r.unclean {
+	for _, p := range sm.unclean {
 		if _, err := r.probe.Write(p); err != nil {
 			r.probe = r.set.NewWriter(io.Discard)
 			return false
@@ -1001,9 +1161,12 @@ func (r *run) close(gen, lastSeq uint64) (Closed, error) {
 // records it closed. A crash between them leaves a run whose Close, sent
 // again, does the second step only.
 func (r *run) closeLocked() error {
-	if err := r.w.Close(); err != nil {
-		return fmt.Errorf("close masker: %w", err)
+	for i := range r.streams { // stdout, stderr, system, others
+		if err := r.streams[i].w.Close(); err != nil {
+			return fmt.Errorf("close masker: %w", err)
+		}
 	}
+	r.dirty = 0
 	if err := r.commitAllLocked(); err != nil {
 		return fmt.Errorf("commit close: %w", err)
 	}
@@ -1040,7 +1203,8 @@ func (r *run) closeLocked() error {
 		r.m.log.Warn("removing the tail segment of a closed log", "run_id", r.id, "err", err)
 	}
 	r.m.met.runsOpen.Dec()
-	r.w, r.set, r.probe, r.pending, r.unclean, r.segs, r.lines, r.out = nil, nil, nil, nil, nil, nil, nil, nil
+	r.set, r.probe, r.lines, r.out, r.outRuns = nil, nil, nil, nil, nil
+	r.streams = [numStreams]streamMasker{}
 	return nil
 }
 
