@@ -1,7 +1,10 @@
 // Package harness runs Hangar's real binaries for the end-to-end tests: it builds
 // them once, starts them as processes on loopback with free ports, waits until
 // they are ready, shows their output when a test fails, and stops them in
-// t.Cleanup. It also has a control-plane MQTT client for assertions.
+// t.Cleanup. It also has a control-plane MQTT client for assertions, an
+// S3-compatible server for logship, and the Docker, registry and git fixtures
+// of the execution tests (a busybox image imported locally, user-defined
+// networks, Debian's docker-registry, git http-backend).
 //
 // The e2e module drives binaries only: it imports no services/* package and not
 // hangarctl's internal packages.
