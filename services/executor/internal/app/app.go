@@ -66,6 +66,12 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 	if err != nil {
 		return err
 	}
+	// Workspaces of runs an earlier life of this executor was running.
+	if stale, err := workspace.RemoveStale(cfg.WorkDir, cfg.ExecutorID); err != nil {
+		log.Warn("removing workspaces left by an earlier run of this executor failed", "err", err)
+	} else if len(stale) > 0 {
+		log.Warn("removed workspaces left by an earlier run of this executor", "count", len(stale))
+	}
 
 	var clientTLS *tls.Config
 	if cfg.TLSCA != "" {
@@ -94,7 +100,7 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 	exec := execute.New(execute.Config{
 		State:   state,
 		Runtime: rt, Logs: logsv1.NewLogServiceClient(lsConn),
-		Workspace:    workspace.Options{BaseDir: cfg.WorkDir, VCSMappings: cfg.VCSMappings},
+		Workspace:    workspace.Options{BaseDir: cfg.WorkDir, Owner: cfg.ExecutorID, VCSMappings: cfg.VCSMappings},
 		WhitelistEnv: cfg.WhitelistEnv, MaskEnv: cfg.MaskEnv,
 		Limits:    supervise.Limits{RunTimeout: cfg.RunTimeout, LogsTimeout: cfg.LogsTimeout},
 		StopGrace: cfg.CancelGrace, Tracer: tel.Tracer("hangar/executor"), Propagator: tel.Propagator(), Logger: log,

@@ -212,6 +212,11 @@ func (s *Stream) session(ctx context.Context) (*logsv1.Closed, error) {
 	// Everything below next_sequence is stored: drop it; resend the rest.
 	s.ackLocked(opened.GetNextSequence() - 1)
 	s.lastSend = opened.GetNextSequence() - 1
+	// A log this process did not start (a run of an earlier life of the
+	// executor): numbering goes on after what logship holds.
+	if ns := opened.GetNextSequence(); ns > s.nextSeq {
+		s.nextSeq = ns
+	}
 	s.mu.Unlock()
 
 	recvErr := make(chan error, 1)

@@ -186,3 +186,24 @@ func TestWriteFailsOnceContextEnds(t *testing.T) {
 		t.Fatal("writer stayed blocked after the context ended")
 	}
 }
+
+func TestStreamContinuesALogStartedByAnEarlierProcess(t *testing.T) {
+	// Logship already holds chunks 1..4 of this run (written by an executor
+	// that died); a new process appends a note and closes the log.
+	s := &store{next: 5}
+	s.data.WriteString("earlier output\n")
+	c := serveStore(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st := Open(ctx, c, &logsv1.Open{RunId: "r1"}, Options{})
+	st.Writer(logsv1.Stream_STREAM_SYSTEM).Write([]byte("the executor stopped\n"))
+	closed, err := st.Close(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if got := s.data.String(); got != "earlier output\nthe executor stopped\n" || closed.GetBytes() != uint64(len(got)) {
+		t.Fatalf("log = %q", got)
+	}
+}

@@ -87,6 +87,7 @@ type Worker struct {
 	leaseDur     time.Duration
 	poolID       string                     // from the gateway's Welcome
 	out          chan *workv1.AttachRequest // current session's sender; nil between sessions
+	backlog      []*workv1.AttachRequest    // progress reports made between sessions, sent after reattaching
 	idle         chan struct{}              // closed when no run is active
 	exitIdle     chan struct{}              // closed when drained with exit_when_idle and idle
 	wg           sync.WaitGroup
@@ -199,6 +200,13 @@ func (w *Worker) session(ctx, runCtx context.Context) error {
 	leaseDur := w.leaseDur
 	w.mu.Unlock()
 	w.log.Info("attached to gateway", "pool_id", welcome.GetPoolId(), "lease", leaseDur)
+	w.mu.Lock()
+	backlog := w.backlog
+	w.backlog = nil
+	w.mu.Unlock()
+	for _, m := range backlog {
+		out <- m
+	}
 	for _, f := range resend {
 		out <- &workv1.AttachRequest{Kind: &workv1.AttachRequest_Finish{Finish: f}}
 	}
@@ -479,10 +487,16 @@ func (w *Worker) fence(ctx context.Context) {
 func (w *Worker) send(m *workv1.AttachRequest) {
 	w.mu.Lock()
 	out := w.out
-	w.mu.Unlock()
 	if out == nil {
-		return // between sessions; a Finish is resent after reattaching
+		// Between sessions: phase reports wait for the next one (a few per
+		// run); a Finish is resent from `unreported`; a Status is rebuilt.
+		if m.GetProgress() != nil && len(w.backlog) < 1024 {
+			w.backlog = append(w.backlog, m)
+		}
+		w.mu.Unlock()
+		return
 	}
+	w.mu.Unlock()
 	select {
 	case out <- m:
 	default:

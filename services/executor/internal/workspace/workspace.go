@@ -66,6 +66,10 @@ const (
 type Options struct {
 	// BaseDir is where workspaces are created; default os.TempDir().
 	BaseDir string
+	// Owner, when set, is part of every workspace's name
+	// ("hangar-ws-<owner>-…"), so that RemoveStale can find the workspaces a
+	// process of that owner left behind.
+	Owner string
 	// VCSMappings maps a private VCS pool name to its base endpoint URL (see
 	// ParseVCSMappings).
 	VCSMappings map[string]string
@@ -210,7 +214,7 @@ func Prepare(ctx context.Context, spec *runv1.RunSpec, opts Options) (*Workspace
 	if base == "" {
 		base = os.TempDir()
 	}
-	dir, err := os.MkdirTemp(base, "hangar-ws-")
+	dir, err := os.MkdirTemp(base, namePrefix(opts.Owner))
 	if err != nil {
 		return nil, fmt.Errorf("prepare workspace: %w", err)
 	}
@@ -220,6 +224,35 @@ func Prepare(ctx context.Context, spec *runv1.RunSpec, opts Options) (*Workspace
 		return nil, fmt.Errorf("prepare workspace: %w", err)
 	}
 	return ws, nil
+}
+
+func namePrefix(owner string) string {
+	if owner == "" {
+		return "hangar-ws-"
+	}
+	clean := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
+			return r
+		}
+		return '_'
+	}, owner)
+	return "hangar-ws-" + clean + "-"
+}
+
+// RemoveStale removes the workspaces of owner left in baseDir by a process
+// that died in the middle of its runs. Call it before the owner starts runs.
+func RemoveStale(baseDir, owner string) ([]string, error) {
+	matches, err := filepath.Glob(filepath.Join(baseDir, namePrefix(owner)+"*"))
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, m := range matches {
+		if err := (&Workspace{Dir: m}).Remove(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return matches, errors.Join(errs...)
 }
 
 func (ws *Workspace) fill(ctx context.Context, src *runv1.Source, opts Options) error {

@@ -600,3 +600,28 @@ func TestPrepareTokenAsUser(t *testing.T) {
 		}
 	}
 }
+
+func TestRemoveStaleTakesOnlyTheOwnersWorkspaces(t *testing.T) {
+	base := t.TempDir()
+	spec := &runv1.RunSpec{}
+	mine, err := Prepare(context.Background(), spec, Options{BaseDir: base, Owner: "exec/1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(mine.Dir, "f"), []byte("x"), 0o400)
+	os.Chmod(mine.Dir, 0o500) // a run may leave it read-only
+	other, err := Prepare(context.Background(), spec, Options{BaseDir: base, Owner: "exec-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed, err := RemoveStale(base, "exec/1")
+	if err != nil || len(removed) != 1 || removed[0] != mine.Dir {
+		t.Fatalf("removed %v, %v", removed, err)
+	}
+	if _, err := os.Stat(mine.Dir); !os.IsNotExist(err) {
+		t.Fatal("the owner's workspace is still there")
+	}
+	if _, err := os.Stat(other.Dir); err != nil {
+		t.Fatal("another owner's workspace was removed")
+	}
+}

@@ -175,7 +175,11 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 
 	// From here on, the run is decided exactly once: the decision is recorded
 	// (Done) once its events are journaled and an admitted run is stored.
+	decided := true
 	defer func() {
+		if !decided {
+			return
+		}
 		if err := in.seen.Done(v.RunID); err != nil {
 			in.log.Error("decision not recorded in the seen store", "run_id", v.RunID, "err", err)
 		}
@@ -194,6 +198,12 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 	in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Received{Received: &eventv1.RunReceived{}}})
 
 	decision, err := in.evaluate(ctx, v.RunID, spec)
+	if err != nil && ctx.Err() != nil {
+		// The gateway is stopping: the run stays undecided and its message
+		// unacknowledged, so that it is taken up again after the restart.
+		decided = false
+		return fmt.Errorf("intake: run %s interrupted by shutdown: %w", v.RunID, ctx.Err())
+	}
 	if err != nil {
 		in.results.WithLabelValues("failed").Inc()
 		span.SetStatus(codes.Error, "policy")
@@ -215,6 +225,10 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 	in.log.Info("run admitted", "run_id", v.RunID)
 	in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Admitted{Admitted: &eventv1.RunAdmitted{}}})
 	if err := in.queue.Admit(ctx, &Run{ID: v.RunID, Spec: spec, TraceContext: tc, AdmittedAt: in.now(), Envelope: payload, ReceivedAt: start}); err != nil {
+		if ctx.Err() != nil {
+			decided = false
+			return fmt.Errorf("intake: run %s interrupted by shutdown: %w", v.RunID, ctx.Err())
+		}
 		span.SetStatus(codes.Error, "queue")
 		in.events.Run(v.RunID, tc, finished(eventv1.Outcome_OUTCOME_FAILED, "could not queue the run: "+err.Error()))
 	}

@@ -279,3 +279,20 @@ func TestQueueFailureFailsTheRun(t *testing.T) {
 		t.Fatalf("events = %v", got)
 	}
 }
+
+func TestShutdownLeavesTheRunUndecided(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := newFixture(t, func(*policyv1.EvaluateRequest) (*policyv1.EvaluateResponse, error) {
+		cancel() // the gateway stops while the policy decides
+		return nil, status.Error(codes.Canceled, "context canceled")
+	})
+	payload := f.seal(t, "r1", "pool-a", spec, time.Now())
+	if err := f.in.Handle(ctx, payload); err == nil {
+		t.Fatal("an interrupted intake must return an error, so that the message is not acknowledged")
+	}
+	for _, k := range f.ev.kinds("r1") {
+		if strings.HasPrefix(k, "finished") || k == "denied" {
+			t.Fatalf("an interrupted run got a final event: %v", f.ev.kinds("r1"))
+		}
+	}
+}
