@@ -50,6 +50,24 @@ trap 'rm -rf "$ctx"' EXIT
 
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 
+# add_git copies git, /usr/lib/git-core and the shared libraries (with the
+# dynamic loader) they need into the root file system $1.
+add_git() {
+  local root=$1 gitbin
+  gitbin=$(command -v git) || { echo "images.sh: the executor image needs git on the build host (apt-get install git)" >&2; exit 1; }
+  mkdir -p "$root/usr/bin" "$root/usr/lib"
+  cp -L "$gitbin" "$root/usr/bin/git"
+  cp -a /usr/lib/git-core "$root/usr/lib/"
+  [ -d /usr/share/git-core ] && mkdir -p "$root/usr/share" && cp -a /usr/share/git-core "$root/usr/share/"
+  local f lib
+  for f in "$root/usr/bin/git" $(find "$root/usr/lib/git-core" -type f -perm -u+x); do
+    { ldd "$f" 2>/dev/null || true; } | awk '/=> \// {print $3} /^\t\/[^ ]+ \(/ {print $1}'
+  done | sort -u | while read -r lib; do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+}
+
 for name in "${names[@]}"; do
   dirs=$(state_dirs "$name")
   dir="$ctx/$name"
@@ -70,6 +88,11 @@ for name in "${names[@]}"; do
   printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$rootfs/etc/passwd"
   printf 'root:x:0:\nnonroot:x:65532:\n' >"$rootfs/etc/group"
   chmod 0644 "$rootfs/etc/passwd" "$rootfs/etc/group"
+  # The executor fetches run sources with git: the host's git, its helpers
+  # (git-remote-https...) and every shared library they load go in with it.
+  if [ "$name" = executor ]; then
+    add_git "$rootfs"
+  fi
   tar --numeric-owner --owner=0 --group=0 --mtime=@0 --sort=name -C "$rootfs" -cf "$dir/rootfs.tar" .
 
   owned="$ctx/owned-$name"

@@ -2,7 +2,9 @@
 # static, CGO_ENABLED=0 -trimpath, and prepares this build context: the binary
 # and rootfs.tar — /tmp (1777), /etc/ssl/certs/ca-certificates.crt, /etc/passwd
 # and /etc/group with the non-root user 65532, and the service's state
-# directories owned by it). Nothing is pulled: FROM scratch.
+# directories owned by it), plus the host's git with its helpers and shared
+# libraries, which the executor uses to fetch run sources. Nothing is pulled:
+# FROM scratch.
 # With a registry, Dockerfile.source builds the same image from source.
 FROM scratch
 ADD rootfs.tar /
