@@ -49,7 +49,7 @@ const (
 // Docker runtime.
 type durEnv struct {
 	cp       *harness.ControlPlane
-	s3       *durS3
+	s3       *harness.S3
 	obs      *harness.Observer
 	logship  *durLogship
 	executor *harness.Executor
@@ -117,7 +117,7 @@ func TestLogDurability(t *testing.T) {
 	key, csr := d.cp.Keygen(t, t.TempDir())
 	token := d.cp.CreatePool(t, "pool-dur", csr, broker)
 
-	d.s3 = startDurS3(t, "hangar-logs")
+	d.s3 = harness.StartS3(t, "hangar-logs")
 	if err := os.WriteFile(filepath.Join(d.cp.Dir, "s3.json"), []byte(d.s3.ConfigJSON()), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func (d *durEnv) waitLive(t *testing.T, r *durRun, n int) {
 	t.Helper()
 	want := durLine(n, durMask)
 	durEventually(t, durWait, fmt.Sprintf("live chunk of run %s holding %q", r.id, strings.TrimSpace(want)), func() (bool, string) {
-		live, keys := d.s3.liveChunks(t, r.id)
+		live, keys := liveChunks(t, d.s3, r.id)
 		if fin := d.finishedEvent(r.id); fin != nil {
 			t.Fatalf("run %s ended before line %d reached the live chunks: %s", r.id, n, fin)
 		}
@@ -327,7 +327,7 @@ func (d *durEnv) checkStored(t *testing.T, r *durRun, final string, meta map[str
 		if got := durMeta(meta, "hangar-sha256"); got != hex.EncodeToString(sum[:]) {
 			t.Errorf("final object's metadata hangar-sha256 %q, want its SHA-256 %x", got, sum)
 		}
-		live, keys := d.s3.liveChunks(t, r.id)
+		live, keys := liveChunks(t, d.s3, r.id)
 		if !strings.HasPrefix(final, live) {
 			t.Errorf("the %d live chunks (%d bytes) are not a prefix of the final log", len(keys), len(live))
 		}

@@ -2,11 +2,16 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"io"
+	"log"
 	"net"
-	"net/http/httptest"
+	"net/http"
 	"sort"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rclone/gofakes3"
 	"github.com/rclone/gofakes3/s3mem"
@@ -14,14 +19,22 @@ import (
 
 // S3 is an S3-compatible server (rclone/gofakes3 with AWS Signature Version 4
 // enforced) on a loopback port, for logship. The test reads the stored objects
-// straight from its in-memory backend.
+// straight from its in-memory backend, whether the server is up or not; Stop
+// and Start take it down and bring it back on the same address with the same
+// objects (an S3 outage).
 type S3 struct {
 	Endpoint             string // http://127.0.0.1:PORT, path-style
+	Addr                 string // 127.0.0.1:PORT
 	Bucket               string
 	Region               string
 	AccessKey, SecretKey string
 
 	backend *s3mem.Backend
+	handler http.Handler
+
+	mu   sync.Mutex
+	srv  *http.Server
+	done chan struct{} // closed when srv's Serve returned
 }
 
 // StartS3 starts the server with one bucket; it stops in t.Cleanup.
@@ -31,22 +44,75 @@ func StartS3(t testing.TB, bucket string) *S3 {
 	if err := s.backend.CreateBucket(context.Background(), bucket); err != nil {
 		t.Fatalf("s3: create bucket %s: %v", bucket, err)
 	}
-	faker := gofakes3.New(s.backend,
+	s.handler = gofakes3.New(s.backend,
 		gofakes3.WithV4Auth(map[string]string{s.AccessKey: s.SecretKey}),
 		gofakes3.WithHostBucket(false),
 		gofakes3.WithoutVersioning(),
-	)
-	srv := httptest.NewUnstartedServer(faker.Server())
+	).Server()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.Listener = ln
-	srv.Config.ErrorLog = nil
-	srv.Start()
-	t.Cleanup(srv.Close)
-	s.Endpoint = srv.URL
+	s.Addr = ln.Addr().String()
+	s.Endpoint = "http://" + s.Addr
+	s.serve(ln)
+	t.Cleanup(s.Stop)
 	return s
+}
+
+func (s *S3) serve(ln net.Listener) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.srv = &http.Server{Handler: s.handler, ErrorLog: log.New(io.Discard, "", 0), ReadHeaderTimeout: 30 * time.Second}
+	s.done = make(chan struct{})
+	srv, done := s.srv, s.done
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+}
+
+// Running reports whether the server is up.
+func (s *S3) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.srv != nil
+}
+
+// Stop closes the listener and every connection at once (requests in flight
+// fail), as an S3 endpoint that goes away. It does nothing if stopped.
+func (s *S3) Stop() {
+	s.mu.Lock()
+	srv, done := s.srv, s.done
+	s.srv = nil
+	s.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	_ = srv.Close()
+	<-done
+}
+
+// Start serves again on the same address, with the same objects. The port
+// was ours a moment ago; if something else took it meanwhile (unlikely on
+// loopback), it retries for a minute before failing the test.
+func (s *S3) Start(t testing.TB) {
+	t.Helper()
+	if s.Running() {
+		return
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ln, err := net.Listen("tcp", s.Addr)
+		if err == nil {
+			s.serve(ln)
+			return
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			t.Fatalf("s3: listen again on %s: %v", s.Addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // Env is the S3 part of logship's environment.
