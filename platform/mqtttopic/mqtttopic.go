@@ -2,8 +2,6 @@
 // them. Every party (control plane, gateway, broker ACLs) builds topics here.
 package mqtttopic
 
-import "regexp"
-
 // Prefix is the root of every Hangar topic.
 const Prefix = "hangar/pools/"
 
@@ -25,11 +23,3 @@ func Heartbeats(poolID string) string { return Prefix + poolID + "/heartbeats" }
 // SharedRuns is the shared subscription through which several gateways of one pool
 // split its runs between them: each run is delivered to exactly one.
 func SharedRuns(poolID string) string { return "$share/hangar-" + poolID + "/" + Runs(poolID) }
-
-var poolIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-
-// ValidPoolID reports whether id can name a pool: 1–63 characters of [a-z0-9-],
-// not starting with a dash, and not in the reserved "hangar-" namespace.
-func ValidPoolID(id string) bool {
-	return poolIDPattern.MatchString(id) && !(len(id) >= 7 && id[:7] == "hangar-")
-}
