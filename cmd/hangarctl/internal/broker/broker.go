@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/pebble"
@@ -54,6 +55,7 @@ type Config struct {
 // Broker is a running embedded broker.
 type Broker struct {
 	server    *mqtt.Server
+	hook      *certHook
 	addr      string
 	closeOnce sync.Once
 	closeErr  error
@@ -111,7 +113,7 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		_ = server.Close()
 		return nil, fmt.Errorf("start broker: %w", err)
 	}
-	return &Broker{server: server, addr: l.Address()}, nil
+	return &Broker{server: server, hook: hook, addr: l.Address()}, nil
 }
 
 // Addr returns the address the broker listens on, with the actual port.
@@ -122,6 +124,7 @@ func (b *Broker) Addr() string { return b.addr }
 // called more than once.
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
+		b.hook.drain(2 * time.Second)
 		if err := b.server.Close(); err != nil {
 			b.closeErr = fmt.Errorf("close broker: %w", err)
 		}

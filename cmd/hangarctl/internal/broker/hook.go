@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -19,6 +21,14 @@ type certHook struct {
 	acl    acl
 	server *mqtt.Server
 	log    *slog.Logger
+
+	// mochi acknowledges a QoS 1 publish before it hands the message to the
+	// subscribers (and to the session store). On shutdown the broker stops
+	// taking publishes (closing: no PUBACK, so publishers resend after the
+	// restart) and waits for the ones being handed over (active) before the
+	// store closes, so that no acknowledged message is lost.
+	closing atomic.Bool
+	active  atomic.Int64
 }
 
 // ID returns the id of the hook.
@@ -26,7 +36,7 @@ func (h *certHook) ID() string { return "hangar-cert-acl" }
 
 // Provides reports which hook methods certHook implements.
 func (h *certHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnPublished}, []byte{b})
 }
 
 // OnConnectAuthenticate allows a CONNECT only on a TLS connection with a verified
@@ -72,11 +82,29 @@ func (h *certHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // OnPublish drops a publication to a topic the client's identity may not write:
 // the client gets its acknowledgement, no subscriber gets the message.
 func (h *certHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	h.active.Add(1)
+	if h.closing.Load() {
+		h.active.Add(-1)
+		return pk, packets.ErrRejectPacket // not acknowledged: resent after the restart
+	}
 	if cl.Net.Inline || h.acl.allowed(string(cl.Properties.Username), pk.TopicName, true) {
 		return pk, nil
 	}
 	h.log.Info("mqtt publish refused", "client", cl.ID, "identity", string(cl.Properties.Username), "topic", pk.TopicName)
 	return pk, packets.CodeSuccessIgnore
+}
+
+// OnPublished is called once a publish was handed to the subscribers.
+func (h *certHook) OnPublished(*mqtt.Client, packets.Packet) { h.active.Add(-1) }
+
+// drain stops taking publishes and waits, up to timeout, for those being
+// handed over to the subscribers.
+func (h *certHook) drain(timeout time.Duration) {
+	h.closing.Store(true)
+	deadline := time.Now().Add(timeout)
+	for h.active.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // peerIdentity returns the CN of the verified client certificate of cl's connection.
