@@ -31,23 +31,21 @@ func (r *Runtime) runLabels(runID string) map[string]string {
 // phaseContainer translates phase i of job into its container: the runner
 // image with its entrypoint cleared, the phase script under /bin/sh -c, the
 // working directory workdir, the job's environment, the run's labels and the
-// phase's, the workspace volume at /workspace and the extra mounts, the stop
+// phase's, the workspace volume at /workspace and the extra mounts (as
+// checked by checkedMounts), the stop
 // grace period, and the security settings of hostConfig.
-func (r *Runtime) phaseContainer(job *runner.Job, volume, workdir string, i int, p *runv1.Phase) phaseSpec {
+func (r *Runtime) phaseContainer(job *runner.Job, volume, workdir string, i int, p *runv1.Phase, extra []mount.Mount) phaseSpec {
 	labels := r.runLabels(job.RunID)
 	labels[LabelPhase] = p.GetName()
 	stopTimeout := graceSeconds(job.StopGrace)
-	mounts := []mount.Mount{{
+	mounts := append([]mount.Mount{{
 		Type:   mount.TypeVolume,
 		Source: volume,
 		Target: workspaceDir,
 		// The volume holds the job's workspace only, not what the image
 		// has at /workspace.
 		VolumeOptions: &mount.VolumeOptions{NoCopy: true},
-	}}
-	for _, m := range r.opts.ExtraMounts {
-		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
-	}
+	}}, extra...)
 	var pids *int64
 	if r.opts.PidsLimit > 0 {
 		pids = &r.opts.PidsLimit

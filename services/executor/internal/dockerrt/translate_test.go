@@ -23,6 +23,7 @@ func TestPhaseContainer(t *testing.T) {
 		grace time.Duration
 		phase *runv1.Phase
 		index int
+		extra []mount.Mount
 		check func(t *testing.T, s phaseSpec)
 	}{
 		{
@@ -68,9 +69,9 @@ func TestPhaseContainer(t *testing.T) {
 			},
 		},
 		{
-			name: "every option",
-			opts: Options{Network: "none", Runtime: "runsc", Memory: 1 << 30, NanoCPUs: 5e8, PidsLimit: -1,
-				ExtraMounts: []Mount{{Source: "/opt/cache", Target: "/cache", ReadOnly: true}}},
+			name:  "every option",
+			opts:  Options{Network: "none", Runtime: "runsc", Memory: 1 << 30, NanoCPUs: 5e8, PidsLimit: -1},
+			extra: []mount.Mount{{Type: mount.TypeBind, Source: "/opt/cache", Target: "/cache", ReadOnly: true}},
 			phase: &runv1.Phase{Name: "a very/odd name with spaces and more than thirty-two chars", Commands: []string{"x"}},
 			check: func(t *testing.T, s phaseSpec) {
 				if !strings.HasPrefix(s.Name, "hangar-run-1-0-a_very_odd_name") || len(s.Name) != len("hangar-run-1-0-")+32 {
@@ -99,7 +100,7 @@ func TestPhaseContainer(t *testing.T) {
 			}
 			env := []string{"A=1", "SECRET=s"}
 			job := &runner.Job{RunID: "run-1", Spec: &runv1.RunSpec{RunnerImage: "runner:1"}, Env: env, StopGrace: tc.grace}
-			s := r.phaseContainer(job, "hangar-ws-run-1", "/workspace/infra", tc.index, tc.phase)
+			s := r.phaseContainer(job, "hangar-ws-run-1", "/workspace/infra", tc.index, tc.phase, tc.extra)
 			tc.check(t, s)
 			s.Config.Env[0] = "changed"
 			if env[0] != "A=1" {
