@@ -100,6 +100,15 @@ type Runtime interface {
 	Open(job *Job) (Session, error)
 }
 
+// Adopter is a runtime whose runs outlive the executor process (the Docker
+// runtime: containers and their relays keep running and keep the output).
+type Adopter interface {
+	// Adoptable reports whether phase i (in Selected) of a run this
+	// executor started still runs, and returns the run's environment (the
+	// Job's Env), kept by the runtime rather than on the executor's disk.
+	Adoptable(ctx context.Context, runID string, phase int) (env []string, err error)
+}
+
 // Session is one run on a runtime: prepare, run phases one by one, export the
 // workspace, tear down. The phase loop calls Prepare once (not for an adopted
 // run), then RunPhase for each phase in order, then Export if the job asks
