@@ -254,6 +254,7 @@ func StartExecutorIn(t testing.TB, bin, id, workDir, gwAddr, logshipAddr string,
 		"HANGAR_LOGSHIP_ADDR=" + logshipAddr,
 		"HANGAR_EXECUTOR_DEBUG_ADDR=" + e.DebugAddr,
 		"HANGAR_EXECUTOR_WORK_DIR=" + workDir,
+		"HANGAR_EXECUTOR_IO_DIR=" + IODir(t, workDir),
 	}, extra...)
 	e.Process = Start(t, "executor-"+id, env, bin)
 	t.Cleanup(e.Shutdown)

@@ -54,6 +54,10 @@ type Job struct {
 	Durable *Durable
 	// OnPhase is called when a phase starts ("init", "plan", ...).
 	OnPhase func(phase string)
+	// Checkpoint, when set, is called before phase i (its index in
+	// Selected) starts, with the job's output count so far: what a later
+	// executor process needs to re-adopt the run (see Adoption).
+	Checkpoint func(phase int, base uint64)
 	// StopGrace is the time between the stop signal and the kill.
 	StopGrace time.Duration
 	// Phases, when not nil, names the phases to run: the spec's other phases
