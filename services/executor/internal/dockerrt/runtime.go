@@ -27,6 +27,7 @@ import (
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
+	"github.com/hangar-dev/hangar/services/executor/internal/mountguard"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 )
 
@@ -58,6 +59,10 @@ type Options struct {
 	// ExtraMounts are bind-mounted into every container of a run
 	// (HANGAR_WORKER_EXTRA_MOUNTS, see ParseMounts).
 	ExtraMounts []Mount
+	// MountGuard checks each extra mount's source, at New and again before
+	// every container is created; nil checks against
+	// mountguard.KnownSockets("").
+	MountGuard *mountguard.Guard
 	// Runtime is the OCI runtime of the run containers
 	// (HANGAR_WORKER_RUNTIME, e.g. "runsc"); "" uses the engine's default.
 	Runtime string
@@ -82,9 +87,10 @@ type Options struct {
 // Runtime runs jobs in Docker containers. It implements runner.Runtime and
 // is safe for concurrent use.
 type Runtime struct {
-	cli  Client
-	opts Options
-	log  *slog.Logger
+	cli   Client
+	opts  Options
+	guard *mountguard.Guard
+	log   *slog.Logger
 	// created, when set (by tests), is called with the id of each container
 	// after it is created and before it starts.
 	created func(id string)
@@ -129,19 +135,23 @@ func New(cli Client, opts Options) (*Runtime, error) {
 			return nil, fmt.Errorf("docker runtime: docker config dir: %w", err)
 		}
 	}
+	guard := opts.MountGuard
+	if guard == nil {
+		guard = mountguard.New(mountguard.KnownSockets(""))
+	}
 	opts.ExtraMounts = slices.Clone(opts.ExtraMounts)
 	for _, m := range opts.ExtraMounts {
 		// Options may be built without ParseMounts: apply its rules.
 		spec := m.Source + ":" + m.Target
-		if _, err := parseMount(spec); err != nil {
-			return nil, fmt.Errorf("docker runtime: extra mount %q: %w", spec, err)
+		if _, err := ParseMounts(spec, guard); err != nil {
+			return nil, fmt.Errorf("docker runtime: extra mount: %w", err)
 		}
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Runtime{cli: cli, opts: opts, log: log}, nil
+	return &Runtime{cli: cli, opts: opts, guard: guard, log: log}, nil
 }
 
 // Ping checks that the Docker engine answers.
@@ -379,17 +389,18 @@ func (rn *run) createContainer(ctx context.Context, i int, p *runv1.Phase) (stri
 	labels := rn.labels()
 	labels[LabelPhase] = p.GetName()
 	stopTimeout := graceSeconds(job.StopGrace)
-	mounts := []mount.Mount{{
+	extra, err := r.checkedMounts()
+	if err != nil {
+		return "", err
+	}
+	mounts := append([]mount.Mount{{
 		Type:   mount.TypeVolume,
 		Source: rn.volume,
 		Target: workspaceDir,
 		// The volume holds the job's workspace only, not what the image
 		// has at /workspace.
 		VolumeOptions: &mount.VolumeOptions{NoCopy: true},
-	}}
-	for _, m := range r.opts.ExtraMounts {
-		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
-	}
+	}}, extra...)
 	var pids *int64
 	if r.opts.PidsLimit > 0 {
 		pids = &r.opts.PidsLimit

@@ -23,6 +23,7 @@ import (
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
+	"github.com/hangar-dev/hangar/services/executor/internal/mountguard"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 )
 
@@ -412,7 +413,7 @@ func TestRunExtraMounts(t *testing.T) {
 	t.Parallel()
 	roDir, rwDir := t.TempDir(), t.TempDir()
 	writeFile(t, filepath.Join(roDir, "hello.txt"), "from the host\n", 0o644)
-	mounts, err := ParseMounts(fmt.Sprintf("%s:/mnt/ro:ro, %s:/mnt/rw", roDir, rwDir))
+	mounts, err := ParseMounts(fmt.Sprintf("%s:/mnt/ro:ro, %s:/mnt/rw", roDir, rwDir), mountguard.New(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -614,7 +615,7 @@ func TestNewValidatesOptions(t *testing.T) {
 		wantErr string
 	}{
 		{"no executor id", Options{}, "empty executor id"},
-		{"docker socket mount", Options{ExecutorID: "x", ExtraMounts: []Mount{{Source: "/var/run/docker.sock", Target: "/s"}}}, "no Docker socket inside runs"},
+		{"docker socket mount", Options{ExecutorID: "x", ExtraMounts: []Mount{{Source: "/var/run/docker.sock", Target: "/s"}}}, "is the Docker socket"},
 		{"missing docker config", Options{ExecutorID: "x", DockerConfigDir: filepath.Join(bad, "nope")}, "docker config dir"},
 		{"bad docker config", Options{ExecutorID: "x", DockerConfigDir: bad}, "auth is not valid base64"},
 		{"negative memory", Options{ExecutorID: "x", Memory: -1}, "negative"},
