@@ -19,6 +19,7 @@ import (
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	"github.com/hangar-dev/hangar/platform/runimage"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
+	"github.com/hangar-dev/hangar/services/executor/internal/supervise"
 )
 
 const testImage = "hangar-test/busybox:latest"
@@ -193,7 +194,7 @@ func runJob(t *testing.T, rt *Runtime, tj *testJob) runner.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	return rt.Run(ctx, tj.Job)
+	return supervise.Run(ctx, rt, tj.Job, supervise.Limits{})
 }
 
 func wantFinished(t *testing.T, res runner.Result, tj *testJob) {

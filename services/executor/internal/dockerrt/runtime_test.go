@@ -25,6 +25,7 @@ import (
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	"github.com/hangar-dev/hangar/services/executor/internal/mountguard"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
+	"github.com/hangar-dev/hangar/services/executor/internal/supervise"
 )
 
 func TestRunPhasesInOrder(t *testing.T) {
@@ -503,7 +504,7 @@ func TestRunCancel(t *testing.T) {
 				cancel(runner.ErrCancelled)
 			}()
 			start := time.Now()
-			res := rt.Run(ctx, tj.Job)
+			res := supervise.Run(ctx, rt, tj.Job, supervise.Limits{})
 			elapsed := time.Since(start)
 			if res.ExitCode != tc.wantCode || res.Outcome == eventv1.Outcome_OUTCOME_FINISHED {
 				t.Errorf("result = %+v, want exit code %d and not FINISHED", res, tc.wantCode)
@@ -531,8 +532,8 @@ func TestRunContextAlreadyEnded(t *testing.T) {
 	tj := newJob(phase("init", "echo should-not-run"))
 	ctx, cancel := context.WithCancelCause(context.Background())
 	cancel(runner.ErrRunTimeout)
-	res := rt.Run(ctx, tj.Job)
-	if res.Outcome == eventv1.Outcome_OUTCOME_FINISHED || res.ExitCode != -1 || !strings.Contains(res.Reason, runner.ErrRunTimeout.Error()) {
+	res := supervise.Run(ctx, rt, tj.Job, supervise.Limits{})
+	if res.Outcome != eventv1.Outcome_OUTCOME_TIMED_OUT || res.ExitCode != -1 {
 		t.Errorf("result = %+v", res)
 	}
 	if tj.stdout.String() != "" {
