@@ -12,12 +12,13 @@ import (
 
 	"github.com/hangar-dev/hangar/platform/envconfig"
 	"github.com/hangar-dev/hangar/platform/telemetry"
+	"github.com/hangar-dev/hangar/platform/tlsconfig"
 	"github.com/hangar-dev/hangar/services/executor/internal/workspace"
 )
 
 // Config is the executor's configuration.
 type Config struct {
-	ExecutorID  string            // HANGAR_EXECUTOR_ID, default: host name
+	ExecutorID  string            // HANGAR_EXECUTOR_ID, default: the id in the certificate, else the host name
 	Slots       int               // HANGAR_EXECUTOR_SLOTS, default: number of CPUs
 	Runtime     string            // HANGAR_EXECUTOR_RUNTIME: docker (default) or process
 	GatewayAddr string            // HANGAR_GATEWAY_ADDR
@@ -55,9 +56,15 @@ type Config struct {
 	// encrypted workspace (optional: without a bucket such runs fail).
 	State StateConfig
 
-	TLSCert, TLSKey, TLSCA string           // mTLS towards gateway and logship (optional)
-	Telemetry              telemetry.Config // HANGAR_OTLP_*
-	LogLevel               string
+	TLSCert, TLSKey, TLSCA string // mTLS towards gateway and logship (HANGAR_TLS_*; all three or none)
+	// PoolTLS is the executor's pool certificate loaded from them (role
+	// executor, ADR 0008); nil without TLS.
+	PoolTLS *tlsconfig.Pool
+	// InsecurePlaintext allows plaintext gRPC to a non-loopback gateway or
+	// logship (HANGAR_INSECURE_PLAINTEXT).
+	InsecurePlaintext bool
+	Telemetry         telemetry.Config // HANGAR_OTLP_*
+	LogLevel          string
 }
 
 // StateConfig is the S3 bucket of hand-off state, configured like logship's
@@ -83,28 +90,29 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 	r := envconfig.New(lookup, envconfig.WithEnviron(environ))
 	host, _ := os.Hostname()
 	c := &Config{
-		ExecutorID:      r.String("HANGAR_EXECUTOR_ID", host),
-		Slots:           r.Int("HANGAR_EXECUTOR_SLOTS", runtime.NumCPU(), 1, 1024),
-		Runtime:         r.OneOf("HANGAR_EXECUTOR_RUNTIME", "docker", "docker", "process"),
-		GatewayAddr:     r.String("HANGAR_GATEWAY_ADDR", "127.0.0.1:7300"),
-		LogshipAddr:     r.String("HANGAR_LOGSHIP_ADDR", "127.0.0.1:7302"),
-		DebugAddr:       r.String("HANGAR_EXECUTOR_DEBUG_ADDR", ":9303"),
-		WorkDir:         r.String("HANGAR_EXECUTOR_WORK_DIR", os.TempDir()),
-		Metadata:        r.Prefixed("HANGAR_METADATA_"),
-		DockerConfigDir: r.String("HANGAR_DOCKER_CONFIG_DIR", ""),
-		WorkerNetwork:   r.String("HANGAR_WORKER_NETWORK", "bridge"),
-		ExtraMounts:     r.String("HANGAR_WORKER_EXTRA_MOUNTS", ""),
-		WorkerRuntime:   r.String("HANGAR_WORKER_RUNTIME", ""),
-		WorkerMemory:    int64(r.Int("HANGAR_WORKER_MEMORY_MB", 0, 0, 1<<22)),
-		WorkerPids:      int64(r.Int("HANGAR_WORKER_PIDS_LIMIT", 4096, 0, 1<<22)),
-		RunTimeout:      r.Duration("HANGAR_RUN_TIMEOUT", 70*time.Minute),
-		LogsTimeout:     r.Duration("HANGAR_LOGS_TIMEOUT", 7*time.Minute),
-		CancelGrace:     r.Duration("HANGAR_CANCEL_GRACE", 10*time.Second),
-		TLSCert:         r.String("HANGAR_TLS_CERT", ""),
-		TLSKey:          r.String("HANGAR_TLS_KEY", ""),
-		TLSCA:           r.String("HANGAR_TLS_CA", ""),
-		Telemetry:       telemetry.ConfigFromEnv(r, "hangar-executor"),
-		LogLevel:        r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error"),
+		ExecutorID:        r.String("HANGAR_EXECUTOR_ID", ""),
+		Slots:             r.Int("HANGAR_EXECUTOR_SLOTS", runtime.NumCPU(), 1, 1024),
+		Runtime:           r.OneOf("HANGAR_EXECUTOR_RUNTIME", "docker", "docker", "process"),
+		GatewayAddr:       r.String("HANGAR_GATEWAY_ADDR", "127.0.0.1:7300"),
+		LogshipAddr:       r.String("HANGAR_LOGSHIP_ADDR", "127.0.0.1:7302"),
+		DebugAddr:         r.String("HANGAR_EXECUTOR_DEBUG_ADDR", ":9303"),
+		WorkDir:           r.String("HANGAR_EXECUTOR_WORK_DIR", os.TempDir()),
+		Metadata:          r.Prefixed("HANGAR_METADATA_"),
+		DockerConfigDir:   r.String("HANGAR_DOCKER_CONFIG_DIR", ""),
+		WorkerNetwork:     r.String("HANGAR_WORKER_NETWORK", "bridge"),
+		ExtraMounts:       r.String("HANGAR_WORKER_EXTRA_MOUNTS", ""),
+		WorkerRuntime:     r.String("HANGAR_WORKER_RUNTIME", ""),
+		WorkerMemory:      int64(r.Int("HANGAR_WORKER_MEMORY_MB", 0, 0, 1<<22)),
+		WorkerPids:        int64(r.Int("HANGAR_WORKER_PIDS_LIMIT", 4096, 0, 1<<22)),
+		RunTimeout:        r.Duration("HANGAR_RUN_TIMEOUT", 70*time.Minute),
+		LogsTimeout:       r.Duration("HANGAR_LOGS_TIMEOUT", 7*time.Minute),
+		CancelGrace:       r.Duration("HANGAR_CANCEL_GRACE", 10*time.Second),
+		TLSCert:           r.String("HANGAR_TLS_CERT", ""),
+		TLSKey:            r.String("HANGAR_TLS_KEY", ""),
+		TLSCA:             r.String("HANGAR_TLS_CA", ""),
+		InsecurePlaintext: r.Bool("HANGAR_INSECURE_PLAINTEXT", false),
+		Telemetry:         telemetry.ConfigFromEnv(r, "hangar-executor"),
+		LogLevel:          r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error"),
 	}
 	c.State = StateConfig{
 		Bucket:       r.String("HANGAR_S3_BUCKET", ""),
@@ -125,6 +133,20 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 	mask := r.List("HANGAR_MASK_ENVS")
 	if err := r.Err(); err != nil {
 		return nil, err
+	}
+	pool, perr := tlsconfig.LoadPoolFiles(c.TLSCA, c.TLSCert, c.TLSKey, tlsconfig.RoleExecutor)
+	if perr != nil {
+		return nil, fmt.Errorf("HANGAR_TLS_CA, HANGAR_TLS_CERT, HANGAR_TLS_KEY: %w", perr)
+	}
+	c.PoolTLS = pool
+	switch {
+	case pool != nil && c.ExecutorID == "":
+		c.ExecutorID = pool.Identity.ID
+	case pool != nil && c.ExecutorID != pool.Identity.ID:
+		return nil, fmt.Errorf("HANGAR_EXECUTOR_ID: %q, but the certificate in HANGAR_TLS_CERT is for executor %q (%s): the gateway takes the id from the certificate; unset HANGAR_EXECUTOR_ID or issue a certificate for it",
+			c.ExecutorID, pool.Identity.ID, pool.Identity)
+	case c.ExecutorID == "":
+		c.ExecutorID = host
 	}
 	if c.ExecutorID == "" {
 		return nil, fmt.Errorf("HANGAR_EXECUTOR_ID: required (the host name is unknown)")
