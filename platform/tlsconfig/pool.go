@@ -170,10 +170,42 @@ func verifyChain(chain [][]byte, cas *x509.CertPool, now time.Time, usage x509.E
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
 	}
-	if _, err := certs[0].Verify(x509.VerifyOptions{
+	if certs[0].IsCA {
+		return nil, errors.New("a CA certificate cannot be used as an identity")
+	}
+	chains, err := certs[0].Verify(x509.VerifyOptions{
 		Roots: cas, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{usage},
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("does not verify against the pool CA: %w", err)
 	}
-	return certs[0], nil
+	// An intermediate is an enrollment issuer (EnrollmentIdentity): it
+	// may only vouch for identities of its own pool and role.
+	var lastErr error
+	for _, chain := range chains {
+		if lastErr = checkIntermediates(certs[0], chain); lastErr == nil {
+			return certs[0], nil
+		}
+	}
+	return nil, lastErr
+}
+
+func checkIntermediates(leaf *x509.Certificate, chain []*x509.Certificate) error {
+	if len(chain) <= 2 {
+		return nil
+	}
+	id, err := IdentityOf(leaf)
+	if err != nil {
+		return err
+	}
+	for _, c := range chain[1 : len(chain)-1] {
+		issuer, err := IdentityOf(c)
+		if err != nil {
+			return fmt.Errorf("intermediate %q: %w", c.Subject.CommonName, err)
+		}
+		if issuer.ID != EnrollmentID || issuer.Pool != id.Pool || issuer.Role != id.Role {
+			return fmt.Errorf("intermediate %s may not issue %s", issuer, id)
+		}
+	}
+	return nil
 }

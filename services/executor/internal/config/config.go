@@ -57,6 +57,12 @@ type Config struct {
 	State StateConfig
 
 	TLSCert, TLSKey, TLSCA string // mTLS towards gateway and logship (HANGAR_TLS_*; all three or none)
+	// TLSEnrollCert and TLSEnrollKey are an executor enrollment CA
+	// (HANGAR_TLS_ENROLL_CERT, HANGAR_TLS_ENROLL_KEY), instead of
+	// HANGAR_TLS_CERT and HANGAR_TLS_KEY, for replicated executors: the
+	// executor mints its own certificate at start, for HANGAR_EXECUTOR_ID or
+	// the host name.
+	TLSEnrollCert, TLSEnrollKey string
 	// PoolTLS is the executor's pool certificate loaded from them (role
 	// executor, ADR 0008); nil without TLS.
 	PoolTLS *tlsconfig.Pool
@@ -110,6 +116,8 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 		TLSCert:           r.String("HANGAR_TLS_CERT", ""),
 		TLSKey:            r.String("HANGAR_TLS_KEY", ""),
 		TLSCA:             r.String("HANGAR_TLS_CA", ""),
+		TLSEnrollCert:     r.String("HANGAR_TLS_ENROLL_CERT", ""),
+		TLSEnrollKey:      r.String("HANGAR_TLS_ENROLL_KEY", ""),
 		InsecurePlaintext: r.Bool("HANGAR_INSECURE_PLAINTEXT", false),
 		Telemetry:         telemetry.ConfigFromEnv(r, "hangar-executor"),
 		LogLevel:          r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error"),
@@ -134,9 +142,24 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 	if err := r.Err(); err != nil {
 		return nil, err
 	}
-	pool, perr := tlsconfig.LoadPoolFiles(c.TLSCA, c.TLSCert, c.TLSKey, tlsconfig.RoleExecutor)
-	if perr != nil {
-		return nil, fmt.Errorf("HANGAR_TLS_CA, HANGAR_TLS_CERT, HANGAR_TLS_KEY: %w", perr)
+	var pool *tlsconfig.Pool
+	var perr error
+	switch {
+	case c.TLSEnrollCert != "" || c.TLSEnrollKey != "":
+		if c.TLSCert != "" || c.TLSKey != "" || c.TLSCA == "" || c.TLSEnrollCert == "" || c.TLSEnrollKey == "" {
+			return nil, fmt.Errorf("HANGAR_TLS_ENROLL_CERT, HANGAR_TLS_ENROLL_KEY: set both, with HANGAR_TLS_CA, and without HANGAR_TLS_CERT and HANGAR_TLS_KEY")
+		}
+		id := c.ExecutorID
+		if id == "" {
+			id = host
+		}
+		if pool, perr = tlsconfig.EnrollFiles(c.TLSCA, c.TLSEnrollCert, c.TLSEnrollKey, id, tlsconfig.RoleExecutor); perr != nil {
+			return nil, fmt.Errorf("HANGAR_TLS_ENROLL_CERT: %w", perr)
+		}
+	default:
+		if pool, perr = tlsconfig.LoadPoolFiles(c.TLSCA, c.TLSCert, c.TLSKey, tlsconfig.RoleExecutor); perr != nil {
+			return nil, fmt.Errorf("HANGAR_TLS_CA, HANGAR_TLS_CERT, HANGAR_TLS_KEY: %w", perr)
+		}
 	}
 	c.PoolTLS = pool
 	switch {
