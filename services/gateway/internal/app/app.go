@@ -66,15 +66,17 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return fmt.Errorf("HANGAR_TLS_*: %w", err)
 	}
 	var serverTLS, policyTLS *tls.Config
-	var creds *runcred.Issuer
+	var creds dispatch.CredentialIssuer // nil without TLS (not a nil *runcred.Issuer)
 	if poolTLS != nil {
 		if poolTLS.Identity.Pool != poolID {
 			return fmt.Errorf("HANGAR_TLS_CERT: the certificate is for pool %q, HANGAR_TOKEN for pool %q", poolTLS.Identity.Pool, poolID)
 		}
 		serverTLS, policyTLS = poolTLS.ServerConfig(), poolTLS.ClientConfig(tlsconfig.RolePolicy)
-		if creds, err = runcred.NewIssuer(poolTLS, cfg.LogCredentialTTL); err != nil {
+		issuer, err := runcred.NewIssuer(poolTLS, cfg.LogCredentialTTL)
+		if err != nil {
 			return err
 		}
+		creds = issuer
 		log.Info("in-pool gRPC uses mutual TLS", "identity", poolTLS.Identity.String())
 	} else if err := dial.CheckPlaintext(cfg.PolicyAddr, cfg.InsecurePlaintext); err != nil {
 		return fmt.Errorf("HANGAR_POLICY_ADDR: %w", err)
