@@ -60,9 +60,12 @@ type LogServiceClient interface {
 	// A refused Open ends the stream with PERMISSION_DENIED naming the check that
 	// failed (never a secret value).
 	//
-	// Errors: FAILED_PRECONDITION if the first message is not Open, INVALID_ARGUMENT
-	// for an Open without run id, OUT_OF_RANGE for a sequence gap, PERMISSION_DENIED
-	// as above, UNAUTHENTICATED without a pool certificate.
+	// Errors: FAILED_PRECONDITION if the first message is not Open, or for a chunk
+	// past the end of a log already closed (a finished log is never written
+	// again); INVALID_ARGUMENT for an Open without run id or over the secrets cap;
+	// OUT_OF_RANGE for a sequence gap; UNAVAILABLE for a new run while logship's
+	// spool disk is nearly full (retry later); PERMISSION_DENIED as above;
+	// UNAUTHENTICATED without a pool certificate.
 	Ship(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ShipRequest, ShipResponse], error)
 	// Tail streams a run's masked log from `offset`, live while the run goes on,
 	// and ends when the log is closed and fully sent. NOT_FOUND if logship knows no
@@ -146,9 +149,12 @@ type LogServiceServer interface {
 	// A refused Open ends the stream with PERMISSION_DENIED naming the check that
 	// failed (never a secret value).
 	//
-	// Errors: FAILED_PRECONDITION if the first message is not Open, INVALID_ARGUMENT
-	// for an Open without run id, OUT_OF_RANGE for a sequence gap, PERMISSION_DENIED
-	// as above, UNAUTHENTICATED without a pool certificate.
+	// Errors: FAILED_PRECONDITION if the first message is not Open, or for a chunk
+	// past the end of a log already closed (a finished log is never written
+	// again); INVALID_ARGUMENT for an Open without run id or over the secrets cap;
+	// OUT_OF_RANGE for a sequence gap; UNAVAILABLE for a new run while logship's
+	// spool disk is nearly full (retry later); PERMISSION_DENIED as above;
+	// UNAUTHENTICATED without a pool certificate.
 	Ship(grpc.BidiStreamingServer[ShipRequest, ShipResponse]) error
 	// Tail streams a run's masked log from `offset`, live while the run goes on,
 	// and ends when the log is closed and fully sent. NOT_FOUND if logship knows no
