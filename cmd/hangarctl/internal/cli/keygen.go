@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/pki"
+	"github.com/hangar-dev/hangar/platform/atomicfile"
 )
 
 // keygenBits is the size of the pool keys hangarctl keygen makes.
@@ -72,7 +73,7 @@ func runKeygen(_ context.Context, e env) error {
 // if path exists, even if it appeared since the check.
 func keygenWrite(path string, data []byte, perm os.FileMode, force bool) error {
 	if force {
-		if err := pki.WriteFileAtomic(path, data, perm); err != nil {
+		if err := atomicfile.Write(path, data, perm); err != nil {
 			return fmt.Errorf("keygen: %w", err)
 		}
 		return nil

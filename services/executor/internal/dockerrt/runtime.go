@@ -27,6 +27,7 @@ import (
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
+	"github.com/hangar-dev/hangar/platform/ids"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 )
 
@@ -92,20 +93,6 @@ type Runtime struct {
 
 var _ runner.Runtime = (*Runtime)(nil)
 
-// validRunID reports whether id follows run.proto's run id syntax,
-// [A-Za-z0-9_-]{1,64}, which keeps the names and labels derived from it valid.
-func validRunID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
-		return false
-	}
-	for _, c := range []byte(id) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
 // New returns a runtime using cli. It checks the options but does not
 // contact the engine (see Ping).
 func New(cli Client, opts Options) (*Runtime, error) {
@@ -157,7 +144,7 @@ func (r *Runtime) Ping(ctx context.Context) error {
 // last phase's (exited) container, and removes every container and the volume
 // of the run before returning.
 func (r *Runtime) Run(ctx context.Context, job *runner.Job) runner.Result {
-	if !validRunID(job.RunID) {
+	if !ids.ValidRunID(job.RunID) {
 		return failed(-1, fmt.Sprintf("invalid run id %q", job.RunID))
 	}
 	phases := runner.Selected(job)

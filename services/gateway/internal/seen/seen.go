@@ -17,12 +17,15 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hangar-dev/hangar/platform/atomicfile"
 )
 
 // Store is a persistent set of run ids. It is safe for concurrent use.
@@ -100,23 +103,18 @@ func (s *Store) load() error {
 
 // compact rewrites the file with the live ids only, atomically.
 func (s *Store) compact() error {
-	tmp := s.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("seen: compact: %w", err)
-	}
-	w := bufio.NewWriter(f)
-	for id, ms := range s.ids {
-		if s.done[id] {
-			fmt.Fprintf(w, "%s %d done\n", id, ms)
-		} else {
-			fmt.Fprintf(w, "%s %d\n", id, ms)
+	err := atomicfile.WriteWith(s.path, 0o600, func(f io.Writer) error {
+		w := bufio.NewWriter(f)
+		for id, ms := range s.ids {
+			if s.done[id] {
+				fmt.Fprintf(w, "%s %d done\n", id, ms)
+			} else {
+				fmt.Fprintf(w, "%s %d\n", id, ms)
+			}
 		}
-	}
-	if err := errors.Join(w.Flush(), f.Sync(), f.Close()); err != nil {
-		return fmt.Errorf("seen: compact: %w", err)
-	}
-	if err := os.Rename(tmp, s.path); err != nil {
+		return w.Flush()
+	})
+	if err != nil {
 		return fmt.Errorf("seen: compact: %w", err)
 	}
 	if s.file != nil {

@@ -154,6 +154,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/hangar-dev/hangar/platform/ids"
 	"github.com/hangar-dev/hangar/services/logship/internal/mask"
 	"github.com/hangar-dev/hangar/services/logship/internal/s3log"
 	"github.com/hangar-dev/hangar/services/logship/internal/spool"
@@ -169,7 +170,7 @@ var (
 	ErrClosed = errors.New("run log already closed")
 	// ErrNotFound: the run is not in the spool.
 	ErrNotFound = errors.New("no such run")
-	// ErrInvalidRunID: see spool.ValidRunID.
+	// ErrInvalidRunID: the run id is not valid (ids.ValidRunID).
 	ErrInvalidRunID = spool.ErrInvalidRunID
 )
 
@@ -580,7 +581,7 @@ type Session struct {
 // next sequence number expected. Any previous stream's session on the run
 // is superseded.
 func (m *Manager) Open(req OpenRequest) (*Session, uint64, error) {
-	if !spool.ValidRunID(req.RunID) {
+	if !ids.ValidRunID(req.RunID) {
 		return nil, 0, ErrInvalidRunID
 	}
 	values := make([][]byte, len(req.Secrets))
