@@ -40,15 +40,22 @@ type Store struct {
 	writes int
 }
 
-// Open opens (or creates) the store in dir.
+// Open opens (or creates) the store of run ids in dir.
 func Open(dir string, now func() time.Time) (*Store, error) {
+	return OpenFile(dir, "seen-runs.log", now)
+}
+
+// OpenFile opens (or creates) a store kept in the file name of dir. The
+// gateway keeps run ids in one ("seen-runs.log") and command ids in another
+// ("seen-commands.log").
+func OpenFile(dir, name string, now func() time.Time) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("seen: create %s: %w", dir, err)
 	}
-	s := &Store{path: filepath.Join(dir, "seen-runs.log"), ids: map[string]int64{}, done: map[string]bool{}, retry: map[string]bool{}, now: now}
+	s := &Store{path: filepath.Join(dir, name), ids: map[string]int64{}, done: map[string]bool{}, retry: map[string]bool{}, now: now}
 	if err := s.load(); err != nil {
 		return nil, err
 	}
@@ -180,6 +187,24 @@ func (s *Store) Done(runID string) error {
 	}
 	s.done[runID] = true
 	return nil
+}
+
+// Known reports whether runID is remembered (received and not yet expired).
+func (s *Store) Known(runID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.ids[runID]
+	return ok
+}
+
+// Decided reports whether runID is known and its decision recorded (Done). A
+// known id that is not decided is being decided right now (another delivery
+// is in the intake) or was left undecided by an earlier life.
+func (s *Store) Decided(runID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, known := s.ids[runID]
+	return known && s.done[runID]
 }
 
 // Forget removes runID, so that the same id may be received again. Used when the
