@@ -30,6 +30,7 @@ import (
 	"github.com/hangar-dev/hangar/services/executor/internal/dockerrt"
 	"github.com/hangar-dev/hangar/services/executor/internal/execute"
 	"github.com/hangar-dev/hangar/services/executor/internal/handoff"
+	"github.com/hangar-dev/hangar/services/executor/internal/mountguard"
 	"github.com/hangar-dev/hangar/services/executor/internal/processrt"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 	"github.com/hangar-dev/hangar/services/executor/internal/supervise"
@@ -168,16 +169,18 @@ func newRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (runn
 		log.Warn("process runtime: runs execute as local processes with no isolation")
 		return processrt.Runtime{}, nil
 	}
-	mounts, err := dockerrt.ParseMounts(cfg.ExtraMounts)
+	guard := mountguard.New(mountguard.KnownSockets(cfg.DockerHost))
+	mounts, err := dockerrt.ParseMounts(cfg.ExtraMounts, guard)
 	if err != nil {
 		return nil, fmt.Errorf("HANGAR_WORKER_EXTRA_MOUNTS: %w", err)
 	}
+	log.Info("container-engine sockets refused as mount sources", "present", guard.Sockets())
 	cli, err := dockerrt.NewClientFromEnv()
 	if err != nil {
 		return nil, fmt.Errorf("docker: %w", err)
 	}
 	rt, err := dockerrt.New(cli, dockerrt.Options{
-		Network: cfg.WorkerNetwork, ExtraMounts: mounts, Runtime: cfg.WorkerRuntime, DockerConfigDir: cfg.DockerConfigDir,
+		Network: cfg.WorkerNetwork, ExtraMounts: mounts, MountGuard: guard, Runtime: cfg.WorkerRuntime, DockerConfigDir: cfg.DockerConfigDir,
 		Memory: cfg.WorkerMemory << 20, NanoCPUs: int64(cfg.WorkerCPUs * 1e9), PidsLimit: cfg.WorkerPids,
 		ExecutorID: cfg.ExecutorID, Logger: log,
 	})
