@@ -13,9 +13,9 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/controlplane"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/cpdir"
+	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	"github.com/hangar-dev/hangar/platform/mqtttopic"
 	"github.com/hangar-dev/hangar/platform/runenvelope"
 )

@@ -83,9 +83,9 @@ type Dispatcher struct {
 
 	mu        sync.Mutex
 	queue     []*job
-	runs      map[string]*lease      // leased runs by run id
-	parked    map[string]*job // unconfirmed runs by run id
-	epochs    map[string]uint64      // last epoch per run id still tracked
+	runs      map[string]*lease // leased runs by run id
+	parked    map[string]*job   // unconfirmed runs by run id
+	epochs    map[string]uint64 // last epoch per run id still tracked
 	executors map[string]*executor
 	closed    bool
 

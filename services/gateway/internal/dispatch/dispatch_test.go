@@ -375,7 +375,9 @@ func TestRecoverFailsARunWhoseEnvelopeNoLongerOpens(t *testing.T) {
 	}
 	rec := &recorder{}
 	d := New(Config{PoolID: "pool-a", Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(), Store: store}, rec)
-	d.Recover(func([]byte, time.Time) (*runv1.RunSpec, map[string]string, error) { return nil, nil, errors.New("expired") })
+	d.Recover(func([]byte, time.Time) (*runv1.RunSpec, map[string]string, error) {
+		return nil, nil, errors.New("expired")
+	})
 	if f := rec.finals("bad-1"); len(f) != 1 || f[0].GetOutcome() != eventv1.Outcome_OUTCOME_FAILED {
 		t.Fatalf("finals = %v", f)
 	}

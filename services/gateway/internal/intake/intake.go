@@ -215,6 +215,13 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 		return nil
 	}
 	in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Received{Received: &eventv1.RunReceived{}}})
+	if err := checkSecretBytes(spec); err != nil {
+		in.results.WithLabelValues("failed").Inc()
+		span.SetStatus(codes.Error, "secrets too large")
+		in.log.Warn("run refused: secrets too large", "run_id", v.RunID, "err", err)
+		in.events.Run(v.RunID, tc, finished(eventv1.Outcome_OUTCOME_FAILED, err.Error()))
+		return nil
+	}
 
 	decision, err := in.evaluate(ctx, v.RunID, spec)
 	if err != nil && ctx.Err() != nil {
