@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/pki"
+	"github.com/hangar-dev/hangar/platform/atomicfile"
 	"github.com/hangar-dev/hangar/platform/dial"
 	"github.com/hangar-dev/hangar/platform/tlsconfig"
 )
@@ -38,7 +39,7 @@ func runPKIInit(_ context.Context, e env) error {
 	} else if !created {
 		return fmt.Errorf("%s already holds a pool CA", *dir)
 	}
-	if err := pki.WriteFileAtomic(filepath.Join(*dir, poolNameFile), []byte(*pool+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(*dir, poolNameFile), []byte(*pool+"\n"), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "pool-internal CA of pool %s: %s (its key %s stays here)\n", *pool, d.CAFile(), d.KeyFile("ca"))

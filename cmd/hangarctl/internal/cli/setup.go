@@ -14,6 +14,7 @@ import (
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/cpdir"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/pki"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/s3server"
+	"github.com/hangar-dev/hangar/platform/atomicfile"
 	"github.com/hangar-dev/hangar/platform/tlsconfig"
 )
 
@@ -102,10 +103,10 @@ func runSetup(_ context.Context, e env) error {
 	if err != nil {
 		return err
 	}
-	if err := pki.WriteFileAtomic(keyB64File, []byte(base64.StdEncoding.EncodeToString(keyPEM)), 0o600); err != nil {
+	if err := atomicfile.Write(keyB64File, []byte(base64.StdEncoding.EncodeToString(keyPEM)), 0o600); err != nil {
 		return err
 	}
-	if err := pki.WriteFileAtomic(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		return err
 	}
 	if *owner >= 0 {
@@ -157,7 +158,7 @@ func setupPoolTLS(dir, pool string, e env) error {
 		if err := os.MkdirAll(string(d), 0o755); err != nil {
 			return err
 		}
-		if err := pki.WriteFileAtomic(d.CAFile(), ca.CertPEM, 0o644); err != nil {
+		if err := atomicfile.Write(d.CAFile(), ca.CertPEM, 0o644); err != nil {
 			return err
 		}
 		id := tlsconfig.Identity{Pool: pool, Role: s.role, ID: s.id}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/hangar-dev/hangar/platform/atomicfile"
 	"github.com/hangar-dev/hangar/platform/tlsconfig"
 )
 
@@ -115,7 +116,7 @@ func (d PoolTLSDir) InitPoolCA(pool string) (*CA, bool, error) {
 	if err := WriteKeyPEM(d.KeyFile("ca"), ca.Key); err != nil {
 		return nil, false, err
 	}
-	if err := WriteFileAtomic(d.CAFile(), ca.CertPEM, 0o644); err != nil {
+	if err := atomicfile.Write(d.CAFile(), ca.CertPEM, 0o644); err != nil {
 		return nil, false, err
 	}
 	return ca, true, nil
@@ -140,10 +141,10 @@ func (d PoolTLSDir) Issue(ca *CA, id tlsconfig.Identity, hosts []string) (bool, 
 		return false, err
 	}
 	defer clear(keyPEM)
-	if err := WriteFileAtomic(d.KeyFile(name), keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(d.KeyFile(name), keyPEM, 0o600); err != nil {
 		return false, err
 	}
-	if err := WriteFileAtomic(d.CertFile(name), certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(d.CertFile(name), certPEM, 0o644); err != nil {
 		return false, err
 	}
 	return true, nil
