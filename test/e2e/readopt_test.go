@@ -39,11 +39,11 @@ func testReadopt(t *testing.T, s *foStack, drained bool) {
 		name, id = "readopt-drained", "exec-rd"
 	}
 	p := s.pool(t, name)
-	gw := p.gateway(t, "gw-1").Start(t, "gateway-1")
+	gw := p.gateway(t, "gw-1").Start(t)
 	workDir := t.TempDir()
 	env := executorEnv("docker", 1)
 	since := time.Now()
-	ex := harness.StartExecutorIn(t, s.executorBin, id, workDir, gw.GRPCAddr, s.logship.GRPCAddr, env...)
+	ex := harness.NewExecutor(t, s.executorBin, id, workDir, gw.GRPCAddr, s.logship.GRPCAddr, env...).Start(t)
 	p.waitAttached(t, "gw-1", since, id)
 	ctl := func(args ...string) harness.Result {
 		t.Helper()
@@ -51,7 +51,7 @@ func testReadopt(t *testing.T, s *foStack, drained bool) {
 	}
 	executorState := func(after time.Time, state eventv1.WorkerState) {
 		t.Helper()
-		p.rec.WaitHeartbeat(2*wait, id+" "+state.String(), func(hb *eventv1.Heartbeat) bool {
+		p.obs.WaitHeartbeat(2*wait, id+" "+state.String(), func(hb *eventv1.Heartbeat) bool {
 			for _, e := range hb.GetExecutors() {
 				if hb.GetTimeUnixMs() >= after.UnixMilli() && e.GetExecutorId() == id && e.GetState() == state {
 					return true
@@ -81,7 +81,7 @@ func testReadopt(t *testing.T, s *foStack, drained bool) {
 	}
 
 	since = time.Now()
-	ex2 := harness.StartExecutorIn(t, s.executorBin, id, workDir, gw.GRPCAddr, s.logship.GRPCAddr, env...)
+	ex2 := ex.Start(t) // the same executor: same id, work directory and ports
 	fin := p.final(t, runID, 3*wait)
 	if !isOutcome(fin, eventv1.Outcome_OUTCOME_FINISHED) || fin.GetExitCode() != 0 {
 		t.Errorf("run %s: %s exit %d %q, want finished with exit code 0\nexecutor:\n%s", runID, fin.GetOutcome(), fin.GetExitCode(), fin.GetReason(), ex2.Output())
@@ -129,7 +129,7 @@ func testReadopt(t *testing.T, s *foStack, drained bool) {
 		p.waitKind(t, next, "admitted", wait)
 		executorState(time.Now(), eventv1.WorkerState_WORKER_STATE_DRAINED)
 		executorState(time.Now(), eventv1.WorkerState_WORKER_STATE_DRAINED)
-		for _, k := range kinds(p.rec.RunEvents(next)) {
+		for _, k := range kinds(p.obs.RunEvents(next)) {
 			if k == "started" {
 				t.Fatalf("run %s started on the executor that was drained before its restart", next)
 			}

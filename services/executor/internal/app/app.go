@@ -80,18 +80,27 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 		log.Warn("removed workspaces left by an earlier run of this executor", "count", len(stale))
 	}
 
-	var clientTLS *tls.Config
-	if cfg.TLSCA != "" {
-		if clientTLS, err = tlsconfig.ClientConfigFiles(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, ""); err != nil {
-			return fmt.Errorf("HANGAR_TLS_*: %w", err)
+	// Mutual TLS (ADR 0008): the gateway and logship are known by the role
+	// in their certificates.
+	var gwTLS, lsTLS *tls.Config
+	if cfg.PoolTLS != nil {
+		gwTLS, lsTLS = cfg.PoolTLS.ClientConfig(tlsconfig.RoleGateway), cfg.PoolTLS.ClientConfig(tlsconfig.RoleLogship)
+		log.Info("in-pool gRPC uses mutual TLS", "identity", cfg.PoolTLS.Identity.String())
+	} else {
+		if err := dial.CheckPlaintext(cfg.GatewayAddr, cfg.InsecurePlaintext); err != nil {
+			return fmt.Errorf("HANGAR_GATEWAY_ADDR: %w", err)
 		}
+		if err := dial.CheckPlaintext(cfg.LogshipAddr, cfg.InsecurePlaintext); err != nil {
+			return fmt.Errorf("HANGAR_LOGSHIP_ADDR: %w", err)
+		}
+		log.Warn("in-pool gRPC in PLAINTEXT: no encryption, no authentication (no HANGAR_TLS_*)", "insecure_plaintext", cfg.InsecurePlaintext)
 	}
-	gwConn, err := dial.Dial(cfg.GatewayAddr, clientTLS, tel)
+	gwConn, err := dial.Dial(cfg.GatewayAddr, gwTLS, tel)
 	if err != nil {
 		return fmt.Errorf("HANGAR_GATEWAY_ADDR: %w", err)
 	}
 	defer gwConn.Close()
-	lsConn, err := dial.Dial(cfg.LogshipAddr, clientTLS, tel)
+	lsConn, err := dial.Dial(cfg.LogshipAddr, lsTLS, tel)
 	if err != nil {
 		return fmt.Errorf("HANGAR_LOGSHIP_ADDR: %w", err)
 	}
@@ -197,7 +206,8 @@ func newRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (runn
 		return nil, nil, fmt.Errorf("docker: %w", err)
 	}
 	rt, err := dockerrt.New(cli, dockerrt.Options{
-		Network: cfg.WorkerNetwork, ExtraMounts: mounts, MountGuard: guard, Runtime: cfg.WorkerRuntime, DockerConfigDir: cfg.DockerConfigDir,
+		Network: cfg.WorkerNetwork, CreateNetwork: runNetworkSpec(cfg.WorkerNetwork), AllowHostNetwork: cfg.AllowHostNetwork,
+		ExtraMounts: mounts, MountGuard: guard, Runtime: cfg.WorkerRuntime, DockerConfigDir: cfg.DockerConfigDir,
 		Memory: cfg.WorkerMemory << 20, NanoCPUs: int64(cfg.WorkerCPUs * 1e9), PidsLimit: cfg.WorkerPids,
 		ExecutorID: cfg.ExecutorID, Logger: log, RelayPath: relay, IODir: ioDir,
 	})
@@ -208,6 +218,9 @@ func newRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (runn
 	defer cancel()
 	if err := rt.Ping(pctx); err != nil {
 		return nil, nil, fmt.Errorf("docker engine not reachable (set DOCKER_HOST, or HANGAR_EXECUTOR_RUNTIME=process): %w", err)
+	}
+	if err := rt.EnsureNetwork(pctx); err != nil {
+		return nil, nil, fmt.Errorf("HANGAR_WORKER_NETWORK: %w", err)
 	}
 	reap := func(keep []string) {
 		rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -278,6 +291,15 @@ func checkStatic(path string) error {
 		}
 	}
 	return nil
+}
+
+// runNetworkSpec is how the run network is created when it is missing: only
+// Hangar's default network is; a network the operator names must exist.
+func runNetworkSpec(network string) *dockerrt.NetworkSpec {
+	if network != dockerrt.DefaultNetwork {
+		return nil
+	}
+	return &dockerrt.NetworkSpec{Bridge: dockerrt.DefaultBridge}
 }
 
 // newStateStore returns the hand-off state store, or nil without a bucket.

@@ -45,6 +45,7 @@ type Client interface {
 	imageClient
 	volumeClient
 	containerClient
+	networkClient
 	pingClient
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/moby/moby/client"
 
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
+	"github.com/hangar-dev/hangar/platform/ids"
 	"github.com/hangar-dev/hangar/services/executor/internal/mountguard"
 	"github.com/hangar-dev/hangar/services/executor/internal/relayrecv"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
@@ -58,6 +59,13 @@ type Options struct {
 	// ExtraMounts are bind-mounted into every container of a run
 	// (HANGAR_WORKER_EXTRA_MOUNTS, see ParseMounts).
 	ExtraMounts []Mount
+	// CreateNetwork, when set, makes EnsureNetwork create Network if it does
+	// not exist (the executor sets it for DefaultNetwork only: a network the
+	// operator names must exist).
+	CreateNetwork *NetworkSpec
+	// AllowHostNetwork allows a Network whose driver is "host"
+	// (HANGAR_WORKER_ALLOW_HOST_NETWORK).
+	AllowHostNetwork bool
 	// MountGuard checks each extra mount's source, at New and again before
 	// every container is created; nil checks against
 	// mountguard.KnownSockets("").
@@ -105,20 +113,6 @@ type Runtime struct {
 }
 
 var _ runner.Runtime = (*Runtime)(nil)
-
-// validRunID reports whether id follows run.proto's run id syntax,
-// [A-Za-z0-9_-]{1,64}, which keeps the names and labels derived from it valid.
-func validRunID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
-		return false
-	}
-	for _, c := range []byte(id) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
 
 // New returns a runtime using cli. It checks the options but does not
 // contact the engine (see Ping).
@@ -173,7 +167,7 @@ func (r *Runtime) Ping(ctx context.Context) error {
 // Open checks the job and returns its session: one container per phase,
 // all sharing the run's workspace volume.
 func (r *Runtime) Open(job *runner.Job) (runner.Session, error) {
-	if !validRunID(job.RunID) {
+	if !ids.ValidRunID(job.RunID) {
 		return nil, fmt.Errorf("invalid run id %q", job.RunID)
 	}
 	if job.Spec.GetRunnerImage() == "" {
@@ -215,9 +209,13 @@ type session struct {
 	ioDir         string // the run's relay sockets, on the host
 }
 
-// Prepare makes the runner image present (pulling it with the configured
-// registry credentials) and creates the run's workspace volume.
+// Prepare checks the run network (EnsureNetwork), makes the runner image
+// present (pulling it with the configured registry credentials) and creates
+// the run's workspace volume.
 func (s *session) Prepare(ctx context.Context) error {
+	if err := s.r.EnsureNetwork(ctx); err != nil {
+		return err
+	}
 	user, err := ensureImage(ctx, s.r.cli, s.job.Spec.GetRunnerImage(), s.r.opts.DockerConfigDir)
 	if err != nil {
 		return err

@@ -246,7 +246,9 @@ func (e *Executor) storedThrough(runID string, next uint64) (uint64, []seqCum, e
 // asked whether its phase still runs (runner.Adopter). It returns the
 // function that carries the run on to its end, like ExecuteFinish, or an
 // error when the run cannot be re-adopted (it is then lost).
-func (e *Executor) Readopt(ctx context.Context, runID string) (func(ctx context.Context, phase func(string)) *workv1.Finish, error) {
+//
+// cred is the run's log credential kept from its Assign (nil without TLS).
+func (e *Executor) Readopt(ctx context.Context, runID string, cred *logsv1.RunCredential) (func(ctx context.Context, phase func(string)) *workv1.Finish, error) {
 	ad, ok := e.cfg.Runtime.(runner.Adopter)
 	if !ok || e.cfg.StateDir == "" {
 		return nil, errors.New("this runtime's runs end with the executor")
@@ -267,12 +269,12 @@ func (e *Executor) Readopt(ctx context.Context, runID string) (func(ctx context.
 		return nil, fmt.Errorf("run record %s: %w", runID, err)
 	}
 	return func(ctx context.Context, phase func(string)) *workv1.Finish {
-		return e.continueRun(ctx, rec, spec, env, phase)
+		return e.continueRun(ctx, rec, spec, env, cred, phase)
 	}, nil
 }
 
 // continueRun is ExecuteFinish for a re-adopted run.
-func (e *Executor) continueRun(ctx context.Context, rec *record, spec *runv1.RunSpec, env []string, phase func(string)) *workv1.Finish {
+func (e *Executor) continueRun(ctx context.Context, rec *record, spec *runv1.RunSpec, env []string, cred *logsv1.RunCredential, phase func(string)) *workv1.Finish {
 	ctx = telemetry.Extract(ctx, e.cfg.Propagator, rec.TraceContext)
 	ctx, span := e.cfg.Tracer.Start(ctx, "executor.run", trace.WithAttributes(attribute.String("hangar.run_id", rec.RunID),
 		attribute.Bool("hangar.readopted", true)))
@@ -291,7 +293,7 @@ func (e *Executor) continueRun(ctx context.Context, rec *record, spec *runv1.Run
 	defer stopLog()
 	logs := logclient.Open(logCtx, e.cfg.Logs, &logsv1.Open{
 		RunId: rec.LogID, PoolId: rec.PoolID, StackId: spec.GetStack().GetId(),
-		Secrets: secrets, TraceContext: telemetry.Inject(ctx, e.cfg.Propagator),
+		Secrets: secrets, TraceContext: telemetry.Inject(ctx, e.cfg.Propagator), Credential: cred,
 	}, logclient.Options{Logger: e.cfg.Logger,
 		OnCut: func(seq uint64, st logsv1.Stream, n int) {
 			if off != nil {

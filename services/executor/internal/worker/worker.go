@@ -21,9 +21,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
+	"github.com/hangar-dev/hangar/platform/atomicfile"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 )
 
@@ -69,13 +72,13 @@ type Config struct {
 	// Orphaned is called at start for each run of an earlier life of this
 	// executor that is not re-adopted; it returns the key of the run's log
 	// once closed, if any.
-	Orphaned func(ctx context.Context, runID string) string
+	Orphaned func(ctx context.Context, runID string, cred *logsv1.RunCredential) string
 	// Readopt, when set, is asked at start for each run of an earlier life
 	// of this executor: it returns the function that carries the run on
 	// (its phase still runs), or an error (the run is then reported lost).
 	// Re-adopted runs keep their lease if the gateway still has it current
 	// (the Hello lists them); otherwise they are stopped on LeaseRevoked.
-	Readopt func(ctx context.Context, runID string) (func(ctx context.Context, phase func(string)) *workv1.Finish, error)
+	Readopt func(ctx context.Context, runID string, cred *logsv1.RunCredential) (func(ctx context.Context, phase func(string)) *workv1.Finish, error)
 }
 
 // Worker is an executor attached to its gateway.
@@ -397,6 +400,10 @@ type heldLease struct {
 	// DeadlineUnixMs is the lease's deadline as last renewed: a run whose
 	// lease expired while the executor was down is not re-adopted.
 	DeadlineUnixMs int64 `json:"deadline_unix_ms,omitempty"`
+	// Credential is the run's log credential (a serialized
+	// logs.v1.RunCredential), so that the next life of the executor can
+	// close the run's log.
+	Credential []byte `json:"credential,omitempty"`
 }
 
 // state is the worker's state file: what must survive a restart.
@@ -414,15 +421,15 @@ func (w *Worker) saveStateLocked() {
 	}
 	st := state{Drained: w.drained, LeaseSeconds: int64(w.leaseDur / time.Second), Leases: map[string]heldLease{}}
 	for id, a := range w.runs {
-		st.Leases[id] = heldLease{RunID: a.assign.GetRunId(), Epoch: a.assign.GetEpoch(), DeadlineUnixMs: a.deadline.UnixMilli()}
+		h := heldLease{RunID: a.assign.GetRunId(), Epoch: a.assign.GetEpoch(), DeadlineUnixMs: a.deadline.UnixMilli()}
+		if c := a.assign.GetLogCredential(); c != nil {
+			h.Credential, _ = proto.Marshal(c)
+		}
+		st.Leases[id] = h
 	}
 	b, _ := json.Marshal(st)
-	tmp := w.cfg.StateFile + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err == nil {
-		err = os.Rename(tmp, w.cfg.StateFile)
-		if err != nil {
-			w.log.Warn("executor state not saved", "err", err)
-		}
+	if err := atomicfile.Write(w.cfg.StateFile, b, 0o600); err != nil {
+		w.log.Warn("executor state not saved", "err", err)
 	}
 }
 
@@ -464,16 +471,24 @@ func (w *Worker) recoverOrphans() {
 		w.log.Info("drained before the restart: staying drained")
 	}
 	for id, h := range st.Leases {
+		var cred *logsv1.RunCredential
+		if len(h.Credential) > 0 {
+			cred = &logsv1.RunCredential{}
+			if err := proto.Unmarshal(h.Credential, cred); err != nil {
+				w.log.Warn("the log credential of an orphaned run is unreadable", "run_id", h.RunID, "err", err)
+				cred = nil
+			}
+		}
 		expired := h.DeadlineUnixMs > 0 && time.Now().After(time.UnixMilli(h.DeadlineUnixMs))
 		if expired {
 			w.log.Warn("the lease of a run of an earlier life of this executor expired meanwhile", "run_id", h.RunID)
 		}
 		if w.cfg.Readopt != nil && !expired {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			cont, err := w.cfg.Readopt(ctx, h.RunID)
+			cont, err := w.cfg.Readopt(ctx, h.RunID, cred)
 			cancel()
 			if err == nil {
-				w.adopt(&workv1.Assign{LeaseId: id, Epoch: h.Epoch, RunId: h.RunID}, cont)
+				w.adopt(&workv1.Assign{LeaseId: id, Epoch: h.Epoch, RunId: h.RunID, LogCredential: cred}, cont)
 				continue
 			}
 			w.log.Warn("a run of an earlier life of this executor cannot be re-adopted", "run_id", h.RunID, "err", err)
@@ -482,7 +497,15 @@ func (w *Worker) recoverOrphans() {
 			Reason: "the executor stopped in the middle of the run; its containers were removed at restart"}
 		if w.cfg.Orphaned != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			res.LogKey = w.cfg.Orphaned(ctx, h.RunID)
+			var cred *logsv1.RunCredential
+			if len(h.Credential) > 0 {
+				cred = &logsv1.RunCredential{}
+				if err := proto.Unmarshal(h.Credential, cred); err != nil {
+					w.log.Warn("the log credential of an orphaned run is unreadable", "run_id", h.RunID, "err", err)
+					cred = nil
+				}
+			}
+			res.LogKey = w.cfg.Orphaned(ctx, h.RunID, cred)
 			cancel()
 		}
 		w.unreported[id] = unreported{runID: h.RunID, fin: &workv1.Finish{LeaseId: id, Epoch: h.Epoch, Result: res}}
