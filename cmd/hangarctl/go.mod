@@ -112,6 +112,7 @@ require (
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/term v0.47.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 	golang.org/x/tools v0.51.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20261019180522-ce908d29299b // indirect
@@ -132,6 +133,9 @@ require github.com/hangar-dev/hangar/services/logship v0.0.0
 
 replace github.com/hangar-dev/hangar/services/logship => ../../services/logship
 
-require github.com/hangar-dev/hangar/services/policy v0.0.0
+require (
+	github.com/hangar-dev/hangar/services/policy v0.0.0
+	mvdan.cc/sh/v3 v3.14.1
+)
 
 replace github.com/hangar-dev/hangar/services/policy => ../../services/policy

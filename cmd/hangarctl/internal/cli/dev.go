@@ -24,7 +24,6 @@ import (
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/cpdir"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/pki"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/s3server"
-	"github.com/hangar-dev/hangar/platform/runimage"
 	"github.com/hangar-dev/hangar/platform/telemetry/otlprecv"
 	executor "github.com/hangar-dev/hangar/services/executor/service"
 	gateway "github.com/hangar-dev/hangar/services/gateway/service"
@@ -151,16 +150,20 @@ func runDev(ctx context.Context, e env) error {
 
 	runtime, why := chooseRuntime(ctx, *rtFlag)
 	say("executor runtime: %s (%s)", runtime, why)
-	image := "hangar-dev/demo-runner:latest"
+	image := devRunnerImage
 	if runtime == "docker" {
-		if _, err := executor.RunnerImage(ctx, image, func() (*runimage.Rootfs, error) { return runimage.Busybox(nil) }); err != nil {
+		fs, from, err := runnerRootfs(ctx, *dir, busyboxPaths(os.Getenv("HANGAR_DEV_BUSYBOX")))
+		if err == nil {
+			_, err = executor.RunnerImage(ctx, image, fs)
+		}
+		if err != nil {
 			if *rtFlag == "docker" {
-				return fmt.Errorf("demo image: %w", err)
+				return fmt.Errorf("runner image %s: %w", image, err)
 			}
-			say("could not build the demo image (%v): using the process runtime", err)
+			say("could not build the runner image %s (%v): using the process runtime", image, err)
 			runtime = "process"
 		} else {
-			say("demo image %s ready (built locally)", image)
+			say("runner image %s ready, built locally from %s", image, from)
 		}
 	}
 
@@ -222,8 +225,7 @@ func runDev(ctx context.Context, e env) error {
 
 	// The demo run, submitted exactly as a user would.
 	specPath := filepath.Join(*dir, "demo-run.json")
-	spec := bytes.ReplaceAll(demoSpec, []byte("hangar/demo-runner:latest"), []byte(image))
-	if err := os.WriteFile(specPath, spec, 0o600); err != nil {
+	if err := os.WriteFile(specPath, demoSpec, 0o600); err != nil {
 		return err
 	}
 	say("submitting the demo run (it prints a secret, which the log must show masked)")
