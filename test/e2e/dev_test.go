@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,4 +66,52 @@ func TestDevInDocker(t *testing.T) {
 	if c := harness.MustDocker(t, "image", "inspect", "--format", "{{.Comment}}", "hangar/demo-runner:latest"); !strings.Contains(c, "hangar shell") {
 		t.Errorf("hangar/demo-runner:latest's comment is %q: not the hangar shell image", c)
 	}
+
+	// The waterfall dev draws, and `hangarctl trace` draws again from the
+	// OTLP JSON file it kept, name every service of the pool.
+	t.Run("waterfall names the four services", func(t *testing.T) {
+		tr := harness.Run(t, time.Minute, nil, ctl, "trace", "--dir", dir, runID)
+		if tr.Code != 0 {
+			t.Fatalf("hangarctl trace: %s", tr)
+		}
+		for _, out := range []struct{ what, text string }{{"hangarctl dev", r.Stdout}, {"hangarctl trace", tr.Stdout}} {
+			for _, svc := range []string{"hangar-gateway", "hangar-policy", "hangar-executor", "hangar-logship"} {
+				if !regexp.MustCompile(`(?m)^` + svc + ` +\S`).MatchString(out.text) {
+					t.Errorf("%s's waterfall has no span line of %s:\n%s", out.what, svc, out.text)
+				}
+			}
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, "traces", runID+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var otlp struct {
+			ResourceSpans []struct {
+				ScopeSpans []struct {
+					Spans []struct {
+						TraceID string `json:"traceId"`
+						SpanID  string `json:"spanId"`
+					} `json:"spans"`
+				} `json:"scopeSpans"`
+			} `json:"resourceSpans"`
+		}
+		if err := json.Unmarshal(raw, &otlp); err != nil {
+			t.Fatalf("%s/traces/%s.json is not JSON: %v", dir, runID, err)
+		}
+		n := 0
+		hexID := regexp.MustCompile(`^[0-9a-f]{32}$`)
+		for _, rs := range otlp.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				for _, sp := range ss.Spans {
+					n++
+					if !hexID.MatchString(sp.TraceID) || len(sp.SpanID) != 16 {
+						t.Errorf("span ids %q/%q are not OTLP JSON's hex", sp.TraceID, sp.SpanID)
+					}
+				}
+			}
+		}
+		if n < 4 {
+			t.Errorf("the kept trace has %d spans", n)
+		}
+	})
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/cpdir"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/pki"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/s3server"
+	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/tracefile"
 	"github.com/hangar-dev/hangar/platform/telemetry/otlprecv"
 	executor "github.com/hangar-dev/hangar/services/executor/service"
 	gateway "github.com/hangar-dev/hangar/services/gateway/service"
@@ -233,7 +234,7 @@ func runDev(ctx context.Context, e env) error {
 	var submitOut bytes.Buffer
 	runErr := runSubmit(ctx, env{
 		args:   []string{"--dir", cpPath, "--pool", pool.Name, "--spec", specPath, "--follow", "--logship", lsGRPC, "--timeout", "5m", "--otlp", traces.Addr()},
-		stdout: io.MultiWriter(out, &submitOut), stderr: e.stderr,
+		stdout: io.MultiWriter(out, &submitOut), stderr: e.stderr, terminal: e.terminal,
 	})
 	fmt.Fprintln(out)
 	if runErr != nil {
@@ -251,11 +252,18 @@ func runDev(ctx context.Context, e env) error {
 	}
 	say("stored log s3://%s/%s (%d bytes): the secret is masked", devBucket, logKey, len(stored))
 	services := []string{"hangarctl", "hangar-gateway", "hangar-policy", "hangar-executor", "hangar-logship"}
-	spans, _ := traces.WaitFor(func(s []otlprecv.RecordedSpan) bool {
+	_, _ = traces.WaitFor(func(s []otlprecv.RecordedSpan) bool {
 		return len(missing(services, otlprecv.Services(otlprecv.ByTrace(s, traceID)))) == 0
 	}, 10*time.Second)
-	inTrace := otlprecv.ByTrace(spans, traceID)
-	say("trace %s: %d spans from %s", traceID, len(inTrace), strings.Join(otlprecv.Services(inTrace), ", "))
+	trace := tracefile.Filter(traces.Request(), traceID)
+	tracePath := tracefile.Path(*dir, runID)
+	if err := tracefile.Write(tracePath, trace); err != nil {
+		return err
+	}
+	fmt.Fprintln(out)
+	tracefile.Draw(out, traceID, tracefile.Spans(trace), 30)
+	fmt.Fprintln(out)
+	say("trace kept in %s (OTLP JSON, for any OTLP tool); hangarctl trace --dir %s %s draws it again", tracePath, *dir, runID)
 	say("run %s finished", runID)
 
 	if !*keep {

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/devshell"
 	"github.com/hangar-dev/hangar/platform/runimage"
 )
 
@@ -69,7 +68,7 @@ func shellRootfs(ctx context.Context, workDir string) (*runimage.Rootfs, error) 
 	if err != nil {
 		return nil, err
 	}
-	return runimage.Shell("hangar shell", "sh", bin, devshell.Commands())
+	return runimage.Shell("hangar shell", "sh", bin, shellCommands())
 }
 
 // hangarctlModuleDir finds the source of the hangarctl module: from the
@@ -108,4 +107,11 @@ func busyboxPaths(setting string) []string {
 		return nil
 	}
 	return strings.Split(setting, ":")
+}
+
+// shellCommands are the commands hangar-sh provides (devshell.Commands; a
+// test keeps them equal): links to it in the image's /bin. The list is
+// repeated here so that hangarctl does not link the shell itself.
+func shellCommands() []string {
+	return []string{"sh", "sleep", "cat", "ls", "env", "mkdir", "rm", "id", "hostname", "echo", "printf", "true", "false", "test", "["}
 }

@@ -4,8 +4,17 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+
+	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/devshell"
 )
+
+func TestShellCommandsAreHangarSh(t *testing.T) {
+	if !slices.Equal(shellCommands(), devshell.Commands()) {
+		t.Errorf("shellCommands() = %q, devshell.Commands() = %q: keep them equal", shellCommands(), devshell.Commands())
+	}
+}
 
 // TestDemoSpecIsTheExample: the run `hangarctl dev` submits is
 // examples/runs/hello.json, whose runner image is the one dev builds, so that
