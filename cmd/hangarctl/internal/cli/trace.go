@@ -45,7 +45,6 @@ func runTrace(_ context.Context, e env) error {
 	return nil
 }
 
-
 // devDirOf is the dev directory for dir: dir itself, or its parent when dir
 // is the dev stack's control-plane directory.
 func devDirOf(dir string) string {
