@@ -276,7 +276,7 @@ func (b *dirBackend) remove(bucket, key string) error {
 	return nil
 }
 
-func (b *dirBackend) PutObject(_ context.Context, bucket, key string, meta map[string]string, input io.Reader, size int64) (gofakes3.PutObjectResult, error) {
+func (b *dirBackend) PutObject(ctx context.Context, bucket, key string, meta map[string]string, input io.Reader, size int64) (gofakes3.PutObjectResult, error) {
 	body, err := gofakes3.ReadAll(input, size)
 	if err != nil {
 		return gofakes3.PutObjectResult{}, err
@@ -285,6 +285,19 @@ func (b *dirBackend) PutObject(_ context.Context, bucket, key string, meta map[s
 	defer b.mu.Unlock()
 	if !b.exists(bucket) {
 		return gofakes3.PutObjectResult{}, gofakes3.BucketNotFound(bucket)
+	}
+	if gofakes3.HasWriteConditions(ctx) {
+		// If-None-Match / If-Match, checked again under the lock so that
+		// two conditional writes cannot both succeed (gofakes3 checks
+		// before calling the backend, without it).
+		hdr, herr := b.readHeader(bucket, key)
+		exists := herr == nil
+		if herr != nil && !errors.Is(herr, fs.ErrNotExist) && !gofakes3.HasErrorCode(herr, gofakes3.ErrNoSuchKey) {
+			return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", herr)
+		}
+		if err := gofakes3.CheckWriteConditions(ctx, exists, hdr.MD5); err != nil {
+			return gofakes3.PutObjectResult{}, err
+		}
 	}
 	sum := md5.Sum(body)
 	hdr, err := json.Marshal(objectHeader{Key: key, Metadata: meta, MD5: hex.EncodeToString(sum[:]),

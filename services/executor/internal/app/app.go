@@ -180,7 +180,8 @@ func newRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (runn
 		return nil, fmt.Errorf("docker: %w", err)
 	}
 	rt, err := dockerrt.New(cli, dockerrt.Options{
-		Network: cfg.WorkerNetwork, ExtraMounts: mounts, MountGuard: guard, Runtime: cfg.WorkerRuntime, DockerConfigDir: cfg.DockerConfigDir,
+		Network: cfg.WorkerNetwork, CreateNetwork: runNetworkSpec(cfg.WorkerNetwork), AllowHostNetwork: cfg.AllowHostNetwork,
+		ExtraMounts: mounts, MountGuard: guard, Runtime: cfg.WorkerRuntime, DockerConfigDir: cfg.DockerConfigDir,
 		Memory: cfg.WorkerMemory << 20, NanoCPUs: int64(cfg.WorkerCPUs * 1e9), PidsLimit: cfg.WorkerPids,
 		ExecutorID: cfg.ExecutorID, Logger: log,
 	})
@@ -192,12 +193,24 @@ func newRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (runn
 	if err := rt.Ping(pctx); err != nil {
 		return nil, fmt.Errorf("docker engine not reachable (set DOCKER_HOST, or HANGAR_EXECUTOR_RUNTIME=process): %w", err)
 	}
+	if err := rt.EnsureNetwork(pctx); err != nil {
+		return nil, fmt.Errorf("HANGAR_WORKER_NETWORK: %w", err)
+	}
 	if ids, err := rt.Reap(pctx); err != nil {
 		log.Warn("reaping containers of an earlier run of this executor failed", "err", err)
 	} else if len(ids) > 0 {
 		log.Warn("removed containers left by an earlier run of this executor", "run_ids", ids)
 	}
 	return rt, nil
+}
+
+// runNetworkSpec is how the run network is created when it is missing: only
+// Hangar's default network is; a network the operator names must exist.
+func runNetworkSpec(network string) *dockerrt.NetworkSpec {
+	if network != dockerrt.DefaultNetwork {
+		return nil
+	}
+	return &dockerrt.NetworkSpec{Bridge: dockerrt.DefaultBridge}
 }
 
 // newStateStore returns the hand-off state store, or nil without a bucket.

@@ -27,7 +27,7 @@ type Config struct {
 	Metadata    map[string]string // HANGAR_METADATA_<key>
 
 	DockerConfigDir string // HANGAR_DOCKER_CONFIG_DIR
-	WorkerNetwork   string // HANGAR_WORKER_NETWORK, default bridge
+	WorkerNetwork   string // HANGAR_WORKER_NETWORK, default hangar-runs (created when missing)
 	// AllowHostNetwork (HANGAR_WORKER_ALLOW_HOST_NETWORK) is the explicit
 	// opt-in that HANGAR_WORKER_NETWORK=host needs.
 	AllowHostNetwork bool
@@ -98,7 +98,7 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 		WorkDir:          r.String("HANGAR_EXECUTOR_WORK_DIR", os.TempDir()),
 		Metadata:         r.Prefixed("HANGAR_METADATA_"),
 		DockerConfigDir:  r.String("HANGAR_DOCKER_CONFIG_DIR", ""),
-		WorkerNetwork:    r.String("HANGAR_WORKER_NETWORK", "bridge"),
+		WorkerNetwork:    r.String("HANGAR_WORKER_NETWORK", "hangar-runs"),
 		AllowHostNetwork: r.Bool("HANGAR_WORKER_ALLOW_HOST_NETWORK", false),
 		ExtraMounts:      r.String("HANGAR_WORKER_EXTRA_MOUNTS", ""),
 		DockerHost:       r.String("DOCKER_HOST", ""),

@@ -13,7 +13,7 @@ func TestWorkerNetwork(t *testing.T) {
 		want    string
 		wantErr []string
 	}{
-		{name: "default", env: map[string]string{}, want: "bridge"},
+		{name: "default", env: map[string]string{}, want: "hangar-runs"},
 		{name: "a user-defined network", env: map[string]string{"HANGAR_WORKER_NETWORK": "runs"}, want: "runs"},
 		{name: "host without opt-in", env: map[string]string{"HANGAR_WORKER_NETWORK": "host"},
 			wantErr: []string{"HANGAR_WORKER_NETWORK=host", "HANGAR_WORKER_ALLOW_HOST_NETWORK=true"}},

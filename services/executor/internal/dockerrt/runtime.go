@@ -57,6 +57,13 @@ type Options struct {
 	// ExtraMounts are bind-mounted into every container of a run
 	// (HANGAR_WORKER_EXTRA_MOUNTS, see ParseMounts).
 	ExtraMounts []Mount
+	// CreateNetwork, when set, makes EnsureNetwork create Network if it does
+	// not exist (the executor sets it for DefaultNetwork only: a network the
+	// operator names must exist).
+	CreateNetwork *NetworkSpec
+	// AllowHostNetwork allows a Network whose driver is "host"
+	// (HANGAR_WORKER_ALLOW_HOST_NETWORK).
+	AllowHostNetwork bool
 	// MountGuard checks each extra mount's source, at New and again before
 	// every container is created; nil checks against
 	// mountguard.KnownSockets("").
@@ -195,9 +202,13 @@ type session struct {
 	last          string // the container of the last phase run
 }
 
-// Prepare makes the runner image present (pulling it with the configured
-// registry credentials) and creates the run's workspace volume.
+// Prepare checks the run network (EnsureNetwork), makes the runner image
+// present (pulling it with the configured registry credentials) and creates
+// the run's workspace volume.
 func (s *session) Prepare(ctx context.Context) error {
+	if err := s.r.EnsureNetwork(ctx); err != nil {
+		return err
+	}
 	user, err := ensureImage(ctx, s.r.cli, s.job.Spec.GetRunnerImage(), s.r.opts.DockerConfigDir)
 	if err != nil {
 		return err

@@ -105,6 +105,14 @@ type State struct {
 	StdoutEmitted int64  `json:"stdout_emitted,omitempty"`
 	StdoutTime    int64  `json:"stdout_time,omitempty"`
 	StdoutStream  string `json:"stdout_stream,omitempty"`
+
+	// OpenLine says which stream's line is open (not ended by a newline)
+	// at the end of the committed log: 0 none, else the stream's index in
+	// runlog plus one. A resumed run goes on from there.
+	OpenLine int `json:"open_line,omitempty"`
+	// Incomplete is set on a log closed by logship because its executor
+	// did not come back (see runlog's idle close), not by the executor.
+	Incomplete bool `json:"incomplete,omitempty"`
 }
 
 // Cut returns how many masked bytes of st's tail fall outside the tail
