@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/rclone/gofakes3"
+
+	"github.com/hangar-dev/hangar/platform/atomicfile"
 )
 
 // dirBackend is a gofakes3.Backend keeping each bucket in a directory and
@@ -305,24 +307,13 @@ func (b *dirBackend) PutObject(ctx context.Context, bucket, key string, meta map
 	if err != nil {
 		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
 	}
-	tmp, err := os.CreateTemp(b.bucketDir(bucket), ".tmp-*")
-	if err != nil {
-		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(append(hdr, '\n'))
-	if err == nil {
-		_, err = tmp.Write(body)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), b.objectPath(bucket, key))
-	}
+	err = atomicfile.WriteWith(b.objectPath(bucket, key), 0o600, func(w io.Writer) error {
+		if _, err := w.Write(append(hdr, '\n')); err != nil {
+			return err
+		}
+		_, err := w.Write(body)
+		return err
+	})
 	if err != nil {
 		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
 	}

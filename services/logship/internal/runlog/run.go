@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hangar-dev/hangar/platform/ids"
 	"github.com/hangar-dev/hangar/services/logship/internal/mask"
 	"github.com/hangar-dev/hangar/services/logship/internal/s3log"
 	"github.com/hangar-dev/hangar/services/logship/internal/spool"
@@ -110,7 +111,7 @@ type Session struct {
 // next sequence number expected. Any previous stream's session on the run
 // is superseded.
 func (m *Manager) Open(req OpenRequest) (*Session, uint64, error) {
-	if !spool.ValidRunID(req.RunID) {
+	if !ids.ValidRunID(req.RunID) {
 		return nil, 0, ErrInvalidRunID
 	}
 	if err := checkSecretBytes(req.Secrets); err != nil {

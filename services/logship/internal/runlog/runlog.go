@@ -25,7 +25,7 @@ var (
 	ErrClosed = errors.New("run log already closed")
 	// ErrNotFound: the run is not in the spool.
 	ErrNotFound = errors.New("no such run")
-	// ErrInvalidRunID: see spool.ValidRunID.
+	// ErrInvalidRunID: the run id is not valid (ids.ValidRunID).
 	ErrInvalidRunID = spool.ErrInvalidRunID
 	// ErrSecretsTooLarge: an Open whose secrets exceed MaxSecretBytes.
 	ErrSecretsTooLarge = errors.New("secrets too large")
