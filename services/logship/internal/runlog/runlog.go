@@ -192,6 +192,9 @@ type Options struct {
 	Store Store
 	// MinSecretLength is the shortest secret masked (mask.Options.MinLength).
 	MinSecretLength int
+	// DisableKnownFormats turns off the masking of undeclared well-known
+	// credentials (mask.Options.DisableKnownFormats).
+	DisableKnownFormats bool
 	// ChunkInterval is how often live chunks are uploaded.
 	ChunkInterval time.Duration
 	// CloseWait bounds how long Close waits for the final upload.
@@ -587,7 +590,7 @@ func (m *Manager) Open(req OpenRequest) (*Session, uint64, error) {
 	for i, s := range req.Secrets {
 		values[i] = s.Value
 	}
-	set, rep := mask.NewSet(values, mask.Options{MinLength: m.opts.MinSecretLength})
+	set, rep := mask.NewSet(values, mask.Options{MinLength: m.opts.MinSecretLength, DisableKnownFormats: m.opts.DisableKnownFormats})
 
 	m.mu.Lock()
 	if f, ok := m.finished[req.RunID]; ok {
