@@ -51,7 +51,7 @@ type durEnv struct {
 	cp       *harness.ControlPlane
 	s3       *harness.S3
 	obs      *harness.Observer
-	logship  *durLogship
+	logship  *harness.Logship // started again on the same ports and spool
 	executor *harness.Executor
 	extraDir string // host side of HANGAR_WORKER_EXTRA_MOUNTS, /e2e-extra in runs
 
@@ -67,9 +67,9 @@ func (d *durEnv) logshipProc() *harness.Process {
 	return d.ls
 }
 
-func (d *durEnv) startLogship(t *testing.T, name string) {
+func (d *durEnv) startLogship(t *testing.T) {
 	t.Helper()
-	p := d.logship.Start(t, name)
+	p := d.logship.Start(t).Process
 	d.mu.Lock()
 	d.ls = p
 	d.lsProcs = append(d.lsProcs, p)
@@ -124,9 +124,9 @@ func TestLogDurability(t *testing.T) {
 	policy := harness.StartPolicy(t, bins.Path(t, "policy"), "")
 	// Live chunks often; Close answers after 2s when S3 is down (the
 	// upload goes on in the background).
-	d.logship = newDurLogship(t, bins.Path(t, "logship"), d.s3,
+	d.logship = harness.NewLogship(t, bins.Path(t, "logship"), d.s3,
 		"HANGAR_LOGSHIP_CHUNK_INTERVAL=300ms", "HANGAR_LOGSHIP_CLOSE_WAIT=2s")
-	d.startLogship(t, "logship")
+	d.startLogship(t)
 	d.obs = harness.Observe(t, broker, d.cp.Dir, "pool-dur")
 	gw := harness.StartGateway(t, bins.Path(t, "gateway"), token, harness.KeyEnv(t, key), policy.GRPCAddr,
 		"HANGAR_HEARTBEAT_INTERVAL=1s", "HANGAR_WORKER_ID=gw-dur")
@@ -543,7 +543,7 @@ func (d *durEnv) testLogshipKill(t *testing.T) {
 		// The subtest failed with logship down: start it again so that the
 		// executor can close the run's log, and give the run (its gates
 		// opened) a bounded time to end before the cleanups stop everything.
-		d.startLogship(t, "logship-restarted")
+		d.startLogship(t)
 		r.open(t, d, r.gate1)
 		r.open(t, d, r.gate2)
 		for deadline := time.Now().Add(durWait); d.finishedEvent(r.id) == nil && time.Now().Before(deadline); {
@@ -583,7 +583,7 @@ func (d *durEnv) testLogshipKill(t *testing.T) {
 		t.Fatalf("run %s finished while logship was down (its log cannot have been closed): %v", r.id, fin)
 	}
 
-	d.startLogship(t, "logship-restarted")
+	d.startLogship(t)
 	restarted = true
 	fin := d.waitFinished(t, r.id)
 	checkFinished(t, r.id, fin)

@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -195,6 +193,11 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 		in.reject(payload, err)
 		return nil
 	}
+	if err := validSpec(v.RunID, spec); err != nil {
+		span.SetStatus(codes.Error, "invalid spec")
+		in.reject(payload, err)
+		return nil
+	}
 	in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Received{Received: &eventv1.RunReceived{}}})
 
 	decision, err := in.evaluate(ctx, v.RunID, spec)
@@ -258,38 +261,6 @@ func (in *Intake) evaluate(ctx context.Context, runID string, spec *runv1.RunSpe
 	ctx, cancel := context.WithTimeout(ctx, in.policyTimeout)
 	defer cancel()
 	return in.policy.Evaluate(ctx, PolicyInput(runID, in.opener.PoolID, spec, in.metadata), grpc.WaitForReady(true))
-}
-
-// PolicyInput builds the policy request of a run. Environment values never leave
-// the gateway: only the names are sent.
-func PolicyInput(runID, poolID string, spec *runv1.RunSpec, metadata map[string]string) *policyv1.EvaluateRequest {
-	names := make([]string, 0, len(spec.GetEnv()))
-	for _, e := range spec.GetEnv() {
-		names = append(names, e.GetName())
-	}
-	sort.Strings(names)
-	var commands []string
-	for _, p := range spec.GetPhases() {
-		if p.GetName() == "perform" {
-			commands = append(commands, p.GetCommands()...)
-		}
-	}
-	return &policyv1.EvaluateRequest{
-		Run: &policyv1.RunInput{
-			Id:       runID,
-			Type:     strings.TrimPrefix(spec.GetType().String(), "RUN_TYPE_"),
-			Commands: commands,
-		},
-		Stack: &policyv1.StackInput{Id: spec.GetStack().GetId(), Name: spec.GetStack().GetName(), Labels: spec.GetStack().GetLabels()},
-		Commit: &policyv1.CommitInput{
-			Sha: spec.GetCommit().GetSha(), Branch: spec.GetCommit().GetBranch(),
-			Message: spec.GetCommit().GetMessage(), Author: spec.GetCommit().GetAuthor(),
-		},
-		RunnerImage:          spec.GetRunnerImage(),
-		EnvironmentVariables: names,
-		WorkerMetadata:       metadata,
-		PoolId:               poolID,
-	}
 }
 
 func finished(o eventv1.Outcome, reason string) *eventv1.Event {
