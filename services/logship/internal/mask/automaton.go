@@ -24,6 +24,7 @@ const (
 	fBranch                   // the node has more children, in extra
 	fMatch                    // a pattern ends here (cover > 0)
 	fAnchor                   // a known-format anchor ends here
+	fWrap                     // the node is a prefix of a wrap-tolerant pattern
 )
 
 // nodeVal maps a node to a value; slices of them are sorted by node.
@@ -71,11 +72,26 @@ func (a *automaton) step(s int32, c byte) int32 {
 	return a.deep(s, c)
 }
 
-// skipBreak reports whether a line break is skipped in state s: when at
-// least wrapDepth pattern bytes are matched and the match can go on (the
-// state has a child).
-func (a *automaton) skipBreak(s int32) bool {
-	return s >= a.nShallow && a.flags[s]&(fKid|fBranch) != 0
+// skipBreak reports whether the line break c is skipped in state s: when at
+// least wrapDepth bytes of a wrap-tolerant pattern are matched, the match
+// can go on, and not with c.
+func (a *automaton) skipBreak(s int32, c byte) bool {
+	if s < a.nShallow {
+		return false
+	}
+	f := a.flags[s]
+	if f&fWrap == 0 || f&(fKid|fBranch) == 0 {
+		return false
+	}
+	if f&fKid != 0 && a.label[s+1] == c {
+		return false
+	}
+	if f&fBranch != 0 {
+		if _, ok := a.extra[uint64(s)<<8|uint64(c)]; ok {
+			return false
+		}
+	}
+	return true
 }
 
 func (a *automaton) deep(s int32, c byte) int32 {
@@ -118,16 +134,16 @@ func (a *automaton) bytes() int {
 
 type buildEntry struct {
 	b      []byte
+	wrap   bool
 	match  bool
 	anchor int32 // anchor index + 1, or 0
 }
 
-// buildAutomaton compiles patterns and anchors (neither may contain '\r' or
-// '\n', nor be empty).
-func buildAutomaton(pats [][]byte, anchors [][]byte) *automaton {
+// buildAutomaton compiles patterns and anchors (none empty).
+func buildAutomaton(pats []pattern, anchors [][]byte) *automaton {
 	entries := make([]buildEntry, 0, len(pats)+len(anchors))
 	for _, p := range pats {
-		entries = append(entries, buildEntry{b: p, match: true})
+		entries = append(entries, buildEntry{b: p.b, match: true, wrap: p.wrap})
 	}
 	for i, p := range anchors {
 		entries = append(entries, buildEntry{b: p, anchor: int32(i + 1)})
@@ -204,6 +220,11 @@ func buildAutomaton(pats [][]byte, anchors [][]byte) *automaton {
 			path[d] = id
 		}
 		t := path[len(e.b)]
+		if e.wrap {
+			for _, id := range path[1 : len(e.b)+1] {
+				a.flags[id] |= fWrap
+			}
+		}
 		if e.match {
 			a.flags[t] |= fMatch
 		}

@@ -118,7 +118,7 @@ func BenchmarkReplacer(b *testing.B) {
 		pats, _ := patterns(secrets, Options{})
 		var oldnew []string
 		for _, p := range pats {
-			oldnew = append(oldnew, string(p), DefaultMask)
+			oldnew = append(oldnew, string(p.b), DefaultMask)
 		}
 		r := strings.NewReplacer(oldnew...)
 		for _, size := range benchWrites {

@@ -107,7 +107,7 @@ func FuzzMask(f *testing.F) {
 		if rep.Patterns != len(pats) {
 			t.Fatalf("report counts %d patterns, want %d", rep.Patterns, len(pats))
 		}
-		input := fuzzInput(text, secrets, pats)
+		input := fuzzInput(text, secrets, patternBytes(pats))
 		sizes := fuzzSizes(splits)
 		want, masks := refMask(input, secrets, opts)
 		var dst bytes.Buffer

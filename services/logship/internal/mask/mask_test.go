@@ -144,7 +144,15 @@ func mustJSON(s string) string {
 
 func mustPatterns(secrets [][]byte, opts Options) [][]byte {
 	p, _ := patterns(secrets, opts)
-	return p
+	return patternBytes(p)
+}
+
+func patternBytes(p []pattern) [][]byte {
+	out := make([][]byte, len(p))
+	for i := range p {
+		out[i] = p[i].b
+	}
+	return out
 }
 
 func bs(ss ...string) [][]byte {

@@ -20,12 +20,15 @@ const (
 type derived struct {
 	b   []byte
 	enc string
+	// wrap: an encoder may wrap this form into lines (the views skip
+	// line breaks inside a match of it).
+	wrap bool
 }
 
 // derive returns the byte strings that reveal secret when they appear in the
 // log views (see the package documentation): the value and the value without
-// surrounding white space, both with their line breaks removed (the views skip
-// line breaks inside a match); each line of a multi-line value; the value with
+// surrounding white space, and for a multi-line value their "\r\n" forms
+// and each line; the value with
 // "+" read as a space (a form decoder's view of a path-escaped value); and,
 // when encodings is true, the base64, base64url and hex forms of both values,
 // each also without its first 3 characters (a line break the encoder put
@@ -40,12 +43,16 @@ func derive(secret []byte, encodings bool) []derived {
 	}
 	var out []derived
 	for _, v := range values {
-		out = append(out, derived{b: stripBreaks(v)})
+		out = append(out, derived{b: v})
 		if bytes.IndexByte(v, '+') >= 0 {
-			out = append(out, derived{b: stripBreaks(bytes.ReplaceAll(v, []byte("+"), []byte(" ")))})
+			out = append(out, derived{b: bytes.ReplaceAll(v, []byte("+"), []byte(" "))})
 		}
 	}
 	if bytes.IndexByte(secret, '\n') >= 0 {
+		// A terminal with ONLCR set turns every "\n" into "\r\n".
+		for _, v := range values {
+			out = append(out, derived{b: bytes.ReplaceAll(v, []byte("\n"), []byte("\r\n"))})
+		}
 		// A multi-line value (a key, a certificate) is often printed
 		// or echoed line by line; each line is masked on its own.
 		for line := range bytes.Lines(secret) {
@@ -55,12 +62,13 @@ func derive(secret []byte, encodings bool) []derived {
 	if encodings {
 		for _, v := range values {
 			for _, f := range encoded(v) {
+				f.wrap = true
 				out = append(out, f)
 				// An encoder that wraps lines may break the form
 				// within its first characters, before the views
 				// skip breaks: the rest of the form is a pattern too.
 				if len(f.b) > wrapDepth-1 {
-					out = append(out, derived{b: f.b[wrapDepth-1:], enc: EncWrapStart})
+					out = append(out, derived{b: f.b[wrapDepth-1:], enc: EncWrapStart, wrap: true})
 				}
 			}
 		}

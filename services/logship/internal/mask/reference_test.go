@@ -130,9 +130,10 @@ func refEscape(in []byte) []refByte {
 func isOct(c byte) bool { return '0' <= c && c <= '7' }
 
 // refWrap applies the line-break rule to a view: a break is dropped when
-// the longest suffix of the view so far that is a prefix of a pattern (or
-// anchor) is at least wrapDepth long and is a proper prefix.
-func refWrap(view []refByte, prefixes map[string]bool, proper map[string]bool, maxLen int) []refByte {
+// the longest suffix q of the view so far that is a prefix of a pattern (or
+// anchor) is at least wrapDepth long, is a proper prefix, is a prefix of a
+// wrap-tolerant pattern, and q followed by the break is no prefix.
+func refWrap(view []refByte, prefixes, proper, wrapPref map[string]bool, maxLen int) []refByte {
 	var kept []refByte
 	var str []byte
 	for _, b := range view {
@@ -144,7 +145,8 @@ func refWrap(view []refByte, prefixes map[string]bool, proper map[string]bool, m
 					break
 				}
 			}
-			if l >= wrapDepth && proper[string(str[len(str)-l:])] {
+			q := string(str[len(str)-l:])
+			if l >= wrapDepth && proper[q] && wrapPref[q] && !prefixes[q+string(b.c)] {
 				continue
 			}
 		}
@@ -239,7 +241,16 @@ func refPEMOpen(in []byte, as, ae, body int) (refSpan, bool) {
 
 // refMask masks input as the writer should, the slow, obvious way.
 func refMask(input []byte, secrets [][]byte, opts Options) ([]byte, int64) {
-	pats, _ := patterns(secrets, opts)
+	cpats, _ := patterns(secrets, opts)
+	pats := patternBytes(cpats)
+	wrapPref := map[string]bool{}
+	for _, p := range cpats {
+		if p.wrap {
+			for d := 1; d <= len(p.b); d++ {
+				wrapPref[string(p.b[:d])] = true
+			}
+		}
+	}
 	var anchors [][]byte
 	type aref struct {
 		f *Format
@@ -272,11 +283,11 @@ func refMask(input []byte, secrets [][]byte, opts Options) ([]byte, int64) {
 		}
 	}
 	var spans []refSpan
-	v0 := refWrap(refRaw(input), prefixes, proper, maxLen)
+	v0 := refWrap(refRaw(input), prefixes, proper, wrapPref, maxLen)
 	spans = append(spans, refFind(v0, pats)...)
 	if len(pats) > 0 {
-		spans = append(spans, refFind(refWrap(refPercent(input, plus), prefixes, proper, maxLen), pats)...)
-		spans = append(spans, refFind(refWrap(refEscape(input), prefixes, proper, maxLen), pats)...)
+		spans = append(spans, refFind(refWrap(refPercent(input, plus), prefixes, proper, wrapPref, maxLen), pats)...)
+		spans = append(spans, refFind(refWrap(refEscape(input), prefixes, proper, wrapPref, maxLen), pats)...)
 	}
 	for k, a := range anchors {
 		for _, sp := range refFind(v0, [][]byte{a}) {

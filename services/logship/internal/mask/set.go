@@ -164,14 +164,16 @@ func NewSet(secrets [][]byte, opts Options) (*Set, Report) {
 	set.a = buildAutomaton(pats, anchors)
 	if set.a.minLen >= 4 {
 		keys := make([][]byte, 0, len(pats)+len(anchors))
-		keys = append(append(keys, pats...), anchors...)
-		set.filt = newFilter(keys)
+		for _, p := range pats {
+			keys = append(keys, p.b)
+		}
+		set.filt = newFilter(append(keys, anchors...))
 	}
 	if len(pats) > 0 {
 		set.stopBytes = []byte{'%', '\\'}
 	}
 	for _, p := range pats {
-		if bytes.IndexByte(p, ' ') >= 0 {
+		if bytes.IndexByte(p.b, ' ') >= 0 {
 			set.plus = true
 			set.stopBytes = append(set.stopBytes, '+')
 			break
@@ -189,16 +191,23 @@ func NewSet(secrets [][]byte, opts Options) (*Set, Report) {
 	return set, rep
 }
 
+// pattern is a compiled pattern; wrap: line breaks inside a match are
+// skipped.
+type pattern struct {
+	b    []byte
+	wrap bool
+}
+
 // patterns returns the distinct patterns derived from secrets that are at
 // least the minimum length, and the report of skipped secrets and forms.
-func patterns(secrets [][]byte, opts Options) ([][]byte, Report) {
+func patterns(secrets [][]byte, opts Options) ([]pattern, Report) {
 	minLen := opts.MinLength
 	if minLen <= 0 {
 		minLen = DefaultMinLength
 	}
 	var rep Report
-	var pats [][]byte
-	seen := make(map[string]bool)
+	var pats []pattern
+	seen := make(map[string]int) // pattern → index + 1
 	for i, s := range secrets {
 		if len(s) < minLen {
 			rep.TooShort = append(rep.TooShort, i)
@@ -212,11 +221,14 @@ func patterns(secrets [][]byte, opts Options) ([][]byte, Report) {
 				}
 				continue
 			}
-			if seen[string(d.b)] {
+			if k := seen[string(d.b)]; k > 0 {
+				if d.wrap {
+					pats[k-1].wrap = true
+				}
 				continue
 			}
-			seen[string(d.b)] = true
-			pats = append(pats, bytes.Clone(d.b))
+			pats = append(pats, pattern{b: bytes.Clone(d.b), wrap: d.wrap})
+			seen[string(d.b)] = len(pats)
 		}
 		if opts.DisableEncodings {
 			short = append(short, EncBase64, EncBase64URL, EncHex)

@@ -205,7 +205,7 @@ func (w *Writer) scan(p []byte, pos0 int64) {
 			if s < a.nShallow {
 				s = a.dense[s*a.stride+a.class[c]]
 				v++
-			} else if isBreak(c) && a.flags[s]&(fKid|fBranch) != 0 {
+			} else if isBreak(c) && a.skipBreak(s, c) {
 				w.pm0.set(v, r+1-v) // skipped: the next view byte is after it
 				skipped = true
 			} else {
@@ -369,7 +369,7 @@ func (w *Writer) feedViews(c byte, r int64, s0 int32, v0 int64) {
 // viewByte reads one byte of a decoding view.
 func (w *Writer) viewByte(vw *view, b vbyte) {
 	a := w.a
-	if isBreak(b.c) && a.skipBreak(vw.s) {
+	if isBreak(b.c) && a.skipBreak(vw.s, b.c) {
 		return // skipped
 	}
 	vw.pm.set(vw.vpos, b.rs-vw.vpos)
