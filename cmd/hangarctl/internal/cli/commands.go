@@ -42,6 +42,8 @@ var commands = []command{
 	{name: "worker undrain", summary: "let a drained worker take runs again", run: workerCommand(false)},
 	{name: "pool cycle", summary: "drain every worker of a pool and make it exit once idle", run: runPoolCycle},
 	{name: "logs", summary: "print a run's stored, masked log from S3", run: runLogs},
+	{name: "pki init", summary: "create a pool's internal CA (mutual TLS between its services)", run: runPKIInit},
+	{name: "pki issue", summary: "issue a certificate of a pool's internal CA for one role and id", run: runPKIIssue},
 	{name: "setup", summary: "one-shot set-up of a deployment: CA, pool key, pool and token files", run: runSetup},
 	{name: "s3", summary: "serve a small S3-compatible server (dev and compose stacks)", run: runS3},
 	{name: "dev", summary: "start a whole pool on this machine and run the demo", run: runDev},

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -15,7 +16,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -45,8 +49,16 @@ func runSubmit(ctx context.Context, e env) error {
 	timeout := fs.Duration("timeout", 0, "give up following after this long (0: never)")
 	otlp := fs.String("otlp", os.Getenv("HANGAR_OTLP_ENDPOINT"), "OTLP/gRPC endpoint for the submit span (default $HANGAR_OTLP_ENDPOINT)")
 	corrupt := fs.String("corrupt", "", "damage the envelope to test the pool's defences: "+strings.Join(corruptions, ", "))
+	opTLS := addOperatorTLS(fs)
 	if err := parseFlags(fs, e, 0); err != nil {
 		return err
+	}
+	var logshipTLS *tls.Config
+	if *follow && *logship != "" {
+		var err error
+		if logshipTLS, err = opTLS.config(*logship); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
 	}
 	if *dir == "" || *pool == "" || *specFile == "" {
 		return fmt.Errorf("%w: --dir, --pool and --spec are required", errUsage)
@@ -153,7 +165,7 @@ func runSubmit(ctx context.Context, e env) error {
 	if !*follow {
 		return nil
 	}
-	return f.wait(ctx, *logship, *corrupt == "replay")
+	return f.wait(ctx, *logship, logshipTLS, *corrupt == "replay")
 }
 
 // LoadSpec reads a run spec in its JSON form (protojson: field names as in the
@@ -310,7 +322,7 @@ func (f *follower) print(format string, args ...any) {
 }
 
 // wait follows until the run's final event, with its live log from logship.
-func (f *follower) wait(ctx context.Context, logship string, replay bool) error {
+func (f *follower) wait(ctx context.Context, logship string, logshipTLS *tls.Config, replay bool) error {
 	tailDone := make(chan struct{})
 	if logship != "" {
 		go func() {
@@ -320,7 +332,7 @@ func (f *follower) wait(ctx context.Context, logship string, replay bool) error 
 			case <-ctx.Done():
 				return
 			}
-			if err := f.tail(ctx, logship); err != nil && ctx.Err() == nil {
+			if err := f.tail(ctx, logship, logshipTLS); err != nil && ctx.Err() == nil {
 				f.print("live log unavailable: %v", err)
 			}
 		}()
@@ -360,8 +372,14 @@ func (f *follower) wait(ctx context.Context, logship string, replay bool) error 
 	}
 }
 
-func (f *follower) tail(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// tail prints the run's live log from logship, as an operator (mutual TLS)
+// or, with a nil tlsConf, over plaintext.
+func (f *follower) tail(ctx context.Context, addr string, tlsConf *tls.Config) error {
+	creds := insecure.NewCredentials()
+	if tlsConf != nil {
+		creds = credentials.NewTLS(tlsConf)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}
@@ -386,7 +404,7 @@ func (f *follower) tail(ctx context.Context, addr string) error {
 				}
 			}
 		}
-		if ctx.Err() != nil || attempt > 50 {
+		if ctx.Err() != nil || attempt > 50 || permanent(err) {
 			return err
 		}
 		select {
@@ -395,6 +413,18 @@ func (f *follower) tail(ctx context.Context, addr string) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// permanent reports a Tail error that retrying cannot cure: a refused
+// identity, or a handshake that failed on certificates.
+func permanent(err error) bool {
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.Unauthenticated:
+		return true
+	case codes.Unavailable:
+		return strings.Contains(err.Error(), "certificate") || strings.Contains(err.Error(), "tls:")
+	}
+	return false
 }
 
 func runCancel(ctx context.Context, e env) error {
