@@ -183,7 +183,7 @@ type Open struct {
 	PoolId  string                 `protobuf:"bytes,2,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
 	StackId string                 `protobuf:"bytes,3,opt,name=stack_id,json=stackId,proto3" json:"stack_id,omitempty"`
 	// Every value to mask in this run's log: the run's secret variables and the
-	// executor's HANGAR_MASK_ENVS values, 64 KiB in all at most (an Open over that
+	// executor's HANGAR_MASK_ENVS values, 256 KiB in all at most (an Open over that
 	// is refused with INVALID_ARGUMENT; the gateway refuses such a run at intake).
 	// Values shorter than logship's minimum are not masked: the log's first line
 	// names them, never their values.
