@@ -21,9 +21,9 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/hangar-dev/hangar/platform/atomicfile"
 )
 
 const (
@@ -117,38 +117,7 @@ func WriteKeyPEM(path string, key crypto.Signer) error {
 		return err
 	}
 	defer clear(b)
-	return WriteFileAtomic(path, b, 0o600)
-}
-
-// WriteFileAtomic writes data to path with mode perm through a temporary file in
-// the same directory and a rename, so readers never see a partial file.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, b, 0o600)
 }
 
 // EncodeCertPEM returns der as a "CERTIFICATE" PEM.
@@ -176,8 +145,15 @@ type CA struct {
 	Key     crypto.Signer
 }
 
-// NewCA creates a self-signed ECDSA P-256 CA named cn, valid for CAValidity.
-func NewCA(cn string) (*CA, error) {
+// NewCA creates a self-signed ECDSA P-256 CA named cn, valid for CAValidity,
+// which signs leaf certificates only.
+func NewCA(cn string) (*CA, error) { return newCA(cn, 0) }
+
+// NewPoolCA creates a pool-internal CA (ADR 0008): as NewCA, but it may also
+// sign enrollment CAs (IssueEnrollmentCA), one level deep.
+func NewPoolCA(cn string) (*CA, error) { return newCA(cn, 1) }
+
+func newCA(cn string, maxPathLen int) (*CA, error) {
 	key, err := NewECKey()
 	if err != nil {
 		return nil, fmt.Errorf("new CA: %w", err)
@@ -194,7 +170,8 @@ func NewCA(cn string) (*CA, error) {
 		NotAfter:              now.Add(CAValidity),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
-		MaxPathLenZero:        true,
+		MaxPathLen:            maxPathLen,
+		MaxPathLenZero:        maxPathLen == 0,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		SubjectKeyId:          keyID(&key.PublicKey),
 	}

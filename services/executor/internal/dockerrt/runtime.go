@@ -25,6 +25,7 @@ import (
 	"github.com/moby/moby/client"
 
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
+	"github.com/hangar-dev/hangar/platform/ids"
 	"github.com/hangar-dev/hangar/services/executor/internal/mountguard"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 )
@@ -103,20 +104,6 @@ type Runtime struct {
 
 var _ runner.Runtime = (*Runtime)(nil)
 
-// validRunID reports whether id follows run.proto's run id syntax,
-// [A-Za-z0-9_-]{1,64}, which keeps the names and labels derived from it valid.
-func validRunID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
-		return false
-	}
-	for _, c := range []byte(id) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
 // New returns a runtime using cli. It checks the options but does not
 // contact the engine (see Ping).
 func New(cli Client, opts Options) (*Runtime, error) {
@@ -170,7 +157,7 @@ func (r *Runtime) Ping(ctx context.Context) error {
 // Open checks the job and returns its session: one container per phase,
 // all sharing the run's workspace volume.
 func (r *Runtime) Open(job *runner.Job) (runner.Session, error) {
-	if !validRunID(job.RunID) {
+	if !ids.ValidRunID(job.RunID) {
 		return nil, fmt.Errorf("invalid run id %q", job.RunID)
 	}
 	if job.Spec.GetRunnerImage() == "" {

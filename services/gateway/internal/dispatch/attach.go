@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"context"
 	"errors"
 	"io"
 
@@ -9,10 +10,33 @@ import (
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
+	"github.com/hangar-dev/hangar/platform/serve"
+	"github.com/hangar-dev/hangar/platform/tlsconfig"
 )
 
 // sendBuffer bounds what may wait for one executor's stream.
 const sendBuffer = 256
+
+// executorID is the attaching executor's id: with TLS (Config.Credentials
+// set), the id in its certificate, which Hello.executor_id may repeat but
+// not contradict; without TLS, Hello.executor_id.
+func (d *Dispatcher) executorID(ctx context.Context, hello *workv1.Hello) (string, error) {
+	if d.cfg.Credentials == nil {
+		if hello.GetExecutorId() == "" {
+			return "", status.Error(codes.InvalidArgument, "Hello.executor_id is empty")
+		}
+		return hello.GetExecutorId(), nil
+	}
+	peer, ok := serve.PeerIdentity(ctx)
+	if !ok || peer.Role != tlsconfig.RoleExecutor {
+		return "", status.Error(codes.PermissionDenied, "Attach needs an executor certificate of the pool")
+	}
+	if claimed := hello.GetExecutorId(); claimed != "" && claimed != peer.ID {
+		d.log.Warn("refused an executor whose Hello disagrees with its certificate", "hello_executor_id", claimed, "certificate", peer.String())
+		return "", status.Errorf(codes.PermissionDenied, "Hello.executor_id %q disagrees with the certificate's executor id %q (%s)", claimed, peer.ID, peer)
+	}
+	return peer.ID, nil
+}
 
 // Attach implements WorkService.Attach: one stream per executor.
 func (d *Dispatcher) Attach(stream workv1.WorkService_AttachServer) error {
@@ -21,17 +45,19 @@ func (d *Dispatcher) Attach(stream workv1.WorkService_AttachServer) error {
 		return err
 	}
 	hello := first.GetHello()
-	switch {
-	case hello == nil:
+	if hello == nil {
 		return status.Error(codes.FailedPrecondition, "the first message on Attach must be a Hello")
-	case hello.GetExecutorId() == "":
-		return status.Error(codes.InvalidArgument, "Hello.executor_id is empty")
-	case hello.GetSlots() == 0:
+	}
+	id, err := d.executorID(stream.Context(), hello)
+	if err != nil {
+		return err
+	}
+	if hello.GetSlots() == 0 {
 		return status.Error(codes.InvalidArgument, "Hello.slots must be at least 1")
 	}
 
 	ex := &executor{
-		id: hello.GetExecutorId(), slots: hello.GetSlots(), free: hello.GetSlots(), drained: hello.GetDrained(),
+		id: id, slots: hello.GetSlots(), free: hello.GetSlots(), drained: hello.GetDrained(),
 		metadata: hello.GetMetadata(), held: map[string]*lease{}, send: make(chan *workv1.AttachResponse, sendBuffer),
 	}
 	d.mu.Lock()
@@ -158,14 +184,14 @@ func (d *Dispatcher) handle(ex *executor, m *workv1.AttachRequest) {
 			return
 		}
 		d.releaseLocked(l)
-		if u := k.Finish.GetUnconfirmed(); u != nil && k.Finish.GetHandOff().GetStateKey() != "" && l.run.HandOff == nil {
+		if u := k.Finish.GetUnconfirmed(); u != nil && k.Finish.GetHandOff().GetStateKey() != "" && l.run.handOff == nil {
 			// Not finished: parked until ConfirmRun, its epoch kept.
 			d.parkLocked(l.run, k.Finish.GetHandOff())
 			d.log.Info("run waits for confirmation", "run_id", l.run.ID, "state_key", u.GetStateKey())
 			d.events.Run(l.run.ID, l.run.TraceContext, &eventv1.Event{Kind: &eventv1.Event_Unconfirmed{Unconfirmed: u}})
 		} else if k.Finish.GetUnconfirmed() != nil {
 			reason := "the executor stopped the run for confirmation without storing its state"
-			if l.run.HandOff != nil {
+			if l.run.handOff != nil {
 				reason = "the executor stopped a confirmed run for confirmation again"
 			}
 			d.finishLocked(l.run, &eventv1.RunFinished{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: -1, Reason: reason})
