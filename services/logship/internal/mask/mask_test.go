@@ -353,7 +353,7 @@ func TestRandomLong(t *testing.T) {
 			}
 			secrets = append(secrets, s)
 		}
-		opts := Options{MinLength: 4}
+		opts := Options{MinLength: 4 + round%2}
 		set, _ := NewSet(secrets, opts)
 		pats := mustPatterns(secrets, opts)
 		var in []byte
