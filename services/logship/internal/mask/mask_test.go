@@ -357,7 +357,7 @@ func TestRandomLong(t *testing.T) {
 		set, _ := NewSet(secrets, opts)
 		pats := mustPatterns(secrets, opts)
 		var in []byte
-		for len(in) < 64<<10 {
+		for len(in) < 12<<10 {
 			if rng.IntN(4) == 0 {
 				in = append(in, pats[rng.IntN(len(pats))]...)
 			} else {
