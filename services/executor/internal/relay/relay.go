@@ -188,7 +188,7 @@ func exitStatus(cmd *exec.Cmd, err error) (int, int) {
 }
 
 // pump reads the command's stdout and stderr pipes from one goroutine, in
-// the order they become readable (stdout first when both are), and appends
+// the order they become readable, and appends
 // what it reads to the buffer, waiting while the buffer is full. One reader
 // for both keeps the order across the two streams as close as the kernel
 // lets it be seen: two readers would let the scheduler reorder them.
@@ -196,6 +196,7 @@ func (s *Shim) pump(out, errOut *os.File, abandon *atomic.Bool) {
 	fds := [2]int{int(out.Fd()), int(errOut.Fd())}
 	kinds := [2]byte{KindStdout, KindStderr}
 	open := [2]bool{true, true}
+	partial := [2]bool{}
 	buf := make([]byte, 32<<10)
 	for (open[0] || open[1]) && !abandon.Load() {
 		var set syscall.FdSet
@@ -213,13 +214,23 @@ func (s *Shim) pump(out, errOut *os.File, abandon *atomic.Bool) {
 			}
 			return
 		}
-		for i, fd := range fds {
+		// When both are ready their order is unknown: a stream whose last
+		// read ended inside a line goes first (a line is finished before
+		// the other stream's output), else stderr (a shell traces a
+		// command on stderr before the command prints).
+		order := [2]int{1, 0}
+		if partial[0] && !partial[1] {
+			order = [2]int{0, 1}
+		}
+		for _, i := range order {
+			fd := fds[i]
 			if !open[i] || set.Bits[fd/64]&(1<<(uint(fd)%64)) == 0 {
 				continue
 			}
 			n, err := syscall.Read(fd, buf)
 			if n > 0 {
 				s.appendOutput(kinds[i], buf[:n])
+				partial[i] = buf[n-1] != '\n'
 			}
 			if n == 0 || (err != nil && err != syscall.EINTR && err != syscall.EAGAIN) {
 				open[i] = false
