@@ -182,7 +182,7 @@ func NewSet(secrets [][]byte, opts Options) (*Set, Report) {
 	rep.States = len(set.a.depth)
 	rep.TableBytes = set.a.bytes()
 	if set.filt != nil {
-		rep.TableBytes += filterBits / 8
+		rep.TableBytes += 8 * len(set.filt.bits)
 	}
 	return set, rep
 }
