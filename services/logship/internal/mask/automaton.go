@@ -233,7 +233,6 @@ func buildAutomaton(pats []pattern, anchors [][]byte) *automaton {
 		}
 		prev = e.b
 	}
-	path = nil
 
 	// Nodes by depth (counting sort): failure links in breadth-first order.
 	start := make([]int32, a.maxLen+2)
@@ -249,7 +248,6 @@ func buildAutomaton(pats []pattern, anchors [][]byte) *automaton {
 		order[fill[d]] = int32(id)
 		fill[d]++
 	}
-	fill = nil
 	cover := make([]int32, n)
 	for _, e := range shallowEdges[0] {
 		a.dense[a.class[e.c]] = e.child
