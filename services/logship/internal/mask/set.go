@@ -16,11 +16,11 @@
 //   - the bytes with JSON and Go string escapes decoded ("\/", "\u003c",
 //     "\n", "\x41", ...).
 //
-// In every view, a line break ('\r' or '\n') inside a match is skipped once
-// at least 4 bytes of the pattern are matched: an encoder that wraps its
-// output into lines of any width (base64's 76 columns, xxd's 60) does not hide
-// the secret, nor does a terminal's "\r\n". A match in a view covers the raw
-// bytes it was decoded from.
+// In every view, a line break ('\r' or '\n') inside a match of a base64 or
+// hex form is skipped once at least 4 bytes of the form are matched: an
+// encoder that wraps its output into lines (base64's 76 columns, xxd's 60)
+// does not hide the secret. A match in a view covers the raw bytes it was
+// decoded from.
 //
 // The decoding views are run only from a byte that starts an escape ('%',
 // '\\', and '+' when a pattern has a space) until they agree with the raw
@@ -163,11 +163,7 @@ func NewSet(secrets [][]byte, opts Options) (*Set, Report) {
 	}
 	set.a = buildAutomaton(pats, anchors)
 	if set.a.minLen >= 4 {
-		keys := make([][]byte, 0, len(pats)+len(anchors))
-		for _, p := range pats {
-			keys = append(keys, p.b)
-		}
-		set.filt = newFilter(append(keys, anchors...))
+		set.filt = newFilter(filterKeys(pats, anchors, set.anchors, set.formats))
 	}
 	if len(pats) > 0 {
 		set.stopBytes = []byte{'%', '\\'}
@@ -238,4 +234,45 @@ func patterns(secrets [][]byte, opts Options) ([]pattern, Report) {
 		}
 	}
 	return pats, rep
+}
+
+// filterKeys returns the 4-byte strings of the skip filter (see filter) and
+// its stride: 2 when every pattern has at least 5 bytes, else 1.
+func filterKeys(pats []pattern, anchors [][]byte, refs []anchorRef, formats []Format) ([][]byte, int) {
+	stride := 2
+	for _, p := range pats {
+		if len(p.b) < 5 {
+			stride = 1
+		}
+	}
+	keys := make([][]byte, 0, stride*(len(pats)+len(anchors)))
+	for _, p := range pats {
+		keys = append(keys, p.b[:4])
+		if stride == 2 {
+			keys = append(keys, p.b[1:5])
+			if p.wrap {
+				// A line break may follow the first 4 bytes.
+				keys = append(keys, append(bytes.Clone(p.b[1:4]), '\n'), append(bytes.Clone(p.b[1:4]), '\r'))
+			}
+		}
+	}
+	for i, an := range anchors {
+		keys = append(keys, an[:4])
+		if stride == 1 {
+			continue
+		}
+		if len(an) >= 5 {
+			keys = append(keys, an[1:5])
+			continue
+		}
+		// A 4-byte anchor is found one byte in only with the byte after
+		// it: any byte of its value.
+		f := &formats[refs[i].format]
+		for c := range 256 {
+			if f.Value != nil && f.Value[c] || f.Context && sepChars[c] {
+				keys = append(keys, append(bytes.Clone(an[1:4]), byte(c)))
+			}
+		}
+	}
+	return keys, stride
 }
