@@ -105,8 +105,6 @@ require (
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
 	go.opentelemetry.io/otel/metric v1.47.0 // indirect
 	go.opentelemetry.io/otel/sdk v1.47.0 // indirect
-	go.opentelemetry.io/otel/trace v1.47.0 // indirect
-	go.opentelemetry.io/proto/otlp v1.11.1 // indirect
 	go.yaml.in/yaml/v3 v3.0.6 // indirect
 	golang.org/x/exp v0.0.0-20260908205506-85c1c2202aba // indirect
 	golang.org/x/net v0.60.0 // indirect
@@ -132,6 +130,12 @@ require github.com/hangar-dev/hangar/services/logship v0.0.0
 
 replace github.com/hangar-dev/hangar/services/logship => ../../services/logship
 
-require github.com/hangar-dev/hangar/services/policy v0.0.0
+require (
+	github.com/hangar-dev/hangar/services/policy v0.0.0
+	go.opentelemetry.io/otel/trace v1.47.0
+	go.opentelemetry.io/proto/otlp v1.11.1
+	golang.org/x/term v0.47.0
+	mvdan.cc/sh/v3 v3.14.1
+)
 
 replace github.com/hangar-dev/hangar/services/policy => ../../services/policy

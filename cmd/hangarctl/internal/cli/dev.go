@@ -24,7 +24,7 @@ import (
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/cpdir"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/pki"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/s3server"
-	"github.com/hangar-dev/hangar/platform/runimage"
+	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/tracefile"
 	"github.com/hangar-dev/hangar/platform/telemetry/otlprecv"
 	"github.com/hangar-dev/hangar/platform/tlsconfig"
 	executor "github.com/hangar-dev/hangar/services/executor/service"
@@ -165,16 +165,20 @@ func runDev(ctx context.Context, e env) error {
 
 	runtime, why := chooseRuntime(ctx, *rtFlag)
 	say("executor runtime: %s (%s)", runtime, why)
-	image := "hangar-dev/demo-runner:latest"
+	image := devRunnerImage
 	if runtime == "docker" {
-		if _, err := executor.RunnerImage(ctx, image, func() (*runimage.Rootfs, error) { return runimage.Busybox(nil) }); err != nil {
+		fs, from, err := runnerRootfs(ctx, *dir, busyboxPaths(os.Getenv("HANGAR_DEV_BUSYBOX")))
+		if err == nil {
+			_, err = executor.RunnerImage(ctx, image, fs)
+		}
+		if err != nil {
 			if *rtFlag == "docker" {
-				return fmt.Errorf("demo image: %w", err)
+				return fmt.Errorf("runner image %s: %w", image, err)
 			}
-			say("could not build the demo image (%v): using the process runtime", err)
+			say("could not build the runner image %s (%v): using the process runtime", image, err)
 			runtime = "process"
 		} else {
-			say("demo image %s ready (built locally)", image)
+			say("runner image %s ready, built locally from %s", image, from)
 		}
 	}
 
@@ -238,8 +242,7 @@ func runDev(ctx context.Context, e env) error {
 
 	// The demo run, submitted exactly as a user would.
 	specPath := filepath.Join(*dir, "demo-run.json")
-	spec := bytes.ReplaceAll(demoSpec, []byte("hangar/demo-runner:latest"), []byte(image))
-	if err := os.WriteFile(specPath, spec, 0o600); err != nil {
+	if err := os.WriteFile(specPath, demoSpec, 0o600); err != nil {
 		return err
 	}
 	say("submitting the demo run (it prints a secret, which the log must show masked)")
@@ -248,7 +251,7 @@ func runDev(ctx context.Context, e env) error {
 	runErr := runSubmit(ctx, env{
 		args: []string{"--dir", cpPath, "--pool", pool.Name, "--spec", specPath, "--follow", "--logship", lsGRPC, "--timeout", "5m", "--otlp", traces.Addr(),
 			"--tls-ca", tlsDir.CAFile(), "--tls-cert", tlsDir.CertFile("operator-dev"), "--tls-key", tlsDir.KeyFile("operator-dev")},
-		stdout: io.MultiWriter(out, &submitOut), stderr: e.stderr,
+		stdout: io.MultiWriter(out, &submitOut), stderr: e.stderr, terminal: e.terminal,
 	})
 	fmt.Fprintln(out)
 	if runErr != nil {
@@ -266,11 +269,18 @@ func runDev(ctx context.Context, e env) error {
 	}
 	say("stored log s3://%s/%s (%d bytes): the secret is masked", devBucket, logKey, len(stored))
 	services := []string{"hangarctl", "hangar-gateway", "hangar-policy", "hangar-executor", "hangar-logship"}
-	spans, _ := traces.WaitFor(func(s []otlprecv.RecordedSpan) bool {
+	_, _ = traces.WaitFor(func(s []otlprecv.RecordedSpan) bool {
 		return len(missing(services, otlprecv.Services(otlprecv.ByTrace(s, traceID)))) == 0
 	}, 10*time.Second)
-	inTrace := otlprecv.ByTrace(spans, traceID)
-	say("trace %s: %d spans from %s", traceID, len(inTrace), strings.Join(otlprecv.Services(inTrace), ", "))
+	trace := tracefile.Filter(traces.Request(), traceID)
+	tracePath := tracefile.Path(*dir, runID)
+	if err := tracefile.Write(tracePath, trace); err != nil {
+		return err
+	}
+	fmt.Fprintln(out)
+	tracefile.Draw(out, traceID, tracefile.Spans(trace), 30)
+	fmt.Fprintln(out)
+	say("trace kept in %s (OTLP JSON, for any OTLP tool); hangarctl trace --dir %s %s draws it again", tracePath, *dir, runID)
 	say("run %s finished", runID)
 
 	if !*keep {

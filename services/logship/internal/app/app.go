@@ -65,7 +65,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Wr
 		return fmt.Errorf("HANGAR_LOGSHIP_SPOOL_DIR: %w", err)
 	}
 	runOpts := runlog.Options{
-		Spool: sp, Store: store, MinSecretLength: cfg.MaskMinLength, ChunkInterval: cfg.ChunkInterval,
+		Spool: sp, Store: store, MinSecretLength: cfg.MaskMinLength, DisableKnownFormats: !cfg.MaskKnownFormats, ChunkInterval: cfg.ChunkInterval,
 		CloseWait: cfg.CloseWait, RetryMin: 200 * time.Millisecond, RetryMax: 30 * time.Second,
 		MaxLogBytes: cfg.LogMaxBytes, IdleClose: cfg.LogIdleClose, MinFreeBytes: int64(cfg.SpoolMinFreeMB) << 20,
 		Logger: log, Registry: reg,

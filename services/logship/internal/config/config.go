@@ -52,6 +52,11 @@ type Config struct {
 	// MaskMinLength is the shortest secret masked (HANGAR_MASK_MIN_LENGTH,
 	// default 6).
 	MaskMinLength int
+	// MaskKnownFormats masks well-known credential formats (GitHub, GitLab,
+	// AWS, Slack, Google, Stripe tokens, private-key blocks, JWTs; see
+	// docs/MASKING.md) even when no run declared them
+	// (HANGAR_MASK_KNOWN_FORMATS, default true).
+	MaskKnownFormats bool
 	// ChunkInterval is how often live chunks are uploaded
 	// (HANGAR_LOGSHIP_CHUNK_INTERVAL, default 5s).
 	ChunkInterval time.Duration
@@ -123,6 +128,7 @@ func Load(r *envconfig.Reader) (*Config, error) {
 		SessionToken:      r.String("AWS_SESSION_TOKEN", ""),
 		LogLevel:          r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error"),
 	}
+	c.MaskKnownFormats = r.Bool("HANGAR_MASK_KNOWN_FORMATS", true)
 	errs := []error{r.Err()}
 	if n := btoi(c.TLSCA != "") + btoi(c.TLSCert != "") + btoi(c.TLSKey != ""); n != 0 && n != 3 {
 		errs = append(errs, fmt.Errorf("HANGAR_TLS_CA, HANGAR_TLS_CERT, HANGAR_TLS_KEY: set all three or none"))
