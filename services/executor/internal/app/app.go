@@ -17,7 +17,9 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
 
 	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
@@ -30,6 +32,7 @@ import (
 	"github.com/hangar-dev/hangar/services/executor/internal/dockerrt"
 	"github.com/hangar-dev/hangar/services/executor/internal/execute"
 	"github.com/hangar-dev/hangar/services/executor/internal/handoff"
+	"github.com/hangar-dev/hangar/services/executor/internal/kubert"
 	"github.com/hangar-dev/hangar/services/executor/internal/processrt"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 	"github.com/hangar-dev/hangar/services/executor/internal/supervise"
@@ -62,7 +65,7 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 		_ = tel.Shutdown(sctx)
 	}()
 
-	rt, err := newRuntime(ctx, cfg, log)
+	rt, err := newRuntime(ctx, cfg, reg, log)
 	if err != nil {
 		return err
 	}
@@ -163,7 +166,10 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 	return err
 }
 
-func newRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (runner.Runtime, error) {
+func newRuntime(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) (runner.Runtime, error) {
+	if cfg.Runtime == "kubernetes" {
+		return newKubeRuntime(ctx, cfg, reg, log)
+	}
 	if cfg.Runtime == "process" {
 		log.Warn("process runtime: runs execute as local processes with no isolation")
 		return processrt.Runtime{}, nil
@@ -193,6 +199,37 @@ func newRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (runn
 		log.Warn("reaping containers of an earlier run of this executor failed", "err", err)
 	} else if len(ids) > 0 {
 		log.Warn("removed containers left by an earlier run of this executor", "run_ids", ids)
+	}
+	return rt, nil
+}
+
+// newKubeRuntime connects to the API server and removes the pods an earlier
+// life of this executor left.
+func newKubeRuntime(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) (runner.Runtime, error) {
+	k := cfg.Kube
+	rc, cs, err := kubert.Connect(k.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("HANGAR_KUBECONFIG: %w", err)
+	}
+	rt, err := kubert.New(kubert.Options{
+		Client: cs, Config: rc, Namespace: k.Namespace, ExecutorID: cfg.ExecutorID,
+		PullPolicy: corev1.PullPolicy(k.PullPolicy), PullSecrets: k.PullSecrets, ServiceAccount: k.ServiceAccount,
+		Memory: cfg.WorkerMemory << 20, MilliCPUs: int64(cfg.WorkerCPUs * 1000), RunTimeout: cfg.RunTimeout,
+		PendingTimeout: k.PendingTimeout, OwnerName: k.PodName, OwnerUID: k.PodUID, OwnerNamespace: k.PodNamespace,
+		Registry: reg, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := rt.Ping(pctx); err != nil {
+		return nil, err
+	}
+	if ids, err := rt.Reap(pctx); err != nil {
+		log.Warn("reaping pods of an earlier run of this executor failed", "err", err)
+	} else if len(ids) > 0 {
+		log.Warn("removed pods left by an earlier run of this executor", "run_ids", ids)
 	}
 	return rt, nil
 }
