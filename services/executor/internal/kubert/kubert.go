@@ -401,7 +401,9 @@ func (rn *run) abort(ctx context.Context, err error, exit int, where string) run
 func (rn *run) create(ctx context.Context) error {
 	r := rn.r
 	for _, del := range []func() error{
-		func() error { return r.pods.Delete(ctx, rn.spec.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}) },
+		func() error {
+			return r.pods.Delete(ctx, rn.spec.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))})
+		},
 		func() error { return r.secrets.Delete(ctx, rn.spec.Name, metav1.DeleteOptions{}) },
 	} {
 		if err := del(); err != nil && !apierrors.IsNotFound(err) {

@@ -39,7 +39,7 @@ const (
 	copyContainer = "hangar-workspace"
 	// holdContainer is the main container: it keeps the pod (and the
 	// workspace) alive after the phases for an export, or ends at once.
-	holdContainer = "hangar-done"
+	holdContainer   = "hangar-done"
 	workspaceVolume = "workspace"
 	// deadlineSlack is added to the run timeout for the pod's
 	// activeDeadlineSeconds: the executor stops a run itself at its
