@@ -209,10 +209,11 @@ func (r *Runtime) mine(meta metav1.Object) bool {
 	return meta.GetAnnotations()[AnnotationExecutorID] == r.opts.ExecutorID
 }
 
-// Reap deletes every pod and Secret this executor created (labels and
-// annotation naming its executor id; another executor's are never touched)
-// and returns the ids of their runs, sorted. Call it when no run of this
-// executor is in progress, e.g. at start after a crash.
+// Reap deletes every pod this executor created (labels and annotation
+// naming its executor id; another executor's are never touched), their
+// Secrets going with them (owner references), and returns the ids of their
+// runs, sorted. Call it when no run of this executor is in progress, e.g. at
+// start after a crash.
 func (r *Runtime) Reap(ctx context.Context) ([]string, error) {
 	runs := map[string]bool{}
 	var errs []error
@@ -227,20 +228,6 @@ func (r *Runtime) Reap(ctx context.Context) ([]string, error) {
 		runs[p.Annotations[AnnotationRunID]] = true
 		if err := r.pods.Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: p.Spec.TerminationGracePeriodSeconds}); err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("reap: delete pod %s: %w", p.Name, err))
-		}
-	}
-	secrets, err := r.secrets.List(ctx, metav1.ListOptions{LabelSelector: r.selector()})
-	if err != nil {
-		errs = append(errs, fmt.Errorf("reap: list secrets: %w", err))
-	} else {
-		for _, s := range secrets.Items {
-			if !r.mine(&s) {
-				continue
-			}
-			runs[s.Annotations[AnnotationRunID]] = true
-			if err := r.secrets.Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-				errs = append(errs, fmt.Errorf("reap: delete secret %s: %w", s.Name, err))
-			}
 		}
 	}
 	delete(runs, "")
@@ -395,9 +382,10 @@ func (rn *run) abort(ctx context.Context, err error, exit int, where string) run
 	return failed(exit, err.Error())
 }
 
-// create creates the run's Secret and pod (replacing those of an earlier
-// attempt of the same run by this executor), then makes the pod the
-// Secret's owner.
+// create creates the run's pod, then its Secret owned by the pod (the first
+// phase reads it only after the workspace is copied), replacing those of an
+// earlier attempt of the same run by this executor. The executor's Role
+// needs no read access to Secrets.
 func (rn *run) create(ctx context.Context) error {
 	r := rn.r
 	for _, del := range []func() error{
@@ -413,18 +401,15 @@ func (rn *run) create(ctx context.Context) error {
 	if err := waitGone(ctx, r.pods, rn.spec.Name); err != nil {
 		return fmt.Errorf("remove the stale pod of an earlier attempt: %w", err)
 	}
-	sec, err := r.secrets.Create(ctx, rn.spec.secret(rn.job.Env), metav1.CreateOptions{})
-	if err != nil {
-		return fmt.Errorf("create the run's secret: %w", err)
-	}
-	rn.created = true
 	pod, err := r.pods.Create(ctx, rn.spec.pod(), metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("create the run's pod: %w", err)
 	}
+	rn.created = true
+	sec := rn.spec.secret(rn.job.Env)
 	sec.OwnerReferences = []metav1.OwnerReference{ownedBy(pod)}
-	if _, err := r.secrets.Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("make the pod own the run's secret: %w", err)
+	if _, err := r.secrets.Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create the run's secret: %w", err)
 	}
 	tctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	rn.track, rn.stopTrack = newTracker(r.pods, pod), cancel
