@@ -33,6 +33,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/hangar-dev/hangar/platform/ids"
 )
 
 // Version is the token format version this package writes and reads.
@@ -40,9 +42,6 @@ const Version = 1
 
 // MinRSABits is the smallest pool key accepted.
 const MinRSABits = 2048
-
-// MaxPoolIDLen is the longest pool id.
-const MaxPoolIDLen = 64
 
 // maxTokenLen bounds the input to Parse.
 const maxTokenLen = 256 << 10
@@ -148,8 +147,8 @@ func (t *Token) Validate() error {
 	if _, _, err := parseBroker(t.Broker); err != nil {
 		return bad("broker", "%v", err)
 	}
-	if !ValidPoolID(t.PoolID) {
-		return bad("pool_id", "%q is not 1-%d characters of [A-Za-z0-9_-]", t.PoolID, MaxPoolIDLen)
+	if err := ids.CheckPoolID(t.PoolID); err != nil {
+		return bad("pool_id", "%v", err)
 	}
 	if _, err := parseCAs(t.BrokerCAPEM); err != nil {
 		return bad("broker_ca_pem", "%v", err)
@@ -172,20 +171,6 @@ func (t *Token) Validate() error {
 		return bad("run_verification_key", "%v", err)
 	}
 	return nil
-}
-
-// ValidPoolID reports whether id is 1-64 characters of [A-Za-z0-9_-].
-func ValidPoolID(id string) bool {
-	if len(id) == 0 || len(id) > MaxPoolIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // Certificate returns the pool's parsed client certificate.

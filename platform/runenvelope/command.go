@@ -6,6 +6,7 @@ import (
 	"time"
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+	"github.com/hangar-dev/hangar/platform/ids"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -18,10 +19,10 @@ func SealCommand(key ed25519.PrivateKey, cmd *eventv1.Command) ([]byte, error) {
 		return nil, fmt.Errorf("runenvelope: seal command: %w: signing key is not an Ed25519 private key", ErrInvalidParams)
 	case cmd == nil:
 		return nil, fmt.Errorf("runenvelope: seal command: %w: no command", ErrInvalidParams)
-	case cmd.GetCommandId() == "" || len(cmd.GetCommandId()) > maxCommandIDLen:
-		return nil, fmt.Errorf("runenvelope: seal command: %w: command id must be 1-%d bytes", ErrInvalidParams, maxCommandIDLen)
-	case !validPoolID(cmd.GetPoolId()):
-		return nil, fmt.Errorf("runenvelope: seal command: %w: invalid pool id %q", ErrInvalidParams, cmd.GetPoolId())
+	case !ids.ValidCommandID(cmd.GetCommandId()):
+		return nil, fmt.Errorf("runenvelope: seal command: %w: %w", ErrInvalidParams, ids.CheckCommandID(cmd.GetCommandId()))
+	case !ids.ValidPoolID(cmd.GetPoolId()):
+		return nil, fmt.Errorf("runenvelope: seal command: %w: %w", ErrInvalidParams, ids.CheckPoolID(cmd.GetPoolId()))
 	case cmd.GetExpiresAtUnixMs() <= cmd.GetIssuedAtUnixMs():
 		return nil, fmt.Errorf("runenvelope: seal command: %w: expiry must be after issue time", ErrInvalidParams)
 	case cmd.GetKind() == nil:
@@ -70,7 +71,7 @@ func (o *Opener) VerifyCommand(payload []byte) (*eventv1.Command, error) {
 	}
 	id := claimed
 	if id == "" {
-		return nil, reject(eventv1.RejectReason_REJECT_REASON_MALFORMED, "", true, "command id is empty or longer than %d bytes", maxCommandIDLen)
+		return nil, reject(eventv1.RejectReason_REJECT_REASON_MALFORMED, "", true, "command id is not %s", ids.Rule)
 	}
 	if cmd.GetKind() == nil {
 		return nil, reject(eventv1.RejectReason_REJECT_REASON_MALFORMED, id, true, "command has no kind")
@@ -84,16 +85,14 @@ func (o *Opener) VerifyCommand(payload []byte) (*eventv1.Command, error) {
 	return cmd, nil
 }
 
-const maxCommandIDLen = 128
-
 // peekCommandID returns the id a command claims, or "" if it does not decode or
-// the id is empty or too long.
+// the id is not a valid command id (ids.ValidCommandID).
 func peekCommandID(b []byte) string {
 	var cmd eventv1.Command
 	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(b, &cmd); err != nil {
 		return ""
 	}
-	if id := cmd.GetCommandId(); len(id) > 0 && len(id) <= maxCommandIDLen {
+	if id := cmd.GetCommandId(); ids.ValidCommandID(id) {
 		return id
 	}
 	return ""

@@ -19,6 +19,7 @@ import (
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
+	"github.com/hangar-dev/hangar/platform/ids"
 	"github.com/hangar-dev/hangar/platform/sealedbox"
 	"google.golang.org/protobuf/proto"
 )
@@ -30,8 +31,6 @@ const (
 	DefaultMaxSize = 1 << 20
 	// DefaultClockSkew is how far in the future issued_at may be by default.
 	DefaultClockSkew = time.Minute
-	// MaxRunIDLen is the longest valid run id.
-	MaxRunIDLen = 64
 
 	runDomain     = "hangar.run.v1\n"
 	commandDomain = "hangar.command.v1\n"
@@ -45,35 +44,6 @@ func SpecAAD(runID, poolID string) []byte {
 	b = append(b, runID...)
 	b = append(b, 0)
 	return append(b, poolID...)
-}
-
-// ValidRunID reports whether id is 1-64 characters of [A-Za-z0-9_-].
-func ValidRunID(id string) bool {
-	if len(id) == 0 || len(id) > MaxRunIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-// validPoolID reports whether id can be a pool id: non-empty, at most 128 bytes,
-// and usable as one MQTT topic level (no '/', '+', '#', NUL).
-func validPoolID(id string) bool {
-	if len(id) == 0 || len(id) > 128 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		switch id[i] {
-		case '/', '+', '#', 0:
-			return false
-		}
-	}
-	return true
 }
 
 // SealParams is what Seal needs to build a run envelope.
@@ -104,10 +74,10 @@ func Seal(p SealParams) ([]byte, error) {
 		return nil, fmt.Errorf("runenvelope: seal: %w: signing key is not an Ed25519 private key", ErrInvalidParams)
 	case p.PoolKey == nil:
 		return nil, fmt.Errorf("runenvelope: seal: %w: no pool key", ErrInvalidParams)
-	case !ValidRunID(p.RunID):
-		return nil, fmt.Errorf("runenvelope: seal: %w: %w: %q is not 1-64 characters of [A-Za-z0-9_-]", ErrInvalidParams, ErrInvalidRunID, p.RunID)
-	case !validPoolID(p.PoolID):
-		return nil, fmt.Errorf("runenvelope: seal: %w: invalid pool id %q", ErrInvalidParams, p.PoolID)
+	case !ids.ValidRunID(p.RunID):
+		return nil, fmt.Errorf("runenvelope: seal: %w: %w: %w", ErrInvalidParams, ErrInvalidRunID, ids.CheckRunID(p.RunID))
+	case !ids.ValidPoolID(p.PoolID):
+		return nil, fmt.Errorf("runenvelope: seal: %w: %w", ErrInvalidParams, ids.CheckPoolID(p.PoolID))
 	case p.Spec == nil:
 		return nil, fmt.Errorf("runenvelope: seal: %w: no run spec", ErrInvalidParams)
 	case p.TTL <= 0:
@@ -250,7 +220,7 @@ func (o *Opener) Verify(payload []byte) (*Verified, error) {
 		return nil, reject(eventv1.RejectReason_REJECT_REASON_MALFORMED, "", true, "decode RunEnvelope: %v", err)
 	}
 	runID := ""
-	if ValidRunID(env.GetRunId()) {
+	if ids.ValidRunID(env.GetRunId()) {
 		runID = env.GetRunId()
 	}
 	if v := env.GetVersion(); v != Version {
@@ -332,7 +302,7 @@ func peekRunID(envelope []byte) string {
 	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(envelope, &env); err != nil {
 		return ""
 	}
-	if !ValidRunID(env.GetRunId()) {
+	if !ids.ValidRunID(env.GetRunId()) {
 		return ""
 	}
 	return env.GetRunId()

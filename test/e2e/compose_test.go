@@ -9,11 +9,9 @@ package e2e
 // from it, nothing is pulled).
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/rand"
-	"debug/elf"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -26,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hangar-dev/hangar/test/e2e/harness"
 )
 
 const (
@@ -82,7 +82,7 @@ func TestCompose(t *testing.T) {
 	for _, n := range composeImages {
 		composeCheckImage(t, "hangar/"+n+":"+composeImageTag)
 	}
-	composeBusyboxImage(t, composeRunnerImage)
+	harness.BusyboxImage(t, composeRunnerImage)
 
 	// 2. The stack: default profile, two executors, non-root executors with
 	// the socket's group.
@@ -390,75 +390,4 @@ func composeGrep(text, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
-}
-
-// composeBusyboxImage imports tag from the host's static busybox (Debian's
-// busybox-static) unless it exists: /bin/busybox, links for the common
-// commands, /etc/passwd, /tmp. No registry is involved.
-func composeBusyboxImage(t *testing.T, tag string) {
-	t.Helper()
-	if exec.Command("docker", "image", "inspect", tag).Run() == nil {
-		return
-	}
-	var bin []byte
-	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		f, err := elf.NewFile(bytes.NewReader(b))
-		if err != nil {
-			continue
-		}
-		static := true
-		for _, prog := range f.Progs {
-			if prog.Type == elf.PT_INTERP {
-				static = false
-			}
-		}
-		f.Close()
-		if static {
-			bin = b
-			break
-		}
-	}
-	if bin == nil {
-		t.Fatal("no static busybox for the runner image: apt-get install -y busybox-static")
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	mtime := time.Unix(0, 0)
-	hdr := func(h *tar.Header) {
-		h.ModTime = mtime
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-	}
-	file := func(name string, mode int64, data []byte) {
-		hdr(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data))})
-		if _, err := tw.Write(data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, d := range []string{"bin", "etc", "root", "tmp"} {
-		mode := int64(0o755)
-		if d == "tmp" {
-			mode = 0o1777
-		}
-		hdr(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: mode})
-	}
-	file("bin/busybox", 0o755, bin)
-	for _, a := range []string{"sh", "echo", "cat", "sleep", "ls", "env", "id", "wget", "true", "false", "printf", "grep", "test", "["} {
-		hdr(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + a, Linkname: "busybox", Mode: 0o777})
-	}
-	file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"))
-	file("etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\n"))
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	c := exec.Command("docker", "import", "--change", `CMD ["/bin/sh"]`, "--change", "ENV PATH=/bin", "-", tag)
-	c.Stdin = &buf
-	if out, err := c.CombinedOutput(); err != nil {
-		t.Fatalf("docker import %s: %v\n%s", tag, err, out)
-	}
 }

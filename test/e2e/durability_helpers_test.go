@@ -33,34 +33,6 @@ func liveChunks(t testing.TB, s *harness.S3, runID string) (string, []string) {
 	return b.String(), keys
 }
 
-// durLogship is how logship is started (and started again): its ports and
-// spool directory stay the same across restarts.
-type durLogship struct {
-	bin                           string
-	GRPCAddr, DebugAddr, SpoolDir string
-	env                           []string
-}
-
-func newDurLogship(t testing.TB, bin string, s3 *harness.S3, extra ...string) *durLogship {
-	l := &durLogship{bin: bin, GRPCAddr: harness.FreeAddr(t), DebugAddr: harness.FreeAddr(t), SpoolDir: t.TempDir()}
-	l.env = append(append([]string{
-		"HANGAR_LOGSHIP_GRPC_ADDR=" + l.GRPCAddr,
-		"HANGAR_LOGSHIP_DEBUG_ADDR=" + l.DebugAddr,
-		"HANGAR_LOGSHIP_SPOOL_DIR=" + l.SpoolDir,
-	}, s3.Env()...), extra...)
-	return l
-}
-
-// Start runs logship (stopped with SIGTERM in t.Cleanup) and waits for its
-// /readyz. A port taken meanwhile by another process fails the test with
-// logship's own message.
-func (l *durLogship) Start(t testing.TB, name string) *harness.Process {
-	t.Helper()
-	p := harness.Start(t, name, l.env, l.bin)
-	p.WaitHTTP200("http://"+l.DebugAddr+"/readyz", 2*time.Minute)
-	return p
-}
-
 // durMetrics reads a /metrics page and returns, for each metric name, the sum
 // of its series (all label values).
 func durMetrics(t testing.TB, debugAddr string) map[string]float64 {

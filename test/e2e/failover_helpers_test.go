@@ -57,7 +57,7 @@ func newFailoverStack(t *testing.T) *foStack {
 	return s
 }
 
-// foPool is one pool of a case: its broker, token and key, and a recorder
+// foPool is one pool of a case: its broker, token and key, and an observer
 // of everything it publishes (a persistent session, across broker restarts).
 type foPool struct {
 	*foStack
@@ -65,7 +65,7 @@ type foPool struct {
 	broker *harness.EmbeddedBroker
 	token  string
 	keyB64 string
-	rec    *harness.Recorder
+	obs    *harness.Observer
 
 	mu   sync.Mutex
 	runs []string
@@ -78,17 +78,19 @@ func (s *foStack) pool(t *testing.T, name string) *foPool {
 	p := &foPool{foStack: s, name: name, broker: b}
 	p.token = s.cp.CreatePool(t, name, csr, b.URL)
 	p.keyB64 = harness.KeyEnv(t, key)
-	p.rec = harness.Record(t, b.URL, s.cp.Dir, name)
+	p.obs = harness.Observe(t, b.URL, s.cp.Dir, name)
 	return p
 }
 
 // gateway is a gateway of the pool with worker id id (its MQTT client id, so
 // its persistent session, follows from it), heartbeats every second, and
 // extra settings.
-func (p *foPool) gateway(t *testing.T, id string, extra ...string) *harness.GatewayConfig {
+func (p *foPool) gateway(t *testing.T, id string, extra ...string) *harness.Gateway {
 	t.Helper()
 	env := append([]string{"HANGAR_HEARTBEAT_INTERVAL=1s", "HANGAR_WORKER_ID=" + id}, extra...)
-	return harness.NewGatewayConfig(t, p.gatewayBin, p.token, p.keyB64, p.policy.GRPCAddr, env...)
+	g := harness.NewGateway(t, p.gatewayBin, p.token, p.keyB64, p.policy.GRPCAddr, env...)
+	g.Service.Name = "gateway-" + strings.TrimPrefix(id, "gw-")
+	return g
 }
 
 // executorEnv is the environment of an executor of a failover case. The
@@ -162,7 +164,7 @@ func (p *foPool) waitAttached(t *testing.T, gw string, since time.Time, ids ...s
 	t.Helper()
 	want := slices.Clone(ids)
 	slices.Sort(want)
-	p.rec.WaitHeartbeat(2*wait, fmt.Sprintf("heartbeat of %s after %s listing executors %v", gw, since.Format(time.TimeOnly), want), func(hb *eventv1.Heartbeat) bool {
+	p.obs.WaitHeartbeat(2*wait, fmt.Sprintf("heartbeat of %s after %s listing executors %v", gw, since.Format(time.TimeOnly), want), func(hb *eventv1.Heartbeat) bool {
 		if hb.GetWorkerId() != gw || hb.GetTimeUnixMs() < since.UnixMilli() {
 			return false
 		}
@@ -179,7 +181,7 @@ func (p *foPool) waitAttached(t *testing.T, gw string, since time.Time, ids ...s
 // "phase:NAME", "unconfirmed", "finished", as kinds() names them).
 func (p *foPool) waitKind(t *testing.T, runID, kind string, timeout time.Duration) *eventv1.Event {
 	t.Helper()
-	return p.rec.WaitEvent(timeout, kind+" event of run "+runID, func(ev *eventv1.Event) bool {
+	return p.obs.WaitEvent(timeout, kind+" event of run "+runID, func(ev *eventv1.Event) bool {
 		return ev.GetRunId() == runID && slices.Equal(kinds([]*eventv1.Event{ev}), []string{kind})
 	})
 }
@@ -207,7 +209,7 @@ type runReport struct {
 func (p *foPool) inspectRun(runID string, wantStarts int) runReport {
 	var r runReport
 	byID := map[string]harness.Delivery{}
-	for _, d := range p.rec.RunDeliveries(runID) {
+	for _, d := range p.obs.RunDeliveries(runID) {
 		id := d.Event.GetEventId()
 		first, ok := byID[id]
 		if !ok {
@@ -222,7 +224,7 @@ func (p *foPool) inspectRun(runID string, wantStarts int) runReport {
 			r.problems = append(r.problems, fmt.Sprintf("event id %s was published by two gateways, %s and %s", id, a, b))
 		}
 	}
-	r.events = p.rec.RunEvents(runID)
+	r.events = p.obs.RunEvents(runID)
 	var finals []*eventv1.Event
 	phases := map[string]int{}
 	for i, ev := range r.events {

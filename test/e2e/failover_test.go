@@ -41,11 +41,11 @@ func TestFailover(t *testing.T) {
 // reaps the container and reports the run lost, with the reason.
 func testExecutorKilled(t *testing.T, s *foStack) {
 	p := s.pool(t, "fo-exec-kill")
-	gw := p.gateway(t, "gw-1").Start(t, "gateway-1")
+	gw := p.gateway(t, "gw-1").Start(t)
 	workDir := t.TempDir()
 	env := executorEnv("docker", 1)
 	since := time.Now()
-	ex := harness.StartExecutorIn(t, s.executorBin, "exec-1", workDir, gw.GRPCAddr, s.logship.GRPCAddr, env...)
+	ex := harness.NewExecutor(t, s.executorBin, "exec-1", workDir, gw.GRPCAddr, s.logship.GRPCAddr, env...).Start(t)
 	p.waitAttached(t, "gw-1", since, "exec-1")
 
 	spec := harness.Task(runnerImage, "echo killed-run-started", "sleep 60", "echo not-reached")
@@ -64,12 +64,12 @@ func testExecutorKilled(t *testing.T, s *foStack) {
 	if !running {
 		t.Errorf("run %s: container %s does not run any more after its executor was killed (containers %q): the test kills the executor, not the run", runID, ctr, containers(t, runID))
 	}
-	if _, ok := p.rec.RunEvents(runID)[len(p.rec.RunEvents(runID))-1].GetKind().(*eventv1.Event_Finished); ok {
-		t.Fatalf("run %s ended before its executor was started again:\n%s", runID, describe(p.rec.RunEvents(runID)))
+	if _, ok := p.obs.RunEvents(runID)[len(p.obs.RunEvents(runID))-1].GetKind().(*eventv1.Event_Finished); ok {
+		t.Fatalf("run %s ended before its executor was started again:\n%s", runID, describe(p.obs.RunEvents(runID)))
 	}
 
 	since = time.Now()
-	ex2 := harness.StartExecutorIn(t, s.executorBin, "exec-1", workDir, gw.GRPCAddr, s.logship.GRPCAddr, env...)
+	ex2 := ex.Start(t) // the same executor: same id, work directory and ports
 	fin := p.final(t, runID, 2*wait)
 	if !isOutcome(fin, eventv1.Outcome_OUTCOME_LOST) || fin.GetReason() == "" {
 		t.Errorf("run %s: outcome %s %q, want lost with a reason", runID, fin.GetOutcome(), fin.GetReason())
@@ -131,22 +131,22 @@ func testExecutorKilled(t *testing.T, s *foStack) {
 func testGatewayKilled(t *testing.T, s *foStack) {
 	p := s.pool(t, "fo-gw-kill")
 	cfg := p.gateway(t, "gw-2")
-	gw := cfg.Start(t, "gateway-2")
+	gw := cfg.Start(t)
 	since := time.Now()
-	harness.StartExecutorIn(t, s.executorBin, "exec-2", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, executorEnv("docker", 1)...)
+	harness.NewExecutor(t, s.executorBin, "exec-2", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, executorEnv("docker", 1)...).Start(t)
 	p.waitAttached(t, "gw-2", since, "exec-2")
 
 	leased := p.submit(t, harness.Task(runnerImage, "echo leased-start", "sleep 20", "echo leased-end").JSON())
 	p.waitKind(t, leased, "phase:perform", 2*wait)
 	queued := p.submit(t, harness.Task(runnerImage, "echo queued-ran").JSON())
 	p.waitKind(t, queued, "admitted", 2*wait)
-	if r := p.rec.RunEvents(queued); slices.Contains(kinds(r), "started") {
+	if r := p.obs.RunEvents(queued); slices.Contains(kinds(r), "started") {
 		t.Fatalf("run %s started although exec-2's only slot is taken:\n%s", queued, describe(r))
 	}
-	before := len(p.rec.Deliveries())
+	before := len(p.obs.Deliveries())
 
 	gw.Kill()
-	gw = cfg.Start(t, "gateway-2")
+	gw = cfg.Start(t)
 	// exec-2 reattaches and lists the lease of the run it still runs (or the
 	// result it could not report while the gateway was away).
 	gw.WaitOutput(regexp.MustCompile(`"msg":"executor attached"[^\n]*"executor":"exec-2"[^\n]*"held":1`), 2*wait)
@@ -170,7 +170,7 @@ func testGatewayKilled(t *testing.T, s *foStack) {
 	}
 	expectLines(t, "log of the leased run", s.runLog(t, leased, finL, "runs/"+leased+"/log"), "leased-start", "leased-end")
 	expectLines(t, "log of the queued run", s.runLog(t, queued, finQ, "runs/"+queued+"/log"), "queued-ran")
-	t.Logf("%d events arrived after the gateway was killed", len(p.rec.Deliveries())-before)
+	t.Logf("%d events arrived after the gateway was killed", len(p.obs.Deliveries())-before)
 	waitNothingLeft(t, p.runSet())
 }
 
@@ -181,9 +181,9 @@ func testGatewayKilled(t *testing.T, s *foStack) {
 func testBrokerDown(t *testing.T, s *foStack) {
 	p := s.pool(t, "fo-broker")
 	cfg := p.gateway(t, "gw-3")
-	gw := cfg.Start(t, "gateway-3")
+	gw := cfg.Start(t)
 	since := time.Now()
-	harness.StartExecutorIn(t, s.executorBin, "exec-3", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, executorEnv("docker", 2)...)
+	harness.NewExecutor(t, s.executorBin, "exec-3", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, executorEnv("docker", 2)...).Start(t)
 	p.waitAttached(t, "gw-3", since, "exec-3")
 
 	going := p.submit(t, harness.Task(runnerImage, "echo going-start", "sleep 25", "echo going-end").JSON())
@@ -210,7 +210,7 @@ func testBrokerDown(t *testing.T, s *foStack) {
 	var arrival []uint64
 	after := 0
 	seen := map[string]bool{}
-	for _, d := range p.rec.RunDeliveries(going) {
+	for _, d := range p.obs.RunDeliveries(going) {
 		if seen[d.Event.GetEventId()] {
 			continue
 		}
@@ -230,14 +230,14 @@ func testBrokerDown(t *testing.T, s *foStack) {
 	// Runs published while the gateway was disconnected.
 	gw.Kill()
 	whileAway := p.submit(t, harness.Task(runnerImage, "echo published-while-gateway-away").JSON())
-	gw = cfg.Start(t, "gateway-3")
+	gw = cfg.Start(t)
 	// And published while the gateway was away, with a broker restart before
 	// it comes back: the broker's --data keeps the session and the message.
 	gw.Kill()
 	acrossRestart := p.submit(t, harness.Task(runnerImage, "echo published-before-broker-restart").JSON())
 	p.broker.Stop()
 	p.broker.Start(t)
-	cfg.Start(t, "gateway-3")
+	cfg.Start(t)
 
 	for id, line := range map[string]string{whileAway: "published-while-gateway-away", acrossRestart: "published-before-broker-restart"} {
 		fin := p.final(t, id, 2*wait)
@@ -257,10 +257,10 @@ func testBrokerDown(t *testing.T, s *foStack) {
 func testPartition(t *testing.T, s *foStack) {
 	p := s.pool(t, "fo-partition")
 	const lease = 6 * time.Second
-	gw := p.gateway(t, "gw-4", "HANGAR_LEASE_DURATION="+lease.String()).Start(t, "gateway-4")
+	gw := p.gateway(t, "gw-4", "HANGAR_LEASE_DURATION="+lease.String()).Start(t)
 	proxy := harness.StartProxy(t, gw.GRPCAddr)
 	since := time.Now()
-	ex := harness.StartExecutorIn(t, s.executorBin, "exec-4", t.TempDir(), proxy.Addr, s.logship.GRPCAddr, executorEnv("docker", 1)...)
+	ex := harness.NewExecutor(t, s.executorBin, "exec-4", t.TempDir(), proxy.Addr, s.logship.GRPCAddr, executorEnv("docker", 1)...).Start(t)
 	p.waitAttached(t, "gw-4", since, "exec-4")
 
 	spec := harness.Task(runnerImage, "echo partitioned-start", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done")
@@ -309,11 +309,11 @@ func testPartition(t *testing.T, s *foStack) {
 func testSharedSubscription(t *testing.T, s *foStack) {
 	p := s.pool(t, "fo-shared")
 	shared := "HANGAR_GATEWAY_SHARED_SUBSCRIPTION=true"
-	gwA := p.gateway(t, "gw-5a", shared).Start(t, "gateway-5a")
-	gwB := p.gateway(t, "gw-5b", shared).Start(t, "gateway-5b")
+	gwA := p.gateway(t, "gw-5a", shared).Start(t)
+	gwB := p.gateway(t, "gw-5b", shared).Start(t)
 	since := time.Now()
-	harness.StartExecutorIn(t, s.executorBin, "exec-5a", t.TempDir(), gwA.GRPCAddr, s.logship.GRPCAddr, executorEnv("docker", 2)...)
-	harness.StartExecutorIn(t, s.executorBin, "exec-5b", t.TempDir(), gwB.GRPCAddr, s.logship.GRPCAddr, executorEnv("docker", 2)...)
+	harness.NewExecutor(t, s.executorBin, "exec-5a", t.TempDir(), gwA.GRPCAddr, s.logship.GRPCAddr, executorEnv("docker", 2)...).Start(t)
+	harness.NewExecutor(t, s.executorBin, "exec-5b", t.TempDir(), gwB.GRPCAddr, s.logship.GRPCAddr, executorEnv("docker", 2)...).Start(t)
 	p.waitAttached(t, "gw-5a", since, "exec-5a")
 	p.waitAttached(t, "gw-5b", since, "exec-5b")
 
@@ -330,7 +330,7 @@ func testSharedSubscription(t *testing.T, s *foStack) {
 		}
 		r := p.checkRun(t, id, 1)
 		receivedBy := map[string]int{}
-		for _, d := range p.rec.RunDeliveries(id) {
+		for _, d := range p.obs.RunDeliveries(id) {
 			if d.Event.GetReceived() != nil {
 				receivedBy[d.Event.GetWorkerId()]++
 			}
@@ -377,11 +377,11 @@ func (s trackedSpec) JSON() string {
 // resumed run fail with a reason saying so.
 func testHandOff(t *testing.T, s *foStack) {
 	p := s.pool(t, "fo-handoff")
-	gw := p.gateway(t, "gw-6").Start(t, "gateway-6")
+	gw := p.gateway(t, "gw-6").Start(t)
 	env := executorEnv("docker", 1, s.s3.Env()...)
 	since := time.Now()
-	harness.StartExecutorIn(t, s.executorBin, "exec-6a", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, env...)
-	harness.StartExecutorIn(t, s.executorBin, "exec-6b", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, env...)
+	harness.NewExecutor(t, s.executorBin, "exec-6a", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, env...).Start(t)
+	harness.NewExecutor(t, s.executorBin, "exec-6b", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, env...).Start(t)
 	p.waitAttached(t, "gw-6", since, "exec-6a", "exec-6b")
 
 	marker := harness.RandomName("handoff-plaintext-")

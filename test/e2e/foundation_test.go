@@ -212,16 +212,22 @@ func foundation(t *testing.T, kind string) {
 		e.expectAdmitted(t, runID)
 	})
 
-	t.Run("replayed envelope is handled once", func(t *testing.T) {
+	t.Run("copy of a run in hand is dropped, copy of an ended run is refused", func(t *testing.T) {
+		// Two copies at once (as a QoS 1 redelivery would bring): the run is
+		// handled once and the copy produces no event at all, least of all a
+		// final rejection while the run goes on.
 		runID, r := e.submit(t, harness.Spec("Web", "team:web"), "--corrupt", "replay")
 		if r.Code != 0 {
 			t.Fatalf("hangarctl run submit --corrupt replay: %s", r)
 		}
-		// Both copies are processed once the run is admitted and the replay rejected.
-		e.obs.WaitEvent(wait, "replayed rejection of "+runID, func(ev *eventv1.Event) bool {
-			return ev.GetRunId() == runID && ev.GetRejected().GetReason() == eventv1.RejectReason_REJECT_REASON_REPLAYED
-		})
 		e.expectAdmitted(t, runID)
+		deadline := time.Now().Add(wait)
+		for metricValue(scrape(t, "http://"+e.gw.DebugAddr+"/metrics"), "hangar_gateway_envelopes_redelivered_total") < 1 {
+			if time.Now().After(deadline) {
+				t.Fatal("the second copy was not counted as a redelivery (hangar_gateway_envelopes_redelivered_total)")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 		var received, rejected int
 		for _, ev := range e.obs.RunEvents(runID) {
 			switch {
@@ -231,9 +237,33 @@ func foundation(t *testing.T, kind string) {
 				rejected++
 			}
 		}
-		if received != 1 || rejected != 1 {
-			t.Errorf("replayed run %s: %d received and %d rejected events, want 1 and 1:\n%s", runID, received, rejected, describe(e.obs.RunEvents(runID)))
+		if received != 1 || rejected != 0 {
+			t.Errorf("run %s delivered twice: %d received and %d rejected events, want 1 and 0:\n%s", runID, received, rejected, describe(e.obs.RunEvents(runID)))
 		}
+
+		// A copy of a run that has ended (here: denied) is a replay: refused.
+		envelopes := make(chan []byte, 4)
+		c, err := harness.Connect(t, e.broker, harness.ControlPlaneTLS(t, e.cp.Dir), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		harness.Subscribe(t, c, mqtttopic.Runs("pool-a"), func(_ mqtt.Client, m mqtt.Message) { envelopes <- m.Payload() })
+		denied, r := e.submit(t, harness.Spec("Vault", "team:sec", "frozen"))
+		if r.Code != 0 {
+			t.Fatalf("hangarctl run submit: %s", r)
+		}
+		var payload []byte
+		select {
+		case payload = <-envelopes:
+		case <-time.After(wait):
+			t.Fatal("the envelope was not seen on the runs topic")
+		}
+		e.obs.WaitEvent(wait, "denied event of "+denied, isKind(denied, "denied"))
+		harness.Publish(t, c, mqtttopic.Runs("pool-a"), payload)
+		e.obs.WaitEvent(wait, "replayed rejection of "+denied, func(ev *eventv1.Event) bool {
+			return ev.GetRunId() == denied && ev.GetRejected().GetReason() == eventv1.RejectReason_REJECT_REASON_REPLAYED
+		})
+		e.expectSequence(t, denied, "received", "denied")
 	})
 
 	t.Run("heartbeats carry the metadata", func(t *testing.T) {

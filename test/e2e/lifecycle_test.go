@@ -20,10 +20,10 @@ import (
 func TestWorkerLifecycle(t *testing.T) {
 	s := newFailoverStack(t)
 	p := s.pool(t, "lifecycle")
-	gw := p.gateway(t, "gw-1").Start(t, "gateway")
+	gw := p.gateway(t, "gw-1").Start(t)
 	since := time.Now()
-	ex := harness.StartExecutorIn(t, s.executorBin, "exec-1", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr,
-		executorEnv("process", 2, "HANGAR_METADATA_zone=z1")...)
+	ex := harness.NewExecutor(t, s.executorBin, "exec-1", "", gw.GRPCAddr, s.logship.GRPCAddr,
+		executorEnv("process", 2, "HANGAR_METADATA_zone=z1")...).Start(t)
 	p.waitAttached(t, "gw-1", since, "exec-1")
 
 	ctl := func(args ...string) harness.Result {
@@ -33,7 +33,7 @@ func TestWorkerLifecycle(t *testing.T) {
 	executorState := func(state eventv1.WorkerState) {
 		t.Helper()
 		after := time.Now().UnixMilli()
-		p.rec.WaitHeartbeat(2*wait, "exec-1 "+state.String(), func(hb *eventv1.Heartbeat) bool {
+		p.obs.WaitHeartbeat(2*wait, "exec-1 "+state.String(), func(hb *eventv1.Heartbeat) bool {
 			for _, e := range hb.GetExecutors() {
 				if hb.GetTimeUnixMs() >= after && e.GetExecutorId() == "exec-1" && e.GetState() == state {
 					return true
@@ -66,7 +66,7 @@ func TestWorkerLifecycle(t *testing.T) {
 		// no free capacity.
 		executorState(eventv1.WorkerState_WORKER_STATE_DRAINED)
 		executorState(eventv1.WorkerState_WORKER_STATE_DRAINED)
-		for _, k := range kinds(p.rec.RunEvents(runID)) {
+		for _, k := range kinds(p.obs.RunEvents(runID)) {
 			if k == "started" {
 				t.Fatalf("run %s started on a drained executor", runID)
 			}
@@ -100,14 +100,14 @@ func TestWorkerLifecycle(t *testing.T) {
 		if code := ex.Process.WaitExit(2 * wait); code != 0 {
 			t.Fatalf("a drained executor exits 0 once idle; got %d", code)
 		}
-		for _, k := range kinds(p.rec.RunEvents(other)) {
+		for _, k := range kinds(p.obs.RunEvents(other)) {
 			if k == "started" {
 				t.Fatalf("run %s started on a draining executor", other)
 			}
 		}
 		// A new executor takes the waiting run.
 		since := time.Now()
-		harness.StartExecutorIn(t, s.executorBin, "exec-2", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, executorEnv("process", 1)...)
+		harness.NewExecutor(t, s.executorBin, "exec-2", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, executorEnv("process", 1)...).Start(t)
 		p.waitAttached(t, "gw-1", since, "exec-2")
 		if fin := p.final(t, other, 2*wait); !isOutcome(fin, eventv1.Outcome_OUTCOME_FINISHED) {
 			t.Fatalf("run %s: %s %q", other, fin.GetOutcome(), fin.GetReason())
@@ -116,7 +116,7 @@ func TestWorkerLifecycle(t *testing.T) {
 
 	t.Run("pool cycle", func(t *testing.T) {
 		since := time.Now()
-		ex3 := harness.StartExecutorIn(t, s.executorBin, "exec-3", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, executorEnv("process", 1)...)
+		ex3 := harness.NewExecutor(t, s.executorBin, "exec-3", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, executorEnv("process", 1)...).Start(t)
 		p.waitAttached(t, "gw-1", since, "exec-3") // exec-2 stopped with the previous subtest
 		if r := ctl("pool", "cycle", "--dir", p.cp.Dir, p.name); r.Code != 0 {
 			t.Fatalf("pool cycle: %s", r)

@@ -28,8 +28,7 @@ func TestSoak(t *testing.T) {
 	)
 	s := newFailoverStack(t)
 	p := s.pool(t, "soak")
-	cfg := p.gateway(t, "gw-soak")
-	gw := cfg.Start(t, "gateway-soak")
+	gw := p.gateway(t, "gw-soak").Start(t)
 	env := executorEnv("process", 4)
 	ids := []string{"soak-1", "soak-2", "soak-3"}
 	dirs := map[string]string{}
@@ -37,7 +36,7 @@ func TestSoak(t *testing.T) {
 	since := time.Now()
 	for _, id := range ids {
 		dirs[id] = t.TempDir()
-		execs[id] = harness.StartExecutorIn(t, s.executorBin, id, dirs[id], gw.GRPCAddr, s.logship.GRPCAddr, env...)
+		execs[id] = harness.NewExecutor(t, s.executorBin, id, dirs[id], gw.GRPCAddr, s.logship.GRPCAddr, env...).Start(t)
 	}
 	p.waitAttached(t, "gw-soak", since, ids...)
 
@@ -79,13 +78,13 @@ func TestSoak(t *testing.T) {
 	// An executor killed in the middle of the runs, started again as itself.
 	execs["soak-3"].Kill()
 	submit(100, 130)
-	execs["soak-3"] = harness.StartExecutorIn(t, s.executorBin, "soak-3", dirs["soak-3"], gw.GRPCAddr, s.logship.GRPCAddr, env...)
+	execs["soak-3"].Start(t)
 	submit(130, 200)
 	// The gateway stopped in the middle of the runs; runs published while it
 	// is away wait in its persistent session.
 	gw.Stop()
 	submit(200, 240)
-	cfg.Start(t, "gateway-soak")
+	gw.Start(t)
 	submit(240, total)
 	t.Logf("submitted %d runs in %s", total, time.Since(start).Round(100*time.Millisecond))
 
@@ -95,9 +94,9 @@ func TestSoak(t *testing.T) {
 		t.Errorf("submit: %v", err)
 	}
 	mu.Unlock()
-	p.rec.WaitFor(3*wait, fmt.Sprintf("final events of all %d runs", len(all)), func() bool {
+	p.obs.WaitFor(3*wait, fmt.Sprintf("final events of all %d runs", len(all)), func() bool {
 		for _, id := range all {
-			if !hasFinal(p.rec.RunEvents(id)) {
+			if !hasFinal(p.obs.RunEvents(id)) {
 				return false
 			}
 		}

@@ -2,10 +2,9 @@ package service
 
 import (
 	"context"
-	"fmt"
 
+	"github.com/hangar-dev/hangar/platform/runimage"
 	"github.com/hangar-dev/hangar/services/executor/internal/dockerrt"
-	"github.com/hangar-dev/hangar/services/executor/internal/dockerrt/dockertest"
 )
 
 // PingDocker reports whether the Docker engine of this host (DOCKER_HOST or the
@@ -23,17 +22,14 @@ func PingDocker(ctx context.Context) error {
 	return rt.Ping(ctx)
 }
 
-// DemoImage makes sure the image tag exists locally, building a minimal shell
-// image (the host's static busybox, imported through the Engine API: no
-// registry needed) when it does not.
-func DemoImage(ctx context.Context, tag string) error {
+// RunnerImage makes sure the engine of this host has the image tag,
+// importing the file system build returns (through the Engine API: no
+// registry needed) when it does not. It reports whether it imported it.
+func RunnerImage(ctx context.Context, tag string, build func() (*runimage.Rootfs, error)) (bool, error) {
 	cli, err := dockerrt.NewClientFromEnv()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer cli.Close()
-	if err := dockertest.BusyboxImage(ctx, cli, tag); err != nil {
-		return fmt.Errorf("build %s: %w", tag, err)
-	}
-	return nil
+	return runimage.Ensure(ctx, dockerrt.ImageEngine{API: cli}, tag, build)
 }

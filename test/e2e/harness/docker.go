@@ -1,11 +1,8 @@
 package harness
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"crypto/rand"
-	"debug/elf"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -16,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hangar-dev/hangar/platform/runimage"
 )
 
 // RequireDocker fails the test, with what to install, if the docker CLI is
@@ -60,90 +59,18 @@ func RandomName(prefix string) string {
 	return prefix + hex.EncodeToString(b[:])
 }
 
-// busyboxApplets are linked to busybox in the image's /bin.
-var busyboxApplets = []string{
-	"sh", "ash", "echo", "cat", "sleep", "ls", "env", "printf", "seq", "head", "tail",
-	"yes", "true", "false", "tar", "id", "wc", "grep", "base64", "test", "[",
-	"mkdir", "rm", "touch", "cp", "mv", "ln", "chmod", "stat", "sed", "awk", "cut", "tr",
-	"sort", "tee", "find", "pwd", "kill", "ps", "date", "hostname", "ip", "wget", "uname",
-	"timeout", "expr", "md5sum", "sha256sum",
-}
-
-// BusyboxImage makes sure the engine has tag: an image holding the host's
-// static busybox (Debian's busybox-static) as /bin/busybox with links for the
-// common commands, /etc/passwd, /etc/group and /tmp, made with `docker
-// import` of a tarball (this machine cannot pull). It does nothing if the tag
+// BusyboxImage makes sure the engine has tag: the runner image of the host's
+// static busybox (Debian's busybox-static), built by platform/runimage (the
+// builder `hangarctl dev` and the benchmarks use too) and imported with
+// `docker import` (this machine cannot pull). It does nothing if the tag
 // exists.
 func BusyboxImage(t testing.TB, tag string) {
 	t.Helper()
-	if Docker(t, "image", "inspect", "--format", "{{.Id}}", tag).Code == 0 {
-		return
-	}
-	bin := staticBusybox(t)
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	mtime := time.Unix(0, 0)
-	must := func(err error) {
-		if err != nil {
-			t.Fatalf("busybox image tarball: %v", err)
-		}
-	}
-	file := func(name string, mode int64, content []byte) {
-		must(tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(content)), ModTime: mtime}))
-		_, err := tw.Write(content)
-		must(err)
-	}
-	for _, d := range []string{"bin", "etc", "root", "tmp", "workspace"} {
-		mode := int64(0o755)
-		if d == "tmp" {
-			mode = 0o1777
-		}
-		must(tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: mode, ModTime: mtime}))
-	}
-	file("bin/busybox", 0o755, bin)
-	for _, a := range busyboxApplets {
-		must(tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + a, Linkname: "busybox", Mode: 0o777, ModTime: mtime}))
-	}
-	file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"))
-	file("etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\n"))
-	must(tw.Close())
-
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "docker", "import", "--change", `CMD ["/bin/sh"]`, "--change", "ENV PATH=/bin",
-		"--message", "hangar e2e image: static busybox", "-", tag)
-	cmd.Stdin = &buf
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("docker import %s: %v\n%s", tag, err, out)
+	if _, err := runimage.Ensure(ctx, runimage.CLI{}, tag, func() (*runimage.Rootfs, error) { return runimage.Busybox(nil) }); err != nil {
+		t.Fatalf("%v", err)
 	}
-}
-
-// staticBusybox returns the host's busybox, which must be statically linked to
-// run in an image with no libc.
-func staticBusybox(t testing.TB) []byte {
-	t.Helper()
-	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		f, err := elf.NewFile(bytes.NewReader(b))
-		if err != nil {
-			continue
-		}
-		dynamic := false
-		for _, prog := range f.Progs {
-			if prog.Type == elf.PT_INTERP {
-				dynamic = true
-			}
-		}
-		f.Close()
-		if !dynamic {
-			return b
-		}
-	}
-	t.Fatalf("a static busybox is required to build the test image and is not installed: apt-get install busybox-static")
-	return nil
 }
 
 // DockerNetwork creates a user-defined bridge network and returns its name and

@@ -166,18 +166,17 @@ type EmbeddedBroker struct {
 	Addr    string // 127.0.0.1:PORT
 	URL     string // mqtts://127.0.0.1:PORT
 	DataDir string
-
-	cp   *ControlPlane
-	proc *Process
-	n    int
+	Service *Service
 }
 
 // StartEmbeddedBrokerData runs `hangarctl broker --data DIR` on a free
 // loopback port with a fresh data directory.
 func (cp *ControlPlane) StartEmbeddedBrokerData(t testing.TB) *EmbeddedBroker {
 	t.Helper()
-	b := &EmbeddedBroker{Addr: FreeAddr(t), DataDir: filepath.Join(t.TempDir(), "broker-data"), cp: cp}
+	b := &EmbeddedBroker{Addr: FreeAddr(t), DataDir: filepath.Join(t.TempDir(), "broker-data")}
 	b.URL = "mqtts://" + b.Addr
+	b.Service = &Service{Name: "broker", Bin: cp.Ctl}
+	b.Service.Args = []string{"broker", "--dir", cp.Dir, "--listen", b.Addr, "--data", b.DataDir}
 	b.Start(t)
 	return b
 }
@@ -186,79 +185,24 @@ func (cp *ControlPlane) StartEmbeddedBrokerData(t testing.TB) *EmbeddedBroker {
 // until it accepts connections.
 func (b *EmbeddedBroker) Start(t testing.TB) {
 	t.Helper()
-	b.n++
-	name := "broker"
-	if b.n > 1 {
-		name = "broker-restart-" + itoa(b.n-1)
-	}
-	p := Start(t, name, nil, b.cp.Ctl, "broker", "--dir", b.cp.Dir, "--listen", b.Addr, "--data", b.DataDir)
+	p := b.Service.Start(t)
 	url := p.WaitOutput(brokerListening, time.Minute)
 	if url != b.URL {
 		t.Fatalf("broker says it listens on %s, asked for %s", url, b.URL)
 	}
 	p.WaitTCP(b.Addr, time.Minute)
-	b.proc = p
 }
 
 // Stop stops the broker as an operator would (SIGTERM; SIGKILL after 15s) and
 // waits until it exited.
 func (b *EmbeddedBroker) Stop() {
-	if b.proc != nil {
-		b.proc.Stop()
+	if p := b.Service.Current(); p != nil {
+		p.Stop()
 	}
 }
 
 // Process is the broker's current process.
-func (b *EmbeddedBroker) Process() *Process { return b.proc }
-
-// GatewayConfig is what a gateway needs to be started again with the same
-// addresses, worker id and data directory (seen store, run store, events
-// journal): a restart, as a service manager would do it.
-type GatewayConfig struct {
-	Bin                          string
-	Env                          []string
-	GRPCAddr, DebugAddr, DataDir string
-	n                            int
-}
-
-// NewGatewayConfig chooses free loopback ports and a data directory for a
-// gateway; extra entries (KEY=VALUE) are appended to its environment.
-func NewGatewayConfig(t testing.TB, bin, token, keyB64, policyAddr string, extra ...string) *GatewayConfig {
-	t.Helper()
-	env, grpcAddr, debugAddr, dataDir := GatewayEnv(t, token, keyB64, policyAddr, extra...)
-	return &GatewayConfig{Bin: bin, Env: env, GRPCAddr: grpcAddr, DebugAddr: debugAddr, DataDir: dataDir}
-}
-
-// Start starts the gateway (again) and waits for its /readyz.
-func (c *GatewayConfig) Start(t testing.TB, name string) *Gateway {
-	t.Helper()
-	c.n++
-	if c.n > 1 {
-		name += "-restart-" + itoa(c.n-1)
-	}
-	g := &Gateway{GRPCAddr: c.GRPCAddr, DebugAddr: c.DebugAddr, DataDir: c.DataDir}
-	g.Process = Start(t, name, c.Env, c.Bin)
-	g.WaitHTTP200("http://"+c.DebugAddr+"/readyz", 2*time.Minute)
-	return g
-}
-
-// StartExecutorIn is StartExecutor with a given work directory (where the
-// executor keeps hangar-executor-<id>.leases.json), so that an executor can
-// be started again as the same executor after it was killed.
-func StartExecutorIn(t testing.TB, bin, id, workDir, gwAddr, logshipAddr string, extra ...string) *Executor {
-	t.Helper()
-	e := &Executor{ID: id, DebugAddr: FreeAddr(t), WorkDir: workDir}
-	env := append([]string{
-		"HANGAR_EXECUTOR_ID=" + id,
-		"HANGAR_GATEWAY_ADDR=" + gwAddr,
-		"HANGAR_LOGSHIP_ADDR=" + logshipAddr,
-		"HANGAR_EXECUTOR_DEBUG_ADDR=" + e.DebugAddr,
-		"HANGAR_EXECUTOR_WORK_DIR=" + workDir,
-	}, extra...)
-	e.Process = Start(t, "executor-"+id, env, bin)
-	t.Cleanup(e.Shutdown)
-	return e
-}
+func (b *EmbeddedBroker) Process() *Process { return b.Service.Current() }
 
 // Terminate sends SIGTERM once and waits up to timeout for the process to exit;
 // it reports whether it did. (Stop escalates to SIGKILL; this does not.)

@@ -9,15 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"google.golang.org/protobuf/proto"
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
-	"github.com/hangar-dev/hangar/platform/mqtttopic"
 )
 
 // TLSFromFiles is a client TLS configuration: certificate and key files (both
@@ -124,171 +121,6 @@ func Publish(t testing.TB, c mqtt.Client, topic string, payload []byte) {
 	if err := tok.Error(); err != nil {
 		t.Fatalf("publish %s: %v", topic, err)
 	}
-}
-
-// Observer is the control plane's view of a pool: every Event and Heartbeat the
-// pool publishes, decoded, deduplicated by event id (delivery is at least once).
-type Observer struct {
-	t      testing.TB
-	PoolID string
-
-	mu         sync.Mutex
-	events     []*eventv1.Event
-	seen       map[string]bool
-	heartbeats []*eventv1.Heartbeat
-	changed    chan struct{}
-	// undecodable lists payloads that were not an Event or Heartbeat.
-	undecodable []string
-}
-
-// Observe connects as the control plane (certificate of cpDir) to broker and
-// subscribes to the pool's events and heartbeats.
-func Observe(t testing.TB, broker, cpDir, poolID string) *Observer {
-	t.Helper()
-	o := &Observer{t: t, PoolID: poolID, seen: map[string]bool{}, changed: make(chan struct{})}
-	// Registered before the client's, so it runs after the client disconnected:
-	// payloads that did not decode fail the test from the test's goroutine.
-	t.Cleanup(func() {
-		o.mu.Lock()
-		defer o.mu.Unlock()
-		for _, msg := range o.undecodable {
-			t.Errorf("observer of pool %s: %s", poolID, msg)
-		}
-	})
-	c, err := Connect(t, broker, ControlPlaneTLS(t, cpDir), nil)
-	if err != nil {
-		t.Fatalf("observer: connect to %s as the control plane: %v", broker, err)
-	}
-	for topic, h := range map[string]mqtt.MessageHandler{
-		mqtttopic.Events(poolID):     o.onEvent,
-		mqtttopic.Heartbeats(poolID): o.onHeartbeat,
-	} {
-		if code := Subscribe(t, c, topic, h); code > 2 {
-			t.Fatalf("observer: subscription to %s refused (0x%02x)", topic, code)
-		}
-	}
-	return o
-}
-
-func (o *Observer) onEvent(_ mqtt.Client, m mqtt.Message) {
-	ev := &eventv1.Event{}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if err := proto.Unmarshal(m.Payload(), ev); err != nil {
-		o.undecodable = append(o.undecodable, fmt.Sprintf("undecodable event on %s: %v", m.Topic(), err))
-		return
-	}
-	if o.seen[ev.GetEventId()] {
-		return
-	}
-	o.seen[ev.GetEventId()] = true
-	o.events = append(o.events, ev)
-	o.notify()
-}
-
-func (o *Observer) onHeartbeat(_ mqtt.Client, m mqtt.Message) {
-	hb := &eventv1.Heartbeat{}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if err := proto.Unmarshal(m.Payload(), hb); err != nil {
-		o.undecodable = append(o.undecodable, fmt.Sprintf("undecodable heartbeat on %s: %v", m.Topic(), err))
-		return
-	}
-	o.heartbeats = append(o.heartbeats, hb)
-	o.notify()
-}
-
-// notify wakes waiters; o.mu is held.
-func (o *Observer) notify() {
-	close(o.changed)
-	o.changed = make(chan struct{})
-}
-
-// Events returns the events received so far, in arrival order.
-func (o *Observer) Events() []*eventv1.Event {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return append([]*eventv1.Event(nil), o.events...)
-}
-
-// Heartbeats returns the heartbeats received so far.
-func (o *Observer) Heartbeats() []*eventv1.Heartbeat {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return append([]*eventv1.Heartbeat(nil), o.heartbeats...)
-}
-
-// RunEvents returns the events of a run ordered by sequence.
-func (o *Observer) RunEvents(runID string) []*eventv1.Event {
-	var out []*eventv1.Event
-	for _, ev := range o.Events() {
-		if ev.GetRunId() == runID {
-			out = append(out, ev)
-		}
-	}
-	sortBySequence(out)
-	return out
-}
-
-// WaitEvent waits up to timeout for an event matching pred and returns it.
-func (o *Observer) WaitEvent(timeout time.Duration, what string, pred func(*eventv1.Event) bool) *eventv1.Event {
-	o.t.Helper()
-	var found *eventv1.Event
-	o.wait(timeout, what, func() bool {
-		for _, ev := range o.events {
-			if pred(ev) {
-				found = ev
-				return true
-			}
-		}
-		return false
-	})
-	return found
-}
-
-// WaitHeartbeat waits up to timeout for a heartbeat matching pred.
-func (o *Observer) WaitHeartbeat(timeout time.Duration, what string, pred func(*eventv1.Heartbeat) bool) *eventv1.Heartbeat {
-	o.t.Helper()
-	var found *eventv1.Heartbeat
-	o.wait(timeout, what, func() bool {
-		for _, hb := range o.heartbeats {
-			if pred(hb) {
-				found = hb
-				return true
-			}
-		}
-		return false
-	})
-	return found
-}
-
-// wait calls cond with o.mu held whenever something arrives.
-func (o *Observer) wait(timeout time.Duration, what string, cond func() bool) {
-	o.t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		o.mu.Lock()
-		ok := cond()
-		ch := o.changed
-		o.mu.Unlock()
-		if ok {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline.C:
-			o.t.Fatalf("observer of pool %s: no %s within %s; events so far:\n%s", o.PoolID, what, timeout, o.describe())
-		}
-	}
-}
-
-func (o *Observer) describe() string {
-	var s string
-	for _, ev := range o.Events() {
-		s += "  " + DescribeEvent(ev) + "\n"
-	}
-	return s
 }
 
 // DescribeEvent is a one-line summary of an event.

@@ -5,20 +5,86 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// Logship is a running logship.
+// Service is one service binary with a fixed environment (addresses, state
+// directories): started, and started again on the same addresses and state
+// as a service manager would after a stop or a crash. Each start is a new
+// Process, named Name the first time and Name-restart-N after; the current
+// one is stopped (SIGTERM, then SIGKILL) in t.Cleanup like any Process.
+type Service struct {
+	Name string
+	Bin  string
+	Args []string
+	Env  []string
+	// ReadyURL, when set, is a URL (a debug port's /readyz) that answers 200
+	// once the service is ready: Start waits for it.
+	ReadyURL string
+
+	mu     sync.Mutex
+	starts int
+	proc   *Process
+}
+
+// Start starts the service (again) and waits until it is ready. The previous
+// process, if any, must have exited: a service is not run twice at once.
+func (s *Service) Start(t testing.TB) *Process {
+	t.Helper()
+	s.mu.Lock()
+	prev := s.proc
+	s.starts++
+	name := s.Name
+	if s.starts > 1 {
+		name += "-restart-" + itoa(s.starts-1)
+	}
+	s.mu.Unlock()
+	if prev != nil {
+		select {
+		case <-prev.Done():
+		default:
+			t.Fatalf("harness: %s started again while still running (stop or kill it first)", s.Name)
+		}
+	}
+	p := Start(t, name, s.Env, s.Bin, s.Args...)
+	s.mu.Lock()
+	s.proc = p
+	s.mu.Unlock()
+	if s.ReadyURL != "" {
+		p.WaitHTTP200(s.ReadyURL, 2*time.Minute)
+	}
+	return p
+}
+
+// Current is the process of the last start (nil before the first).
+func (s *Service) Current() *Process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc
+}
+
+// Starts is how many times the service was started.
+func (s *Service) Starts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.starts
+}
+
+// Logship is logship on fixed loopback ports and spool directory. Process is
+// the current process (set by Start).
 type Logship struct {
 	*Process
+	Service                       *Service
 	GRPCAddr, DebugAddr, SpoolDir string
 }
 
-// StartLogship runs logship on free loopback ports, writing to s3, and waits
-// for its /readyz.
-func StartLogship(t testing.TB, bin string, s3 *S3, extra ...string) *Logship {
+// NewLogship configures logship on free loopback ports with its own spool
+// directory, writing to s3; extra entries (KEY=VALUE) are appended to its
+// environment. It does not start it: see Start.
+func NewLogship(t testing.TB, bin string, s3 *S3, extra ...string) *Logship {
 	t.Helper()
 	l := &Logship{GRPCAddr: FreeAddr(t), DebugAddr: FreeAddr(t), SpoolDir: t.TempDir()}
 	env := append([]string{
@@ -26,55 +92,92 @@ func StartLogship(t testing.TB, bin string, s3 *S3, extra ...string) *Logship {
 		"HANGAR_LOGSHIP_DEBUG_ADDR=" + l.DebugAddr,
 		"HANGAR_LOGSHIP_SPOOL_DIR=" + l.SpoolDir,
 	}, s3.Env()...)
-	l.Process = Start(t, "logship", append(env, extra...), bin)
-	l.WaitHTTP200("http://"+l.DebugAddr+"/readyz", 2*time.Minute)
+	l.Service = &Service{Name: "logship", Bin: bin, Env: append(env, extra...), ReadyURL: "http://" + l.DebugAddr + "/readyz"}
 	return l
 }
 
-// Executor is a running executor.
+// Start starts logship (again, on the same ports and spool) and waits for its
+// /readyz.
+func (l *Logship) Start(t testing.TB) *Logship {
+	t.Helper()
+	l.Process = l.Service.Start(t)
+	return l
+}
+
+// StartLogship is NewLogship(...).Start(t).
+func StartLogship(t testing.TB, bin string, s3 *S3, extra ...string) *Logship {
+	t.Helper()
+	return NewLogship(t, bin, s3, extra...).Start(t)
+}
+
+// Executor is an executor with a fixed id, debug port and work directory.
+// Process is the current process (set by Start).
 type Executor struct {
 	*Process
+	Service                *Service
 	ID, DebugAddr, WorkDir string
 }
 
-// StartExecutor runs an executor named id attached to the gateway at gwAddr,
-// shipping logs to logshipAddr, with its own work directory and debug port;
-// extra entries (KEY=VALUE) are appended to its environment. It does not wait:
-// see the gateway's heartbeats for when it is attached. In t.Cleanup it is
-// stopped as an operator would: SIGTERM (drain), a second SIGTERM (cancel the
-// runs) if it is still busy after 30s, and SIGKILL as the last resort.
-func StartExecutor(t testing.TB, bin, id, gwAddr, logshipAddr string, extra ...string) *Executor {
+// NewExecutor configures an executor named id attached to the gateway at
+// gwAddr, shipping logs to logshipAddr, with its own debug port and the work
+// directory workDir ("" for a new one; the executor keeps its leases there,
+// so that a restart with the same directory is the same executor); extra
+// entries (KEY=VALUE) are appended to its environment. It does not start it:
+// see Start.
+func NewExecutor(t testing.TB, bin, id, workDir, gwAddr, logshipAddr string, extra ...string) *Executor {
 	t.Helper()
-	e := &Executor{ID: id, DebugAddr: FreeAddr(t), WorkDir: t.TempDir()}
+	if workDir == "" {
+		workDir = t.TempDir()
+	}
+	e := &Executor{ID: id, DebugAddr: FreeAddr(t), WorkDir: workDir}
 	env := append([]string{
 		"HANGAR_EXECUTOR_ID=" + id,
 		"HANGAR_GATEWAY_ADDR=" + gwAddr,
 		"HANGAR_LOGSHIP_ADDR=" + logshipAddr,
 		"HANGAR_EXECUTOR_DEBUG_ADDR=" + e.DebugAddr,
-		"HANGAR_EXECUTOR_WORK_DIR=" + e.WorkDir,
+		"HANGAR_EXECUTOR_WORK_DIR=" + workDir,
 	}, extra...)
-	e.Process = Start(t, "executor-"+id, env, bin)
-	t.Cleanup(e.Shutdown)
+	e.Service = &Service{Name: "executor-" + id, Bin: bin, Env: env}
 	return e
 }
 
-// Shutdown stops the executor: SIGTERM (drain), after 30s a second SIGTERM
-// (cancel the runs), after 60s more SIGKILL. It returns once it has exited.
-func (e *Executor) Shutdown() {
+// Start starts the executor (again, as the same executor). It does not wait:
+// see the gateway's heartbeats for when it is attached. In t.Cleanup it is
+// stopped as an operator would: see Shutdown.
+func (e *Executor) Start(t testing.TB) *Executor {
+	t.Helper()
+	p := e.Service.Start(t)
+	e.Process = p
+	t.Cleanup(func() { shutdownExecutor(p) })
+	return e
+}
+
+// StartExecutor is NewExecutor(t, bin, id, "", ...).Start(t).
+func StartExecutor(t testing.TB, bin, id, gwAddr, logshipAddr string, extra ...string) *Executor {
+	t.Helper()
+	return NewExecutor(t, bin, id, "", gwAddr, logshipAddr, extra...).Start(t)
+}
+
+// Shutdown stops the current executor process: SIGTERM (drain), after 30s a
+// second SIGTERM (cancel the runs), after 60s more SIGKILL. It returns once
+// it has exited.
+func (e *Executor) Shutdown() { shutdownExecutor(e.Process) }
+
+func shutdownExecutor(p *Process) {
 	for _, grace := range []time.Duration{30 * time.Second, 60 * time.Second} {
 		select {
-		case <-e.Done():
+		case <-p.Done():
 			return
 		default:
 		}
-		_ = syscall.Kill(e.Pid(), syscall.SIGTERM)
+		_ = syscall.Kill(p.Pid(), syscall.SIGTERM)
 		select {
-		case <-e.Done():
+		case <-p.Done():
 			return
 		case <-time.After(grace):
 		}
 	}
-	e.Kill()
+	p.Kill()
 }
 
 // Workspaces lists the run workspaces (directories, "hangar-ws-*") left in

@@ -191,15 +191,18 @@ func (cp *ControlPlane) StartMosquitto(t testing.TB) (string, *Process) {
 	return "mqtts://" + addr, p
 }
 
-// Policy is a running policy service.
+// Policy is the policy service on fixed loopback ports. Process is the
+// current process (set by Start).
 type Policy struct {
 	*Process
+	Service             *Service
 	GRPCAddr, DebugAddr string
 }
 
-// StartPolicy runs the policy service with the Rego file policyFile ("" for no
-// policy) and waits for its /readyz.
-func StartPolicy(t testing.TB, bin, policyFile string, extraEnv ...string) *Policy {
+// NewPolicy configures the policy service on free loopback ports with the
+// Rego file policyFile ("" for no policy); extra entries (KEY=VALUE) are
+// appended to its environment. It does not start it: see Start.
+func NewPolicy(t testing.TB, bin, policyFile string, extraEnv ...string) *Policy {
 	t.Helper()
 	p := &Policy{GRPCAddr: FreeAddr(t), DebugAddr: FreeAddr(t)}
 	env := append([]string{
@@ -207,14 +210,29 @@ func StartPolicy(t testing.TB, bin, policyFile string, extraEnv ...string) *Poli
 		"HANGAR_POLICY_DEBUG_ADDR=" + p.DebugAddr,
 		"HANGAR_RUN_INITIALIZATION_POLICY=" + policyFile,
 	}, extraEnv...)
-	p.Process = Start(t, "policy", env, bin)
-	p.WaitHTTP200("http://"+p.DebugAddr+"/readyz", 2*time.Minute)
+	p.Service = &Service{Name: "policy", Bin: bin, Env: env, ReadyURL: "http://" + p.DebugAddr + "/readyz"}
 	return p
 }
 
-// Gateway is a running gateway.
+// Start starts the policy service (again) and waits for its /readyz.
+func (p *Policy) Start(t testing.TB) *Policy {
+	t.Helper()
+	p.Process = p.Service.Start(t)
+	return p
+}
+
+// StartPolicy is NewPolicy(...).Start(t).
+func StartPolicy(t testing.TB, bin, policyFile string, extraEnv ...string) *Policy {
+	t.Helper()
+	return NewPolicy(t, bin, policyFile, extraEnv...).Start(t)
+}
+
+// Gateway is a gateway on fixed loopback ports, worker id and data directory
+// (seen store, run store, events journal). Process is the current process
+// (set by Start).
 type Gateway struct {
 	*Process
+	Service                      *Service
 	GRPCAddr, DebugAddr, DataDir string
 }
 
@@ -234,15 +252,29 @@ func GatewayEnv(t testing.TB, token, keyB64, policyAddr string, extra ...string)
 	return env, grpcAddr, debugAddr, dataDir
 }
 
-// StartGateway runs the gateway and waits for its /readyz (connected to the
-// broker).
-func StartGateway(t testing.TB, bin, token, keyB64, policyAddr string, extra ...string) *Gateway {
+// NewGateway configures a gateway (GatewayEnv). It does not start it: see
+// Start. Its processes are named "gateway" unless Service.Name is changed
+// before the first start.
+func NewGateway(t testing.TB, bin, token, keyB64, policyAddr string, extra ...string) *Gateway {
 	t.Helper()
 	env, grpcAddr, debugAddr, dataDir := GatewayEnv(t, token, keyB64, policyAddr, extra...)
 	g := &Gateway{GRPCAddr: grpcAddr, DebugAddr: debugAddr, DataDir: dataDir}
-	g.Process = Start(t, "gateway", env, bin)
-	g.WaitHTTP200("http://"+debugAddr+"/readyz", 2*time.Minute)
+	g.Service = &Service{Name: "gateway", Bin: bin, Env: env, ReadyURL: "http://" + debugAddr + "/readyz"}
 	return g
+}
+
+// Start starts the gateway (again, as a service manager would after a stop
+// or a crash) and waits for its /readyz (connected to the broker).
+func (g *Gateway) Start(t testing.TB) *Gateway {
+	t.Helper()
+	g.Process = g.Service.Start(t)
+	return g
+}
+
+// StartGateway is NewGateway(...).Start(t).
+func StartGateway(t testing.TB, bin, token, keyB64, policyAddr string, extra ...string) *Gateway {
+	t.Helper()
+	return NewGateway(t, bin, token, keyB64, policyAddr, extra...).Start(t)
 }
 
 // WriteFile writes content to name in dir and returns the path.

@@ -1,6 +1,10 @@
 package broker
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/hangar-dev/hangar/platform/ids"
+)
 
 // DefaultControlPlaneCN is the certificate CN of the control plane when
 // Config.ControlPlaneCN is empty.
@@ -32,7 +36,7 @@ func (a acl) allowed(identity, topic string, write bool) bool {
 		// Any topic or filter whose first level is literally "hangar".
 		return topic == "hangar" || strings.HasPrefix(topic, "hangar/")
 	}
-	if !validPoolID(identity) {
+	if !ids.ValidPoolID(identity) {
 		return false
 	}
 	base := "hangar/pools/" + identity + "/"
@@ -55,11 +59,4 @@ func stripShare(filter string) (string, bool) {
 		return "", false
 	}
 	return f, true
-}
-
-// validPoolID reports whether id can stand for one topic level: not empty, and
-// free of the separator, the wildcards and a leading '$'. Mosquitto refuses
-// such usernames in pattern ACLs too.
-func validPoolID(id string) bool {
-	return id != "" && !strings.ContainsAny(id, "/+#\x00") && !strings.HasPrefix(id, "$")
 }

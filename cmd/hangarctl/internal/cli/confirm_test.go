@@ -13,7 +13,9 @@ import (
 
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/broker/brokertest"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/cpdir"
+	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	"github.com/hangar-dev/hangar/platform/runenvelope"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestRunConfirmUsage(t *testing.T) {
@@ -30,11 +32,11 @@ func TestRunConfirmUsage(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want a usage error", args, code, stderr)
 		}
 	}
-	cmd, dir, pool, err := parseConfirm(env{args: []string{"--dir", "d", "--pool", "p", "r1"}, stdout: io.Discard, stderr: io.Discard})
+	cmd, dir, pool, _, err := parseConfirm(env{args: []string{"--dir", "d", "--pool", "p", "r1"}, stdout: io.Discard, stderr: io.Discard})
 	if err != nil || dir != "d" || pool != "p" || cmd.GetConfirm().GetRunId() != "r1" {
 		t.Fatalf("parseConfirm = %v, %q, %q, %v", cmd, dir, pool, err)
 	}
-	if _, _, _, err := parseConfirm(env{args: []string{"-h"}, stdout: io.Discard, stderr: io.Discard}); !errors.Is(err, flag.ErrHelp) {
+	if _, _, _, _, err := parseConfirm(env{args: []string{"-h"}, stdout: io.Discard, stderr: io.Discard}); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v", err)
 	}
 	_, out, _ := poolCLI(t, "help")
@@ -44,7 +46,9 @@ func TestRunConfirmUsage(t *testing.T) {
 }
 
 // TestRunConfirmSendsASignedCommand: the command reaches the pool's command
-// topic through the broker, signed with the run-signing key.
+// topic through the broker, signed with the run-signing key, and hangarctl
+// waits for the answer: a refusal exits 1 with the reason; no answer exits 1
+// after --timeout.
 func TestRunConfirmSendsASignedCommand(t *testing.T) {
 	tmp := t.TempDir()
 	dir := filepath.Join(tmp, "cp")
@@ -83,28 +87,51 @@ func TestRunConfirmSendsASignedCommand(t *testing.T) {
 	}
 	defer c.Disconnect(100)
 
-	stdout := mustPoolCLI(t, "run", "confirm", "--dir", dir, "--pool", "p1", "run-42")
-	if !strings.Contains(stdout, "sent to pool p1") {
-		t.Errorf("stdout = %q", stdout)
+	type result struct {
+		code        int
+		out, errOut string
 	}
+	cli := make(chan result, 1)
+	go func() {
+		code, out, errOut := poolCLI(t, "run", "confirm", "--dir", dir, "--pool", "p1", "--timeout", "20s", "run-42")
+		cli <- result{code, out, errOut}
+	}()
 	signing, err := d.SigningKey()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var cmd *eventv1.Command
 	select {
 	case m := <-c.Messages:
 		if !strings.HasSuffix(m.Topic, "/commands") {
 			t.Fatalf("message on %s", m.Topic)
 		}
 		o := &runenvelope.Opener{PoolID: strings.Split(m.Topic, "/")[2], VerifyKey: signing.Public().(ed25519.PublicKey)}
-		cmd, err := o.VerifyCommand([]byte(m.Payload))
+		cmd, err = o.VerifyCommand([]byte(m.Payload))
 		if err != nil {
 			t.Fatalf("VerifyCommand: %v", err)
 		}
-		if cmd.GetConfirm().GetRunId() != "run-42" {
+		if cmd.GetConfirm().GetRunId() != "run-42" || !strings.HasPrefix(cmd.GetCommandId(), "cmd-") {
 			t.Fatalf("command = %v", cmd)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no command on the pool's command topic")
+	}
+	// The test answers as a gateway would: refused.
+	ans, _ := proto.Marshal(&eventv1.Event{WorkerId: "gw-test", Kind: &eventv1.Event_CommandResult{CommandResult: &eventv1.CommandResult{
+		CommandId: cmd.GetCommandId(), Status: eventv1.CommandStatus_COMMAND_STATUS_REFUSED,
+		Refusal: eventv1.CommandRefusal_COMMAND_REFUSAL_NOT_WAITING_FOR_CONFIRMATION, Message: "run run-42 is leased; it has not stopped for confirmation",
+	}}})
+	c.Publish(t, "hangar/pools/"+cmd.GetPoolId()+"/events", string(ans))
+	r := <-cli
+	if r.code != 1 || !strings.Contains(r.out, "sent to pool p1") ||
+		!strings.Contains(r.errOut, "refused by gateway gw-test (not waiting for confirmation): run run-42 is leased") {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", r.code, r.out, r.errOut)
+	}
+
+	// Nobody answers: a clear message after the timeout, exit 1.
+	code, _, errOut := poolCLI(t, "run", "confirm", "--dir", dir, "--pool", "p1", "--timeout", "1s", "run-42")
+	if code != 1 || !strings.Contains(errOut, "no gateway of pool p1 answered command cmd-") {
+		t.Fatalf("exit %d, stderr: %s", code, errOut)
 	}
 }

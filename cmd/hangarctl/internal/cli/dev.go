@@ -24,6 +24,7 @@ import (
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/cpdir"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/pki"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/s3server"
+	"github.com/hangar-dev/hangar/platform/runimage"
 	"github.com/hangar-dev/hangar/platform/telemetry/otlprecv"
 	executor "github.com/hangar-dev/hangar/services/executor/service"
 	gateway "github.com/hangar-dev/hangar/services/gateway/service"
@@ -152,7 +153,7 @@ func runDev(ctx context.Context, e env) error {
 	say("executor runtime: %s (%s)", runtime, why)
 	image := "hangar-dev/demo-runner:latest"
 	if runtime == "docker" {
-		if err := executor.DemoImage(ctx, image); err != nil {
+		if _, err := executor.RunnerImage(ctx, image, func() (*runimage.Rootfs, error) { return runimage.Busybox(nil) }); err != nil {
 			if *rtFlag == "docker" {
 				return fmt.Errorf("demo image: %w", err)
 			}

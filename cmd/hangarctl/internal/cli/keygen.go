@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/pki"
+	"github.com/hangar-dev/hangar/platform/atomicfile"
 )
 
 // keygenBits is the size of the pool keys hangarctl keygen makes.
@@ -72,33 +73,16 @@ func runKeygen(_ context.Context, e env) error {
 // if path exists, even if it appeared since the check.
 func keygenWrite(path string, data []byte, perm os.FileMode, force bool) error {
 	if force {
-		if err := pki.WriteFileAtomic(path, data, perm); err != nil {
+		if err := atomicfile.Write(path, data, perm); err != nil {
 			return fmt.Errorf("keygen: %w", err)
 		}
 		return nil
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("keygen: write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("keygen: write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("keygen: write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("keygen: write %s: %w", path, err)
-	}
-	if err := os.Link(tmp, path); err != nil {
+	if err := atomicfile.Create(path, data, perm); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("%s already exists (use --force to overwrite it)", path)
 		}
-		return fmt.Errorf("keygen: write %s: %w", path, err)
+		return fmt.Errorf("keygen: %w", err)
 	}
 	return nil
 }

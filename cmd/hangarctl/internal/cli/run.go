@@ -401,50 +401,14 @@ func runCancel(ctx context.Context, e env) error {
 	fs := newFlags("run cancel", e)
 	dir := fs.String("dir", "", "control-plane directory")
 	pool := fs.String("pool", "", "pool name")
+	wait := answerTimeoutFlag(fs)
 	if err := parseFlags(fs, e, 1); err != nil {
 		return err
 	}
 	if *dir == "" || *pool == "" || fs.NArg() != 1 {
 		return fmt.Errorf("%w: usage: hangarctl run cancel --dir DIR --pool NAME RUN_ID", errUsage)
 	}
-	return sendCommand(ctx, *dir, *pool, &eventv1.Command{Kind: &eventv1.Command_Cancel{Cancel: &eventv1.CancelRun{RunId: fs.Arg(0)}}}, e.stdout)
-}
-
-// sendCommand signs and publishes a command to a pool.
-func sendCommand(ctx context.Context, dir, pool string, cmd *eventv1.Command, out io.Writer) error {
-	d, err := cpdir.Open(dir)
-	if err != nil {
-		return err
-	}
-	p, err := d.Pool(pool)
-	if err != nil {
-		return err
-	}
-	key, err := d.SigningKey()
-	if err != nil {
-		return err
-	}
-	now := time.Now()
-	cmd.CommandId, cmd.PoolId = newRunID(), p.ID
-	cmd.IssuedAtUnixMs, cmd.ExpiresAtUnixMs = now.UnixMilli(), now.Add(15*time.Minute).UnixMilli()
-	payload, err := runenvelope.SealCommand(key, cmd)
-	if err != nil {
-		return err
-	}
-	tlsConf, err := d.ClientTLS("")
-	if err != nil {
-		return err
-	}
-	conn, err := controlplane.Connect(ctx, p.Broker, tlsConf)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if err := conn.Publish(ctx, mqtttopic.Commands(p.ID), payload); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "command %s sent to pool %s\n", cmd.GetCommandId(), p.Name)
-	return nil
+	return sendCommand(ctx, *dir, *pool, &eventv1.Command{Kind: &eventv1.Command_Cancel{Cancel: &eventv1.CancelRun{RunId: fs.Arg(0)}}}, *wait, e.stdout)
 }
 
 func newRunID() string {

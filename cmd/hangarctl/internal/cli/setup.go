@@ -14,6 +14,7 @@ import (
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/cpdir"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/pki"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/s3server"
+	"github.com/hangar-dev/hangar/platform/atomicfile"
 )
 
 // runSetup is the one-shot set-up step of a deployment (docker compose, a
@@ -89,10 +90,10 @@ func runSetup(_ context.Context, e env) error {
 	if err != nil {
 		return err
 	}
-	if err := pki.WriteFileAtomic(keyB64File, []byte(base64.StdEncoding.EncodeToString(keyPEM)), 0o600); err != nil {
+	if err := atomicfile.Write(keyB64File, []byte(base64.StdEncoding.EncodeToString(keyPEM)), 0o600); err != nil {
 		return err
 	}
-	if err := pki.WriteFileAtomic(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		return err
 	}
 	if *owner >= 0 {

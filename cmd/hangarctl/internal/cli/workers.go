@@ -127,6 +127,7 @@ func workerCommand(drain bool) func(context.Context, env) error {
 		fs := newFlags(name, e)
 		dir := fs.String("dir", "", "control-plane directory")
 		pool := fs.String("pool", "", "pool name")
+		wait := answerTimeoutFlag(fs)
 		if err := parseFlags(fs, e, 1); err != nil {
 			return err
 		}
@@ -137,7 +138,7 @@ func workerCommand(drain bool) func(context.Context, env) error {
 		if drain {
 			cmd.Kind = &eventv1.Command_Drain{Drain: &eventv1.DrainWorker{WorkerId: fs.Arg(0)}}
 		}
-		return sendCommand(ctx, *dir, *pool, cmd, e.stdout)
+		return sendCommand(ctx, *dir, *pool, cmd, *wait, e.stdout)
 	}
 }
 
@@ -145,11 +146,12 @@ func workerCommand(drain bool) func(context.Context, env) error {
 func runPoolCycle(ctx context.Context, e env) error {
 	fs := newFlags("pool cycle", e)
 	dir := fs.String("dir", "", "control-plane directory")
+	wait := answerTimeoutFlag(fs)
 	if err := parseFlags(fs, e, 1); err != nil {
 		return err
 	}
 	if *dir == "" || fs.NArg() != 1 {
 		return fmt.Errorf("%w: usage: hangarctl pool cycle --dir DIR NAME", errUsage)
 	}
-	return sendCommand(ctx, *dir, fs.Arg(0), &eventv1.Command{Kind: &eventv1.Command_Cycle{Cycle: &eventv1.CyclePool{}}}, e.stdout)
+	return sendCommand(ctx, *dir, fs.Arg(0), &eventv1.Command{Kind: &eventv1.Command_Cycle{Cycle: &eventv1.CyclePool{}}}, *wait, e.stdout)
 }

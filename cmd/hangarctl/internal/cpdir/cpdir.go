@@ -48,6 +48,7 @@ import (
 	"time"
 
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/pki"
+	"github.com/hangar-dev/hangar/platform/atomicfile"
 	"github.com/hangar-dev/hangar/platform/pooltoken"
 )
 
@@ -224,7 +225,7 @@ func Init(path string, brokerHosts []string) (*Dir, error) {
 	written = append(written, filepath.Join(path, PoolsDir))
 	for _, f := range files {
 		p := filepath.Join(path, f.name)
-		if err := pki.WriteFileAtomic(p, f.data, f.perm); err != nil {
+		if err := atomicfile.Write(p, f.data, f.perm); err != nil {
 			undo()
 			return nil, fmt.Errorf("init %s: %w", path, err)
 		}
@@ -424,7 +425,7 @@ func (d *Dir) CreatePool(name string, csrPEM []byte, broker string) (*Pool, stri
 	if err != nil {
 		return nil, "", fmt.Errorf("create pool %s: %w", name, err)
 	}
-	if err := writeNew(recPath, append(data, '\n')); err != nil {
+	if err := atomicfile.Create(recPath, append(data, '\n'), 0o644); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, "", fmt.Errorf("create pool: %w: %s", ErrPoolExists, name)
 		}
@@ -542,30 +543,4 @@ func (r *poolRecord) pool() (*Pool, error) {
 		CertificatePEM: []byte(r.CertificatePEM),
 		CreatedAt:      r.CreatedAt,
 	}, nil
-}
-
-// writeNew writes data to path, failing with fs.ErrExist if path exists. The
-// file appears complete or not at all (temporary file, then a hard link).
-func writeNew(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(tmp)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Link(f.Name(), path)
 }

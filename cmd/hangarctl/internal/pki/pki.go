@@ -21,9 +21,9 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/hangar-dev/hangar/platform/atomicfile"
 )
 
 const (
@@ -117,38 +117,7 @@ func WriteKeyPEM(path string, key crypto.Signer) error {
 		return err
 	}
 	defer clear(b)
-	return WriteFileAtomic(path, b, 0o600)
-}
-
-// WriteFileAtomic writes data to path with mode perm through a temporary file in
-// the same directory and a rename, so readers never see a partial file.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, b, 0o600)
 }
 
 // EncodeCertPEM returns der as a "CERTIFICATE" PEM.

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/rclone/gofakes3"
+
+	"github.com/hangar-dev/hangar/platform/atomicfile"
 )
 
 // dirBackend is a gofakes3.Backend keeping each bucket in a directory and
@@ -276,7 +278,7 @@ func (b *dirBackend) remove(bucket, key string) error {
 	return nil
 }
 
-func (b *dirBackend) PutObject(_ context.Context, bucket, key string, meta map[string]string, input io.Reader, size int64) (gofakes3.PutObjectResult, error) {
+func (b *dirBackend) PutObject(ctx context.Context, bucket, key string, meta map[string]string, input io.Reader, size int64) (gofakes3.PutObjectResult, error) {
 	body, err := gofakes3.ReadAll(input, size)
 	if err != nil {
 		return gofakes3.PutObjectResult{}, err
@@ -286,30 +288,32 @@ func (b *dirBackend) PutObject(_ context.Context, bucket, key string, meta map[s
 	if !b.exists(bucket) {
 		return gofakes3.PutObjectResult{}, gofakes3.BucketNotFound(bucket)
 	}
+	if gofakes3.HasWriteConditions(ctx) {
+		// If-None-Match / If-Match, checked again under the lock so that
+		// two conditional writes cannot both succeed (gofakes3 checks
+		// before calling the backend, without it).
+		hdr, herr := b.readHeader(bucket, key)
+		exists := herr == nil
+		if herr != nil && !errors.Is(herr, fs.ErrNotExist) && !gofakes3.HasErrorCode(herr, gofakes3.ErrNoSuchKey) {
+			return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", herr)
+		}
+		if err := gofakes3.CheckWriteConditions(ctx, exists, hdr.MD5); err != nil {
+			return gofakes3.PutObjectResult{}, err
+		}
+	}
 	sum := md5.Sum(body)
 	hdr, err := json.Marshal(objectHeader{Key: key, Metadata: meta, MD5: hex.EncodeToString(sum[:]),
 		Size: int64(len(body)), Modified: time.Now().UTC()})
 	if err != nil {
 		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
 	}
-	tmp, err := os.CreateTemp(b.bucketDir(bucket), ".tmp-*")
-	if err != nil {
-		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(append(hdr, '\n'))
-	if err == nil {
-		_, err = tmp.Write(body)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), b.objectPath(bucket, key))
-	}
+	err = atomicfile.WriteWith(b.objectPath(bucket, key), 0o600, func(w io.Writer) error {
+		if _, err := w.Write(append(hdr, '\n')); err != nil {
+			return err
+		}
+		_, err := w.Write(body)
+		return err
+	})
 	if err != nil {
 		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
 	}

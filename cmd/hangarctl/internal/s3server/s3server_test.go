@@ -181,3 +181,31 @@ func TestStartValidates(t *testing.T) {
 		t.Error("Start without credentials succeeded")
 	}
 }
+
+// TestPutIfNoneMatch: a PUT with If-None-Match: * stores an object only if
+// the key has none (logship's final logs are never replaced), in memory
+// and in a directory.
+func TestPutIfNoneMatch(t *testing.T) {
+	for _, tc := range []struct{ name, dir string }{{"memory", ""}, {"dir", t.TempDir()}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			c := client(start(t, tc.dir).Endpoint(), testAccess, testSecret)
+			putIfNone := func(body string) error {
+				_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(testBucket), Key: aws.String("runs/r/log"),
+					Body: strings.NewReader(body), IfNoneMatch: aws.String("*")})
+				return err
+			}
+			if err := putIfNone("first"); err != nil {
+				t.Fatalf("first conditional put: %v", err)
+			}
+			err := putIfNone("second")
+			var apiErr smithy.APIError
+			if !errors.As(err, &apiErr) || apiErr.ErrorCode() != "PreconditionFailed" {
+				t.Fatalf("second conditional put: %v, want PreconditionFailed", err)
+			}
+			if got, _ := get(ctx, t, c, "runs/r/log"); string(got) != "first" {
+				t.Errorf("object = %q, want the first one kept", got)
+			}
+		})
+	}
+}

@@ -33,6 +33,7 @@ import (
 	"github.com/hangar-dev/hangar/services/executor/internal/execute"
 	"github.com/hangar-dev/hangar/services/executor/internal/handoff"
 	"github.com/hangar-dev/hangar/services/executor/internal/kubert"
+	"github.com/hangar-dev/hangar/services/executor/internal/mountguard"
 	"github.com/hangar-dev/hangar/services/executor/internal/processrt"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 	"github.com/hangar-dev/hangar/services/executor/internal/supervise"
@@ -174,16 +175,19 @@ func newRuntime(ctx context.Context, cfg *config.Config, reg prometheus.Register
 		log.Warn("process runtime: runs execute as local processes with no isolation")
 		return processrt.Runtime{}, nil
 	}
-	mounts, err := dockerrt.ParseMounts(cfg.ExtraMounts)
+	guard := mountguard.New(mountguard.KnownSockets(cfg.DockerHost))
+	mounts, err := dockerrt.ParseMounts(cfg.ExtraMounts, guard)
 	if err != nil {
 		return nil, fmt.Errorf("HANGAR_WORKER_EXTRA_MOUNTS: %w", err)
 	}
+	log.Info("container-engine sockets refused as mount sources", "present", guard.Sockets())
 	cli, err := dockerrt.NewClientFromEnv()
 	if err != nil {
 		return nil, fmt.Errorf("docker: %w", err)
 	}
 	rt, err := dockerrt.New(cli, dockerrt.Options{
-		Network: cfg.WorkerNetwork, ExtraMounts: mounts, Runtime: cfg.WorkerRuntime, DockerConfigDir: cfg.DockerConfigDir,
+		Network: cfg.WorkerNetwork, CreateNetwork: runNetworkSpec(cfg.WorkerNetwork), AllowHostNetwork: cfg.AllowHostNetwork,
+		ExtraMounts: mounts, MountGuard: guard, Runtime: cfg.WorkerRuntime, DockerConfigDir: cfg.DockerConfigDir,
 		Memory: cfg.WorkerMemory << 20, NanoCPUs: int64(cfg.WorkerCPUs * 1e9), PidsLimit: cfg.WorkerPids,
 		ExecutorID: cfg.ExecutorID, Logger: log,
 	})
@@ -194,6 +198,9 @@ func newRuntime(ctx context.Context, cfg *config.Config, reg prometheus.Register
 	defer cancel()
 	if err := rt.Ping(pctx); err != nil {
 		return nil, fmt.Errorf("docker engine not reachable (set DOCKER_HOST, or HANGAR_EXECUTOR_RUNTIME=process): %w", err)
+	}
+	if err := rt.EnsureNetwork(pctx); err != nil {
+		return nil, fmt.Errorf("HANGAR_WORKER_NETWORK: %w", err)
 	}
 	if ids, err := rt.Reap(pctx); err != nil {
 		log.Warn("reaping containers of an earlier run of this executor failed", "err", err)
@@ -232,6 +239,15 @@ func newKubeRuntime(ctx context.Context, cfg *config.Config, reg prometheus.Regi
 		log.Warn("removed pods left by an earlier run of this executor", "run_ids", ids)
 	}
 	return rt, nil
+}
+
+// runNetworkSpec is how the run network is created when it is missing: only
+// Hangar's default network is; a network the operator names must exist.
+func runNetworkSpec(network string) *dockerrt.NetworkSpec {
+	if network != dockerrt.DefaultNetwork {
+		return nil
+	}
+	return &dockerrt.NetworkSpec{Bridge: dockerrt.DefaultBridge}
 }
 
 // newStateStore returns the hand-off state store, or nil without a bucket.

@@ -27,12 +27,18 @@ type Config struct {
 	Metadata    map[string]string // HANGAR_METADATA_<key>
 
 	DockerConfigDir string // HANGAR_DOCKER_CONFIG_DIR
-	WorkerNetwork   string // HANGAR_WORKER_NETWORK, default bridge
-	ExtraMounts     string // HANGAR_WORKER_EXTRA_MOUNTS, parsed by the Docker runtime
-	WorkerRuntime   string // HANGAR_WORKER_RUNTIME, e.g. runsc
-	WorkerMemory    int64  // HANGAR_WORKER_MEMORY_MB, 0 = unlimited
-	WorkerCPUs      float64
-	WorkerPids      int64 // HANGAR_WORKER_PIDS_LIMIT
+	WorkerNetwork   string // HANGAR_WORKER_NETWORK, default hangar-runs (created when missing)
+	// AllowHostNetwork (HANGAR_WORKER_ALLOW_HOST_NETWORK) is the explicit
+	// opt-in that HANGAR_WORKER_NETWORK=host needs.
+	AllowHostNetwork bool
+	ExtraMounts      string // HANGAR_WORKER_EXTRA_MOUNTS, parsed by the Docker runtime
+	// DockerHost is DOCKER_HOST: its unix socket is refused as a mount
+	// source like the engine sockets at their usual paths.
+	DockerHost    string
+	WorkerRuntime string // HANGAR_WORKER_RUNTIME, e.g. runsc
+	WorkerMemory  int64  // HANGAR_WORKER_MEMORY_MB, 0 = unlimited
+	WorkerCPUs    float64
+	WorkerPids    int64 // HANGAR_WORKER_PIDS_LIMIT
 
 	// Kube configures the kubernetes runtime (HANGAR_KUBE_*).
 	Kube KubeConfig
@@ -103,28 +109,30 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 	r := envconfig.New(lookup, envconfig.WithEnviron(environ))
 	host, _ := os.Hostname()
 	c := &Config{
-		ExecutorID:      r.String("HANGAR_EXECUTOR_ID", host),
-		Slots:           r.Int("HANGAR_EXECUTOR_SLOTS", runtime.NumCPU(), 1, 1024),
-		Runtime:         r.OneOf("HANGAR_EXECUTOR_RUNTIME", "docker", "docker", "process", "kubernetes"),
-		GatewayAddr:     r.String("HANGAR_GATEWAY_ADDR", "127.0.0.1:7300"),
-		LogshipAddr:     r.String("HANGAR_LOGSHIP_ADDR", "127.0.0.1:7302"),
-		DebugAddr:       r.String("HANGAR_EXECUTOR_DEBUG_ADDR", ":9303"),
-		WorkDir:         r.String("HANGAR_EXECUTOR_WORK_DIR", os.TempDir()),
-		Metadata:        r.Prefixed("HANGAR_METADATA_"),
-		DockerConfigDir: r.String("HANGAR_DOCKER_CONFIG_DIR", ""),
-		WorkerNetwork:   r.String("HANGAR_WORKER_NETWORK", "bridge"),
-		ExtraMounts:     r.String("HANGAR_WORKER_EXTRA_MOUNTS", ""),
-		WorkerRuntime:   r.String("HANGAR_WORKER_RUNTIME", ""),
-		WorkerMemory:    int64(r.Int("HANGAR_WORKER_MEMORY_MB", 0, 0, 1<<22)),
-		WorkerPids:      int64(r.Int("HANGAR_WORKER_PIDS_LIMIT", 4096, 0, 1<<22)),
-		RunTimeout:      r.Duration("HANGAR_RUN_TIMEOUT", 70*time.Minute),
-		LogsTimeout:     r.Duration("HANGAR_LOGS_TIMEOUT", 7*time.Minute),
-		CancelGrace:     r.Duration("HANGAR_CANCEL_GRACE", 10*time.Second),
-		TLSCert:         r.String("HANGAR_TLS_CERT", ""),
-		TLSKey:          r.String("HANGAR_TLS_KEY", ""),
-		TLSCA:           r.String("HANGAR_TLS_CA", ""),
-		Telemetry:       telemetry.ConfigFromEnv(r, "hangar-executor"),
-		LogLevel:        r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error"),
+		ExecutorID:       r.String("HANGAR_EXECUTOR_ID", host),
+		Slots:            r.Int("HANGAR_EXECUTOR_SLOTS", runtime.NumCPU(), 1, 1024),
+		Runtime:          r.OneOf("HANGAR_EXECUTOR_RUNTIME", "docker", "docker", "process", "kubernetes"),
+		GatewayAddr:      r.String("HANGAR_GATEWAY_ADDR", "127.0.0.1:7300"),
+		LogshipAddr:      r.String("HANGAR_LOGSHIP_ADDR", "127.0.0.1:7302"),
+		DebugAddr:        r.String("HANGAR_EXECUTOR_DEBUG_ADDR", ":9303"),
+		WorkDir:          r.String("HANGAR_EXECUTOR_WORK_DIR", os.TempDir()),
+		Metadata:         r.Prefixed("HANGAR_METADATA_"),
+		DockerConfigDir:  r.String("HANGAR_DOCKER_CONFIG_DIR", ""),
+		WorkerNetwork:    r.String("HANGAR_WORKER_NETWORK", "hangar-runs"),
+		AllowHostNetwork: r.Bool("HANGAR_WORKER_ALLOW_HOST_NETWORK", false),
+		ExtraMounts:      r.String("HANGAR_WORKER_EXTRA_MOUNTS", ""),
+		DockerHost:       r.String("DOCKER_HOST", ""),
+		WorkerRuntime:    r.String("HANGAR_WORKER_RUNTIME", ""),
+		WorkerMemory:     int64(r.Int("HANGAR_WORKER_MEMORY_MB", 0, 0, 1<<22)),
+		WorkerPids:       int64(r.Int("HANGAR_WORKER_PIDS_LIMIT", 4096, 0, 1<<22)),
+		RunTimeout:       r.Duration("HANGAR_RUN_TIMEOUT", 70*time.Minute),
+		LogsTimeout:      r.Duration("HANGAR_LOGS_TIMEOUT", 7*time.Minute),
+		CancelGrace:      r.Duration("HANGAR_CANCEL_GRACE", 10*time.Second),
+		TLSCert:          r.String("HANGAR_TLS_CERT", ""),
+		TLSKey:           r.String("HANGAR_TLS_KEY", ""),
+		TLSCA:            r.String("HANGAR_TLS_CA", ""),
+		Telemetry:        telemetry.ConfigFromEnv(r, "hangar-executor"),
+		LogLevel:         r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error"),
 	}
 	c.State = StateConfig{
 		Bucket:       r.String("HANGAR_S3_BUCKET", ""),
@@ -163,6 +171,9 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 	}
 	if c.ExecutorID == "" {
 		return nil, fmt.Errorf("HANGAR_EXECUTOR_ID: required (the host name is unknown)")
+	}
+	if err := checkWorkerNetwork(c.WorkerNetwork, c.AllowHostNetwork); err != nil {
+		return nil, err
 	}
 	if e := c.State.Endpoint; e != "" {
 		u, err := url.Parse(e)
@@ -208,4 +219,22 @@ func passEnv(list string, names []string, lookup func(string) (string, bool)) ([
 		out = append(out, n+"="+v)
 	}
 	return out, nil
+}
+
+// checkWorkerNetwork refuses network modes that give a run the host's (or
+// another container's) network stack, unless explicitly allowed. The Docker
+// runtime checks again by what the named network is (a network id of the
+// host network, say).
+func checkWorkerNetwork(network string, allowHost bool) error {
+	switch {
+	case network == "":
+		return fmt.Errorf("HANGAR_WORKER_NETWORK: empty (unset it for the default)")
+	case network == "host" && !allowHost:
+		return fmt.Errorf("HANGAR_WORKER_NETWORK=host gives runs the host's network stack, " +
+			"with every service listening on it (gateway, logship, the executor's own ports): " +
+			"set HANGAR_WORKER_ALLOW_HOST_NETWORK=true to accept that, or choose another network")
+	case strings.HasPrefix(network, "container:"):
+		return fmt.Errorf("HANGAR_WORKER_NETWORK=%s: a run may not join another container's network stack", network)
+	}
+	return nil
 }

@@ -44,6 +44,7 @@ type Client interface {
 	imageClient
 	volumeClient
 	containerClient
+	networkClient
 	pingClient
 }
 

@@ -2,8 +2,6 @@ package dockerrt
 
 import (
 	"bytes"
-	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -30,18 +28,11 @@ func TestExportCarriesTheWorkspaceOfPlan(t *testing.T) {
 	tj.Workspace = src
 	tj.Phases = []string{"init", "plan"}
 	var archive bytes.Buffer
-	calls := 0
-	tj.AfterPhases = func(_ context.Context, export func(io.Writer) error) error {
-		calls++
-		return export(&archive)
-	}
+	tj.ExportTo = &archive
 	res := runJob(t, rt, tj)
 	wantFinished(t, res, tj)
 	if got := tj.startedPhases(); !slices.Equal(got, []string{"init", "plan"}) {
 		t.Fatalf("phases = %v", got)
-	}
-	if calls != 1 {
-		t.Fatalf("AfterPhases called %d times", calls)
 	}
 	dst := t.TempDir()
 	if err := wsarchive.Extract(&archive, dst, 0); err != nil {

@@ -17,11 +17,12 @@ import (
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
-	"github.com/hangar-dev/hangar/services/executor/internal/dockerrt/dockertest"
+	"github.com/hangar-dev/hangar/platform/runimage"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
+	"github.com/hangar-dev/hangar/services/executor/internal/supervise"
 )
 
-const testImage = dockertest.DefaultBusyboxTag
+const testImage = "hangar-test/busybox:latest"
 
 // TestMain checks the engine and builds the test image once. A missing
 // engine or busybox fails the tests with what to install: they are never
@@ -46,7 +47,8 @@ func prepareEngine() error {
 	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		return fmt.Errorf("ping: %w", err)
 	}
-	return dockertest.BusyboxImage(ctx, cli, testImage)
+	_, err = runimage.Ensure(ctx, ImageEngine{API: cli}, testImage, func() (*runimage.Rootfs, error) { return runimage.Busybox(nil) })
+	return err
 }
 
 // engine returns a client of the test engine.
@@ -192,7 +194,7 @@ func runJob(t *testing.T, rt *Runtime, tj *testJob) runner.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	return rt.Run(ctx, tj.Job)
+	return supervise.Run(ctx, rt, tj.Job, supervise.Limits{})
 }
 
 func wantFinished(t *testing.T, res runner.Result, tj *testJob) {

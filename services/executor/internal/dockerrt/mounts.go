@@ -3,8 +3,11 @@ package dockerrt
 import (
 	"fmt"
 	"path"
-	"path/filepath"
 	"strings"
+
+	"github.com/moby/moby/api/types/mount"
+
+	"github.com/hangar-dev/hangar/services/executor/internal/mountguard"
 )
 
 // Mount is a host directory or file bind-mounted into every container of a
@@ -18,19 +21,22 @@ type Mount struct {
 	ReadOnly bool
 }
 
-// dockerSockets returns the paths of the Docker socket; a run must never
-// reach the engine that runs it.
+// dockerSockets returns the paths of the Docker socket: a run's mount must
+// not shadow them with something that looks like an engine.
 func dockerSockets() [2]string {
 	return [2]string{"/var/run/docker.sock", "/run/docker.sock"}
 }
 
 // ParseMounts parses HANGAR_WORKER_EXTRA_MOUNTS: comma-separated entries of
 // "/host:/container", optionally followed by ":ro" or ":rw". Both paths must
-// be absolute. Empty entries are ignored. A mount of the Docker socket, as
-// source or target, or of a directory holding it (/, /run, /var, /var/run) is
-// refused: no Docker socket inside runs. /workspace is reserved for the
-// run's workspace volume.
-func ParseMounts(s string) ([]Mount, error) {
+// be absolute. Empty entries are ignored. /workspace is reserved for the
+// run's workspace volume, and a target may not be a Docker socket path.
+//
+// Each source must exist on this host and pass guard (mountguard.Guard.Check):
+// no container-engine socket, no directory holding one, no host root, /proc,
+// /sys or /dev, judged by device and inode after resolving symbolic links.
+// The returned sources are the resolved paths.
+func ParseMounts(s string, guard *mountguard.Guard) ([]Mount, error) {
 	var out []Mount
 	for entry := range strings.SplitSeq(s, ",") {
 		entry = strings.TrimSpace(entry)
@@ -38,6 +44,9 @@ func ParseMounts(s string) ([]Mount, error) {
 			continue
 		}
 		m, err := parseMount(entry)
+		if err == nil {
+			m.Source, err = guard.Check(m.Source)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("mount %q: %w", entry, err)
 		}
@@ -46,6 +55,7 @@ func ParseMounts(s string) ([]Mount, error) {
 	return out, nil
 }
 
+// parseMount checks the syntax of one entry and its target.
 func parseMount(entry string) (Mount, error) {
 	parts := strings.Split(entry, ":")
 	var m Mount
@@ -76,14 +86,6 @@ func parseMount(entry string) (Mount, error) {
 	if m.Target == workspaceDir {
 		return Mount{}, fmt.Errorf("target %s is reserved for the run's workspace", workspaceDir)
 	}
-	if exposesDockerSocket(m.Source) {
-		return Mount{}, fmt.Errorf("source %s exposes the Docker socket: no Docker socket inside runs", m.Source)
-	}
-	// Best effort: a symbolic link on this host that resolves to the socket
-	// or one of its directories.
-	if resolved, err := filepath.EvalSymlinks(m.Source); err == nil && exposesDockerSocket(resolved) {
-		return Mount{}, fmt.Errorf("source %s resolves to %s, which exposes the Docker socket: no Docker socket inside runs", m.Source, resolved)
-	}
 	for _, sock := range dockerSockets() {
 		if m.Target == sock {
 			return Mount{}, fmt.Errorf("target %s is the Docker socket path: no Docker socket inside runs", m.Target)
@@ -92,13 +94,17 @@ func parseMount(entry string) (Mount, error) {
 	return m, nil
 }
 
-// exposesDockerSocket reports whether p is a Docker socket path or one of the
-// directories above it.
-func exposesDockerSocket(p string) bool {
-	for _, sock := range dockerSockets() {
-		if p == sock || p == "/" || strings.HasPrefix(sock, p+"/") {
-			return true
+// checkedMounts checks the extra mounts against the host as it is now, just
+// before a container is created (the host may have changed since the
+// executor started), and returns them with their sources resolved.
+func (r *Runtime) checkedMounts() ([]mount.Mount, error) {
+	out := make([]mount.Mount, 0, len(r.opts.ExtraMounts))
+	for _, m := range r.opts.ExtraMounts {
+		src, err := r.guard.Check(m.Source)
+		if err != nil {
+			return nil, fmt.Errorf("extra mount %s:%s (HANGAR_WORKER_EXTRA_MOUNTS): %w", m.Source, m.Target, err)
 		}
+		out = append(out, mount.Mount{Type: mount.TypeBind, Source: src, Target: m.Target, ReadOnly: m.ReadOnly})
 	}
-	return false
+	return out, nil
 }

@@ -6,14 +6,18 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hangar-dev/hangar/services/executor/internal/mountguard"
 )
 
 func TestParseMounts(t *testing.T) {
 	t.Parallel()
+	a, b := t.TempDir(), t.TempDir()
 	link := filepath.Join(t.TempDir(), "sock-link")
 	if err := os.Symlink("/run", link); err != nil {
 		t.Fatal(err)
 	}
+	guard := mountguard.New(mountguard.KnownSockets(""))
 	tests := []struct {
 		in      string
 		want    []Mount
@@ -21,12 +25,12 @@ func TestParseMounts(t *testing.T) {
 	}{
 		{in: "", want: nil},
 		{in: " , ", want: nil},
-		{in: "/opt/cache:/cache", want: []Mount{{Source: "/opt/cache", Target: "/cache"}}},
+		{in: a + ":/cache", want: []Mount{{Source: a, Target: "/cache"}}},
 		{
-			in: "/opt/a:/a:ro, /opt/b/:/b/:rw,",
+			in: a + ":/a:ro, " + b + "/:/b/:rw,",
 			want: []Mount{
-				{Source: "/opt/a", Target: "/a", ReadOnly: true},
-				{Source: "/opt/b", Target: "/b"},
+				{Source: a, Target: "/a", ReadOnly: true},
+				{Source: b, Target: "/b"},
 			},
 		},
 		{in: "/opt/a", wantErr: `mount "/opt/a": want /host:/container[:ro]`},
@@ -34,21 +38,23 @@ func TestParseMounts(t *testing.T) {
 		{in: "/opt/a:/a:rx", wantErr: `mount "/opt/a:/a:rx": unknown mode "rx"`},
 		{in: "opt/a:/a", wantErr: `mount "opt/a:/a": source "opt/a" is not an absolute path`},
 		{in: "/opt/a:a", wantErr: `mount "/opt/a:a": target "a" is not an absolute path`},
-		{in: "/ok:/ok,/opt/a:/", wantErr: `mount "/opt/a:/": target must not be /`},
+		{in: a + ":/ok,/opt/a:/", wantErr: `mount "/opt/a:/": target must not be /`},
 		{in: "/opt/a:/workspace", wantErr: "reserved for the run's workspace"},
-		{in: "/var/run/docker.sock:/var/run/docker.sock", wantErr: "no Docker socket inside runs"},
-		{in: "/run/docker.sock:/tmp/d.sock:ro", wantErr: "no Docker socket inside runs"},
-		{in: "/opt/x.sock:/var/run/docker.sock", wantErr: "target /var/run/docker.sock is the Docker socket path: no Docker socket inside runs"},
-		{in: "/opt/x.sock:/run/docker.sock", wantErr: "no Docker socket inside runs"},
-		{in: "/var/run:/host-run", wantErr: "no Docker socket inside runs"},
-		{in: "/run/:/host-run", wantErr: "no Docker socket inside runs"},
-		{in: "/var:/host-var", wantErr: "no Docker socket inside runs"},
-		{in: "/:/host", wantErr: "no Docker socket inside runs"},
-		{in: "/var/run/../run/docker.sock:/s", wantErr: "no Docker socket inside runs"},
-		{in: link + ":/r", wantErr: "resolves to /run, which exposes the Docker socket"},
+		{in: a + "/missing:/m", wantErr: "cannot be examined on this host (it must exist)"},
+		{in: "/var/run/docker.sock:/var/run/docker.sock", wantErr: "is the Docker socket path"},
+		{in: "/run/docker.sock:/tmp/d.sock:ro", wantErr: "the Docker socket /"},
+		{in: a + ":/var/run/docker.sock", wantErr: "target /var/run/docker.sock is the Docker socket path: no Docker socket inside runs"},
+		{in: a + ":/run/docker.sock", wantErr: "no Docker socket inside runs"},
+		{in: "/var/run:/host-run", wantErr: "which holds the Docker socket"},
+		{in: "/run/:/host-run", wantErr: "which holds the Docker socket"},
+		{in: "/:/host", wantErr: "the host's root directory"},
+		{in: "/.:/host", wantErr: "the host's root directory"},
+		{in: "/proc:/p", wantErr: "kernel filesystem"},
+		{in: "/var/run/../run/docker.sock:/s", wantErr: "Docker socket"},
+		{in: link + ":/r", wantErr: "resolves to /run"},
 	}
 	for _, tc := range tests {
-		got, err := ParseMounts(tc.in)
+		got, err := ParseMounts(tc.in, guard)
 		if tc.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("ParseMounts(%q) error = %v, want one with %q", tc.in, err, tc.wantErr)

@@ -22,11 +22,11 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
 
-	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
+	"github.com/hangar-dev/hangar/platform/ids"
+	"github.com/hangar-dev/hangar/services/executor/internal/mountguard"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 )
 
@@ -58,6 +58,17 @@ type Options struct {
 	// ExtraMounts are bind-mounted into every container of a run
 	// (HANGAR_WORKER_EXTRA_MOUNTS, see ParseMounts).
 	ExtraMounts []Mount
+	// CreateNetwork, when set, makes EnsureNetwork create Network if it does
+	// not exist (the executor sets it for DefaultNetwork only: a network the
+	// operator names must exist).
+	CreateNetwork *NetworkSpec
+	// AllowHostNetwork allows a Network whose driver is "host"
+	// (HANGAR_WORKER_ALLOW_HOST_NETWORK).
+	AllowHostNetwork bool
+	// MountGuard checks each extra mount's source, at New and again before
+	// every container is created; nil checks against
+	// mountguard.KnownSockets("").
+	MountGuard *mountguard.Guard
 	// Runtime is the OCI runtime of the run containers
 	// (HANGAR_WORKER_RUNTIME, e.g. "runsc"); "" uses the engine's default.
 	Runtime string
@@ -82,29 +93,16 @@ type Options struct {
 // Runtime runs jobs in Docker containers. It implements runner.Runtime and
 // is safe for concurrent use.
 type Runtime struct {
-	cli  Client
-	opts Options
-	log  *slog.Logger
+	cli   Client
+	opts  Options
+	guard *mountguard.Guard
+	log   *slog.Logger
 	// created, when set (by tests), is called with the id of each container
 	// after it is created and before it starts.
 	created func(id string)
 }
 
 var _ runner.Runtime = (*Runtime)(nil)
-
-// validRunID reports whether id follows run.proto's run id syntax,
-// [A-Za-z0-9_-]{1,64}, which keeps the names and labels derived from it valid.
-func validRunID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
-		return false
-	}
-	for _, c := range []byte(id) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
 
 // New returns a runtime using cli. It checks the options but does not
 // contact the engine (see Ping).
@@ -129,19 +127,23 @@ func New(cli Client, opts Options) (*Runtime, error) {
 			return nil, fmt.Errorf("docker runtime: docker config dir: %w", err)
 		}
 	}
+	guard := opts.MountGuard
+	if guard == nil {
+		guard = mountguard.New(mountguard.KnownSockets(""))
+	}
 	opts.ExtraMounts = slices.Clone(opts.ExtraMounts)
 	for _, m := range opts.ExtraMounts {
 		// Options may be built without ParseMounts: apply its rules.
 		spec := m.Source + ":" + m.Target
-		if _, err := parseMount(spec); err != nil {
-			return nil, fmt.Errorf("docker runtime: extra mount %q: %w", spec, err)
+		if _, err := ParseMounts(spec, guard); err != nil {
+			return nil, fmt.Errorf("docker runtime: extra mount: %w", err)
 		}
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Runtime{cli: cli, opts: opts, log: log}, nil
+	return &Runtime{cli: cli, opts: opts, guard: guard, log: log}, nil
 }
 
 // Ping checks that the Docker engine answers.
@@ -152,169 +154,84 @@ func (r *Runtime) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Run runs the job's phases (runner.Selected), one container each, in order,
-// then Job.AfterPhases with an export of the workspace volume read through the
-// last phase's (exited) container, and removes every container and the volume
-// of the run before returning.
-func (r *Runtime) Run(ctx context.Context, job *runner.Job) runner.Result {
-	if !validRunID(job.RunID) {
-		return failed(-1, fmt.Sprintf("invalid run id %q", job.RunID))
+// Open checks the job and returns its session: one container per phase,
+// all sharing the run's workspace volume.
+func (r *Runtime) Open(job *runner.Job) (runner.Session, error) {
+	if !ids.ValidRunID(job.RunID) {
+		return nil, fmt.Errorf("invalid run id %q", job.RunID)
 	}
-	phases := runner.Selected(job)
-	if len(phases) == 0 {
-		return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FINISHED, ExitCode: -1, Reason: "no phase has commands"}
+	if job.Spec.GetRunnerImage() == "" {
+		return nil, errors.New("no runner image")
 	}
 	workdir, err := workingDir(job.Workspace, job.Spec.GetSource().GetProjectRoot())
 	if err != nil {
-		return failed(-1, err.Error())
+		return nil, err
 	}
-	rn := &run{
+	return &session{
 		r:       r,
 		job:     job,
 		log:     r.log.With("run_id", job.RunID),
 		workdir: workdir,
 		volume:  "hangar-ws-" + job.RunID,
-		stdout:  orDiscard(job.Stdout),
-		stderr:  orDiscard(job.Stderr),
-	}
-	defer rn.cleanup(job.StopGrace)
-	return rn.execute(ctx, phases)
+	}, nil
 }
 
-// Reap removes every container and volume that this executor's runtime
-// created (labels hangar.managed=true and hangar.executor-id=<ExecutorID>)
-// and returns the ids of the runs they belonged to, sorted. Call it when no
-// run of this executor is in progress, e.g. at start after a crash.
-func (r *Runtime) Reap(ctx context.Context) ([]string, error) {
-	f := r.filters()
-	runs := map[string]bool{}
-	var errs []error
-	list, err := r.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+// session is one run's containers and volume.
+type session struct {
+	r             *Runtime
+	job           *runner.Job
+	log           *slog.Logger
+	workdir       string
+	volume        string
+	volumeCreated bool
+	user          string // the runner image's user
+	containers    []string
+	last          string // the container of the last phase run
+}
+
+// Prepare checks the run network (EnsureNetwork), makes the runner image
+// present (pulling it with the configured registry credentials) and creates
+// the run's workspace volume.
+func (s *session) Prepare(ctx context.Context) error {
+	if err := s.r.EnsureNetwork(ctx); err != nil {
+		return err
+	}
+	user, err := ensureImage(ctx, s.r.cli, s.job.Spec.GetRunnerImage(), s.r.opts.DockerConfigDir)
 	if err != nil {
-		return nil, fmt.Errorf("reap: list containers: %w", err)
+		return err
 	}
-	for _, c := range list.Items {
-		runs[c.Labels[LabelRunID]] = true
-		if err := removeContainer(ctx, r.cli, c.ID); err != nil {
-			errs = append(errs, fmt.Errorf("reap: %w", err))
-		}
-	}
-	vols, err := r.cli.VolumeList(ctx, client.VolumeListOptions{Filters: f})
+	s.user = user
+	return s.createVolume(ctx)
+}
+
+// RunPhase creates the phase's container (the first one also receives the
+// workspace), runs it and waits for it to exit.
+func (s *session) RunPhase(ctx context.Context, i int, p *runv1.Phase, out runner.Output) (runner.Exit, error) {
+	id, err := s.createContainer(ctx, i, p)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("reap: list volumes: %w", err))
-	} else {
-		for _, v := range vols.Items {
-			runs[v.Labels[LabelRunID]] = true
-			if err := removeVolume(ctx, r.cli, v.Name); err != nil {
-				errs = append(errs, fmt.Errorf("reap: %w", err))
-			}
+		return runner.Exit{Code: -1}, err
+	}
+	s.last = id
+	if i == 0 {
+		if err := s.copyWorkspace(ctx, id, s.user); err != nil {
+			return runner.Exit{Code: -1}, err
 		}
 	}
-	delete(runs, "")
-	ids := make([]string, 0, len(runs))
-	for id := range runs {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	if len(ids) > 0 {
-		r.log.Info("reaped leftovers of earlier runs", "run_ids", ids)
-	}
-	return ids, errors.Join(errs...)
+	code, wasStopped, err := s.runContainer(ctx, id, p.GetName(), out)
+	return runner.Exit{Code: code, Stopped: wasStopped}, err
 }
 
-// filters select what this executor created; runID, if given, narrows them
-// to one run.
-func (r *Runtime) filters(runID ...string) client.Filters {
-	f := client.Filters{}
-	f.Add("label", LabelManaged+"=true", LabelExecutorID+"="+r.opts.ExecutorID)
-	for _, id := range runID {
-		f.Add("label", LabelRunID+"="+id)
+// Export reads the workspace volume through the last phase's (exited)
+// container.
+func (s *session) Export(ctx context.Context, w io.Writer) error {
+	if s.last == "" {
+		return errors.New("export workspace: no phase ran")
 	}
-	return f
+	return s.exportWorkspace(ctx, s.last, w)
 }
 
-// run is the state of one Run call.
-type run struct {
-	r              *Runtime
-	job            *runner.Job
-	log            *slog.Logger
-	workdir        string
-	volume         string
-	volumeCreated  bool
-	containers     []string
-	stdout, stderr io.Writer
-}
-
-func (rn *run) execute(ctx context.Context, phases []*runv1.Phase) runner.Result {
-	r, job := rn.r, rn.job
-	image := job.Spec.GetRunnerImage()
-	if image == "" {
-		return failed(-1, "no runner image")
-	}
-	user, err := ensureImage(ctx, r.cli, image, r.opts.DockerConfigDir)
-	if err != nil {
-		if ctx.Err() != nil {
-			return stopped(ctx, -1, "while pulling the runner image")
-		}
-		return failed(-1, err.Error())
-	}
-	if err := rn.createVolume(ctx); err != nil {
-		if ctx.Err() != nil {
-			return stopped(ctx, -1, "while creating the workspace")
-		}
-		return failed(-1, err.Error())
-	}
-	exit := -1
-	var last string
-	for i, p := range phases {
-		if ctx.Err() != nil {
-			return stopped(ctx, exit, "before phase "+p.GetName())
-		}
-		if job.OnPhase != nil {
-			job.OnPhase(p.GetName())
-		}
-		id, err := rn.createContainer(ctx, i, p)
-		if err != nil {
-			if ctx.Err() != nil {
-				return stopped(ctx, exit, "in phase "+p.GetName())
-			}
-			return failed(exit, err.Error())
-		}
-		last = id
-		if i == 0 {
-			if err := rn.copyWorkspace(ctx, id, user); err != nil {
-				if ctx.Err() != nil {
-					return stopped(ctx, exit, "while copying the workspace")
-				}
-				return failed(exit, err.Error())
-			}
-		}
-		code, wasStopped, err := rn.runContainer(ctx, id, p.GetName())
-		switch {
-		case wasStopped:
-			return stopped(ctx, code, "in phase "+p.GetName())
-		case err != nil:
-			if ctx.Err() != nil {
-				return stopped(ctx, exit, "in phase "+p.GetName())
-			}
-			return failed(exit, err.Error())
-		}
-		exit = code
-		if code != 0 {
-			return failed(code, fmt.Sprintf("phase %s exited with code %d", p.GetName(), code))
-		}
-	}
-	if job.AfterPhases != nil {
-		export := func(w io.Writer) error { return rn.exportWorkspace(ctx, last, w) }
-		if err := job.AfterPhases(ctx, export); err != nil {
-			if ctx.Err() != nil {
-				return stopped(ctx, exit, "after the last phase")
-			}
-			return failed(exit, err.Error())
-		}
-	}
-	return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FINISHED, ExitCode: 0}
-}
+// Close removes the run's containers and volume.
+func (s *session) Close() { s.cleanup(s.job.StopGrace) }
 
 // ensureImage pulls image unless the engine has it, and returns the user
 // the image runs as.
@@ -351,22 +268,14 @@ func imageUser(res client.ImageInspectResult) string {
 	return res.Config.User
 }
 
-func (rn *run) labels() map[string]string {
-	return map[string]string{
-		LabelManaged:    "true",
-		LabelRunID:      rn.job.RunID,
-		LabelExecutorID: rn.r.opts.ExecutorID,
-	}
-}
-
 // createVolume creates the run's workspace volume, replacing a stale one of
 // the same name (an earlier attempt of the same run on this host).
-func (rn *run) createVolume(ctx context.Context) error {
+func (rn *session) createVolume(ctx context.Context) error {
 	cli := rn.r.cli
 	if _, err := cli.VolumeRemove(ctx, rn.volume, client.VolumeRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove stale workspace volume %s: %w", rn.volume, err)
 	}
-	if _, err := cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: rn.volume, Labels: rn.labels()}); err != nil {
+	if _, err := cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: rn.volume, Labels: rn.r.runLabels(rn.job.RunID)}); err != nil {
 		return fmt.Errorf("create workspace volume: %w", err)
 	}
 	rn.volumeCreated = true
@@ -374,44 +283,13 @@ func (rn *run) createVolume(ctx context.Context) error {
 }
 
 // createContainer creates the container of phase i.
-func (rn *run) createContainer(ctx context.Context, i int, p *runv1.Phase) (string, error) {
-	r, job := rn.r, rn.job
-	labels := rn.labels()
-	labels[LabelPhase] = p.GetName()
-	stopTimeout := graceSeconds(job.StopGrace)
-	mounts := []mount.Mount{{
-		Type:   mount.TypeVolume,
-		Source: rn.volume,
-		Target: workspaceDir,
-		// The volume holds the job's workspace only, not what the image
-		// has at /workspace.
-		VolumeOptions: &mount.VolumeOptions{NoCopy: true},
-	}}
-	for _, m := range r.opts.ExtraMounts {
-		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
+func (rn *session) createContainer(ctx context.Context, i int, p *runv1.Phase) (string, error) {
+	extra, err := rn.r.checkedMounts()
+	if err != nil {
+		return "", err
 	}
-	var pids *int64
-	if r.opts.PidsLimit > 0 {
-		pids = &r.opts.PidsLimit
-	}
-	useInit := true
-	res, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Name: fmt.Sprintf("hangar-%s-%d-%s", job.RunID, i, sanitizeName(p.GetName())),
-		Config: &container.Config{
-			Image: job.Spec.GetRunnerImage(),
-			// An empty, non-nil entrypoint clears the image's, so that the
-			// phase runs under /bin/sh whatever the image's ENTRYPOINT.
-			Entrypoint:   []string{},
-			Cmd:          []string{"/bin/sh", "-c", runner.PhaseScript(p)},
-			WorkingDir:   rn.workdir,
-			Env:          slices.Clone(job.Env),
-			Labels:       labels,
-			AttachStdout: true,
-			AttachStderr: true,
-			StopTimeout:  &stopTimeout,
-		},
-		HostConfig: rn.r.hostConfig(mounts, pids, &useInit),
-	})
+	spec := rn.r.phaseContainer(rn.job, rn.volume, rn.workdir, i, p, extra)
+	res, err := rn.r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{Name: spec.Name, Config: spec.Config, HostConfig: spec.Host})
 	if err != nil {
 		return "", rn.r.containerError("create container for phase "+p.GetName(), err)
 	}
@@ -419,51 +297,10 @@ func (rn *run) createContainer(ctx context.Context, i int, p *runv1.Phase) (stri
 	for _, w := range res.Warnings {
 		rn.log.Warn("docker engine warning on container create", "phase", p.GetName(), "warning", w)
 	}
-	if r.created != nil {
-		r.created(res.ID)
+	if rn.r.created != nil {
+		rn.r.created(res.ID)
 	}
 	return res.ID, nil
-}
-
-// hostConfig is the security-relevant part of every run container:
-//   - not privileged, no new privileges (setuid binaries cannot raise them),
-//     the engine's default seccomp and AppArmor profiles;
-//   - all capabilities dropped, then only those a shell job commonly needs
-//     added back: CHOWN, DAC_OVERRIDE, FOWNER, FSETID (file ownership and
-//     modes, e.g. package managers and tar extraction), SETUID, SETGID
-//     (switching users, e.g. su/gosu in runner images), KILL (signalling its
-//     own processes) and NET_BIND_SERVICE. Docker's default set also has
-//     MKNOD, NET_RAW, SYS_CHROOT, SETPCAP, SETFCAP and AUDIT_WRITE; they
-//     are left out (NET_RAW allows spoofing on the network, MKNOD device
-//     nodes, SETFCAP/SETPCAP capability games);
-//   - a private IPC namespace, an init process (docker-init) as PID 1 that
-//     forwards the stop signal and reaps zombies, a PID limit;
-//   - logging driver "none": the output goes to the executor through the
-//     attach stream only and is never written unmasked to the host's disk.
-func (r *Runtime) hostConfig(mounts []mount.Mount, pids *int64, init *bool) *container.HostConfig {
-	return &container.HostConfig{
-		NetworkMode: container.NetworkMode(r.opts.Network),
-		Runtime:     r.opts.Runtime,
-		Mounts:      mounts,
-		Privileged:  false,
-		CapDrop:     []string{"ALL"},
-		CapAdd:      runCapabilities(),
-		SecurityOpt: []string{"no-new-privileges"},
-		IpcMode:     container.IPCModePrivate,
-		Init:        init,
-		LogConfig:   container.LogConfig{Type: "none"},
-		Resources: container.Resources{
-			Memory:    r.opts.Memory,
-			NanoCPUs:  r.opts.NanoCPUs,
-			PidsLimit: pids,
-		},
-	}
-}
-
-// runCapabilities are the capabilities a run container keeps (see
-// hostConfig).
-func runCapabilities() []string {
-	return []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETGID", "SETUID", "KILL", "NET_BIND_SERVICE"}
 }
 
 // containerError wraps an error of creating or starting a container, naming
@@ -479,7 +316,7 @@ func (r *Runtime) containerError(op string, err error) error {
 // container of the first phase: the job's workspace, or, without one, the
 // project root's directories. The engine extracts the archive, so the image
 // needs no tar. Everything, /workspace included, belongs to the image's user.
-func (rn *run) copyWorkspace(ctx context.Context, id, user string) error {
+func (rn *session) copyWorkspace(ctx context.Context, id, user string) error {
 	own, err := resolveUser(ctx, rn.r.cli, id, user)
 	if err != nil {
 		return err
@@ -509,7 +346,7 @@ func (rn *run) copyWorkspace(ctx context.Context, id, user string) error {
 // runContainer attaches to the container, starts it and waits for it to
 // exit. When ctx ends first, it stops the container (SIGTERM, the job's
 // StopGrace, SIGKILL), and reports stopped with the exit code it got.
-func (rn *run) runContainer(ctx context.Context, id, phase string) (code int, wasStopped bool, err error) {
+func (rn *session) runContainer(ctx context.Context, id, phase string, out runner.Output) (code int, wasStopped bool, err error) {
 	cli := rn.r.cli
 	att, err := cli.ContainerAttach(ctx, id, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
 	if err != nil {
@@ -517,7 +354,7 @@ func (rn *run) runContainer(ctx context.Context, id, phase string) (code int, wa
 	}
 	copied := make(chan error, 1)
 	go func() {
-		_, err := stdcopy.StdCopy(rn.stdout, rn.stderr, att.Reader)
+		_, err := stdcopy.StdCopy(out.Stdout, out.Stderr, att.Reader)
 		copied <- err
 	}()
 	streamDone := false
@@ -571,7 +408,7 @@ func (rn *run) runContainer(ctx context.Context, id, phase string) (code int, wa
 }
 
 // stop stops a running container and returns its exit code, -1 if unknown.
-func (rn *run) stop(ctx context.Context, id, phase string, wait client.ContainerWaitResult) int {
+func (rn *session) stop(ctx context.Context, id, phase string, wait client.ContainerWaitResult) int {
 	grace := graceSeconds(rn.job.StopGrace)
 	stopCtx, cancel := context.WithTimeout(ctx, time.Duration(grace)*time.Second+cleanupTimeout)
 	defer cancel()
@@ -591,7 +428,7 @@ func (rn *run) stop(ctx context.Context, id, phase string, wait client.Container
 
 // cleanup removes the run's containers and volume, on a fresh context: the
 // run's own may have ended.
-func (rn *run) cleanup(grace time.Duration) {
+func (rn *session) cleanup(grace time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout+grace)
 	defer cancel()
 	cli := rn.r.cli
@@ -635,16 +472,6 @@ func removeVolume(ctx context.Context, cli volumeClient, name string) error {
 	return nil
 }
 
-func failed(exit int, reason string) runner.Result {
-	return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: exit, Reason: reason}
-}
-
-// stopped is the result of a run whose context ended; Supervise decides the
-// outcome from the context's cause.
-func stopped(ctx context.Context, exit int, where string) runner.Result {
-	return runner.Result{ExitCode: exit, Reason: fmt.Sprintf("run stopped %s: %v", where, context.Cause(ctx))}
-}
-
 // graceSeconds rounds a stop grace period up to whole seconds, the unit of
 // the engine's stop timeout.
 func graceSeconds(d time.Duration) int {
@@ -666,11 +493,4 @@ func sanitizeName(s string) string {
 		b = b[:32]
 	}
 	return string(b)
-}
-
-func orDiscard(w io.Writer) io.Writer {
-	if w == nil {
-		return io.Discard
-	}
-	return w
 }

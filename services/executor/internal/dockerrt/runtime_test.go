@@ -23,7 +23,9 @@ import (
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
+	"github.com/hangar-dev/hangar/services/executor/internal/mountguard"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
+	"github.com/hangar-dev/hangar/services/executor/internal/supervise"
 )
 
 func TestRunPhasesInOrder(t *testing.T) {
@@ -412,7 +414,7 @@ func TestRunExtraMounts(t *testing.T) {
 	t.Parallel()
 	roDir, rwDir := t.TempDir(), t.TempDir()
 	writeFile(t, filepath.Join(roDir, "hello.txt"), "from the host\n", 0o644)
-	mounts, err := ParseMounts(fmt.Sprintf("%s:/mnt/ro:ro, %s:/mnt/rw", roDir, rwDir))
+	mounts, err := ParseMounts(fmt.Sprintf("%s:/mnt/ro:ro, %s:/mnt/rw", roDir, rwDir), mountguard.New(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -502,7 +504,7 @@ func TestRunCancel(t *testing.T) {
 				cancel(runner.ErrCancelled)
 			}()
 			start := time.Now()
-			res := rt.Run(ctx, tj.Job)
+			res := supervise.Run(ctx, rt, tj.Job, supervise.Limits{})
 			elapsed := time.Since(start)
 			if res.ExitCode != tc.wantCode || res.Outcome == eventv1.Outcome_OUTCOME_FINISHED {
 				t.Errorf("result = %+v, want exit code %d and not FINISHED", res, tc.wantCode)
@@ -530,8 +532,8 @@ func TestRunContextAlreadyEnded(t *testing.T) {
 	tj := newJob(phase("init", "echo should-not-run"))
 	ctx, cancel := context.WithCancelCause(context.Background())
 	cancel(runner.ErrRunTimeout)
-	res := rt.Run(ctx, tj.Job)
-	if res.Outcome == eventv1.Outcome_OUTCOME_FINISHED || res.ExitCode != -1 || !strings.Contains(res.Reason, runner.ErrRunTimeout.Error()) {
+	res := supervise.Run(ctx, rt, tj.Job, supervise.Limits{})
+	if res.Outcome != eventv1.Outcome_OUTCOME_TIMED_OUT || res.ExitCode != -1 {
 		t.Errorf("result = %+v", res)
 	}
 	if tj.stdout.String() != "" {
@@ -614,7 +616,7 @@ func TestNewValidatesOptions(t *testing.T) {
 		wantErr string
 	}{
 		{"no executor id", Options{}, "empty executor id"},
-		{"docker socket mount", Options{ExecutorID: "x", ExtraMounts: []Mount{{Source: "/var/run/docker.sock", Target: "/s"}}}, "no Docker socket inside runs"},
+		{"docker socket mount", Options{ExecutorID: "x", ExtraMounts: []Mount{{Source: "/var/run/docker.sock", Target: "/s"}}}, "is the Docker socket"},
 		{"missing docker config", Options{ExecutorID: "x", DockerConfigDir: filepath.Join(bad, "nope")}, "docker config dir"},
 		{"bad docker config", Options{ExecutorID: "x", DockerConfigDir: bad}, "auth is not valid base64"},
 		{"negative memory", Options{ExecutorID: "x", Memory: -1}, "negative"},

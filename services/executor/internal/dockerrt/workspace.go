@@ -95,7 +95,7 @@ func writeWorkspaceTar(w io.Writer, dir, projectRoot string, own owner) error {
 // engine archives /workspace as "workspace/..."; the prefix is removed,
 // ownership dropped, and hard links (which the engine emits for files with
 // several names) become relative symbolic links to the first name.
-func (rn *run) exportWorkspace(ctx context.Context, id string, w io.Writer) error {
+func (rn *session) exportWorkspace(ctx context.Context, id string, w io.Writer) error {
 	res, err := rn.r.cli.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: workspaceDir})
 	if err != nil {
 		return fmt.Errorf("export workspace: %w", err)

@@ -8,10 +8,12 @@
 package execute
 
 import (
+	"cmp"
 	"context"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -34,7 +36,6 @@ import (
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 	"github.com/hangar-dev/hangar/services/executor/internal/supervise"
 	"github.com/hangar-dev/hangar/services/executor/internal/workspace"
-	"github.com/hangar-dev/hangar/services/executor/internal/wsarchive"
 )
 
 // Config is what every run of this executor shares.
@@ -105,7 +106,7 @@ func (e *Executor) ExecuteFinish(ctx context.Context, poolID string, a *workv1.A
 	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLog()
 	logs := logclient.Open(logCtx, e.cfg.Logs, &logsv1.Open{
-		RunId: logID, PoolId: e.cfg.PoolID, StackId: spec.GetStack().GetId(),
+		RunId: logID, PoolId: cmp.Or(poolID, e.cfg.PoolID), StackId: spec.GetStack().GetId(),
 		Secrets: secrets, TraceContext: telemetry.Inject(ctx, e.cfg.Propagator),
 	}, logclient.Options{Logger: e.cfg.Logger})
 	sys := logs.Writer(logsv1.Stream_STREAM_SYSTEM)
@@ -237,8 +238,7 @@ func (e *Executor) run(ctx context.Context, poolID string, a *workv1.Assign, env
 			phase(name)
 		},
 	}
-	var packed []byte
-	exported := false
+	var packing *packer
 	switch {
 	case resume != nil:
 		job.Phases = slices.Clone(resume.GetPhases())
@@ -247,25 +247,22 @@ func (e *Executor) run(ctx context.Context, poolID string, a *workv1.Assign, env
 		}
 	case hold:
 		job.Phases = untilPlan(a.GetSpec())
-		job.AfterPhases = func(_ context.Context, export func(io.Writer) error) error {
-			exported = true
-			var err error
-			packed, err = e.cfg.State.Pack(export)
-			return err
-		}
+		packing = e.startPacking()
+		job.ExportTo = packing
 	}
 	res := supervise.Run(ctx, e.cfg.Runtime, job, e.cfg.Limits)
 	if cur != nil {
 		cur.End()
 	}
-	if !hold || res.Outcome != eventv1.Outcome_OUTCOME_FINISHED {
+	if packing == nil {
 		return res, nil
 	}
-	if !exported {
-		// No phase had anything to run: the workspace is as prepared.
-		if packed, err = e.cfg.State.Pack(func(w io.Writer) error { return wsarchive.Write(w, ws.Dir) }); err != nil {
-			return failedResult(err.Error()), nil
-		}
+	packed, perr := packing.finish(res.Outcome == eventv1.Outcome_OUTCOME_FINISHED)
+	if res.Outcome != eventv1.Outcome_OUTCOME_FINISHED {
+		return res, nil
+	}
+	if perr != nil {
+		return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: res.ExitCode, Reason: perr.Error()}, nil
 	}
 	_, sspan := e.cfg.Tracer.Start(ctx, "executor.store_state")
 	defer sspan.End()
@@ -280,6 +277,44 @@ func (e *Executor) run(ctx context.Context, poolID string, a *workv1.Assign, env
 	}
 	fmt.Fprintf(sys, "[hangar] workspace stored (%d bytes, encrypted)\n", hand.GetSize())
 	return res, hand
+}
+
+// packer packs the workspace the phase loop exports (runner.Job.ExportTo)
+// into the hand-off's compressed archive as it arrives.
+type packer struct {
+	pw     *io.PipeWriter
+	done   chan struct{}
+	packed []byte
+	err    error
+}
+
+func (e *Executor) startPacking() *packer {
+	pr, pw := io.Pipe()
+	p := &packer{pw: pw, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.packed, p.err = e.cfg.State.Pack(func(w io.Writer) error {
+			_, err := io.Copy(w, pr)
+			return err
+		})
+		// A pack that stopped early (too large) fails the export's writes.
+		pr.CloseWithError(cmp.Or(p.err, io.ErrClosedPipe))
+	}()
+	return p
+}
+
+func (p *packer) Write(b []byte) (int, error) { return p.pw.Write(b) }
+
+// finish ends the export (complete: the loop wrote all of it) and returns the
+// packed archive.
+func (p *packer) finish(complete bool) ([]byte, error) {
+	if complete {
+		_ = p.pw.Close()
+	} else {
+		_ = p.pw.CloseWithError(errors.New("the workspace was not exported"))
+	}
+	<-p.done
+	return p.packed, p.err
 }
 
 // deleteState removes a resumed run's state object: the run ends with this

@@ -44,8 +44,9 @@ const bucket = "hangar-state"
 // logs is a minimal logship: it keeps each log stream's bytes by run id.
 type logs struct {
 	logsv1.UnimplementedLogServiceServer
-	mu   sync.Mutex
-	data map[string]*bytes.Buffer
+	mu    sync.Mutex
+	data  map[string]*bytes.Buffer
+	pools map[string]string // pool id of each stream's Open
 }
 
 func (l *logs) Ship(st logsv1.LogService_ShipServer) error {
@@ -54,6 +55,12 @@ func (l *logs) Ship(st logsv1.LogService_ShipServer) error {
 		return err
 	}
 	id := m.GetOpen().GetRunId()
+	l.mu.Lock()
+	if l.pools == nil {
+		l.pools = map[string]string{}
+	}
+	l.pools[id] = m.GetOpen().GetPoolId()
+	l.mu.Unlock()
 	if err := st.Send(&logsv1.ShipResponse{Kind: &logsv1.ShipResponse_Opened{Opened: &logsv1.Opened{NextSequence: 1}}}); err != nil {
 		return err
 	}
@@ -177,6 +184,12 @@ func (f *fixture) plan(t *testing.T, runID string) *workv1.Finish {
 	}
 	if got := ph.list(); !slices.Equal(got, []string{"prepare", "init", "plan"}) {
 		t.Fatalf("plan phases = %v", got)
+	}
+	f.logs.mu.Lock()
+	pool := f.logs.pools[runID]
+	f.logs.mu.Unlock()
+	if pool != "pool-a" {
+		t.Errorf("the log was opened with pool id %q, want the gateway's pool-a", pool)
 	}
 	return fin
 }

@@ -23,6 +23,7 @@ import (
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	"github.com/hangar-dev/hangar/services/executor/internal/kubert/kubetest"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
+	"github.com/hangar-dev/hangar/services/executor/internal/supervise"
 )
 
 // The run image up.sh imports into the node: the static busybox.
@@ -208,7 +209,7 @@ func TestClusterPhases(t *testing.T) {
 		}
 		seen <- nil
 	}()
-	res := rt.Run(context.Background(), j)
+	res := supervise.Run(context.Background(), rt, j, supervise.Limits{})
 	if res.Outcome != eventv1.Outcome_OUTCOME_FINISHED || res.ExitCode != 0 {
 		t.Fatalf("result = %+v\noutput:\n%s", res, out)
 	}
@@ -252,14 +253,14 @@ func TestClusterFailures(t *testing.T) {
 		{"failing phase", testImage, []*runv1.Phase{{Name: "init", Commands: []string{"echo one", "exit 3"}}, {Name: "plan", Commands: []string{"echo never-runs"}}},
 			eventv1.Outcome_OUTCOME_FAILED, 3, "phase init exited with code 3", "never-runs"},
 		{"out of memory", testImage, []*runv1.Phase{{Name: "apply", Commands: []string{"x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}"}}},
-			eventv1.Outcome_OUTCOME_FAILED, 137, "OOMKilled", ""},
+			eventv1.Outcome_OUTCOME_FAILED, -1, "phase apply: phase apply was killed for running out of memory (OOMKilled: its memory limit of 32 MiB, exit code 137)", ""},
 		{"missing image", "hangar.local/does-not-exist:1", []*runv1.Phase{{Name: "init", Commands: []string{"echo hi"}}},
 			eventv1.Outcome_OUTCOME_FAILED, -1, "could not be pulled (ErrImageNeverPull)", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			j, out := job(t, "fail-"+strings.ReplaceAll(tc.name, " ", "-"), tc.phases...)
 			j.Spec.RunnerImage = tc.image
-			res := rt.Run(context.Background(), j)
+			res := supervise.Run(context.Background(), rt, j, supervise.Limits{})
 			if res.Outcome != tc.outcome || res.ExitCode != tc.code || !strings.Contains(res.Reason, tc.reason) {
 				t.Errorf("result = %+v, want %v, %d, %q\noutput:\n%s", res, tc.outcome, tc.code, tc.reason, out)
 			}
@@ -277,7 +278,7 @@ func TestClusterCancel(t *testing.T) {
 	j, out := job(t, "cancel-1", &runv1.Phase{Name: "apply", Commands: []string{"echo started", "sleep 300"}})
 	ctx, cancel := context.WithCancelCause(context.Background())
 	done := make(chan runner.Result)
-	go func() { done <- rt.Run(ctx, j) }()
+	go func() { done <- supervise.Run(ctx, rt, j, supervise.Limits{}) }()
 	deadline := time.Now().Add(2 * time.Minute)
 	for !strings.Contains(out.String(), "started") {
 		if time.Now().After(deadline) {
@@ -287,7 +288,7 @@ func TestClusterCancel(t *testing.T) {
 	}
 	cancel(runner.ErrCancelled)
 	res := <-done
-	if res.Outcome == eventv1.Outcome_OUTCOME_FINISHED || !strings.Contains(res.Reason, "run cancelled") {
+	if res.Outcome != eventv1.Outcome_OUTCOME_STOPPED || !strings.Contains(res.Reason, "cancelled") {
 		t.Errorf("result = %+v", res)
 	}
 }
@@ -297,32 +298,28 @@ func TestClusterExport(t *testing.T) {
 	ns := namespace(t)
 	rt := newRuntime(t, ns, "exec-a", nil)
 	j, _ := job(t, "export-1", &runv1.Phase{Name: "plan", Commands: []string{"echo planned > plan.out"}})
-	var names []string
-	var planned string
-	j.AfterPhases = func(ctx context.Context, export func(io.Writer) error) error {
-		var buf bytes.Buffer
-		if err := export(&buf); err != nil {
-			return err
-		}
-		tr := tar.NewReader(&buf)
-		for {
-			h, err := tr.Next()
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			names = append(names, h.Name)
-			if strings.HasSuffix(h.Name, "plan.out") {
-				b, _ := io.ReadAll(tr)
-				planned = string(b)
-			}
-		}
-	}
-	res := rt.Run(context.Background(), j)
+	var buf bytes.Buffer
+	j.ExportTo = &buf
+	res := supervise.Run(context.Background(), rt, j, supervise.Limits{})
 	if res.Outcome != eventv1.Outcome_OUTCOME_FINISHED {
 		t.Fatalf("result = %+v", res)
+	}
+	var names []string
+	var planned string
+	tr := tar.NewReader(&buf)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, h.Name)
+		if strings.HasSuffix(h.Name, "plan.out") {
+			b, _ := io.ReadAll(tr)
+			planned = string(b)
+		}
 	}
 	if planned != "planned\n" || !strings.Contains(strings.Join(names, " "), "infra/main.tf") {
 		t.Errorf("exported %v, plan.out %q", names, planned)
@@ -336,7 +333,7 @@ func TestClusterExecutorsShareNamespace(t *testing.T) {
 	b := newRuntime(t, ns, "exec-b", nil)
 	j, out := job(t, "shared-1", &runv1.Phase{Name: "apply", Commands: []string{"echo b-runs", "sleep 5", "echo b-done"}})
 	done := make(chan runner.Result)
-	go func() { done <- b.Run(context.Background(), j) }()
+	go func() { done <- supervise.Run(context.Background(), b, j, supervise.Limits{}) }()
 	deadline := time.Now().Add(2 * time.Minute)
 	for !strings.Contains(out.String(), "b-runs") {
 		if time.Now().After(deadline) {
@@ -386,7 +383,7 @@ func TestClusterUnschedulable(t *testing.T) {
 	rt := newRuntime(t, ns, "exec-a", func(o *Options) { o.MilliCPUs = 64000; o.PendingTimeout = 3 * time.Second })
 	j, _ := job(t, "pending-1", &runv1.Phase{Name: "apply", Commands: []string{"echo never"}})
 	done := make(chan runner.Result)
-	go func() { done <- rt.Run(context.Background(), j) }()
+	go func() { done <- supervise.Run(context.Background(), rt, j, supervise.Limits{}) }()
 	sawPending := false
 	var res runner.Result
 wait:

@@ -46,6 +46,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,7 +63,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/remotecommand"
 
-	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 	"github.com/hangar-dev/hangar/services/executor/internal/wsarchive"
 )
@@ -255,23 +256,18 @@ func validRunID(id string) bool {
 	return true
 }
 
-// Run runs the job's phases (runner.Selected) in the run's pod, then
-// Job.AfterPhases with an export of the pod's workspace, and deletes the pod
-// and its Secret before returning.
-func (r *Runtime) Run(ctx context.Context, job *runner.Job) runner.Result {
+// Open checks the job and returns its session; it creates nothing. The
+// pod's containers are all the job's selected phases (runner.Selected).
+func (r *Runtime) Open(job *runner.Job) (runner.Session, error) {
 	if !validRunID(job.RunID) {
-		return failed(-1, fmt.Sprintf("invalid run id %q", job.RunID))
-	}
-	phases := runner.Selected(job)
-	if len(phases) == 0 {
-		return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FINISHED, ExitCode: -1, Reason: "no phase has commands"}
+		return nil, fmt.Errorf("invalid run id %q", job.RunID)
 	}
 	if job.Spec.GetRunnerImage() == "" {
-		return failed(-1, "no runner image")
+		return nil, errors.New("no runner image")
 	}
 	workdir, err := workingDir(job.Spec.GetSource().GetProjectRoot())
 	if err != nil {
-		return failed(-1, err.Error())
+		return nil, err
 	}
 	timeout := r.opts.RunTimeout
 	if s := time.Duration(job.Spec.GetTimeoutSeconds()) * time.Second; s > 0 && (timeout == 0 || s < timeout) {
@@ -280,106 +276,148 @@ func (r *Runtime) Run(ctx context.Context, job *runner.Job) runner.Result {
 	spec := &podSpec{
 		Namespace: r.opts.Namespace, Name: podName(job.RunID), RunID: job.RunID,
 		ExecutorID: r.opts.ExecutorID, PoolID: r.opts.PoolID,
-		Image: job.Spec.GetRunnerImage(), Workdir: workdir, Phases: phases,
-		Hold: job.AfterPhases != nil, Grace: job.StopGrace, Deadline: timeout,
+		Image: job.Spec.GetRunnerImage(), Workdir: workdir, Phases: runner.Selected(job),
+		Hold: job.ExportTo != nil, Grace: job.StopGrace, Deadline: timeout,
 		Memory: r.opts.Memory, MilliCPUs: r.opts.MilliCPUs,
 		PullPolicy: r.opts.PullPolicy, PullSecrets: r.opts.PullSecrets,
 		ServiceAccount: r.opts.ServiceAccount, Owner: r.owner,
 	}
-	rn := &run{r: r, job: job, spec: spec, log: r.log.With("run_id", job.RunID, "pod", spec.Name),
-		stdout: orDiscard(job.Stdout), stderr: orDiscard(job.Stderr)}
-	defer rn.cleanup()
-	return rn.execute(ctx)
+	return &run{r: r, job: job, spec: spec, log: r.log.With("run_id", job.RunID, "pod", spec.Name)}, nil
 }
 
-// run is the state of one Run call.
+// run is the session of one job.
 type run struct {
-	r              *Runtime
-	job            *runner.Job
-	spec           *podSpec
-	log            *slog.Logger
-	stdout, stderr io.Writer
-	created        bool
-	track          *tracker
-	stopTrack      context.CancelFunc
+	r         *Runtime
+	job       *runner.Job
+	spec      *podSpec
+	log       *slog.Logger
+	created   bool
+	track     *tracker
+	stopTrack context.CancelFunc
 }
 
-func (rn *run) execute(ctx context.Context) runner.Result {
+var _ runner.Session = (*run)(nil)
+
+// Prepare creates the run's pod and Secret and streams the workspace into
+// it. While the pod waits for a node or resources, the run counts as pending
+// (hangar_executor_kube_pending_pods).
+func (rn *run) Prepare(ctx context.Context) error {
 	if err := rn.create(ctx); err != nil {
-		if ctx.Err() != nil {
-			return stopped(ctx, -1, "while creating the run's pod")
-		}
-		return failed(-1, err.Error())
+		return err
 	}
 	rn.setPending(true)
 	defer rn.setPending(false)
-
-	// The workspace.
 	if err := rn.waitStarted(ctx, copyContainer); err != nil {
-		return rn.abort(ctx, err, -1, "before the workspace was copied")
+		return rn.waitError(err, "before the workspace was copied")
 	}
 	rn.setPending(false)
 	if err := rn.copyWorkspace(ctx); err != nil {
-		return rn.abort(ctx, err, -1, "while copying the workspace")
+		return err
 	}
 	end, err := rn.waitTerminated(ctx, copyContainer)
 	if err != nil {
-		return rn.abort(ctx, err, -1, "while copying the workspace")
+		return rn.waitError(err, "while copying the workspace")
 	}
 	if end.ExitCode != 0 {
-		return failed(-1, fmt.Sprintf("extracting the workspace in the pod failed (tar exited with code %d, %s): the runner image needs /bin/sh and tar", end.ExitCode, end.Reason))
+		return fmt.Errorf("extracting the workspace in the pod failed (tar exited with code %d, %s): the runner image needs /bin/sh and tar", end.ExitCode, end.Reason)
 	}
-
-	exit := -1
-	for i, p := range rn.spec.Phases {
-		name := phaseContainer(i)
-		if rn.job.OnPhase != nil {
-			rn.job.OnPhase(p.GetName())
-		}
-		if err := rn.waitStarted(ctx, name); err != nil {
-			return rn.abort(ctx, err, exit, "before phase "+p.GetName())
-		}
-		rn.follow(ctx, name)
-		end, err := rn.waitTerminated(ctx, name)
-		if err != nil {
-			return rn.abort(ctx, err, exit, "in phase "+p.GetName())
-		}
-		exit = int(end.ExitCode)
-		if reason := phaseEnd(p.GetName(), end, rn.spec.Memory); reason != "" {
-			return failed(exit, reason)
-		}
-	}
-	if rn.job.AfterPhases != nil {
-		if err := rn.waitStarted(ctx, holdContainer); err != nil {
-			return rn.abort(ctx, err, exit, "after the last phase")
-		}
-		export := func(w io.Writer) error { return rn.exportWorkspace(ctx, w) }
-		if err := rn.job.AfterPhases(ctx, export); err != nil {
-			if ctx.Err() != nil {
-				return rn.abort(ctx, ctx.Err(), exit, "after the last phase")
-			}
-			return failed(exit, err.Error())
-		}
-	}
-	return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FINISHED, ExitCode: exit}
+	return nil
 }
 
-// abort turns an error met while waiting on the pod into the run's result:
-// the context's end (the run is stopped: its pod is deleted with the grace
-// period by cleanup), a pod problem, or another failure.
-func (rn *run) abort(ctx context.Context, err error, exit int, where string) runner.Result {
-	if ctx.Err() != nil {
-		code := rn.stop()
-		if code < 0 {
-			code = exit
+// RunPhase passes phase i's output on as its container runs (the pod runs
+// the phases in order by itself) and returns its exit. A container killed for
+// lack of memory, an image that cannot be pulled, an eviction, the pod's
+// deadline or its deletion by someone else end the phase with an error
+// naming it. With job.Adopt and i == Adopt.Phase, the output that logship
+// already stores (Adopt.Stored - Adopt.Base bytes of this phase) is skipped.
+func (rn *run) RunPhase(ctx context.Context, i int, p *runv1.Phase, out runner.Output) (runner.Exit, error) {
+	if rn.track == nil {
+		if err := rn.attach(ctx); err != nil {
+			return runner.Exit{Code: -1}, err
 		}
-		return stopped(ctx, code, where)
 	}
+	name := phaseContainer(i)
+	if err := rn.waitStarted(ctx, name); err != nil {
+		if ctx.Err() != nil {
+			return runner.Exit{Code: rn.stop(), Stopped: true}, nil
+		}
+		return runner.Exit{Code: -1}, rn.waitError(err, "before it started")
+	}
+	var skip uint64
+	if a := rn.job.Adopt; a != nil && i == a.Phase && a.Stored > a.Base {
+		skip = a.Stored - a.Base
+	}
+	rn.follow(ctx, name, &skipWriter{w: orDiscard(out.Stdout), skip: skip})
+	end, err := rn.waitTerminated(ctx, name)
+	if err != nil {
+		if ctx.Err() != nil {
+			return runner.Exit{Code: rn.stop(), Stopped: true}, nil
+		}
+		return runner.Exit{Code: -1}, rn.waitError(err, "while it ran")
+	}
+	if reason := phaseEnd(p.GetName(), end, rn.spec.Memory); reason != "" && end.Reason == "OOMKilled" {
+		return runner.Exit{Code: int(end.ExitCode)}, errors.New(reason)
+	}
+	return runner.Exit{Code: int(end.ExitCode), Signal: syscall.Signal(end.Signal)}, nil
+}
+
+// Export writes the pod's workspace to w.
+func (rn *run) Export(ctx context.Context, w io.Writer) error {
+	if err := rn.waitStarted(ctx, holdContainer); err != nil {
+		return rn.waitError(err, "before the export")
+	}
+	return rn.exportWorkspace(ctx, w)
+}
+
+// Close deletes the run's pod (with the grace period) and Secret.
+func (rn *run) Close() { rn.cleanup() }
+
+// attach follows the pod of an adopted run, which an earlier life of this
+// executor created.
+func (rn *run) attach(ctx context.Context) error {
+	pod, err := rn.r.pods.Get(ctx, rn.spec.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("find the run's pod: %w", err)
+	}
+	if !rn.r.mine(pod) {
+		return fmt.Errorf("pod %s belongs to executor %q", pod.Name, pod.Annotations[AnnotationExecutorID])
+	}
+	rn.created = true
+	tctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	rn.track, rn.stopTrack = newTracker(rn.r.pods, pod), cancel
+	go rn.track.run(tctx)
+	return nil
+}
+
+// waitError words an error met while waiting on the pod.
+func (rn *run) waitError(err error, when string) error {
 	var pp *podProblem
-	if errors.As(err, &pp) && pp.deadline {
-		return runner.Result{Outcome: eventv1.Outcome_OUTCOME_TIMED_OUT, ExitCode: exit, Reason: pp.reason}
+	if errors.As(err, &pp) {
+		return pp
 	}
-	return failed(exit, err.Error())
+	return fmt.Errorf("%s: %w", when, err)
+}
+
+// skipWriter drops the first skip bytes written to it.
+type skipWriter struct {
+	w    io.Writer
+	skip uint64
+}
+
+func (s *skipWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if s.skip > 0 {
+		d := min(s.skip, uint64(len(p)))
+		s.skip -= d
+		p = p[d:]
+	}
+	if len(p) == 0 {
+		return n, nil
+	}
+	if _, err := s.w.Write(p); err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // create creates the run's pod, then its Secret owned by the pod (the first
@@ -470,8 +508,8 @@ func (rn *run) waitPod(ctx context.Context, cond func(*corev1.Pod) bool) error {
 	}
 }
 
-// follow passes the container's output on until it ends.
-func (rn *run) follow(ctx context.Context, name string) {
+// follow passes the container's output on to w until it ends.
+func (rn *run) follow(ctx context.Context, name string, w io.Writer) {
 	stream, err := rn.r.pods.GetLogs(rn.spec.Name, &corev1.PodLogOptions{Container: name, Follow: true}).Stream(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -480,7 +518,7 @@ func (rn *run) follow(ctx context.Context, name string) {
 		return
 	}
 	defer stream.Close()
-	if _, err := io.Copy(rn.stdout, stream); err != nil && ctx.Err() == nil {
+	if _, err := io.Copy(w, stream); err != nil && ctx.Err() == nil {
 		rn.log.Warn("a phase's output stream ended with an error", "container", name, "err", err)
 	}
 }
@@ -495,7 +533,7 @@ func (rn *run) copyWorkspace(ctx context.Context) error {
 	}()
 	defer pr.Close()
 	err := rn.stream(ctx, "attach", &corev1.PodAttachOptions{Container: copyContainer, Stdin: true, Stdout: true, Stderr: true},
-		remotecommand.StreamOptions{Stdin: pr, Stdout: rn.stderr, Stderr: rn.stderr})
+		remotecommand.StreamOptions{Stdin: pr, Stdout: orDiscard(rn.job.Stderr), Stderr: orDiscard(rn.job.Stderr)})
 	if err != nil {
 		return fmt.Errorf("copy the workspace into the pod: %w", err)
 	}
@@ -643,16 +681,6 @@ func (r *Runtime) PendingRuns() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.pendingRuns)
-}
-
-func failed(exit int, reason string) runner.Result {
-	return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: exit, Reason: reason}
-}
-
-// stopped is the result of a run whose context ended; Supervise decides the
-// outcome from the context's cause.
-func stopped(ctx context.Context, exit int, where string) runner.Result {
-	return runner.Result{ExitCode: exit, Reason: fmt.Sprintf("run stopped %s: %v", where, context.Cause(ctx))}
 }
 
 func orDiscard(w io.Writer) io.Writer {

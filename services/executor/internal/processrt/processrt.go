@@ -20,7 +20,7 @@
 // waits until the group is gone or Job.StopGrace has passed, then sends SIGKILL to
 // the group. Processes a phase leaves behind when it ends normally are killed
 // (SIGKILL) before the next phase starts: every phase starts with nothing of the
-// previous one running, and Run returns only once the group is gone.
+// previous one running, and RunPhase returns only once the group is gone.
 package processrt
 
 import (
@@ -37,7 +37,7 @@ import (
 	"syscall"
 	"time"
 
-	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 	"github.com/hangar-dev/hangar/services/executor/internal/wsarchive"
 )
@@ -58,74 +58,53 @@ const (
 )
 
 // Runtime is the process runtime. The zero value is ready to use, and a Runtime
-// may run any number of jobs at once.
+// may run any number of jobs at once. Its runs cannot be re-adopted: the
+// phases are children of the executor and end with it.
 type Runtime struct{}
 
 var _ runner.Runtime = Runtime{}
 
-// Run runs the job's phases in order (runner.Selected; see the package
-// documentation), then Job.AfterPhases with an export of the workspace
-// directory, and returns how the job ended:
-//   - every phase exited 0: OUTCOME_FINISHED with the last exit code;
-//   - a phase exited non-zero: OUTCOME_FAILED, "phase plan exited with code 3",
-//     and the later phases do not run; a phase killed by a signal reports
-//     128+signal as its exit code, like a shell;
-//   - the job's context ended: OUTCOME_STOPPED with the context's cause in the
-//     reason (supervise.Run replaces Outcome and Reason from the cause);
-//   - nothing could be started (bad project_root, no /bin/sh): OUTCOME_FAILED
-//     with ExitCode -1;
-//   - AfterPhases failed: OUTCOME_FAILED with its error as the reason.
-func (Runtime) Run(ctx context.Context, job *runner.Job) runner.Result {
-	res := runner.Result{Outcome: eventv1.Outcome_OUTCOME_FINISHED, ExitCode: -1}
+// Open returns the session of a job: its phases run in
+// Workspace/<project_root> with the job's environment (see the package
+// documentation).
+func (Runtime) Open(job *runner.Job) (runner.Session, error) {
+	if job.Adopt != nil {
+		return nil, errors.New("the process runtime cannot re-adopt a run")
+	}
 	dir, err := phaseDir(job)
 	if err != nil {
-		return failed(-1, err.Error())
+		return nil, err
 	}
-	env := phaseEnv(job.Env)
-	for _, phase := range runner.Selected(job) {
-		if ctx.Err() != nil {
-			return stopped(ctx, res.ExitCode, "before phase "+phase.GetName())
-		}
-		if job.OnPhase != nil {
-			job.OnPhase(phase.GetName())
-		}
-		st, err := runPhase(ctx, job, runner.PhaseScript(phase), dir, env)
-		if err != nil {
-			return failed(-1, fmt.Sprintf("phase %s: %v", phase.GetName(), err))
-		}
-		res.ExitCode = st.code
-		switch {
-		case st.stopped:
-			return stopped(ctx, st.code, "in phase "+phase.GetName())
-		case st.signal != 0:
-			return failed(st.code, fmt.Sprintf("phase %s killed by signal %d (%v)", phase.GetName(), st.signal, st.signal))
-		case st.code != 0:
-			return failed(st.code, fmt.Sprintf("phase %s exited with code %d", phase.GetName(), st.code))
-		}
-	}
-	if job.AfterPhases != nil {
-		export := func(w io.Writer) error { return wsarchive.Write(w, job.Workspace) }
-		if err := job.AfterPhases(ctx, export); err != nil {
-			if ctx.Err() != nil {
-				return stopped(ctx, res.ExitCode, "after the last phase")
-			}
-			return failed(res.ExitCode, err.Error())
-		}
-	}
-	return res
+	return &session{job: job, dir: dir, env: phaseEnv(job.Env)}, nil
 }
 
-func failed(code int, reason string) runner.Result {
-	return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: code, Reason: reason}
+type session struct {
+	job *runner.Job
+	dir string
+	env []string
 }
 
-func stopped(ctx context.Context, code int, where string) runner.Result {
-	return runner.Result{
-		Outcome:  eventv1.Outcome_OUTCOME_STOPPED,
-		ExitCode: code,
-		Reason:   fmt.Sprintf("stopped %s: %v", where, context.Cause(ctx)),
+// Prepare has nothing to do: the workspace is the host directory.
+func (s *session) Prepare(context.Context) error { return nil }
+
+// RunPhase runs the phase's script as a process group and returns once the
+// group is gone and its output has been passed on.
+func (s *session) RunPhase(ctx context.Context, _ int, p *runv1.Phase, out runner.Output) (runner.Exit, error) {
+	st, err := runPhase(ctx, s.job.StopGrace, out, runner.PhaseScript(p), s.dir, s.env)
+	if err != nil {
+		return runner.Exit{Code: -1}, err
 	}
+	return runner.Exit{Code: st.code, Signal: st.signal, Stopped: st.stopped}, nil
 }
+
+// Export writes the workspace directory.
+func (s *session) Export(_ context.Context, w io.Writer) error {
+	return wsarchive.Write(w, s.job.Workspace)
+}
+
+// Close has nothing to remove: every phase's process group is gone when
+// RunPhase returns.
+func (s *session) Close() {}
 
 // phaseDir returns Workspace/<project_root>, refusing a project_root that leaves
 // the workspace.
@@ -173,7 +152,7 @@ type phaseStatus struct {
 
 // runPhase runs one phase script and returns once its process group is gone and
 // its output has been passed on.
-func runPhase(ctx context.Context, job *runner.Job, script, dir string, env []string) (phaseStatus, error) {
+func runPhase(ctx context.Context, grace time.Duration, out runner.Output, script, dir string, env []string) (phaseStatus, error) {
 	// Own pipes rather than os/exec's: cmd.Wait then returns when the shell
 	// exits, even if a process it left behind still holds the pipes, so that
 	// the leftovers can be killed.
@@ -202,8 +181,8 @@ func runPhase(ctx context.Context, job *runner.Job, script, dir string, env []st
 
 	var copies sync.WaitGroup
 	copies.Add(2)
-	go func() { defer copies.Done(); passOn(job.Stdout, outR) }()
-	go func() { defer copies.Done(); passOn(job.Stderr, errR) }()
+	go func() { defer copies.Done(); passOn(out.Stdout, outR) }()
+	go func() { defer copies.Done(); passOn(out.Stderr, errR) }()
 
 	exited := make(chan struct{})
 	var waitErr error
@@ -217,7 +196,7 @@ func runPhase(ctx context.Context, job *runner.Job, script, dir string, env []st
 	case <-exited:
 	case <-ctx.Done():
 		st.stopped = true
-		stopGroup(pgid, job.StopGrace, exited)
+		stopGroup(pgid, grace, exited)
 	}
 	<-exited
 	// Whatever is left in the group is killed: a phase ends with nothing of it

@@ -15,6 +15,7 @@ import (
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
+	"github.com/hangar-dev/hangar/services/executor/internal/supervise"
 )
 
 // output is an io.Writer safe for the runtime's two writer goroutines, which
@@ -89,7 +90,7 @@ func TestRunPhasesAndHooksInOrder(t *testing.T) {
 		phases = append(phases, p)
 		_, _ = stdout.Write([]byte("phase " + p + "\n"))
 	}
-	res := Runtime{}.Run(context.Background(), job)
+	res := supervise.Run(context.Background(), Runtime{}, job, supervise.Limits{})
 	if res.Outcome != eventv1.Outcome_OUTCOME_FINISHED || res.ExitCode != 0 || res.Reason != "" {
 		t.Fatalf("result = %+v, want FINISHED, exit 0", res)
 	}
@@ -120,6 +121,7 @@ func TestRunResult(t *testing.T) {
 			name:        "no phases",
 			wantOutcome: eventv1.Outcome_OUTCOME_FINISHED,
 			wantCode:    -1,
+			wantReason:  "no phase has commands",
 		},
 		{
 			name:        "failure stops the later phases",
@@ -175,7 +177,7 @@ func TestRunResult(t *testing.T) {
 			if err := os.MkdirAll(filepath.Join(job.Workspace, "infra", "prod"), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			res := Runtime{}.Run(context.Background(), job)
+			res := supervise.Run(context.Background(), Runtime{}, job, supervise.Limits{})
 			if res.Outcome != tt.wantOutcome || res.ExitCode != tt.wantCode || res.Reason != tt.wantReason {
 				t.Errorf("result = %+v, want %v, %d, %q", res, tt.wantOutcome, tt.wantCode, tt.wantReason)
 			}
@@ -189,7 +191,7 @@ func TestRunResult(t *testing.T) {
 func TestRunMissingProjectRoot(t *testing.T) {
 	job, _, _ := newJob(t, phase("init", "true"))
 	job.Spec.Source = &runv1.Source{ProjectRoot: "missing"}
-	res := Runtime{}.Run(context.Background(), job)
+	res := supervise.Run(context.Background(), Runtime{}, job, supervise.Limits{})
 	if res.Outcome != eventv1.Outcome_OUTCOME_FAILED || !strings.Contains(res.Reason, "project root") {
 		t.Errorf("result = %+v, want FAILED naming the project root", res)
 	}
@@ -217,7 +219,7 @@ func TestRunEnvironment(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			job, stdout, _ := newJob(t, phase("init", "env"))
 			job.Env = tt.env
-			res := Runtime{}.Run(context.Background(), job)
+			res := supervise.Run(context.Background(), Runtime{}, job, supervise.Limits{})
 			if res.Outcome != eventv1.Outcome_OUTCOME_FINISHED {
 				t.Fatalf("result = %+v", res)
 			}
@@ -316,7 +318,7 @@ func TestRunStop(t *testing.T) {
 			ctx, cancel := context.WithCancelCause(context.Background())
 			defer cancel(nil)
 			done := make(chan runner.Result, 1)
-			go func() { done <- Runtime{}.Run(ctx, job) }()
+			go func() { done <- supervise.Run(ctx, Runtime{}, job, supervise.Limits{}) }()
 
 			pgid := pgidFrom(t, stdout.waitFor(t, "pgid="))
 			time.Sleep(100 * time.Millisecond) // let the script reach its sleep
@@ -354,7 +356,7 @@ func TestRunKillsLeftoversAtPhaseEnd(t *testing.T) {
 	// exits, and the sleep is killed before the next phase.
 	job, stdout, _ := newJob(t, phase("init", "echo pgid=$$", "sleep 300 &"), phase("plan", "echo plan"))
 	done := make(chan runner.Result, 1)
-	go func() { done <- Runtime{}.Run(context.Background(), job) }()
+	go func() { done <- supervise.Run(context.Background(), Runtime{}, job, supervise.Limits{}) }()
 	var res runner.Result
 	select {
 	case res = <-done:
@@ -377,9 +379,10 @@ func TestRunCancelledBeforeStart(t *testing.T) {
 	job, stdout, _ := newJob(t, phase("init", "echo init"))
 	ctx, cancel := context.WithCancelCause(context.Background())
 	cancel(runner.ErrLeaseLost)
-	res := Runtime{}.Run(ctx, job)
-	if res.Outcome != eventv1.Outcome_OUTCOME_STOPPED || res.ExitCode != -1 {
-		t.Errorf("result = %+v, want STOPPED, exit -1", res)
+	res := supervise.Run(ctx, Runtime{}, job, supervise.Limits{})
+	// The phase loop's outcome comes from the cause, whatever the runtime.
+	if res.Outcome != eventv1.Outcome_OUTCOME_LOST || res.ExitCode != -1 {
+		t.Errorf("result = %+v, want LOST, exit -1", res)
 	}
 	if stdout.String() != "" {
 		t.Errorf("a phase ran: %q", stdout.String())

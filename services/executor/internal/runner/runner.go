@@ -1,8 +1,10 @@
-// Package runner defines what every runtime of the executor does with a run (a
-// Job) and how a run's end is described (a Result), and supervises a job: the
-// run timeout, the no-output timeout and cancellation all end the job's context
-// with a cause, and the runtime stops what runs (a signal, a grace period, then
-// a kill) and returns.
+// Package runner is the executor's contract with its runtimes: a run (a Job)
+// becomes a per-run Session of a Runtime — prepare, run one phase at a time
+// with its output streams, export the workspace, tear down — in the spirit of
+// Woodpecker's backend interface. The phase loop above the runtimes (timeouts,
+// cancellation, hooks, results) is supervise.Run; the run timeout, the
+// no-output timeout and cancellation end the job's context with a cause, and
+// the session stops what runs (a signal, a grace period, then a kill).
 package runner
 
 import (
@@ -10,6 +12,8 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"sync"
+	"syscall"
 	"time"
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
@@ -29,7 +33,7 @@ var (
 	ErrLeaseLost = errors.New("lease lost")
 )
 
-// Job is one run as a runtime sees it.
+// Job is one run as the phase loop (supervise.Run) sees it.
 type Job struct {
 	RunID string
 	Spec  *runv1.RunSpec
@@ -43,6 +47,11 @@ type Job struct {
 	// Stdout and Stderr receive the output, unmasked (logship masks it). Writes
 	// may come from two goroutines, one per writer.
 	Stdout, Stderr io.Writer
+	// Durable, when set, reports how much of the output written to Stdout and
+	// Stderr (counted together, in write order, from the start of the job)
+	// is stored durably; runtimes that can hold output outside the executor
+	// (the Docker runtime's output relay) release it only once it is durable.
+	Durable *Durable
 	// OnPhase is called when a phase starts ("init", "plan", ...).
 	OnPhase func(phase string)
 	// StopGrace is the time between the stop signal and the kill.
@@ -51,13 +60,27 @@ type Job struct {
 	// are skipped (see Selected). A tracked run waiting for confirmation runs
 	// up to "plan", its resumption only "apply".
 	Phases []string
-	// AfterPhases, when set, is called once every selected phase has exited
-	// 0, before the runtime removes what it created, with a function that
-	// writes the workspace as it is now to w: an uncompressed tar archive of
-	// the workspace root's content, names relative to it (directories,
-	// regular files and symbolic links). An error from AfterPhases fails the
-	// run with the error as its reason, so it must hold no secret.
-	AfterPhases func(ctx context.Context, export func(w io.Writer) error) error
+	// ExportTo, when set, receives the workspace once every selected phase
+	// has exited 0, before the session is torn down: an uncompressed tar
+	// archive of the workspace root's content, names relative to it
+	// (directories, regular files and symbolic links). It is a step of the
+	// phase loop (the hand-off of a run waiting for confirmation).
+	ExportTo io.Writer
+	// Adopt, when set, continues a run an earlier life of this executor
+	// started: its phase Adopt.Phase is running and is re-attached to rather
+	// than started; the phases before it are done.
+	Adopt *Adoption
+}
+
+// Adoption says where a re-adopted run stands.
+type Adoption struct {
+	// Phase is the index, in Selected(job), of the phase that is running.
+	Phase int
+	// Base is the count of output bytes (stdout and stderr together) of the
+	// phases before Phase; Stored is the count of output bytes of the job that
+	// logship stores durably. The running phase resends what it printed after
+	// Stored-Base.
+	Base, Stored uint64
 }
 
 // Result is how a job ended.
@@ -69,12 +92,83 @@ type Result struct {
 	Reason string
 }
 
-// Runtime runs jobs. Run returns when the job has ended and everything it
-// created (containers, volumes, processes) is gone. When ctx ends, Run stops
-// the job (signal, StopGrace, kill) and returns; its Result then only needs the
-// exit code and Outcome may be left to Supervise.
+// Runtime is where phases run (Docker containers, local processes, ...). It
+// opens one Session per run; the phase loop above the runtimes
+// (supervise.Run) drives it. Implementations are safe for concurrent use.
 type Runtime interface {
-	Run(ctx context.Context, job *Job) Result
+	// Open checks the job and returns its session. It creates nothing.
+	Open(job *Job) (Session, error)
+}
+
+// Session is one run on a runtime: prepare, run phases one by one, export the
+// workspace, tear down. The phase loop calls Prepare once (not for an adopted
+// run), then RunPhase for each phase in order, then Export if the job asks
+// for it, and always Close, last, from the same goroutine.
+type Session interface {
+	// Prepare makes what every phase needs (image, workspace). An error
+	// must hold no secret.
+	Prepare(ctx context.Context) error
+	// RunPhase runs phase i of the job (its index in Selected) and returns
+	// once it has ended and its output has been written to out. When ctx
+	// ends first, it stops the phase (signal, the job's StopGrace, kill),
+	// and returns with Exit.Stopped set. With job.Adopt and i ==
+	// job.Adopt.Phase, it re-attaches to the running phase instead.
+	RunPhase(ctx context.Context, i int, p *runv1.Phase, out Output) (Exit, error)
+	// Export writes the workspace as it is now to w (see Job.ExportTo).
+	Export(ctx context.Context, w io.Writer) error
+	// Close removes everything the session created (containers, volumes,
+	// processes), whether or not the run ended well.
+	Close()
+}
+
+// Output is where a phase's output goes.
+type Output struct {
+	Stdout, Stderr io.Writer
+	// Base is the count of output bytes of the job before this phase (see
+	// Job.Durable).
+	Base uint64
+	// Durable is the job's Durable, or nil.
+	Durable *Durable
+}
+
+// Exit is how a phase ended.
+type Exit struct {
+	// Code is the exit code, 128+signal when killed by a signal; -1 if
+	// unknown.
+	Code int
+	// Signal, when not 0, is the signal that killed the phase's shell.
+	Signal syscall.Signal
+	// Stopped: the phase was stopped because the context ended.
+	Stopped bool
+}
+
+// Durable tracks how many output bytes are stored durably; it only grows.
+type Durable struct {
+	mu      sync.Mutex
+	n       uint64
+	changed chan struct{}
+}
+
+// NewDurable returns a Durable at n.
+func NewDurable(n uint64) *Durable { return &Durable{n: n, changed: make(chan struct{})} }
+
+// Set raises the count to n (a lower n is ignored).
+func (d *Durable) Set(n uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if n <= d.n {
+		return
+	}
+	d.n = n
+	close(d.changed)
+	d.changed = make(chan struct{})
+}
+
+// Get returns the count and a channel closed when it next changes.
+func (d *Durable) Get() (uint64, <-chan struct{}) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.n, d.changed
 }
 
 // PhaseScript returns the shell script of one phase: its before hooks, commands

@@ -1,8 +1,9 @@
-// Package supervise runs a job on a runtime under the run timeout and the
-// no-output (logs) timeout, and turns the reason the job's context ended into
-// the run's Result.
+// Package supervise is the executor's phase loop, above every runtime: it runs
+// a job's phases one by one in a runtime session (runner.Session) under the
+// run timeout and the no-output (logs) timeout, and turns how they ended, or
+// the reason the job's context ended, into the run's Result.
 //
-// The runtime only sees a context that ends with a cause: runner.ErrRunTimeout,
+// The session only sees a context that ends with a cause: runner.ErrRunTimeout,
 // runner.ErrLogsTimeout, or the cause of the parent context, which callers end
 // with context.WithCancelCause and runner.ErrCancelled or runner.ErrLeaseLost
 // (wrapping them is fine: "by operator alice: %w"). The runtime then stops the
@@ -21,6 +22,7 @@ import (
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
+	"github.com/hangar-dev/hangar/services/executor/internal/wsarchive"
 )
 
 // Limits are the pool's timeouts of a run. Zero disables a limit.
@@ -53,23 +55,32 @@ func shorter(pool time.Duration, specSeconds uint32) time.Duration {
 	return pool
 }
 
-// Run runs job on rt under lim.ForSpec(job.Spec) and returns its Result:
+// Run is the executor's one phase loop, shared by every runtime: it opens a
+// session of rt for job, prepares it, runs the selected phases in order
+// (runner.Selected), calling job.OnPhase before each, exports the workspace to
+// job.ExportTo when every phase exited 0, and closes the session. It does so
+// under lim.ForSpec(job.Spec) and returns the Result:
 //
-//   - parent context ended with runner.ErrCancelled: OUTCOME_STOPPED,
-//     "cancelled: <cause>";
-//   - parent context ended with runner.ErrLeaseLost: OUTCOME_LOST, "lease lost";
-//   - the run timeout passed: OUTCOME_TIMED_OUT, "run timeout of 70m0s exceeded";
-//   - nothing was written to stdout or stderr for the logs timeout:
-//     OUTCOME_TIMED_OUT, "no output for 7m0s: killed";
-//   - the parent context ended with another cause (a plain cancel, a deadline):
-//     OUTCOME_STOPPED, "stopped: <cause>";
-//   - the context did not end: the runtime's own Result.
+//   - every phase exited 0: OUTCOME_FINISHED with exit code 0 (-1 and "no
+//     phase has commands" when there was none: the export is then the host
+//     workspace as prepared);
+//   - a phase exited non-zero: OUTCOME_FAILED, "phase plan exited with code
+//     3", and the later phases do not run; a phase killed by a signal: "phase
+//     plan killed by signal 9 (killed)" with 128+signal as exit code;
+//   - nothing could be prepared or started, or the export failed:
+//     OUTCOME_FAILED with the error as reason;
+//   - the job's context ended: by the cause, see FromCause (parent context
+//     ended with runner.ErrCancelled: OUTCOME_STOPPED, "cancelled: <cause>";
+//     runner.ErrLeaseLost: OUTCOME_LOST; the run timeout: OUTCOME_TIMED_OUT,
+//     "run timeout of 70m0s exceeded"; no output for the logs timeout:
+//     OUTCOME_TIMED_OUT, "no output for 7m0s: killed"; another cause:
+//     OUTCOME_STOPPED, "stopped: <cause>").
 //
-// The exit code is always the runtime's. The first cause wins: a run cancelled
-// after its run timeout fired is reported as timed out. Run does not change job;
-// the runtime gets a copy whose Stdout and Stderr pass every write through
-// unchanged and note it as output activity. A nil writer stays a sink whose
-// writes still count as activity.
+// The exit code is always the one of the last phase that ran. The first cause
+// wins: a run cancelled after its run timeout fired is reported as timed out.
+// Run does not change job; the session gets writers that pass every write
+// through unchanged and note it as output activity. A nil writer stays a sink
+// whose writes still count as activity.
 func Run(ctx context.Context, rt runner.Runtime, job *runner.Job, lim Limits) runner.Result {
 	lim = lim.ForSpec(job.Spec)
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -81,18 +92,149 @@ func Run(ctx context.Context, rt runner.Runtime, job *runner.Job, lim Limits) ru
 	}
 	act := newActivity(lim.LogsTimeout, func() { cancel(runner.ErrLogsTimeout) })
 
-	j := *job
-	j.Stdout = activityWriter{w: orDiscard(job.Stdout), act: act}
-	j.Stderr = activityWriter{w: orDiscard(job.Stderr), act: act}
-	res := rt.Run(ctx, &j)
+	res := loop(ctx, rt, job, act)
 
-	// A limit passing after the runtime returned does not change the result.
+	// A limit passing after the loop returned does not change the result.
 	stopRunTimer()
 	act.stop()
 	if ctx.Err() == nil {
 		return res
 	}
 	return FromCause(res, context.Cause(ctx), lim)
+}
+
+func loop(ctx context.Context, rt runner.Runtime, job *runner.Job, act *activity) runner.Result {
+	phases := runner.Selected(job)
+	if len(phases) == 0 {
+		if job.ExportTo != nil && job.Workspace != "" {
+			if err := wsarchive.Write(job.ExportTo, job.Workspace); err != nil {
+				return failed(-1, err.Error())
+			}
+		}
+		return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FINISHED, ExitCode: -1, Reason: "no phase has commands"}
+	}
+	sess, err := rt.Open(job)
+	if err != nil {
+		return failed(-1, err.Error())
+	}
+	defer sess.Close()
+	first := 0
+	if job.Adopt != nil {
+		first = job.Adopt.Phase
+		if first < 0 || first >= len(phases) {
+			return failed(-1, fmt.Sprintf("the adopted run has no phase %d", first))
+		}
+	} else if err := sess.Prepare(ctx); err != nil {
+		if ctx.Err() != nil {
+			return stopped(ctx, -1, "while preparing")
+		}
+		return failed(-1, err.Error())
+	}
+	out := runner.Output{
+		Stdout:  &countingWriter{w: activityWriter{w: orDiscard(job.Stdout), act: act}},
+		Stderr:  nil,
+		Durable: job.Durable,
+	}
+	counter := out.Stdout.(*countingWriter)
+	out.Stderr = &countingWriter{w: activityWriter{w: orDiscard(job.Stderr), act: act}, shared: counter}
+	if job.Adopt != nil {
+		// What the earlier life of the executor had stored is not written
+		// again.
+		counter.setBase(job.Adopt.Stored)
+	}
+	exit := -1
+	for i := first; i < len(phases); i++ {
+		p := phases[i]
+		if ctx.Err() != nil {
+			return stopped(ctx, exit, "before phase "+p.GetName())
+		}
+		if job.OnPhase != nil {
+			job.OnPhase(p.GetName())
+		}
+		out.Base = counter.total()
+		if job.Adopt != nil && i == first {
+			out.Base = job.Adopt.Base
+		}
+		st, err := sess.RunPhase(ctx, i, p, out)
+		switch {
+		case st.Stopped:
+			return stopped(ctx, st.Code, "in phase "+p.GetName())
+		case err != nil:
+			if ctx.Err() != nil {
+				return stopped(ctx, exit, "in phase "+p.GetName())
+			}
+			return failed(exit, fmt.Sprintf("phase %s: %v", p.GetName(), err))
+		}
+		exit = st.Code
+		switch {
+		case st.Signal != 0:
+			return failed(st.Code, fmt.Sprintf("phase %s killed by signal %d (%v)", p.GetName(), int(st.Signal), st.Signal))
+		case st.Code != 0:
+			return failed(st.Code, fmt.Sprintf("phase %s exited with code %d", p.GetName(), st.Code))
+		}
+	}
+	if job.ExportTo != nil {
+		if err := sess.Export(ctx, job.ExportTo); err != nil {
+			if ctx.Err() != nil {
+				return stopped(ctx, exit, "after the last phase")
+			}
+			return failed(exit, err.Error())
+		}
+	}
+	return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FINISHED, ExitCode: exit}
+}
+
+func failed(code int, reason string) runner.Result {
+	return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: code, Reason: reason}
+}
+
+// stopped is the result of a job whose context ended; Run then sets Outcome
+// and Reason from the cause (FromCause).
+func stopped(ctx context.Context, code int, where string) runner.Result {
+	return runner.Result{
+		Outcome:  eventv1.Outcome_OUTCOME_STOPPED,
+		ExitCode: code,
+		Reason:   fmt.Sprintf("stopped %s: %v", where, context.Cause(ctx)),
+	}
+}
+
+// countingWriter counts the bytes written through it and its sibling (the
+// job's output offset, see runner.Job.Durable).
+type countingWriter struct {
+	w      io.Writer
+	shared *countingWriter // the counter of both writers; nil on the first
+	mu     sync.Mutex
+	n      uint64
+}
+
+func (c *countingWriter) owner() *countingWriter {
+	if c.shared != nil {
+		return c.shared
+	}
+	return c
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	o := c.owner()
+	o.mu.Lock()
+	o.n += uint64(n)
+	o.mu.Unlock()
+	return n, err
+}
+
+func (c *countingWriter) total() uint64 {
+	o := c.owner()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.n
+}
+
+func (c *countingWriter) setBase(n uint64) {
+	o := c.owner()
+	o.mu.Lock()
+	o.n = n
+	o.mu.Unlock()
 }
 
 // FromCause sets the Outcome and Reason of a runtime's Result from the cause of

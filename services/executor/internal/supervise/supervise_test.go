@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -222,28 +223,42 @@ func TestRunWithProcesses(t *testing.T) {
 	}
 }
 
-// runtimeFunc is a tiny in-package runtime.
-type runtimeFunc func(ctx context.Context, job *runner.Job) runner.Result
+// phaseFunc is a tiny in-package runtime whose every phase is the function.
+type phaseFunc func(ctx context.Context, out runner.Output) (runner.Exit, error)
 
-func (f runtimeFunc) Run(ctx context.Context, job *runner.Job) runner.Result { return f(ctx, job) }
+func (f phaseFunc) Open(*runner.Job) (runner.Session, error) { return funcSession{f}, nil }
+
+type funcSession struct{ f phaseFunc }
+
+func (funcSession) Prepare(context.Context) error { return nil }
+func (s funcSession) RunPhase(ctx context.Context, _ int, _ *runv1.Phase, out runner.Output) (runner.Exit, error) {
+	return s.f(ctx, out)
+}
+func (funcSession) Export(context.Context, io.Writer) error { return errors.New("no export") }
+func (funcSession) Close()                                  {}
+
+// onePhase is a spec with one phase to run.
+func onePhase() *runv1.RunSpec {
+	return &runv1.RunSpec{Phases: []*runv1.Phase{{Name: "plan", Commands: []string{"x"}}}}
+}
 
 func TestRunPassesOutputThrough(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	job := &runner.Job{Spec: &runv1.RunSpec{}, Stdout: &stdout, Stderr: &stderr}
-	want := runner.Result{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: 2, Reason: "the runtime's own reason"}
-	rt := runtimeFunc(func(ctx context.Context, j *runner.Job) runner.Result {
+	job := &runner.Job{Spec: onePhase(), Stdout: &stdout, Stderr: &stderr}
+	rt := phaseFunc(func(ctx context.Context, out runner.Output) (runner.Exit, error) {
 		for _, chunk := range []string{"a", "", "bc\n", "\x00\xff"} {
-			n, err := j.Stdout.Write([]byte(chunk))
+			n, err := out.Stdout.Write([]byte(chunk))
 			if n != len(chunk) || err != nil {
 				t.Errorf("stdout write = %d, %v", n, err)
 			}
 		}
-		_, _ = j.Stderr.Write([]byte("err\n"))
-		return want
+		_, _ = out.Stderr.Write([]byte("err\n"))
+		return runner.Exit{Code: 2}, nil
 	})
 	res := Run(context.Background(), rt, job, Limits{RunTimeout: time.Hour, LogsTimeout: time.Hour})
+	want := runner.Result{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: 2, Reason: "phase plan exited with code 2"}
 	if res != want {
-		t.Errorf("result = %+v, want the runtime's %+v", res, want)
+		t.Errorf("result = %+v, want %+v", res, want)
 	}
 	if got := stdout.String(); got != "abc\n\x00\xff" {
 		t.Errorf("stdout = %q", got)
@@ -254,38 +269,38 @@ func TestRunPassesOutputThrough(t *testing.T) {
 }
 
 func TestRunNilWritersAndNoLimits(t *testing.T) {
-	job := &runner.Job{Spec: &runv1.RunSpec{}}
-	rt := runtimeFunc(func(ctx context.Context, j *runner.Job) runner.Result {
-		if _, err := j.Stdout.Write([]byte("x")); err != nil {
+	job := &runner.Job{Spec: onePhase()}
+	rt := phaseFunc(func(ctx context.Context, out runner.Output) (runner.Exit, error) {
+		if _, err := out.Stdout.Write([]byte("x")); err != nil {
 			t.Errorf("write to nil stdout: %v", err)
 		}
-		if _, err := j.Stderr.Write([]byte("x")); err != nil {
+		if _, err := out.Stderr.Write([]byte("x")); err != nil {
 			t.Errorf("write to nil stderr: %v", err)
 		}
 		if ctx.Err() != nil {
 			t.Errorf("context ended with no limits: %v", context.Cause(ctx))
 		}
-		return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FINISHED}
+		return runner.Exit{Code: 0}, nil
 	})
 	if res := Run(context.Background(), rt, job, Limits{}); res.Outcome != eventv1.Outcome_OUTCOME_FINISHED {
 		t.Errorf("result = %+v", res)
 	}
 }
 
-// TestRunLogsTimeoutOnlyCountsOutput: a runtime that keeps calling OnPhase and
-// returns only when its context ends is still stopped by the logs timeout.
+// TestRunLogsTimeoutOnlyCountsOutput: a phase that writes nothing (empty
+// writes) and returns only when its context ends is stopped by the logs
+// timeout.
 func TestRunLogsTimeoutOnlyCountsOutput(t *testing.T) {
-	job := &runner.Job{Spec: &runv1.RunSpec{}, OnPhase: func(string) {}}
-	rt := runtimeFunc(func(ctx context.Context, j *runner.Job) runner.Result {
+	job := &runner.Job{Spec: onePhase(), OnPhase: func(string) {}}
+	rt := phaseFunc(func(ctx context.Context, out runner.Output) (runner.Exit, error) {
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			select {
 			case <-ctx.Done():
-				return runner.Result{Outcome: eventv1.Outcome_OUTCOME_STOPPED, ExitCode: 137}
+				return runner.Exit{Code: 137, Stopped: true}, nil
 			case <-tick.C:
-				j.OnPhase("plan")
-				_, _ = j.Stdout.Write(nil)
+				_, _ = out.Stdout.Write(nil)
 			}
 		}
 	})

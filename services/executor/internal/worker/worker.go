@@ -24,6 +24,7 @@ import (
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
+	"github.com/hangar-dev/hangar/platform/atomicfile"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 )
 
@@ -393,12 +394,8 @@ func (w *Worker) saveStateLocked() {
 		held[id] = heldLease{RunID: a.assign.GetRunId(), Epoch: a.assign.GetEpoch()}
 	}
 	b, _ := json.Marshal(held)
-	tmp := w.cfg.StateFile + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err == nil {
-		err = os.Rename(tmp, w.cfg.StateFile)
-		if err != nil {
-			w.log.Warn("executor state not saved", "err", err)
-		}
+	if err := atomicfile.Write(w.cfg.StateFile, b, 0o600); err != nil {
+		w.log.Warn("executor state not saved", "err", err)
 	}
 }
 

@@ -18,7 +18,6 @@ import (
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	policyv1 "github.com/hangar-dev/hangar/gen/go/hangar/policy/v1"
-	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
 	"github.com/hangar-dev/hangar/platform/dial"
 	"github.com/hangar-dev/hangar/platform/mqtttopic"
@@ -26,6 +25,7 @@ import (
 	"github.com/hangar-dev/hangar/platform/serve"
 	"github.com/hangar-dev/hangar/platform/telemetry"
 	"github.com/hangar-dev/hangar/platform/tlsconfig"
+	"github.com/hangar-dev/hangar/services/gateway/internal/commands"
 	"github.com/hangar-dev/hangar/services/gateway/internal/config"
 	"github.com/hangar-dev/hangar/services/gateway/internal/dispatch"
 	"github.com/hangar-dev/hangar/services/gateway/internal/events"
@@ -140,13 +140,18 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 
 	opener := &runenvelope.Opener{PoolID: poolID, PoolKey: cfg.PoolKey, VerifyKey: cfg.VerifyKey,
 		MaxSize: cfg.MaxEnvelopeBytes, ClockSkew: cfg.ClockSkew}
-	recoverRuns(runs, opener, disp, outbox, log)
+	disp.Recover(dispatch.EnvelopeReopener(opener))
 	in := intake.New(intake.Deps{
 		Opener: opener, Seen: store, Policy: policyv1.NewPolicyServiceClient(policyConn), Events: outbox, Queue: disp,
 		Metadata: cfg.Metadata, PolicyTimeout: cfg.PolicyTimeout, Tracer: tel.Tracer("hangar/gateway"),
 		Propagator: tel.Propagator(), Logger: log, Registry: reg,
 	})
-	cmds := &commander{opener: opener, disp: disp, log: log}
+	commandIDs, err := seen.OpenFile(cfg.DataDir, "seen-commands.log", nil)
+	if err != nil {
+		return err
+	}
+	defer commandIDs.Close()
+	cmds := commands.New(commands.Deps{Opener: opener, Dispatcher: disp, Runs: store, IDs: commandIDs, Answers: outbox, Logger: log, Registry: reg})
 
 	// The outbox outlives the other parts, so that their last events get out.
 	outboxCtx, stopOutbox := context.WithCancel(context.Background())
@@ -164,15 +169,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 				case <-gctx.Done():
 					return nil
 				case m := <-inbox:
-					var err error
+					handle := in.Handle
 					if m.Topic == mqtttopic.Commands(poolID) {
-						cmds.handle(m.Payload)
-					} else {
-						err = in.Handle(gctx, m.Payload)
+						handle = func(_ context.Context, payload []byte) error { return cmds.Handle(payload) }
 					}
-					if err != nil {
+					if err := handle(gctx, m.Payload); err != nil {
 						// Not acknowledged: the broker redelivers it.
-						log.Error("envelope not recorded; it will be redelivered", "err", err)
+						log.Error("message not recorded; it will be redelivered", "topic", m.Topic, "err", err)
 						continue
 					}
 					m.Ack()
@@ -192,43 +195,6 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	<-outboxDone
 	mq.Close()
 	return err
-}
-
-// recoverRuns puts back the runs a previous life of this gateway had admitted and
-// not seen end. Their envelopes are verified and decrypted again as of the time
-// they were received (they may have expired since).
-func recoverRuns(runs *runstore.Store, opener *runenvelope.Opener, disp *dispatch.Dispatcher, outbox *events.Outbox, log *slog.Logger) {
-	recs, errs := runs.Load()
-	for _, err := range errs {
-		log.Error("a run record could not be read", "err", err)
-	}
-	for _, r := range recs {
-		o := *opener
-		at := r.ReceivedAt
-		o.Now = func() time.Time { return at }
-		v, err := o.Verify(r.Envelope)
-		var spec *runv1.RunSpec
-		if err == nil {
-			spec, err = o.Decrypt(v)
-		}
-		if err != nil {
-			log.Error("a recovered run could not be opened again; it fails", "run_id", r.RunID, "err", err)
-			outbox.Run(r.RunID, nil, &eventv1.Event{Kind: &eventv1.Event_Finished{Finished: &eventv1.RunFinished{
-				Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: -1, Reason: "the gateway restarted and could not recover the run",
-			}}})
-			_ = runs.Delete(r.RunID)
-			continue
-		}
-		run := &intake.Run{ID: r.RunID, Spec: spec, TraceContext: v.TraceContext, AdmittedAt: r.AdmittedAt, Envelope: r.Envelope, ReceivedAt: r.ReceivedAt,
-			HandOff: dispatch.HandOff(r.HandOff)}
-		if r.State == runstore.StateUnconfirmed && run.HandOff != nil {
-			disp.RestoreUnconfirmed(run, r.Epoch)
-			log.Info("run waiting for confirmation recovered after a restart", "run_id", r.RunID)
-			continue
-		}
-		disp.Restore(run, r.LeaseID, r.Epoch, r.Executor)
-		log.Info("run recovered after a restart", "run_id", r.RunID, "leased", r.LeaseID != "", "executor", r.Executor, "resumed", run.HandOff != nil)
-	}
 }
 
 func heartbeats(ctx context.Context, cfg *config.Config, mq *link.Link, disp *dispatch.Dispatcher, log *slog.Logger) error {
@@ -257,41 +223,6 @@ func heartbeats(ctx context.Context, cfg *config.Config, mq *link.Link, disp *di
 			return nil
 		case <-t.C:
 		}
-	}
-}
-
-// commander carries out signed commands from the control plane.
-type commander struct {
-	opener *runenvelope.Opener
-	disp   *dispatch.Dispatcher
-	log    *slog.Logger
-}
-
-func (c *commander) handle(payload []byte) {
-	cmd, err := c.opener.VerifyCommand(payload)
-	if err != nil {
-		c.log.Warn("command rejected", "err", err)
-		return
-	}
-	switch k := cmd.Kind.(type) {
-	case *eventv1.Command_Cancel:
-		if !c.disp.Cancel(k.Cancel.GetRunId(), "cancelled by the control plane") {
-			c.log.Warn("cancel for an unknown run", "run_id", k.Cancel.GetRunId())
-		}
-	case *eventv1.Command_Drain:
-		c.disp.SetDrained(k.Drain.GetWorkerId(), true, false)
-	case *eventv1.Command_Undrain:
-		c.disp.SetDrained(k.Undrain.GetWorkerId(), false, false)
-	case *eventv1.Command_Cycle:
-		for _, ex := range c.disp.Executors() {
-			c.disp.SetDrained(ex.GetExecutorId(), true, true)
-		}
-	case *eventv1.Command_Confirm:
-		if !c.disp.Confirm(k.Confirm.GetRunId()) {
-			c.log.Warn("confirm for a run that is unknown here or not waiting for confirmation; ignored", "run_id", k.Confirm.GetRunId())
-		}
-	default:
-		c.log.Warn("command not supported by this gateway", "command_id", cmd.GetCommandId())
 	}
 }
 

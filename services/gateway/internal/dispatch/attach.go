@@ -158,14 +158,14 @@ func (d *Dispatcher) handle(ex *executor, m *workv1.AttachRequest) {
 			return
 		}
 		d.releaseLocked(l)
-		if u := k.Finish.GetUnconfirmed(); u != nil && k.Finish.GetHandOff().GetStateKey() != "" && l.run.HandOff == nil {
+		if u := k.Finish.GetUnconfirmed(); u != nil && k.Finish.GetHandOff().GetStateKey() != "" && l.run.handOff == nil {
 			// Not finished: parked until ConfirmRun, its epoch kept.
 			d.parkLocked(l.run, k.Finish.GetHandOff())
 			d.log.Info("run waits for confirmation", "run_id", l.run.ID, "state_key", u.GetStateKey())
 			d.events.Run(l.run.ID, l.run.TraceContext, &eventv1.Event{Kind: &eventv1.Event_Unconfirmed{Unconfirmed: u}})
 		} else if k.Finish.GetUnconfirmed() != nil {
 			reason := "the executor stopped the run for confirmation without storing its state"
-			if l.run.HandOff != nil {
+			if l.run.handOff != nil {
 				reason = "the executor stopped a confirmed run for confirmation again"
 			}
 			d.finishLocked(l.run, &eventv1.RunFinished{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: -1, Reason: reason})

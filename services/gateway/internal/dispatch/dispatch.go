@@ -69,6 +69,7 @@ var resumePhases = []string{"apply"}
 type Store interface {
 	Save(r *runstore.Record) error
 	Delete(runID string) error
+	Load() ([]*runstore.Record, []error)
 }
 
 // Dispatcher is the gateway's side of the work protocol.
@@ -81,10 +82,10 @@ type Dispatcher struct {
 	now    func() time.Time
 
 	mu        sync.Mutex
-	queue     []*intake.Run
-	runs      map[string]*lease      // leased runs by run id
-	parked    map[string]*intake.Run // unconfirmed runs by run id
-	epochs    map[string]uint64      // last epoch per run id still tracked
+	queue     []*job
+	runs      map[string]*lease // leased runs by run id
+	parked    map[string]*job   // unconfirmed runs by run id
+	epochs    map[string]uint64 // last epoch per run id still tracked
 	executors map[string]*executor
 	closed    bool
 
@@ -100,8 +101,16 @@ type Dispatcher struct {
 	workers    *prometheus.GaugeVec
 }
 
+// job is a run in the dispatcher's hands: the run intake admitted and, once it
+// stopped for confirmation, the hand-off of its stored workspace. A job queued
+// with a hand-off resumes from it.
+type job struct {
+	*intake.Run
+	handOff *workv1.HandOff
+}
+
 type lease struct {
-	run      *intake.Run
+	run      *job
 	id       string
 	epoch    uint64
 	executor string
@@ -133,7 +142,7 @@ func New(cfg Config, events Events) *Dispatcher {
 	}
 	d := &Dispatcher{
 		cfg: cfg, events: events, log: cfg.Logger, now: time.Now,
-		runs: map[string]*lease{}, parked: map[string]*intake.Run{}, epochs: map[string]uint64{}, executors: map[string]*executor{},
+		runs: map[string]*lease{}, parked: map[string]*job{}, epochs: map[string]uint64{}, executors: map[string]*executor{},
 		queued: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "hangar_gateway_runs_queued",
 			Help: "Admitted runs waiting for a free executor slot.",
@@ -187,7 +196,8 @@ func New(cfg Config, events Events) *Dispatcher {
 }
 
 // Admit queues an admitted run and assigns it if an executor has a free slot.
-func (d *Dispatcher) Admit(_ context.Context, run *intake.Run) error {
+func (d *Dispatcher) Admit(_ context.Context, admitted *intake.Run) error {
+	run := &job{Run: admitted}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -271,24 +281,6 @@ func (d *Dispatcher) Executors() []*eventv1.ExecutorStatus {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ExecutorId < out[j].ExecutorId })
 	return out
-}
-
-// Known reports whether a run is queued, leased or unconfirmed here.
-func (d *Dispatcher) Known(runID string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, ok := d.runs[runID]; ok {
-		return true
-	}
-	if _, ok := d.parked[runID]; ok {
-		return true
-	}
-	for _, r := range d.queue {
-		if r.ID == runID {
-			return true
-		}
-	}
-	return false
 }
 
 // Counts returns the number of queued and leased runs.
@@ -387,8 +379,8 @@ func (d *Dispatcher) assignLocked() {
 
 // resumeState is the Assign.resume of a confirmed run (nil for any other):
 // its HandOff with the content key unwrapped by the pool key.
-func (d *Dispatcher) resumeState(run *intake.Run) (*workv1.ResumeState, error) {
-	h := run.HandOff
+func (d *Dispatcher) resumeState(run *job) (*workv1.ResumeState, error) {
+	h := run.handOff
 	if h == nil {
 		return nil, nil
 	}
@@ -424,8 +416,8 @@ func (d *Dispatcher) Confirm(runID string) bool {
 }
 
 // parkLocked keeps a run that stopped for confirmation, with its HandOff.
-func (d *Dispatcher) parkLocked(run *intake.Run, h *workv1.HandOff) {
-	run.HandOff = h
+func (d *Dispatcher) parkLocked(run *job, h *workv1.HandOff) {
+	run.handOff = h
 	d.parked[run.ID] = run
 	if err := d.saveLocked(run, nil); err != nil {
 		d.log.Error("unconfirmed run not recorded: a gateway restart now would forget it", "run_id", run.ID, "err", err)
@@ -487,7 +479,7 @@ func (d *Dispatcher) releaseLocked(l *lease) {
 	}
 }
 
-func (d *Dispatcher) finishLocked(run *intake.Run, res *eventv1.RunFinished) {
+func (d *Dispatcher) finishLocked(run *job, res *eventv1.RunFinished) {
 	delete(d.epochs, run.ID)
 	d.forgetLocked(run.ID)
 	d.finishedBy.WithLabelValues(outcomeName(res.Outcome)).Inc()
@@ -495,7 +487,7 @@ func (d *Dispatcher) finishLocked(run *intake.Run, res *eventv1.RunFinished) {
 }
 
 // saveLocked records a queued or unconfirmed (l == nil) or leased run.
-func (d *Dispatcher) saveLocked(run *intake.Run, l *lease) error {
+func (d *Dispatcher) saveLocked(run *job, l *lease) error {
 	if d.cfg.Store == nil {
 		return nil
 	}
@@ -506,7 +498,7 @@ func (d *Dispatcher) saveLocked(run *intake.Run, l *lease) error {
 	if _, ok := d.parked[run.ID]; ok {
 		rec.State = runstore.StateUnconfirmed
 	}
-	if h := run.HandOff; h != nil {
+	if h := run.handOff; h != nil {
 		rec.HandOff = &runstore.HandOff{StateKey: h.GetStateKey(), WrappedKey: h.GetWrappedKey(), Nonce: h.GetNonce(), SHA256: h.GetSha256(), Size: h.GetSize()}
 	}
 	if err := d.cfg.Store.Save(rec); err != nil {
@@ -522,44 +514,6 @@ func (d *Dispatcher) forgetLocked(runID string) {
 	if err := d.cfg.Store.Delete(runID); err != nil {
 		d.log.Warn("ended run not removed from the run store", "run_id", runID, "err", err)
 	}
-}
-
-// Restore puts back a run recovered after a restart: queued when it had no
-// lease, else leased to its executor until a new deadline, so that the executor
-// can reattach and keep it (Hello.held); if it does not, the lease expires and
-// the run ends as lost.
-func (d *Dispatcher) Restore(run *intake.Run, leaseID string, epoch uint64, executor string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if epoch > 0 {
-		d.epochs[run.ID] = epoch
-	}
-	if leaseID == "" {
-		d.queue = append(d.queue, run)
-		d.queued.Set(float64(len(d.queue)))
-		return
-	}
-	d.epochs[run.ID] = epoch
-	d.runs[run.ID] = &lease{run: run, id: leaseID, epoch: epoch, executor: executor,
-		deadline: d.now().Add(d.cfg.LeaseDuration), assigned: d.now(), running: true}
-}
-
-// RestoreUnconfirmed puts back a run recovered after a restart that was
-// waiting for confirmation (run.HandOff set), with the epoch of its last
-// lease.
-func (d *Dispatcher) RestoreUnconfirmed(run *intake.Run, epoch uint64) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.epochs[run.ID] = epoch
-	d.parked[run.ID] = run
-}
-
-// HandOff converts a stored hand-off back (nil for nil).
-func HandOff(h *runstore.HandOff) *workv1.HandOff {
-	if h == nil {
-		return nil
-	}
-	return &workv1.HandOff{StateKey: h.StateKey, WrappedKey: h.WrappedKey, Nonce: h.Nonce, Sha256: h.SHA256, Size: h.Size}
 }
 
 func revoked(l *lease, reason string) *workv1.AttachResponse {

@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -335,9 +336,7 @@ func TestLeasedRunSurvivesAGatewayRestart(t *testing.T) {
 
 	// The gateway dies; a new one recovers both runs from the store.
 	d2, rec2, c2 := start()
-	for _, r := range recs {
-		d2.Restore(&intake.Run{ID: r.RunID, AdmittedAt: r.AdmittedAt, Envelope: r.Envelope}, r.LeaseID, r.Epoch, r.Executor)
-	}
+	d2.Recover(opensAll)
 	if !d2.Known("queued-1") || !d2.Known("r1") {
 		t.Fatal("recovered runs unknown")
 	}
@@ -357,5 +356,35 @@ func TestLeasedRunSurvivesAGatewayRestart(t *testing.T) {
 	recs, _ = store.Load()
 	if len(recs) != 1 || recs[0].RunID != "r1" || recs[0].LeaseID == "" {
 		t.Fatalf("records after = %+v", recs)
+	}
+}
+
+// opensAll stands for the gateway's opener in recovery tests: every stored
+// envelope opens (EnvelopeReopener is exercised by the gateway's e2e tests).
+func opensAll([]byte, time.Time) (*runv1.RunSpec, map[string]string, error) {
+	return &runv1.RunSpec{RunnerImage: "busybox"}, nil, nil
+}
+
+func TestRecoverFailsARunWhoseEnvelopeNoLongerOpens(t *testing.T) {
+	store, err := runstore.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Save(&runstore.Record{RunID: "bad-1", Envelope: []byte("x"), ReceivedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	d := New(Config{PoolID: "pool-a", Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(), Store: store}, rec)
+	d.Recover(func([]byte, time.Time) (*runv1.RunSpec, map[string]string, error) {
+		return nil, nil, errors.New("expired")
+	})
+	if f := rec.finals("bad-1"); len(f) != 1 || f[0].GetOutcome() != eventv1.Outcome_OUTCOME_FAILED {
+		t.Fatalf("finals = %v", f)
+	}
+	if d.Known("bad-1") {
+		t.Fatal("an unopenable run was restored")
+	}
+	if recs, _ := store.Load(); len(recs) != 0 {
+		t.Fatalf("records left: %+v", recs)
 	}
 }

@@ -21,7 +21,6 @@ import (
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
 	"github.com/hangar-dev/hangar/platform/sealedbox"
-	"github.com/hangar-dev/hangar/services/gateway/internal/intake"
 	"github.com/hangar-dev/hangar/services/gateway/internal/runstore"
 )
 
@@ -117,14 +116,7 @@ func TestUnconfirmedRunIsConfirmedAfterARestart(t *testing.T) {
 
 	// The gateway restarts; a confirmation for an unknown run is ignored.
 	d2, rec2, c2 := start()
-	for _, r := range recs {
-		run := &intake.Run{ID: r.RunID, AdmittedAt: r.AdmittedAt, Envelope: r.Envelope, HandOff: HandOff(r.HandOff)}
-		if r.State == runstore.StateUnconfirmed {
-			d2.RestoreUnconfirmed(run, r.Epoch)
-		} else {
-			d2.Restore(run, r.LeaseID, r.Epoch, r.Executor)
-		}
-	}
+	d2.Recover(opensAll)
 	if d2.Confirm("nope") {
 		t.Fatal("an unknown run was confirmed")
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+	"github.com/hangar-dev/hangar/platform/atomicfile"
 )
 
 // Journal makes the outbox survive a gateway restart: every event is appended
@@ -112,23 +114,18 @@ func (j *Journal) load() (*Recovered, error) {
 
 // compact rewrites the journal with only what is still needed.
 func (j *Journal) compact(rec *Recovered) error {
-	tmp := j.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	err := atomicfile.WriteWith(j.path, 0o600, func(f io.Writer) error {
+		w := bufio.NewWriter(f)
+		for run, seq := range rec.Sequences {
+			fmt.Fprintf(w, "s %s %d\n", run, seq)
+		}
+		for _, ev := range rec.Pending {
+			b, _ := proto.Marshal(ev)
+			fmt.Fprintf(w, "e %s\n", base64.StdEncoding.EncodeToString(b))
+		}
+		return w.Flush()
+	})
 	if err != nil {
-		return fmt.Errorf("events journal: compact: %w", err)
-	}
-	w := bufio.NewWriter(f)
-	for run, seq := range rec.Sequences {
-		fmt.Fprintf(w, "s %s %d\n", run, seq)
-	}
-	for _, ev := range rec.Pending {
-		b, _ := proto.Marshal(ev)
-		fmt.Fprintf(w, "e %s\n", base64.StdEncoding.EncodeToString(b))
-	}
-	if err := errors.Join(w.Flush(), f.Sync(), f.Close()); err != nil {
-		return fmt.Errorf("events journal: compact: %w", err)
-	}
-	if err := os.Rename(tmp, j.path); err != nil {
 		return fmt.Errorf("events journal: compact: %w", err)
 	}
 	j.f, err = os.OpenFile(j.path, os.O_APPEND|os.O_WRONLY, 0o600)

@@ -114,6 +114,17 @@ func (o *Outbox) Rejected(payload []byte, runID string, rej *eventv1.EnvelopeRej
 	})
 }
 
+// CommandResult emits the answer to a command, with the id
+// "command/{command_id}/{worker_id}" ("…/replayed" for the refusal of a copy of
+// a command already handled), so that a re-publication carries the same id.
+func (o *Outbox) CommandResult(res *eventv1.CommandResult) {
+	id := "command/" + res.GetCommandId() + "/" + o.workerID
+	if res.GetRefusal() == eventv1.CommandRefusal_COMMAND_REFUSAL_REPLAYED {
+		id += "/replayed"
+	}
+	o.enqueue(&eventv1.Event{EventId: id, Kind: &eventv1.Event_CommandResult{CommandResult: res}})
+}
+
 func isFinal(ev *eventv1.Event) bool {
 	switch ev.Kind.(type) {
 	case *eventv1.Event_Denied, *eventv1.Event_Finished:
@@ -258,6 +269,8 @@ func kindName(ev *eventv1.Event) string {
 		return "rejected"
 	case *eventv1.Event_Unconfirmed:
 		return "unconfirmed"
+	case *eventv1.Event_CommandResult:
+		return "command_result"
 	}
 	return "unknown"
 }

@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,7 +22,6 @@ import (
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	policyv1 "github.com/hangar-dev/hangar/gen/go/hangar/policy/v1"
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
-	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
 	"github.com/hangar-dev/hangar/platform/runenvelope"
 	"github.com/hangar-dev/hangar/platform/telemetry"
 )
@@ -38,6 +35,9 @@ type Policy interface {
 type Seen interface {
 	Record(runID string, forgetAfter time.Time) (bool, error)
 	Done(runID string) error
+	// Decided reports whether the run's decision is recorded; a known run
+	// that is not decided is in the intake right now.
+	Decided(runID string) bool
 }
 
 // Events publishes events to the control plane.
@@ -64,9 +64,6 @@ type Run struct {
 	// dispatcher keeps durably instead of the decrypted spec.
 	Envelope   []byte
 	ReceivedAt time.Time
-	// HandOff is set once the run stopped for confirmation (its stored
-	// workspace); a run queued with it resumes from that workspace.
-	HandOff *workv1.HandOff
 }
 
 // Intake handles envelopes. Handle is safe for concurrent use.
@@ -83,9 +80,10 @@ type Intake struct {
 	log           *slog.Logger
 	now           func() time.Time
 
-	results  *prometheus.CounterVec
-	rejected *prometheus.CounterVec
-	duration prometheus.Histogram
+	results     *prometheus.CounterVec
+	rejected    *prometheus.CounterVec
+	redelivered prometheus.Counter
+	duration    prometheus.Histogram
 }
 
 // Deps are what an Intake works with.
@@ -117,6 +115,10 @@ func New(d Deps) *Intake {
 			Name: "hangar_gateway_envelopes_rejected_total",
 			Help: "Envelopes refused before a run was received, by reason.",
 		}, []string{"reason"}),
+		redelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hangar_gateway_envelopes_redelivered_total",
+			Help: "Copies of runs the gateway still held (MQTT redeliveries), dropped without an event.",
+		}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "hangar_gateway_intake_seconds",
 			Help:    "Time from an envelope's arrival to its decision (verify, decrypt, policy).",
@@ -134,7 +136,7 @@ func New(d Deps) *Intake {
 			in.rejected.WithLabelValues(runenvelope.ReasonName(r))
 		}
 	}
-	d.Registry.MustRegister(in.results, in.rejected, in.duration)
+	d.Registry.MustRegister(in.results, in.rejected, in.redelivered, in.duration)
 	return in
 }
 
@@ -165,10 +167,22 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 		return fmt.Errorf("intake: record run %s: %w", v.RunID, err)
 	}
 	if !first {
+		if in.queue.Known(v.RunID) || !in.seen.Decided(v.RunID) {
+			// A QoS 1 redelivery (or a copy) of a run this gateway still holds:
+			// being decided, queued, leased or waiting for confirmation. The
+			// run goes on; the copy is dropped without a word to the control
+			// plane, which would otherwise take it for the run's end.
+			span.SetAttributes(attribute.String("hangar.result", "redelivered"))
+			in.redelivered.Inc()
+			in.log.Info("copy of a run already in hand dropped", "run_id", v.RunID)
+			return nil
+		}
+		// The run has ended here (denied, failed or finished): this copy is a
+		// replay and is refused.
 		span.SetAttributes(attribute.String("hangar.result", "replayed"))
 		in.reject(payload, &runenvelope.RejectError{
 			Reason: eventv1.RejectReason_REJECT_REASON_REPLAYED, RunID: v.RunID, SignatureValid: true,
-			Detail: "run " + v.RunID + " was already received by this pool",
+			Detail: "run " + v.RunID + " was already received by this pool and has ended",
 		})
 		return nil
 	}
@@ -195,7 +209,19 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 		in.reject(payload, err)
 		return nil
 	}
+	if err := validSpec(v.RunID, spec); err != nil {
+		span.SetStatus(codes.Error, "invalid spec")
+		in.reject(payload, err)
+		return nil
+	}
 	in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Received{Received: &eventv1.RunReceived{}}})
+	if err := checkSecretBytes(spec); err != nil {
+		in.results.WithLabelValues("failed").Inc()
+		span.SetStatus(codes.Error, "secrets too large")
+		in.log.Warn("run refused: secrets too large", "run_id", v.RunID, "err", err)
+		in.events.Run(v.RunID, tc, finished(eventv1.Outcome_OUTCOME_FAILED, err.Error()))
+		return nil
+	}
 
 	decision, err := in.evaluate(ctx, v.RunID, spec)
 	if err != nil && ctx.Err() != nil {
@@ -258,38 +284,6 @@ func (in *Intake) evaluate(ctx context.Context, runID string, spec *runv1.RunSpe
 	ctx, cancel := context.WithTimeout(ctx, in.policyTimeout)
 	defer cancel()
 	return in.policy.Evaluate(ctx, PolicyInput(runID, in.opener.PoolID, spec, in.metadata), grpc.WaitForReady(true))
-}
-
-// PolicyInput builds the policy request of a run. Environment values never leave
-// the gateway: only the names are sent.
-func PolicyInput(runID, poolID string, spec *runv1.RunSpec, metadata map[string]string) *policyv1.EvaluateRequest {
-	names := make([]string, 0, len(spec.GetEnv()))
-	for _, e := range spec.GetEnv() {
-		names = append(names, e.GetName())
-	}
-	sort.Strings(names)
-	var commands []string
-	for _, p := range spec.GetPhases() {
-		if p.GetName() == "perform" {
-			commands = append(commands, p.GetCommands()...)
-		}
-	}
-	return &policyv1.EvaluateRequest{
-		Run: &policyv1.RunInput{
-			Id:       runID,
-			Type:     strings.TrimPrefix(spec.GetType().String(), "RUN_TYPE_"),
-			Commands: commands,
-		},
-		Stack: &policyv1.StackInput{Id: spec.GetStack().GetId(), Name: spec.GetStack().GetName(), Labels: spec.GetStack().GetLabels()},
-		Commit: &policyv1.CommitInput{
-			Sha: spec.GetCommit().GetSha(), Branch: spec.GetCommit().GetBranch(),
-			Message: spec.GetCommit().GetMessage(), Author: spec.GetCommit().GetAuthor(),
-		},
-		RunnerImage:          spec.GetRunnerImage(),
-		EnvironmentVariables: names,
-		WorkerMetadata:       metadata,
-		PoolId:               poolID,
-	}
 }
 
 func finished(o eventv1.Outcome, reason string) *eventv1.Event {

@@ -104,6 +104,13 @@ func (q *queue) Known(id string) bool {
 	return false
 }
 
+// end stands for the run's final event: the dispatcher lets it go.
+func (q *queue) end(id string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.runs = slices.DeleteFunc(q.runs, func(r *Run) bool { return r.ID == id })
+}
+
 func (q *queue) Admit(_ context.Context, r *Run) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -251,14 +258,25 @@ func TestRejectionsAndDuplicates(t *testing.T) {
 		})
 	}
 
-	// Delivered twice: handled once, the second copy refused as replayed.
+	// Delivered twice while the run is in hand (a QoS 1 redelivery): handled
+	// once, the copy dropped without an event (no final rejection for a run
+	// that goes on).
 	f.in.Handle(ctx, good)
 	f.in.Handle(ctx, good)
-	if got := f.ev.kinds("r1"); !slices.Equal(got, []string{"received", "admitted", "rejected:replayed"}) {
+	if got := f.ev.kinds("r1"); !slices.Equal(got, []string{"received", "admitted"}) {
 		t.Fatalf("events = %v", got)
 	}
 	if len(f.q.runs) != 1 {
 		t.Fatalf("%d runs queued, want 1", len(f.q.runs))
+	}
+	if n := testutil.ToFloat64(f.in.redelivered); n != 1 {
+		t.Fatalf("redelivered counter = %v", n)
+	}
+	// Once the run has ended, a copy is a replay: refused.
+	f.q.end("r1")
+	f.in.Handle(ctx, good)
+	if got := f.ev.kinds("r1"); !slices.Equal(got, []string{"received", "admitted", "rejected:replayed"}) {
+		t.Fatalf("events = %v", got)
 	}
 	// A bad signature never attributes the rejection to a run id.
 	for _, r := range f.ev.all {
@@ -268,6 +286,27 @@ func TestRejectionsAndDuplicates(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(f.in.rejected.WithLabelValues("replayed")); n != 1 {
 		t.Fatalf("replayed counter = %v", n)
+	}
+}
+
+func TestCopyDuringTheIntakeIsDropped(t *testing.T) {
+	var f *fixture
+	var payload []byte
+	inner := make(chan error, 1)
+	f = newFixture(t, func(*policyv1.EvaluateRequest) (*policyv1.EvaluateResponse, error) {
+		// The broker redelivers while the first copy waits for the policy.
+		inner <- f.in.Handle(context.Background(), payload)
+		return &policyv1.EvaluateResponse{Allowed: true}, nil
+	})
+	payload = f.seal(t, "r1", "pool-a", spec, time.Now())
+	if err := f.in.Handle(context.Background(), payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-inner; err != nil {
+		t.Fatal(err)
+	}
+	if got := f.ev.kinds("r1"); !slices.Equal(got, []string{"received", "admitted"}) {
+		t.Fatalf("events = %v", got)
 	}
 }
 

@@ -17,6 +17,9 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/hangar-dev/hangar/platform/atomicfile"
+	"github.com/hangar-dev/hangar/platform/ids"
 )
 
 // StateUnconfirmed marks the record of a tracked run that planned and waits
@@ -71,27 +74,15 @@ func (s *Store) path(runID string) string { return filepath.Join(s.dir, runID+".
 
 // Save writes (or replaces) a record durably.
 func (s *Store) Save(r *Record) error {
-	if r.RunID == "" || strings.ContainsAny(r.RunID, "/\\.") {
-		return fmt.Errorf("runstore: invalid run id %q", r.RunID)
+	if err := ids.CheckRunID(r.RunID); err != nil {
+		return fmt.Errorf("runstore: save: %w", err)
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("runstore: %w", err)
 	}
-	tmp := s.path(r.RunID) + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("runstore: %w", err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("runstore: %w", err)
-	}
-	if err := errors.Join(f.Sync(), f.Close()); err != nil {
-		return fmt.Errorf("runstore: %w", err)
-	}
-	if err := os.Rename(tmp, s.path(r.RunID)); err != nil {
-		return fmt.Errorf("runstore: %w", err)
+	if err := atomicfile.Write(s.path(r.RunID), b, 0o600); err != nil {
+		return fmt.Errorf("runstore: save: %w", err)
 	}
 	return nil
 }

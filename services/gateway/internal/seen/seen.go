@@ -17,12 +17,15 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hangar-dev/hangar/platform/atomicfile"
 )
 
 // Store is a persistent set of run ids. It is safe for concurrent use.
@@ -37,15 +40,22 @@ type Store struct {
 	writes int
 }
 
-// Open opens (or creates) the store in dir.
+// Open opens (or creates) the store of run ids in dir.
 func Open(dir string, now func() time.Time) (*Store, error) {
+	return OpenFile(dir, "seen-runs.log", now)
+}
+
+// OpenFile opens (or creates) a store kept in the file name of dir. The
+// gateway keeps run ids in one ("seen-runs.log") and command ids in another
+// ("seen-commands.log").
+func OpenFile(dir, name string, now func() time.Time) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("seen: create %s: %w", dir, err)
 	}
-	s := &Store{path: filepath.Join(dir, "seen-runs.log"), ids: map[string]int64{}, done: map[string]bool{}, retry: map[string]bool{}, now: now}
+	s := &Store{path: filepath.Join(dir, name), ids: map[string]int64{}, done: map[string]bool{}, retry: map[string]bool{}, now: now}
 	if err := s.load(); err != nil {
 		return nil, err
 	}
@@ -100,23 +110,18 @@ func (s *Store) load() error {
 
 // compact rewrites the file with the live ids only, atomically.
 func (s *Store) compact() error {
-	tmp := s.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("seen: compact: %w", err)
-	}
-	w := bufio.NewWriter(f)
-	for id, ms := range s.ids {
-		if s.done[id] {
-			fmt.Fprintf(w, "%s %d done\n", id, ms)
-		} else {
-			fmt.Fprintf(w, "%s %d\n", id, ms)
+	err := atomicfile.WriteWith(s.path, 0o600, func(f io.Writer) error {
+		w := bufio.NewWriter(f)
+		for id, ms := range s.ids {
+			if s.done[id] {
+				fmt.Fprintf(w, "%s %d done\n", id, ms)
+			} else {
+				fmt.Fprintf(w, "%s %d\n", id, ms)
+			}
 		}
-	}
-	if err := errors.Join(w.Flush(), f.Sync(), f.Close()); err != nil {
-		return fmt.Errorf("seen: compact: %w", err)
-	}
-	if err := os.Rename(tmp, s.path); err != nil {
+		return w.Flush()
+	})
+	if err != nil {
 		return fmt.Errorf("seen: compact: %w", err)
 	}
 	if s.file != nil {
@@ -182,6 +187,24 @@ func (s *Store) Done(runID string) error {
 	}
 	s.done[runID] = true
 	return nil
+}
+
+// Known reports whether runID is remembered (received and not yet expired).
+func (s *Store) Known(runID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.ids[runID]
+	return ok
+}
+
+// Decided reports whether runID is known and its decision recorded (Done). A
+// known id that is not decided is being decided right now (another delivery
+// is in the intake) or was left undecided by an earlier life.
+func (s *Store) Decided(runID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, known := s.ids[runID]
+	return known && s.done[runID]
 }
 
 // Forget removes runID, so that the same id may be received again. Used when the

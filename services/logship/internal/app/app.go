@@ -65,7 +65,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Wr
 	runOpts := runlog.Options{
 		Spool: sp, Store: store, MinSecretLength: cfg.MaskMinLength, ChunkInterval: cfg.ChunkInterval,
 		CloseWait: cfg.CloseWait, RetryMin: 200 * time.Millisecond, RetryMax: 30 * time.Second,
-		MaxLogBytes: cfg.LogMaxBytes, Logger: log, Registry: reg,
+		MaxLogBytes: cfg.LogMaxBytes, IdleClose: cfg.LogIdleClose, MinFreeBytes: int64(cfg.SpoolMinFreeMB) << 20,
+		Logger: log, Registry: reg,
 	}
 	if cfg.RunLogsOnStdout {
 		runOpts.Stdout = stdout
@@ -92,14 +93,15 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Wr
 		if _, err := os.Stat(sp.Dir()); err != nil {
 			return fmt.Errorf("spool directory: %w", err)
 		}
-		return nil
+		return runs.SpoolReady()
 	})
 	if err := srv.Listen(); err != nil {
 		return err
 	}
 	log.Info("logship listening", "grpc", srv.GRPCAddr().String(), "debug", srv.DebugAddr().String(),
 		"bucket", cfg.Bucket, "endpoint", cfg.Endpoint, "prefix", cfg.Prefix, "spool", cfg.SpoolDir,
-		"log_max_bytes", cfg.LogMaxBytes, "run_logs_on_standard_output", cfg.RunLogsOnStdout)
+		"log_max_bytes", cfg.LogMaxBytes, "run_logs_on_standard_output", cfg.RunLogsOnStdout,
+		"log_idle_close", cfg.LogIdleClose, "spool_min_free_mb", cfg.SpoolMinFreeMB)
 	// serve stops taking streams and drains them; then the deferred
 	// runs.Close stops the uploaders (unfinished uploads resume at the next
 	// start), then telemetry is flushed.

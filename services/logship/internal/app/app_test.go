@@ -184,7 +184,7 @@ func binaryShipsToS3(t *testing.T, stdoutOn bool) {
 		}
 		closed = resp.GetClosed()
 	}
-	want := "hello ****** world\n"
+	want := "[hangar] not masked in this log (shorter than 6 bytes): SHORTONE\nhello ****** world\n"
 	if closed.GetLogKey() != "runs/run-bin/log" || closed.GetBytes() != uint64(len(want)) {
 		t.Fatalf("Closed = %v", closed)
 	}
@@ -233,12 +233,18 @@ func binaryShipsToS3(t *testing.T, stdoutOn bool) {
 		}
 		return
 	}
-	var line map[string]string
-	if err := json.Unmarshal([]byte(lines), &line); err != nil || strings.Count(lines, "\n") != 1 {
-		t.Fatalf("standard output %q: want one JSON line (%v)", lines, err)
+	wantLines := []string{"[hangar] not masked in this log (shorter than 6 bytes): SHORTONE", "hello ****** world"}
+	if strings.Count(lines, "\n") != len(wantLines) {
+		t.Fatalf("standard output %q: want %d JSON lines", lines, len(wantLines))
 	}
-	if line["run_id"] != "run-bin" || line["stack_id"] != "stack-bin" || line["message"] != "hello ****** world" {
-		t.Errorf("standard output line %v", line)
+	for i, l := range strings.SplitAfter(strings.TrimSuffix(lines, "\n"), "\n") {
+		var line map[string]string
+		if err := json.Unmarshal([]byte(l), &line); err != nil {
+			t.Fatalf("standard output line %q: %v", l, err)
+		}
+		if line["run_id"] != "run-bin" || line["stack_id"] != "stack-bin" || line["message"] != wantLines[i] {
+			t.Errorf("standard output line %v, want message %q", line, wantLines[i])
+		}
 	}
 }
 

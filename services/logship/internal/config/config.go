@@ -66,6 +66,15 @@ type Config struct {
 	// logship's standard output as JSON (HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT,
 	// default false).
 	RunLogsOnStdout bool
+	// LogIdleClose closes the log of a run that received nothing (no
+	// chunk, no Open) for this long, marked incomplete: its executor did
+	// not come back (HANGAR_LOG_IDLE_CLOSE, default 30m; keep it above the
+	// executors' HANGAR_LOGS_TIMEOUT).
+	LogIdleClose time.Duration
+	// SpoolMinFreeMB: below this many MiB free on the spool's file system,
+	// logship takes no new run and /readyz fails, until space returns
+	// (HANGAR_SPOOL_MIN_FREE_MB, default 1024; 0: no guard).
+	SpoolMinFreeMB int
 
 	// TLS of the gRPC server (HANGAR_TLS_CERT, HANGAR_TLS_KEY,
 	// HANGAR_TLS_CLIENT_CA; all optional).
@@ -97,6 +106,8 @@ func Load(r *envconfig.Reader) (*Config, error) {
 		CloseWait:       r.Duration("HANGAR_LOGSHIP_CLOSE_WAIT", 30*time.Second),
 		LogMaxBytes:     int64(r.Int("HANGAR_LOG_MAX_BYTES", DefaultLogMaxBytes, MinLogMaxBytes, MaxLogMaxBytes)),
 		RunLogsOnStdout: r.Bool("HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT", false),
+		LogIdleClose:    r.Duration("HANGAR_LOG_IDLE_CLOSE", 30*time.Minute),
+		SpoolMinFreeMB:  r.Int("HANGAR_SPOOL_MIN_FREE_MB", 1024, 0, 1<<30),
 		TLSCert:         r.String("HANGAR_TLS_CERT", ""),
 		TLSKey:          r.String("HANGAR_TLS_KEY", ""),
 		TLSClientCA:     r.String("HANGAR_TLS_CLIENT_CA", ""),
@@ -112,6 +123,9 @@ func Load(r *envconfig.Reader) (*Config, error) {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("HANGAR_S3_ENDPOINT: invalid URL %q (want http(s)://host[:port])", c.Endpoint))
 		}
+	}
+	if c.LogIdleClose < time.Minute {
+		errs = append(errs, fmt.Errorf("HANGAR_LOG_IDLE_CLOSE: %s is too short (at least 1m; keep it above the executors' HANGAR_LOGS_TIMEOUT)", c.LogIdleClose))
 	}
 	if c.Prefix != "" && (strings.HasPrefix(c.Prefix, "/") || !strings.HasSuffix(c.Prefix, "/")) {
 		errs = append(errs, fmt.Errorf("HANGAR_S3_PREFIX: %q must not start with / and must end with /", c.Prefix))

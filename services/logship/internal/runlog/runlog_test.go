@@ -14,24 +14,74 @@ import (
 	"github.com/hangar-dev/hangar/services/logship/internal/spool"
 )
 
-// memStore keeps final objects in memory; S3 itself is exercised by the
-// ship package's tests over a real socket.
+// memStore keeps objects in memory, with S3's precondition on final
+// objects; S3 itself is exercised by the ship package's tests over a real
+// socket.
 type memStore struct {
 	mu     sync.Mutex
 	finals map[string][]byte
+	meta   map[string]s3log.Final
+	chunks map[string]map[uint64][]byte
+	// statErr, if set, is StatFinal's answer (S3 unreachable).
+	statErr error
 }
 
-func (m *memStore) PutChunk(context.Context, string, uint64, io.ReadSeeker, int64) error { return nil }
-func (m *memStore) PutFinal(_ context.Context, runID string, body io.ReadSeeker, _ s3log.Final) error {
+func (m *memStore) PutChunk(_ context.Context, runID string, n uint64, body io.ReadSeeker, _ int64) error {
 	b, err := io.ReadAll(body)
 	if err != nil {
 		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.finals[runID] = b
+	if m.chunks == nil {
+		m.chunks = map[string]map[uint64][]byte{}
+	}
+	if m.chunks[runID] == nil {
+		m.chunks[runID] = map[uint64][]byte{}
+	}
+	m.chunks[runID][n] = b
 	return nil
 }
+
+func (m *memStore) PutFinal(_ context.Context, runID string, body io.ReadSeeker, f s3log.Final) error {
+	b, err := io.ReadAll(body)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.finals[runID]; ok {
+		return s3log.ErrFinalExists
+	}
+	m.finals[runID] = b
+	if m.meta == nil {
+		m.meta = map[string]s3log.Final{}
+	}
+	m.meta[runID] = f
+	return nil
+}
+
+func (m *memStore) StatFinal(_ context.Context, runID string) (s3log.Final, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.statErr != nil {
+		return s3log.Final{}, m.statErr
+	}
+	if _, ok := m.finals[runID]; !ok {
+		return s3log.Final{}, s3log.ErrNotFound
+	}
+	return m.meta[runID], nil
+}
+
+func (m *memStore) DeleteChunks(_ context.Context, runID string, n uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := uint64(1); i <= n; i++ {
+		delete(m.chunks[runID], i)
+	}
+	return nil
+}
+
 func (m *memStore) FinalKey(runID string) string { return "runs/" + runID + "/log" }
 
 // TestAckOnlyAtCleanPoints: a chunk is acknowledged only when the masker

@@ -2,10 +2,13 @@ package runlog
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"time"
 
 	"github.com/hangar-dev/hangar/services/logship/internal/s3log"
+	"github.com/hangar-dev/hangar/services/logship/internal/spool"
 )
 
 func (m *Manager) startUploader(r *run) {
@@ -66,21 +69,65 @@ func (r *run) uploadLoop(ctx context.Context) {
 // uploadOnce uploads what is due: the final object of a closed log, else
 // the committed bytes not uploaded yet as live chunk objects. final says
 // whether the final object was (to be) uploaded.
+//
+// The final object is written only if there is none (If-None-Match: *),
+// so a stored log is never replaced. If one is there already: if it has
+// this log's digest, it is this log's, stored before a restart, and the
+// upload goes on; else it is another log of the same run id (an Open of a
+// run long finished and forgotten, while S3 could not be asked): this log
+// is not lost but stays in live chunk objects (the rest of it is uploaded
+// as further chunks), is counted in hangar_logship_final_conflicts_total
+// and logged. Once the final object is stored, the live chunk objects are
+// removed: a log lives in one place.
 func (r *run) uploadOnce(ctx context.Context) (final bool, err error) {
 	r.mu.Lock()
 	st := r.state
 	r.mu.Unlock()
 	store := r.m.opts.Store
-	if st.Closed {
-		body := io.NewSectionReader(r.sp, 0, st.MaskedBytes)
-		return true, store.PutFinal(ctx, r.id, body, s3log.Final{Bytes: st.MaskedBytes, SHA256: st.SHA256, LastSequence: st.AckedSequence,
-			Truncated: st.Cut()})
+	if !st.Closed {
+		_, err := r.uploadChunks(ctx, st)
+		return false, err
 	}
+	body := io.NewSectionReader(r.sp, 0, st.MaskedBytes)
+	err = store.PutFinal(ctx, r.id, body, s3log.Final{Bytes: st.MaskedBytes, SHA256: st.SHA256, LastSequence: st.AckedSequence,
+		Truncated: st.Cut(), Incomplete: st.Incomplete})
+	if errors.Is(err, s3log.ErrFinalExists) {
+		got, serr := store.StatFinal(ctx, r.id)
+		if serr != nil {
+			return true, fmt.Errorf("final log exists; reading its digest: %w", serr)
+		}
+		if got.SHA256 != st.SHA256 {
+			if _, err := r.uploadChunks(ctx, st); err != nil {
+				return true, err
+			}
+			r.m.met.finalConflicts.Inc()
+			r.m.log.Error("another final log of this run id is already stored and is never replaced; this log stays in its live chunk objects",
+				"run_id", r.id, "key", store.FinalKey(r.id), "bytes", st.MaskedBytes)
+			return true, nil
+		}
+		err = nil
+	}
+	if err != nil {
+		return true, err
+	}
+	if st.ChunkObjects > 0 {
+		if err := store.DeleteChunks(ctx, r.id, st.ChunkObjects); err != nil {
+			return true, fmt.Errorf("remove live chunks: %w", err)
+		}
+	}
+	return true, nil
+}
+
+// uploadChunks uploads the bytes of the log file from st's UploadedBytes
+// to its MaskedBytes as the next live chunk objects, recording the
+// progress in the state, and returns the state after it.
+func (r *run) uploadChunks(ctx context.Context, st spool.State) (spool.State, error) {
+	store := r.m.opts.Store
 	for st.UploadedBytes < st.MaskedBytes {
 		n := min(st.MaskedBytes-st.UploadedBytes, r.m.opts.MaxChunkObject)
 		body := io.NewSectionReader(r.sp, st.UploadedBytes, n)
 		if err := store.PutChunk(ctx, r.id, st.ChunkObjects+1, body, n); err != nil {
-			return false, err
+			return st, err
 		}
 		// commitMu keeps commits out while the state is saved (not mu:
 		// chunks are still masked into the spool meanwhile).
@@ -88,6 +135,7 @@ func (r *run) uploadOnce(ctx context.Context) (final bool, err error) {
 		r.mu.Lock()
 		next := r.state
 		r.mu.Unlock()
+		wasClosed := st.Closed
 		next.UploadedBytes, next.ChunkObjects = st.UploadedBytes+n, st.ChunkObjects+1
 		err := r.sp.SaveState(next)
 		r.mu.Lock()
@@ -98,13 +146,13 @@ func (r *run) uploadOnce(ctx context.Context) (final bool, err error) {
 		r.mu.Unlock()
 		r.commitMu.Unlock()
 		if err != nil {
-			return false, err
+			return st, err
 		}
-		if st.Closed {
-			return false, nil // the final upload follows at once
+		if st.Closed != wasClosed {
+			return st, nil // closed meanwhile: the final upload follows at once
 		}
 	}
-	return false, nil
+	return st, nil
 }
 
 // finish records a run whose final object is uploaded and removes its

@@ -14,9 +14,14 @@
 //	                                      hangar-bytes-truncated (masked
 //	                                      bytes cut from the middle of a log
 //	                                      longer than its limit; decimal)
+//	                                      and hangar-incomplete ("true" when
+//	                                      logship closed the log because the
+//	                                      executor did not come back)
 //
 // The final object is the authoritative log; the live chunks let a reader
-// follow a run that is still going on.
+// follow a run that is still going on. The final object is written with
+// If-None-Match: * (never replaced: ErrFinalExists); once it is stored,
+// logship removes the live chunks, so a finished log lives in one place.
 package s3log
 
 import (
@@ -40,12 +45,17 @@ import (
 // ErrNotFound is returned when an object does not exist.
 var ErrNotFound = errors.New("s3log: no such object")
 
+// ErrFinalExists is returned by PutFinal when the run already has a final
+// object: it is never replaced.
+var ErrFinalExists = errors.New("s3log: final log already stored")
+
 // Metadata keys of the final object (sent as x-amz-meta-<key>).
 const (
 	MetaBytes        = "hangar-bytes"
 	MetaSHA256       = "hangar-sha256"
 	MetaLastSequence = "hangar-last-sequence"
 	MetaTruncated    = "hangar-bytes-truncated"
+	MetaIncomplete   = "hangar-incomplete"
 )
 
 // Client is the part of the S3 client used here.
@@ -53,6 +63,7 @@ type Client interface {
 	PutObject(ctx context.Context, in *s3.PutObjectInput, opts ...func(*s3.Options)) (*s3.PutObjectOutput, error)
 	GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.Options)) (*s3.GetObjectOutput, error)
 	HeadObject(ctx context.Context, in *s3.HeadObjectInput, opts ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+	DeleteObject(ctx context.Context, in *s3.DeleteObjectInput, opts ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
 }
 
 // Store writes and reads the logs of one bucket and prefix.
@@ -113,9 +124,12 @@ type Final struct {
 	LastSequence uint64
 	// Truncated is the number of masked bytes cut from the middle.
 	Truncated int64
+	// Incomplete: logship closed the log, its executor did not come back.
+	Incomplete bool
 }
 
-// PutFinal uploads a run's final log.
+// PutFinal uploads a run's final log, only if it has none yet
+// (If-None-Match: *): ErrFinalExists if it has.
 func (s *Store) PutFinal(ctx context.Context, runID string, body io.ReadSeeker, f Final) error {
 	meta := map[string]string{
 		MetaBytes:        strconv.FormatInt(f.Bytes, 10),
@@ -123,11 +137,56 @@ func (s *Store) PutFinal(ctx context.Context, runID string, body io.ReadSeeker, 
 		MetaLastSequence: strconv.FormatUint(f.LastSequence, 10),
 		MetaTruncated:    strconv.FormatInt(f.Truncated, 10),
 	}
+	if f.Incomplete {
+		meta[MetaIncomplete] = "true"
+	}
 	var opts []func(*s3.Options)
 	if len(f.SHA256) == sha256.Size*2 {
 		opts = append(opts, withPayloadSHA256(f.SHA256))
 	}
-	return s.put(ctx, "final", s.FinalKey(runID), body, f.Bytes, meta, opts...)
+	err := s.put(ctx, "final", s.FinalKey(runID), body, f.Bytes, meta, opts...)
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode() == "PreconditionFailed" || apiErr.ErrorCode() == "ConditionalRequestConflict") {
+		return fmt.Errorf("%w: s3://%s/%s", ErrFinalExists, s.bucket, s.FinalKey(runID))
+	}
+	return err
+}
+
+// StatFinal describes a run's final object from its metadata; ErrNotFound
+// if there is none.
+func (s *Store) StatFinal(ctx context.Context, runID string) (Final, error) {
+	key := s.FinalKey(runID)
+	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
+	if err != nil {
+		var nf *types.NotFound
+		var nsk *types.NoSuchKey
+		var apiErr smithy.APIError
+		if errors.As(err, &nf) || errors.As(err, &nsk) || errors.As(err, &apiErr) && apiErr.ErrorCode() == "NotFound" {
+			return Final{}, ErrNotFound
+		}
+		return Final{}, fmt.Errorf("head s3://%s/%s: %w", s.bucket, key, err)
+	}
+	f := Final{Bytes: aws.ToInt64(out.ContentLength), SHA256: out.Metadata[MetaSHA256],
+		Incomplete: out.Metadata[MetaIncomplete] == "true"}
+	if n, err := strconv.ParseUint(out.Metadata[MetaLastSequence], 10, 64); err == nil {
+		f.LastSequence = n
+	}
+	if n, err := strconv.ParseInt(out.Metadata[MetaTruncated], 10, 64); err == nil {
+		f.Truncated = n
+	}
+	return f, nil
+}
+
+// DeleteChunks removes a run's live chunk objects 1..n (a missing one is
+// no error).
+func (s *Store) DeleteChunks(ctx context.Context, runID string, n uint64) error {
+	for i := uint64(1); i <= n; i++ {
+		key := s.ChunkKey(runID, i)
+		if _, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)}); err != nil {
+			return fmt.Errorf("delete s3://%s/%s: %w", s.bucket, key, err)
+		}
+	}
+	return nil
 }
 
 // withPayloadSHA256 signs a request with the SHA-256 of its body, known
@@ -147,10 +206,14 @@ func withPayloadSHA256(hexDigest string) func(*s3.Options) {
 
 func (s *Store) put(ctx context.Context, kind, key string, body io.ReadSeeker, size int64, meta map[string]string, opts ...func(*s3.Options)) error {
 	start := time.Now()
-	_, err := s.client.PutObject(ctx, &s3.PutObjectInput{
+	in := &s3.PutObjectInput{
 		Bucket: aws.String(s.bucket), Key: aws.String(key), Body: body, ContentLength: aws.Int64(size),
 		ContentType: aws.String("text/plain; charset=utf-8"), Metadata: meta,
-	}, opts...)
+	}
+	if kind == "final" {
+		in.IfNoneMatch = aws.String("*")
+	}
+	_, err := s.client.PutObject(ctx, in, opts...)
 	s.seconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.errors.WithLabelValues(kind).Inc()

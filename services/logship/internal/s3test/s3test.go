@@ -5,10 +5,13 @@
 package s3test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
+	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -32,9 +35,32 @@ type Server struct {
 	t       testing.TB
 	handler http.Handler
 	addr    string
+	rec     *recorder
 
 	mu  sync.Mutex
 	srv *http.Server
+}
+
+// recorder is the backend with a record of every object ever put, so that
+// tests can look at objects deleted since (logship's live chunks).
+type recorder struct {
+	gofakes3.Backend
+	mu   sync.Mutex
+	puts map[string][]byte
+}
+
+func (r *recorder) PutObject(ctx context.Context, bucket, key string, meta map[string]string, input io.Reader, size int64) (gofakes3.PutObjectResult, error) {
+	body, err := gofakes3.ReadAll(input, size)
+	if err != nil {
+		return gofakes3.PutObjectResult{}, err
+	}
+	res, err := r.Backend.PutObject(ctx, bucket, key, meta, bytes.NewReader(body), size)
+	if err == nil {
+		r.mu.Lock()
+		r.puts[key] = body
+		r.mu.Unlock()
+	}
+	return res, err
 }
 
 // Start starts a server; it stops at the end of the test.
@@ -44,8 +70,9 @@ func Start(t testing.TB) *Server {
 	if err := backend.CreateBucket(context.Background(), Bucket); err != nil {
 		t.Fatalf("s3test: create bucket: %v", err)
 	}
-	faker := gofakes3.New(backend, gofakes3.WithV4Auth(map[string]string{AccessKey: SecretKey}), gofakes3.WithoutVersioning())
-	s := &Server{t: t, handler: faker.Server(), addr: "127.0.0.1:0"}
+	rec := &recorder{Backend: backend, puts: map[string][]byte{}}
+	faker := gofakes3.New(rec, gofakes3.WithV4Auth(map[string]string{AccessKey: SecretKey}), gofakes3.WithoutVersioning())
+	s := &Server{t: t, handler: faker.Server(), addr: "127.0.0.1:0", rec: rec}
 	s.Restart()
 	t.Cleanup(s.Stop)
 	return s
@@ -108,6 +135,30 @@ func (s *Server) Get(t testing.TB, key string) (body []byte, meta map[string]str
 		t.Fatalf("s3test: read %s: %v", key, err)
 	}
 	return b, out.Metadata, true
+}
+
+// Put returns the body last put under key, even if the object was deleted
+// since, or ok=false if nothing was ever put there.
+func (s *Server) Put(key string) (body []byte, ok bool) {
+	s.rec.mu.Lock()
+	defer s.rec.mu.Unlock()
+	body, ok = s.rec.puts[key]
+	return body, ok
+}
+
+// PutKeys returns, in order, the keys under prefix ever put, deleted
+// since or not.
+func (s *Server) PutKeys(prefix string) []string {
+	s.rec.mu.Lock()
+	defer s.rec.mu.Unlock()
+	var keys []string
+	for k := range s.rec.puts {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // List returns the keys under prefix, in order.

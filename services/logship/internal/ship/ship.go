@@ -249,6 +249,11 @@ func (s *Server) toStatus(runID, op string, err error) error {
 		return status.Error(codes.Aborted, err.Error())
 	case errors.Is(err, runlog.ErrClosed):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, runlog.ErrSecretsTooLarge):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, runlog.ErrSpoolFull):
+		// The executor retries: the run is taken once there is room.
+		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	}

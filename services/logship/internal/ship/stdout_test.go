@@ -75,7 +75,7 @@ func TestRunLogsOnStandardOutput(t *testing.T) {
 			add(errs, "streams\n")
 			add(out, "crlf line\r\n")
 			want = append(want, wantLine{"stdout", "joined across chunks"}, wantLine{"stderr", "warning on stderr"},
-				wantLine{"", "mixed streams"}, wantLine{"stdout", "crlf line"})
+				wantLine{"stdout", "mixed "}, wantLine{"stderr", "streams"}, wantLine{"stdout", "crlf line"})
 			if tc.filler > 0 {
 				filler := limitOutput(tc.filler, 0, secret)
 				add(out, cutChunks(filler)...)

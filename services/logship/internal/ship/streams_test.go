@@ -36,44 +36,44 @@ func TestSecretSplitAcrossStreams(t *testing.T) {
 		{
 			name:   "stderr between",
 			pieces: []piece{{out, "start\n"}, {out, "password=hunter2-"}, {errs, "+ echo x\n"}, {out, "correct-horse\n"}, {out, "done\n"}},
-			want:   "start\npassword=+ echo x\n" + mask + "\ndone\n",
-			lines:  []wantLine{{"stdout", "start"}, {"", "password=+ echo x"}, {"stdout", mask}, {"stdout", "done"}},
+			want:   "start\npassword=\n+ echo x\n" + mask + "\ndone\n",
+			lines:  []wantLine{{"stdout", "start"}, {"stdout", "password="}, {"stderr", "+ echo x"}, {"stdout", mask}, {"stdout", "done"}},
 		},
 		{
-			name:   "system between",
-			pieces: []piece{{out, "start\n"}, {out, "hunter2-"}, {sys, "[hangar] phase apply\n"}, {out, "correct-horse\n"}, {out, "done\n"}},
-			want:   "start\n[hangar] phase apply\n" + mask + "\ndone\n",
-			lines:  []wantLine{{"stdout", "start"}, {"system", "[hangar] phase apply"}, {"stdout", mask}, {"stdout", "done"}},
+			name:   "footer after held bytes",
+			pieces: []piece{{out, "start\n"}, {out, "done hunter2"}, {sys, "\n[hangar] run r: finished\n"}},
+			want:   "start\ndone hunter2\n\n[hangar] run r: finished\n",
+			lines:  []wantLine{{"stdout", "start"}, {"stdout", "done hunter2"}, {"system", ""}, {"system", "[hangar] run r: finished"}},
 		},
 		{
-			name: "three parts, stderr and system between",
-			pieces: []piece{{out, "start\n"}, {out, "token: hunter2-"}, {errs, "+ step\n"}, {out, "correct"}, {sys, "[hangar] still running\n"},
+			name: "three parts, stderr between",
+			pieces: []piece{{out, "start\n"}, {out, "token: hunter2-"}, {errs, "+ step\n"}, {out, "correct"}, {errs, "+ step 2\n"},
 				{out, "-horse!\n"}, {out, "done\n"}},
-			want: "start\ntoken: + step\n[hangar] still running\n" + mask + "!\ndone\n",
-			lines: []wantLine{{"stdout", "start"}, {"", "token: + step"}, {"system", "[hangar] still running"}, {"stdout", mask + "!"},
+			want: "start\ntoken: \n+ step\n+ step 2\n" + mask + "!\ndone\n",
+			lines: []wantLine{{"stdout", "start"}, {"stdout", "token: "}, {"stderr", "+ step"}, {"stderr", "+ step 2"}, {"stdout", mask + "!"},
 				{"stdout", "done"}},
 		},
 		{
 			name:    "restart after the first part",
 			pieces:  []piece{{out, "start\n"}, {out, "password=hunter2-"}, {errs, "+ echo x\n"}, {out, "correct-horse\n"}, {out, "done\n"}},
 			restart: 2, next: 2,
-			want:  "start\npassword=+ echo x\n" + mask + "\ndone\n",
-			lines: []wantLine{{"stdout", "start"}, {"", "password=+ echo x"}, {"stdout", mask}, {"stdout", "done"}},
+			want:  "start\npassword=\n+ echo x\n" + mask + "\ndone\n",
+			lines: []wantLine{{"stdout", "start"}, {"stdout", "password="}, {"stderr", "+ echo x"}, {"stdout", mask}, {"stdout", "done"}},
 		},
 		{
 			name:    "restart between stderr and the second part",
 			pieces:  []piece{{out, "start\n"}, {out, "password=hunter2-"}, {errs, "+ echo x\n"}, {out, "correct-horse\n"}, {out, "done\n"}},
 			restart: 3, next: 2,
-			want:  "start\npassword=+ echo x\n" + mask + "\ndone\n",
-			lines: []wantLine{{"stdout", "start"}, {"", "password=+ echo x"}, {"stdout", mask}, {"stdout", "done"}},
+			want:  "start\npassword=\n+ echo x\n" + mask + "\ndone\n",
+			lines: []wantLine{{"stdout", "start"}, {"stdout", "password="}, {"stderr", "+ echo x"}, {"stdout", mask}, {"stdout", "done"}},
 		},
 		{
 			name: "restart in three parts",
-			pieces: []piece{{out, "start\n"}, {out, "token: hunter2-"}, {errs, "+ step\n"}, {out, "correct"}, {sys, "[hangar] still running\n"},
+			pieces: []piece{{out, "start\n"}, {out, "token: hunter2-"}, {errs, "+ step\n"}, {out, "correct"}, {errs, "+ step 2\n"},
 				{out, "-horse!\n"}, {out, "done\n"}},
 			restart: 5, next: 2,
-			want: "start\ntoken: + step\n[hangar] still running\n" + mask + "!\ndone\n",
-			lines: []wantLine{{"stdout", "start"}, {"", "token: + step"}, {"system", "[hangar] still running"}, {"stdout", mask + "!"},
+			want: "start\ntoken: \n+ step\n+ step 2\n" + mask + "!\ndone\n",
+			lines: []wantLine{{"stdout", "start"}, {"stdout", "token: "}, {"stderr", "+ step"}, {"stderr", "+ step 2"}, {"stdout", mask + "!"},
 				{"stdout", "done"}},
 		},
 	} {
@@ -158,8 +158,8 @@ func TestSecretSplitAcrossStreams(t *testing.T) {
 			// Live chunk objects: none holds the secret or a part of it, and
 			// in key order they are a prefix of the log.
 			var chunks []byte
-			for _, key := range s3.List(t, "runs/"+runID+"/") {
-				body, _, _ := s3.Get(t, key)
+			for _, key := range s3.PutKeys("runs/" + runID + "/") {
+				body, _ := s3.Put(key)
 				assertNoSecretIn(t, key, body, secrets)
 				assertNoSecretIn(t, key, body, parts)
 				if strings.Contains(key, "/chunks/") {

@@ -44,20 +44,17 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/hangar-dev/hangar/platform/atomicfile"
+	"github.com/hangar-dev/hangar/platform/ids"
 )
 
-// ErrInvalidRunID is returned for a run id that cannot name a directory or
-// an S3 key segment safely.
-var ErrInvalidRunID = errors.New("invalid run id (1-200 characters of A-Z a-z 0-9 . _ - : @ + =, not starting with a dot)")
-
-var runIDPattern = regexp.MustCompile(`^[A-Za-z0-9_\-:@+=][A-Za-z0-9._\-:@+=]{0,199}$`)
-
-// ValidRunID reports whether id can be used as a run id.
-func ValidRunID(id string) bool { return runIDPattern.MatchString(id) }
+// ErrInvalidRunID is returned for a run id that is not valid (ids.ValidRunID),
+// which also keeps it safe as a directory name and an S3 key segment.
+var ErrInvalidRunID = fmt.Errorf("%w (%s)", ids.ErrInvalidRunID, ids.Rule)
 
 const (
 	logName    = "log"
@@ -105,6 +102,14 @@ type State struct {
 	StdoutEmitted int64  `json:"stdout_emitted,omitempty"`
 	StdoutTime    int64  `json:"stdout_time,omitempty"`
 	StdoutStream  string `json:"stdout_stream,omitempty"`
+
+	// OpenLine says which stream's line is open (not ended by a newline)
+	// at the end of the committed log: 0 none, else the stream's index in
+	// runlog plus one. A resumed run goes on from there.
+	OpenLine int `json:"open_line,omitempty"`
+	// Incomplete is set on a log closed by logship because its executor
+	// did not come back (see runlog's idle close), not by the executor.
+	Incomplete bool `json:"incomplete,omitempty"`
 }
 
 // Cut returns how many masked bytes of st's tail fall outside the tail
@@ -138,13 +143,13 @@ func (s *Spool) Runs() ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list spool: %w", err)
 	}
-	var ids []string
+	var runs []string
 	for _, e := range entries {
-		if e.IsDir() && ValidRunID(e.Name()) {
-			ids = append(ids, e.Name())
+		if e.IsDir() && ids.ValidRunID(e.Name()) {
+			runs = append(runs, e.Name())
 		}
 	}
-	return ids, nil
+	return runs, nil
 }
 
 // Run is one run's spool files. Its methods are safe for concurrent use,
@@ -165,7 +170,7 @@ type Run struct {
 // OpenRun opens (creating if needed) the spool of run id. The log file is
 // truncated to the committed State.MaskedBytes.
 func (s *Spool) OpenRun(id string) (*Run, error) {
-	if !ValidRunID(id) {
+	if !ids.ValidRunID(id) {
 		return nil, ErrInvalidRunID
 	}
 	dir := filepath.Join(s.dir, id)
@@ -526,40 +531,13 @@ func (r *Run) SaveState(st State) error {
 	if err != nil {
 		return fmt.Errorf("save run state: %w", err)
 	}
-	tmp, err := os.CreateTemp(r.dir, ".state-*")
-	if err != nil {
-		return fmt.Errorf("save run state: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(r.dir, stateName))
-	}
-	if err == nil {
-		err = syncDir(r.dir)
-	}
-	if err != nil {
+	if err := atomicfile.Write(filepath.Join(r.dir, stateName), b, 0o600); err != nil {
 		return fmt.Errorf("save run state: %w", err)
 	}
 	r.mu.Lock()
 	r.state = st
 	r.mu.Unlock()
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Remove deletes the run's spool files. The log stays readable through

@@ -6,28 +6,6 @@ import (
 	"testing"
 )
 
-func TestValidRunID(t *testing.T) {
-	for _, tc := range []struct {
-		id   string
-		want bool
-	}{
-		{"run-1", true},
-		{"01J9ZK6Q2W3E4R5T6Y7U8I9O0P", true},
-		{"a:b@c+d=e_f.g", true},
-		{"", false},
-		{".hidden", false},
-		{"..", false},
-		{"a/b", false},
-		{"a\\b", false},
-		{"a b", false},
-		{string(make([]byte, 201)), false},
-	} {
-		if got := ValidRunID(tc.id); got != tc.want {
-			t.Errorf("ValidRunID(%q) = %v, want %v", tc.id, got, tc.want)
-		}
-	}
-}
-
 // TestReopenTruncatesUncommitted: bytes written after the last commit are
 // dropped when the run is reopened; committed state survives.
 func TestReopenTruncatesUncommitted(t *testing.T) {

@@ -269,8 +269,9 @@ func TestInputShape(t *testing.T) {
 				"commit": {"author": "", "branch": "", "message": "", "sha": ""},
 				"environment_variables": [],
 				"pool_id": "",
-				"run": {"commands": [], "id": "", "type": ""},
+				"run": {"commands": [], "id": "", "needs_confirmation": false, "phases": [], "type": ""},
 				"runner_image": "",
+				"source": {"project_root": "", "ref": "", "url": ""},
 				"stack": {"id": "", "labels": [], "name": ""},
 				"worker_metadata": {}
 			}`,
@@ -278,7 +279,11 @@ func TestInputShape(t *testing.T) {
 		{
 			name: "full request",
 			req: &policyv1.EvaluateRequest{
-				Run:                  &policyv1.RunInput{Id: "01J", Type: "TASK", Commands: []string{"terraform state list", "ls"}},
+				Run: &policyv1.RunInput{Id: "01J", Type: "TASK", Commands: []string{"terraform state list", "ls"}, Phases: []*policyv1.PhaseInput{
+					{Name: "init", Before: []string{"echo before"}},
+					{Name: "perform", Commands: []string{"terraform state list", "ls"}, After: []string{"echo after"}},
+				}, NeedsConfirmation: true},
+				Source:               &policyv1.SourceInput{Url: "https://git.example.com/infra.git", Ref: "main", ProjectRoot: "net"},
 				Stack:                &policyv1.StackInput{Id: "s1", Name: "network", Labels: []string{"frozen", "team:net"}},
 				Commit:               &policyv1.CommitInput{Sha: "deadbeef", Branch: "main", Message: "bump", Author: "ada"},
 				RunnerImage:          "registry.internal/runner:1.9",
@@ -290,8 +295,12 @@ func TestInputShape(t *testing.T) {
 				"commit": {"author": "ada", "branch": "main", "message": "bump", "sha": "deadbeef"},
 				"environment_variables": ["AWS_REGION", "TF_TOKEN"],
 				"pool_id": "pool-7",
-				"run": {"commands": ["terraform state list", "ls"], "id": "01J", "type": "TASK"},
+				"run": {"commands": ["terraform state list", "ls"], "id": "01J", "needs_confirmation": true, "phases": [
+					{"after": [], "before": ["echo before"], "commands": [], "name": "init"},
+					{"after": ["echo after"], "before": [], "commands": ["terraform state list", "ls"], "name": "perform"}
+				], "type": "TASK"},
 				"runner_image": "registry.internal/runner:1.9",
+				"source": {"project_root": "net", "ref": "main", "url": "https://git.example.com/infra.git"},
 				"stack": {"id": "s1", "labels": ["frozen", "team:net"], "name": "network"},
 				"worker_metadata": {"host": "w1", "zone": "eu-1"}
 			}`,

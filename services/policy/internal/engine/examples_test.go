@@ -165,7 +165,14 @@ func exampleInput(t *testing.T) map[string]any {
 // docs/POLICY.md shows that same document.
 func TestExampleInputMatchesService(t *testing.T) {
 	req := &policyv1.EvaluateRequest{
-		Run: &policyv1.RunInput{Id: "01JQ7ZK4T9M2X8V3N6B5C1D0EF", Type: "TASK", Commands: []string{"terraform state list"}},
+		Run: &policyv1.RunInput{
+			Id: "01JQ7ZK4T9M2X8V3N6B5C1D0EF", Type: "TASK", Commands: []string{"terraform state list"},
+			Phases: []*policyv1.PhaseInput{
+				{Name: "init", Commands: []string{"terraform init -input=false"}},
+				{Name: "perform", Before: []string{"echo listing the state"}, Commands: []string{"terraform state list"}, After: []string{"echo done"}},
+			},
+		},
+		Source: &policyv1.SourceInput{Url: "https://git.example.com/acme/infra.git", Ref: "main", ProjectRoot: "network"},
 		Stack: &policyv1.StackInput{
 			Id: "network-prod", Name: "Network (production)", Labels: []string{"team:network", "frozen"},
 		},

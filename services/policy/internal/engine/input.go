@@ -10,17 +10,34 @@ import (
 // lists, and missing maps become empty objects, so that a policy never has to
 // guard against undefined or null values.
 //
-// The result holds only strings, []any and map[string]any, and is safe to
-// marshal to JSON.
+// The result holds only strings, booleans, []any and map[string]any, and is
+// safe to marshal to JSON.
 func NewInput(req *policyv1.EvaluateRequest) map[string]any {
 	run := req.GetRun()
 	stack := req.GetStack()
 	commit := req.GetCommit()
+	src := req.GetSource()
+	phases := make([]any, len(run.GetPhases()))
+	for i, p := range run.GetPhases() {
+		phases[i] = map[string]any{
+			"name":     p.GetName(),
+			"before":   stringList(p.GetBefore()),
+			"commands": stringList(p.GetCommands()),
+			"after":    stringList(p.GetAfter()),
+		}
+	}
 	return map[string]any{
 		"run": map[string]any{
-			"id":       run.GetId(),
-			"type":     run.GetType(),
-			"commands": stringList(run.GetCommands()),
+			"id":                 run.GetId(),
+			"type":               run.GetType(),
+			"commands":           stringList(run.GetCommands()),
+			"phases":             phases,
+			"needs_confirmation": run.GetNeedsConfirmation(),
+		},
+		"source": map[string]any{
+			"url":          src.GetUrl(),
+			"ref":          src.GetRef(),
+			"project_root": src.GetProjectRoot(),
 		},
 		"stack": map[string]any{
 			"id":     stack.GetId(),

@@ -221,6 +221,140 @@ func (WorkerState) EnumDescriptor() ([]byte, []int) {
 	return file_hangar_event_v1_event_proto_rawDescGZIP(), []int{2}
 }
 
+// CommandStatus is the outcome of a command on one gateway.
+type CommandStatus int32
+
+const (
+	CommandStatus_COMMAND_STATUS_UNSPECIFIED CommandStatus = 0
+	// The command took effect (for cancel: the stop was sent or the queued run
+	// ended as stopped; for confirm: the run is queued to resume).
+	CommandStatus_COMMAND_STATUS_APPLIED CommandStatus = 1
+	// The command did not take effect; CommandResult.refusal says why.
+	CommandStatus_COMMAND_STATUS_REFUSED CommandStatus = 2
+)
+
+// Enum value maps for CommandStatus.
+var (
+	CommandStatus_name = map[int32]string{
+		0: "COMMAND_STATUS_UNSPECIFIED",
+		1: "COMMAND_STATUS_APPLIED",
+		2: "COMMAND_STATUS_REFUSED",
+	}
+	CommandStatus_value = map[string]int32{
+		"COMMAND_STATUS_UNSPECIFIED": 0,
+		"COMMAND_STATUS_APPLIED":     1,
+		"COMMAND_STATUS_REFUSED":     2,
+	}
+)
+
+func (x CommandStatus) Enum() *CommandStatus {
+	p := new(CommandStatus)
+	*p = x
+	return p
+}
+
+func (x CommandStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CommandStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_hangar_event_v1_event_proto_enumTypes[3].Descriptor()
+}
+
+func (CommandStatus) Type() protoreflect.EnumType {
+	return &file_hangar_event_v1_event_proto_enumTypes[3]
+}
+
+func (x CommandStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CommandStatus.Descriptor instead.
+func (CommandStatus) EnumDescriptor() ([]byte, []int) {
+	return file_hangar_event_v1_event_proto_rawDescGZIP(), []int{3}
+}
+
+// CommandRefusal names why a gateway refused a command.
+type CommandRefusal int32
+
+const (
+	CommandRefusal_COMMAND_REFUSAL_UNSPECIFIED CommandRefusal = 0
+	// This gateway never received the run (or has forgotten it since its expiry).
+	CommandRefusal_COMMAND_REFUSAL_UNKNOWN_RUN CommandRefusal = 1
+	// The run has ended here (finished, failed, denied, stopped, lost).
+	CommandRefusal_COMMAND_REFUSAL_ALREADY_FINISHED CommandRefusal = 2
+	// Confirm for a run that is not stopped for confirmation.
+	CommandRefusal_COMMAND_REFUSAL_NOT_WAITING_FOR_CONFIRMATION CommandRefusal = 3
+	// Confirm for a run that was already confirmed and is resuming.
+	CommandRefusal_COMMAND_REFUSAL_ALREADY_CONFIRMED CommandRefusal = 4
+	// The command id was already handled by this gateway.
+	CommandRefusal_COMMAND_REFUSAL_REPLAYED CommandRefusal = 5
+	// No executor with that id is attached to this gateway.
+	CommandRefusal_COMMAND_REFUSAL_UNKNOWN_WORKER CommandRefusal = 6
+	// The command expired (or was issued too far in the future), or is for
+	// another pool.
+	CommandRefusal_COMMAND_REFUSAL_EXPIRED CommandRefusal = 7
+	// The command is malformed or of a kind this gateway does not support.
+	CommandRefusal_COMMAND_REFUSAL_INVALID CommandRefusal = 8
+	// The gateway is shutting down.
+	CommandRefusal_COMMAND_REFUSAL_SHUTTING_DOWN CommandRefusal = 9
+)
+
+// Enum value maps for CommandRefusal.
+var (
+	CommandRefusal_name = map[int32]string{
+		0: "COMMAND_REFUSAL_UNSPECIFIED",
+		1: "COMMAND_REFUSAL_UNKNOWN_RUN",
+		2: "COMMAND_REFUSAL_ALREADY_FINISHED",
+		3: "COMMAND_REFUSAL_NOT_WAITING_FOR_CONFIRMATION",
+		4: "COMMAND_REFUSAL_ALREADY_CONFIRMED",
+		5: "COMMAND_REFUSAL_REPLAYED",
+		6: "COMMAND_REFUSAL_UNKNOWN_WORKER",
+		7: "COMMAND_REFUSAL_EXPIRED",
+		8: "COMMAND_REFUSAL_INVALID",
+		9: "COMMAND_REFUSAL_SHUTTING_DOWN",
+	}
+	CommandRefusal_value = map[string]int32{
+		"COMMAND_REFUSAL_UNSPECIFIED":                  0,
+		"COMMAND_REFUSAL_UNKNOWN_RUN":                  1,
+		"COMMAND_REFUSAL_ALREADY_FINISHED":             2,
+		"COMMAND_REFUSAL_NOT_WAITING_FOR_CONFIRMATION": 3,
+		"COMMAND_REFUSAL_ALREADY_CONFIRMED":            4,
+		"COMMAND_REFUSAL_REPLAYED":                     5,
+		"COMMAND_REFUSAL_UNKNOWN_WORKER":               6,
+		"COMMAND_REFUSAL_EXPIRED":                      7,
+		"COMMAND_REFUSAL_INVALID":                      8,
+		"COMMAND_REFUSAL_SHUTTING_DOWN":                9,
+	}
+)
+
+func (x CommandRefusal) Enum() *CommandRefusal {
+	p := new(CommandRefusal)
+	*p = x
+	return p
+}
+
+func (x CommandRefusal) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CommandRefusal) Descriptor() protoreflect.EnumDescriptor {
+	return file_hangar_event_v1_event_proto_enumTypes[4].Descriptor()
+}
+
+func (CommandRefusal) Type() protoreflect.EnumType {
+	return &file_hangar_event_v1_event_proto_enumTypes[4]
+}
+
+func (x CommandRefusal) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CommandRefusal.Descriptor instead.
+func (CommandRefusal) EnumDescriptor() ([]byte, []int) {
+	return file_hangar_event_v1_event_proto_rawDescGZIP(), []int{4}
+}
+
 // Event is one fact about a run or an envelope, published QoS 1 on
 // hangar/pools/{pool_id}/events. Delivery is at least once and may be out of order:
 // receivers deduplicate by `event_id` and order a run's events by `sequence`.
@@ -233,11 +367,12 @@ type Event struct {
 	EventId string `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
 	// The run concerned. For an envelope rejection it is set only once a valid
 	// signature vouches for the run id (never for REJECT_REASON_BAD_SIGNATURE or
-	// REJECT_REASON_MALFORMED).
+	// REJECT_REASON_MALFORMED). Empty for a command result (the run a command
+	// names is in CommandResult.run_id).
 	RunId  string `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	PoolId string `protobuf:"bytes,3,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
 	// Per-run, increasing from 1 in the order the gateway produced the events;
-	// 0 for envelope rejections.
+	// 0 for envelope rejections and command results.
 	Sequence   uint64 `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	TimeUnixMs int64  `protobuf:"varint,5,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
 	// The worker (gateway or executor id) that produced the event.
@@ -254,6 +389,7 @@ type Event struct {
 	//	*Event_Finished
 	//	*Event_Rejected
 	//	*Event_Unconfirmed
+	//	*Event_CommandResult
 	Kind          isEvent_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -417,6 +553,15 @@ func (x *Event) GetUnconfirmed() *RunUnconfirmed {
 	return nil
 }
 
+func (x *Event) GetCommandResult() *CommandResult {
+	if x != nil {
+		if x, ok := x.Kind.(*Event_CommandResult); ok {
+			return x.CommandResult
+		}
+	}
+	return nil
+}
+
 type isEvent_Kind interface {
 	isEvent_Kind()
 }
@@ -453,6 +598,10 @@ type Event_Unconfirmed struct {
 	Unconfirmed *RunUnconfirmed `protobuf:"bytes,17,opt,name=unconfirmed,proto3,oneof"`
 }
 
+type Event_CommandResult struct {
+	CommandResult *CommandResult `protobuf:"bytes,18,opt,name=command_result,json=commandResult,proto3,oneof"`
+}
+
 func (*Event_Received) isEvent_Kind() {}
 
 func (*Event_Denied) isEvent_Kind() {}
@@ -468,6 +617,8 @@ func (*Event_Finished) isEvent_Kind() {}
 func (*Event_Rejected) isEvent_Kind() {}
 
 func (*Event_Unconfirmed) isEvent_Kind() {}
+
+func (*Event_CommandResult) isEvent_Kind() {}
 
 // RunReceived: the envelope verified and decrypted; the run is being considered.
 type RunReceived struct {
@@ -798,6 +949,13 @@ func (x *RunUnconfirmed) GetStateKey() string {
 }
 
 // EnvelopeRejected is final for the envelope: the gateway will not run it.
+//
+// REJECT_REASON_REPLAYED is sent only for a copy of a run that has ended here
+// (denied, failed, finished) or whose id is remembered past its envelope's
+// expiry. A copy of a run the gateway still holds (being decided, queued,
+// leased, waiting for confirmation) is a normal MQTT QoS 1 redelivery: it is
+// dropped and produces no event, so a follower never sees a rejection for a
+// run that goes on.
 type EnvelopeRejected struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Reason RejectReason           `protobuf:"varint,1,opt,name=reason,proto3,enum=hangar.event.v1.RejectReason" json:"reason,omitempty"`
@@ -1090,13 +1248,17 @@ func (x *SignedCommand) GetSignature() []byte {
 	return nil
 }
 
-// Command asks the pool to act on a run or a worker.
+// Command asks the pool to act on a run or a worker. Every gateway answers it
+// with a CommandResult event.
 type Command struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	CommandId       string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
-	PoolId          string                 `protobuf:"bytes,2,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
-	IssuedAtUnixMs  int64                  `protobuf:"varint,3,opt,name=issued_at_unix_ms,json=issuedAtUnixMs,proto3" json:"issued_at_unix_ms,omitempty"`
-	ExpiresAtUnixMs int64                  `protobuf:"varint,4,opt,name=expires_at_unix_ms,json=expiresAtUnixMs,proto3" json:"expires_at_unix_ms,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique per command, 1-64 characters of [A-Za-z0-9_-] (the rule of run ids);
+	// hangarctl uses "cmd-" and 32 hex digits, so that a command id never reads
+	// like a run id. A gateway applies a command id at most once.
+	CommandId       string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	PoolId          string `protobuf:"bytes,2,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
+	IssuedAtUnixMs  int64  `protobuf:"varint,3,opt,name=issued_at_unix_ms,json=issuedAtUnixMs,proto3" json:"issued_at_unix_ms,omitempty"`
+	ExpiresAtUnixMs int64  `protobuf:"varint,4,opt,name=expires_at_unix_ms,json=expiresAtUnixMs,proto3" json:"expires_at_unix_ms,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Command_Cancel
@@ -1470,11 +1632,121 @@ func (x *ConfirmRun) GetRunId() string {
 	return ""
 }
 
+// CommandResult answers one Command. Every gateway of the pool receives every
+// command (the commands topic is not a shared subscription) and publishes one
+// answer per command id it verified, as an Event with event_id
+// "command/{command_id}/{worker_id}" (a refused replay of an id already
+// handled: "command/{command_id}/{worker_id}/replayed"), sequence 0 and no
+// run_id. A command whose signature does not verify gets no answer (its id is
+// not vouched for); the gateway logs it.
+//
+// Semantics for a waiting client (hangarctl does this): APPLIED from any
+// gateway means the command took effect there. A refusal for a target the
+// gateway does not know at all (COMMAND_REFUSAL_UNKNOWN_RUN,
+// COMMAND_REFUSAL_UNKNOWN_WORKER) can come from a gateway that simply does not
+// hold that run or executor while another gateway of the pool does: a client
+// treats it as final only when no APPLIED follows shortly. Any other refusal
+// is final.
+//
+// Command ids are remembered persistently (until the command's expiry, plus
+// the clock skew and an hour): a command is applied at most once per gateway,
+// and a copy within that time is refused with COMMAND_REFUSAL_REPLAYED. A
+// gateway that stopped after recording a command id but before answering it
+// handles that command once more when the broker redelivers it.
+type CommandResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id of the command answered.
+	CommandId string        `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	Status    CommandStatus `protobuf:"varint,2,opt,name=status,proto3,enum=hangar.event.v1.CommandStatus" json:"status,omitempty"`
+	// Why, when status is COMMAND_STATUS_REFUSED.
+	Refusal CommandRefusal `protobuf:"varint,3,opt,name=refusal,proto3,enum=hangar.event.v1.CommandRefusal" json:"refusal,omitempty"`
+	// Human-readable detail (what was done, or why not).
+	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// The run the command names (cancel, confirm).
+	RunId string `protobuf:"bytes,5,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The executor the command names (drain, undrain).
+	TargetWorkerId string `protobuf:"bytes,6,opt,name=target_worker_id,json=targetWorkerId,proto3" json:"target_worker_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CommandResult) Reset() {
+	*x = CommandResult{}
+	mi := &file_hangar_event_v1_event_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandResult) ProtoMessage() {}
+
+func (x *CommandResult) ProtoReflect() protoreflect.Message {
+	mi := &file_hangar_event_v1_event_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
+func (*CommandResult) Descriptor() ([]byte, []int) {
+	return file_hangar_event_v1_event_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CommandResult) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *CommandResult) GetStatus() CommandStatus {
+	if x != nil {
+		return x.Status
+	}
+	return CommandStatus_COMMAND_STATUS_UNSPECIFIED
+}
+
+func (x *CommandResult) GetRefusal() CommandRefusal {
+	if x != nil {
+		return x.Refusal
+	}
+	return CommandRefusal_COMMAND_REFUSAL_UNSPECIFIED
+}
+
+func (x *CommandResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CommandResult) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *CommandResult) GetTargetWorkerId() string {
+	if x != nil {
+		return x.TargetWorkerId
+	}
+	return ""
+}
+
 var File_hangar_event_v1_event_proto protoreflect.FileDescriptor
 
 const file_hangar_event_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x1bhangar/event/v1/event.proto\x12\x0fhangar.event.v1\"\xa1\x06\n" +
+	"\x1bhangar/event/v1/event.proto\x12\x0fhangar.event.v1\"\xea\x06\n" +
 	"\x05Event\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x17\n" +
@@ -1492,7 +1764,8 @@ const file_hangar_event_v1_event_proto_rawDesc = "" +
 	"\x05phase\x18\x0e \x01(\v2\x19.hangar.event.v1.RunPhaseH\x00R\x05phase\x12:\n" +
 	"\bfinished\x18\x0f \x01(\v2\x1c.hangar.event.v1.RunFinishedH\x00R\bfinished\x12?\n" +
 	"\brejected\x18\x10 \x01(\v2!.hangar.event.v1.EnvelopeRejectedH\x00R\brejected\x12C\n" +
-	"\vunconfirmed\x18\x11 \x01(\v2\x1f.hangar.event.v1.RunUnconfirmedH\x00R\vunconfirmed\x1a?\n" +
+	"\vunconfirmed\x18\x11 \x01(\v2\x1f.hangar.event.v1.RunUnconfirmedH\x00R\vunconfirmed\x12G\n" +
+	"\x0ecommand_result\x18\x12 \x01(\v2\x1e.hangar.event.v1.CommandResultH\x00R\rcommandResult\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x06\n" +
@@ -1565,7 +1838,15 @@ const file_hangar_event_v1_event_proto_rawDesc = "" +
 	"\tCyclePool\"#\n" +
 	"\n" +
 	"ConfirmRun\x12\x15\n" +
-	"\x06run_id\x18\x01 \x01(\tR\x05runId*\x8a\x01\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\"\xfc\x01\n" +
+	"\rCommandResult\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x01 \x01(\tR\tcommandId\x126\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x1e.hangar.event.v1.CommandStatusR\x06status\x129\n" +
+	"\arefusal\x18\x03 \x01(\x0e2\x1f.hangar.event.v1.CommandRefusalR\arefusal\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12\x15\n" +
+	"\x06run_id\x18\x05 \x01(\tR\x05runId\x12(\n" +
+	"\x10target_worker_id\x18\x06 \x01(\tR\x0etargetWorkerId*\x8a\x01\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10OUTCOME_FINISHED\x10\x01\x12\x12\n" +
@@ -1588,7 +1869,22 @@ const file_hangar_event_v1_event_proto_rawDesc = "" +
 	"\x11WORKER_STATE_IDLE\x10\x01\x12\x15\n" +
 	"\x11WORKER_STATE_BUSY\x10\x02\x12\x18\n" +
 	"\x14WORKER_STATE_DRAINED\x10\x03\x12\x15\n" +
-	"\x11WORKER_STATE_LOST\x10\x04B\xbc\x01\n" +
+	"\x11WORKER_STATE_LOST\x10\x04*g\n" +
+	"\rCommandStatus\x12\x1e\n" +
+	"\x1aCOMMAND_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16COMMAND_STATUS_APPLIED\x10\x01\x12\x1a\n" +
+	"\x16COMMAND_STATUS_REFUSED\x10\x02*\xf0\x02\n" +
+	"\x0eCommandRefusal\x12\x1f\n" +
+	"\x1bCOMMAND_REFUSAL_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bCOMMAND_REFUSAL_UNKNOWN_RUN\x10\x01\x12$\n" +
+	" COMMAND_REFUSAL_ALREADY_FINISHED\x10\x02\x120\n" +
+	",COMMAND_REFUSAL_NOT_WAITING_FOR_CONFIRMATION\x10\x03\x12%\n" +
+	"!COMMAND_REFUSAL_ALREADY_CONFIRMED\x10\x04\x12\x1c\n" +
+	"\x18COMMAND_REFUSAL_REPLAYED\x10\x05\x12\"\n" +
+	"\x1eCOMMAND_REFUSAL_UNKNOWN_WORKER\x10\x06\x12\x1b\n" +
+	"\x17COMMAND_REFUSAL_EXPIRED\x10\a\x12\x1b\n" +
+	"\x17COMMAND_REFUSAL_INVALID\x10\b\x12!\n" +
+	"\x1dCOMMAND_REFUSAL_SHUTTING_DOWN\x10\tB\xbc\x01\n" +
 	"\x13com.hangar.event.v1B\n" +
 	"EventProtoP\x01Z;github.com/hangar-dev/hangar/gen/go/hangar/event/v1;eventv1\xa2\x02\x03HEX\xaa\x02\x0fHangar.Event.V1\xca\x02\x0fHangar\\Event\\V1\xe2\x02\x1bHangar\\Event\\V1\\GPBMetadata\xea\x02\x11Hangar::Event::V1b\x06proto3"
 
@@ -1604,61 +1900,67 @@ func file_hangar_event_v1_event_proto_rawDescGZIP() []byte {
 	return file_hangar_event_v1_event_proto_rawDescData
 }
 
-var file_hangar_event_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_hangar_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_hangar_event_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_hangar_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_hangar_event_v1_event_proto_goTypes = []any{
 	(Outcome)(0),             // 0: hangar.event.v1.Outcome
 	(RejectReason)(0),        // 1: hangar.event.v1.RejectReason
 	(WorkerState)(0),         // 2: hangar.event.v1.WorkerState
-	(*Event)(nil),            // 3: hangar.event.v1.Event
-	(*RunReceived)(nil),      // 4: hangar.event.v1.RunReceived
-	(*RunDenied)(nil),        // 5: hangar.event.v1.RunDenied
-	(*RunAdmitted)(nil),      // 6: hangar.event.v1.RunAdmitted
-	(*RunStarted)(nil),       // 7: hangar.event.v1.RunStarted
-	(*RunPhase)(nil),         // 8: hangar.event.v1.RunPhase
-	(*RunFinished)(nil),      // 9: hangar.event.v1.RunFinished
-	(*RunUnconfirmed)(nil),   // 10: hangar.event.v1.RunUnconfirmed
-	(*EnvelopeRejected)(nil), // 11: hangar.event.v1.EnvelopeRejected
-	(*Heartbeat)(nil),        // 12: hangar.event.v1.Heartbeat
-	(*ExecutorStatus)(nil),   // 13: hangar.event.v1.ExecutorStatus
-	(*SignedCommand)(nil),    // 14: hangar.event.v1.SignedCommand
-	(*Command)(nil),          // 15: hangar.event.v1.Command
-	(*CancelRun)(nil),        // 16: hangar.event.v1.CancelRun
-	(*DrainWorker)(nil),      // 17: hangar.event.v1.DrainWorker
-	(*UndrainWorker)(nil),    // 18: hangar.event.v1.UndrainWorker
-	(*CyclePool)(nil),        // 19: hangar.event.v1.CyclePool
-	(*ConfirmRun)(nil),       // 20: hangar.event.v1.ConfirmRun
-	nil,                      // 21: hangar.event.v1.Event.TraceContextEntry
-	nil,                      // 22: hangar.event.v1.Heartbeat.MetadataEntry
-	nil,                      // 23: hangar.event.v1.ExecutorStatus.MetadataEntry
+	(CommandStatus)(0),       // 3: hangar.event.v1.CommandStatus
+	(CommandRefusal)(0),      // 4: hangar.event.v1.CommandRefusal
+	(*Event)(nil),            // 5: hangar.event.v1.Event
+	(*RunReceived)(nil),      // 6: hangar.event.v1.RunReceived
+	(*RunDenied)(nil),        // 7: hangar.event.v1.RunDenied
+	(*RunAdmitted)(nil),      // 8: hangar.event.v1.RunAdmitted
+	(*RunStarted)(nil),       // 9: hangar.event.v1.RunStarted
+	(*RunPhase)(nil),         // 10: hangar.event.v1.RunPhase
+	(*RunFinished)(nil),      // 11: hangar.event.v1.RunFinished
+	(*RunUnconfirmed)(nil),   // 12: hangar.event.v1.RunUnconfirmed
+	(*EnvelopeRejected)(nil), // 13: hangar.event.v1.EnvelopeRejected
+	(*Heartbeat)(nil),        // 14: hangar.event.v1.Heartbeat
+	(*ExecutorStatus)(nil),   // 15: hangar.event.v1.ExecutorStatus
+	(*SignedCommand)(nil),    // 16: hangar.event.v1.SignedCommand
+	(*Command)(nil),          // 17: hangar.event.v1.Command
+	(*CancelRun)(nil),        // 18: hangar.event.v1.CancelRun
+	(*DrainWorker)(nil),      // 19: hangar.event.v1.DrainWorker
+	(*UndrainWorker)(nil),    // 20: hangar.event.v1.UndrainWorker
+	(*CyclePool)(nil),        // 21: hangar.event.v1.CyclePool
+	(*ConfirmRun)(nil),       // 22: hangar.event.v1.ConfirmRun
+	(*CommandResult)(nil),    // 23: hangar.event.v1.CommandResult
+	nil,                      // 24: hangar.event.v1.Event.TraceContextEntry
+	nil,                      // 25: hangar.event.v1.Heartbeat.MetadataEntry
+	nil,                      // 26: hangar.event.v1.ExecutorStatus.MetadataEntry
 }
 var file_hangar_event_v1_event_proto_depIdxs = []int32{
-	21, // 0: hangar.event.v1.Event.trace_context:type_name -> hangar.event.v1.Event.TraceContextEntry
-	4,  // 1: hangar.event.v1.Event.received:type_name -> hangar.event.v1.RunReceived
-	5,  // 2: hangar.event.v1.Event.denied:type_name -> hangar.event.v1.RunDenied
-	6,  // 3: hangar.event.v1.Event.admitted:type_name -> hangar.event.v1.RunAdmitted
-	7,  // 4: hangar.event.v1.Event.started:type_name -> hangar.event.v1.RunStarted
-	8,  // 5: hangar.event.v1.Event.phase:type_name -> hangar.event.v1.RunPhase
-	9,  // 6: hangar.event.v1.Event.finished:type_name -> hangar.event.v1.RunFinished
-	11, // 7: hangar.event.v1.Event.rejected:type_name -> hangar.event.v1.EnvelopeRejected
-	10, // 8: hangar.event.v1.Event.unconfirmed:type_name -> hangar.event.v1.RunUnconfirmed
-	0,  // 9: hangar.event.v1.RunFinished.outcome:type_name -> hangar.event.v1.Outcome
-	1,  // 10: hangar.event.v1.EnvelopeRejected.reason:type_name -> hangar.event.v1.RejectReason
-	2,  // 11: hangar.event.v1.Heartbeat.state:type_name -> hangar.event.v1.WorkerState
-	22, // 12: hangar.event.v1.Heartbeat.metadata:type_name -> hangar.event.v1.Heartbeat.MetadataEntry
-	13, // 13: hangar.event.v1.Heartbeat.executors:type_name -> hangar.event.v1.ExecutorStatus
-	2,  // 14: hangar.event.v1.ExecutorStatus.state:type_name -> hangar.event.v1.WorkerState
-	23, // 15: hangar.event.v1.ExecutorStatus.metadata:type_name -> hangar.event.v1.ExecutorStatus.MetadataEntry
-	16, // 16: hangar.event.v1.Command.cancel:type_name -> hangar.event.v1.CancelRun
-	17, // 17: hangar.event.v1.Command.drain:type_name -> hangar.event.v1.DrainWorker
-	18, // 18: hangar.event.v1.Command.undrain:type_name -> hangar.event.v1.UndrainWorker
-	19, // 19: hangar.event.v1.Command.cycle:type_name -> hangar.event.v1.CyclePool
-	20, // 20: hangar.event.v1.Command.confirm:type_name -> hangar.event.v1.ConfirmRun
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	24, // 0: hangar.event.v1.Event.trace_context:type_name -> hangar.event.v1.Event.TraceContextEntry
+	6,  // 1: hangar.event.v1.Event.received:type_name -> hangar.event.v1.RunReceived
+	7,  // 2: hangar.event.v1.Event.denied:type_name -> hangar.event.v1.RunDenied
+	8,  // 3: hangar.event.v1.Event.admitted:type_name -> hangar.event.v1.RunAdmitted
+	9,  // 4: hangar.event.v1.Event.started:type_name -> hangar.event.v1.RunStarted
+	10, // 5: hangar.event.v1.Event.phase:type_name -> hangar.event.v1.RunPhase
+	11, // 6: hangar.event.v1.Event.finished:type_name -> hangar.event.v1.RunFinished
+	13, // 7: hangar.event.v1.Event.rejected:type_name -> hangar.event.v1.EnvelopeRejected
+	12, // 8: hangar.event.v1.Event.unconfirmed:type_name -> hangar.event.v1.RunUnconfirmed
+	23, // 9: hangar.event.v1.Event.command_result:type_name -> hangar.event.v1.CommandResult
+	0,  // 10: hangar.event.v1.RunFinished.outcome:type_name -> hangar.event.v1.Outcome
+	1,  // 11: hangar.event.v1.EnvelopeRejected.reason:type_name -> hangar.event.v1.RejectReason
+	2,  // 12: hangar.event.v1.Heartbeat.state:type_name -> hangar.event.v1.WorkerState
+	25, // 13: hangar.event.v1.Heartbeat.metadata:type_name -> hangar.event.v1.Heartbeat.MetadataEntry
+	15, // 14: hangar.event.v1.Heartbeat.executors:type_name -> hangar.event.v1.ExecutorStatus
+	2,  // 15: hangar.event.v1.ExecutorStatus.state:type_name -> hangar.event.v1.WorkerState
+	26, // 16: hangar.event.v1.ExecutorStatus.metadata:type_name -> hangar.event.v1.ExecutorStatus.MetadataEntry
+	18, // 17: hangar.event.v1.Command.cancel:type_name -> hangar.event.v1.CancelRun
+	19, // 18: hangar.event.v1.Command.drain:type_name -> hangar.event.v1.DrainWorker
+	20, // 19: hangar.event.v1.Command.undrain:type_name -> hangar.event.v1.UndrainWorker
+	21, // 20: hangar.event.v1.Command.cycle:type_name -> hangar.event.v1.CyclePool
+	22, // 21: hangar.event.v1.Command.confirm:type_name -> hangar.event.v1.ConfirmRun
+	3,  // 22: hangar.event.v1.CommandResult.status:type_name -> hangar.event.v1.CommandStatus
+	4,  // 23: hangar.event.v1.CommandResult.refusal:type_name -> hangar.event.v1.CommandRefusal
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_hangar_event_v1_event_proto_init() }
@@ -1675,6 +1977,7 @@ func file_hangar_event_v1_event_proto_init() {
 		(*Event_Finished)(nil),
 		(*Event_Rejected)(nil),
 		(*Event_Unconfirmed)(nil),
+		(*Event_CommandResult)(nil),
 	}
 	file_hangar_event_v1_event_proto_msgTypes[12].OneofWrappers = []any{
 		(*Command_Cancel)(nil),
@@ -1688,8 +1991,8 @@ func file_hangar_event_v1_event_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hangar_event_v1_event_proto_rawDesc), len(file_hangar_event_v1_event_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   21,
+			NumEnums:      5,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

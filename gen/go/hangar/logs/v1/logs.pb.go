@@ -183,8 +183,10 @@ type Open struct {
 	PoolId  string                 `protobuf:"bytes,2,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
 	StackId string                 `protobuf:"bytes,3,opt,name=stack_id,json=stackId,proto3" json:"stack_id,omitempty"`
 	// Every value to mask in this run's log: the run's secret variables and the
-	// executor's HANGAR_MASK_ENVS values. Values shorter than logship's minimum are
-	// not masked (logship logs their names, never their values).
+	// executor's HANGAR_MASK_ENVS values, 64 KiB in all at most (an Open over that
+	// is refused with INVALID_ARGUMENT; the gateway refuses such a run at intake).
+	// Values shorter than logship's minimum are not masked: the log's first line
+	// names them, never their values.
 	Secrets       []*Secret         `protobuf:"bytes,4,rep,name=secrets,proto3" json:"secrets,omitempty"`
 	TraceContext  map[string]string `protobuf:"bytes,5,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
@@ -311,11 +313,15 @@ func (x *Secret) GetValue() []byte {
 
 // Chunk is a slice of the run's output, unmasked, in order.
 type Chunk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Sequence      uint64                 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	Stream        Stream                 `protobuf:"varint,2,opt,name=stream,proto3,enum=hangar.logs.v1.Stream" json:"stream,omitempty"`
-	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
-	TimeUnixMs    int64                  `protobuf:"varint,4,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One sequence across all the streams of a run: the order in which the
+	// executor read the bytes, which is the order of the stored log (logship
+	// interleaves the streams at line boundaries in sequence order; it cannot
+	// restore an order the capture lost).
+	Sequence      uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Stream        Stream `protobuf:"varint,2,opt,name=stream,proto3,enum=hangar.logs.v1.Stream" json:"stream,omitempty"`
+	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	TimeUnixMs    int64  `protobuf:"varint,4,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

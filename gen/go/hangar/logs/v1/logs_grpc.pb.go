@@ -43,8 +43,11 @@ type LogServiceClient interface {
 	// If the stream breaks, the executor reopens it and resends every unacknowledged
 	// chunk.
 	//
-	// Errors: FAILED_PRECONDITION if the first message is not Open, INVALID_ARGUMENT
-	// for an Open without run id, OUT_OF_RANGE for a sequence gap.
+	// Errors: FAILED_PRECONDITION if the first message is not Open, or for a chunk
+	// past the end of a log already closed (a finished log is never written
+	// again); INVALID_ARGUMENT for an Open without run id or over the secrets cap;
+	// OUT_OF_RANGE for a sequence gap; UNAVAILABLE for a new run while logship's
+	// spool disk is nearly full (retry later).
 	Ship(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ShipRequest, ShipResponse], error)
 	// Tail streams a run's masked log from `offset`, live while the run goes on,
 	// and ends when the log is closed and fully sent. NOT_FOUND if logship knows no
@@ -110,8 +113,11 @@ type LogServiceServer interface {
 	// If the stream breaks, the executor reopens it and resends every unacknowledged
 	// chunk.
 	//
-	// Errors: FAILED_PRECONDITION if the first message is not Open, INVALID_ARGUMENT
-	// for an Open without run id, OUT_OF_RANGE for a sequence gap.
+	// Errors: FAILED_PRECONDITION if the first message is not Open, or for a chunk
+	// past the end of a log already closed (a finished log is never written
+	// again); INVALID_ARGUMENT for an Open without run id or over the secrets cap;
+	// OUT_OF_RANGE for a sequence gap; UNAVAILABLE for a new run while logship's
+	// spool disk is nearly full (retry later).
 	Ship(grpc.BidiStreamingServer[ShipRequest, ShipResponse]) error
 	// Tail streams a run's masked log from `offset`, live while the run goes on,
 	// and ends when the log is closed and fully sent. NOT_FOUND if logship knows no

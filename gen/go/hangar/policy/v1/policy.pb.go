@@ -25,19 +25,30 @@ const (
 
 // EvaluateRequest is turned into the policy's `input` document, field for field
 // (snake_case JSON names; docs/POLICY.md shows one).
+//
+// Contract of the gateway: the request shows everything the run will execute,
+// and nothing secret. Every line a run executes is in `run.phases` (each
+// phase's `before`, `commands` and `after`, in the order they run); the runner
+// image and the source are those the executor uses. Environment variable values
+// (secret or not), credentials and the query of the source URL never reach the
+// policy service. The gateway only asks about specs that passed intake's
+// validation (docs/RUNSPEC.md): phase names are valid for the run type.
 type EvaluateRequest struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Run         *RunInput              `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
-	Stack       *StackInput            `protobuf:"bytes,2,opt,name=stack,proto3" json:"stack,omitempty"`
-	Commit      *CommitInput           `protobuf:"bytes,3,opt,name=commit,proto3" json:"commit,omitempty"`
-	RunnerImage string                 `protobuf:"bytes,4,opt,name=runner_image,json=runnerImage,proto3" json:"runner_image,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Run    *RunInput              `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	Stack  *StackInput            `protobuf:"bytes,2,opt,name=stack,proto3" json:"stack,omitempty"`
+	Commit *CommitInput           `protobuf:"bytes,3,opt,name=commit,proto3" json:"commit,omitempty"`
+	// The image every phase of the run executes in, as in the spec.
+	RunnerImage string `protobuf:"bytes,4,opt,name=runner_image,json=runnerImage,proto3" json:"runner_image,omitempty"`
 	// Names of the run's environment variables, sorted. Values never leave the gateway.
 	EnvironmentVariables []string `protobuf:"bytes,5,rep,name=environment_variables,json=environmentVariables,proto3" json:"environment_variables,omitempty"`
 	// The gateway's HANGAR_METADATA_* tags.
 	WorkerMetadata map[string]string `protobuf:"bytes,6,rep,name=worker_metadata,json=workerMetadata,proto3" json:"worker_metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	PoolId         string            `protobuf:"bytes,7,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Where the run's source comes from.
+	Source        *SourceInput `protobuf:"bytes,8,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EvaluateRequest) Reset() {
@@ -119,16 +130,29 @@ func (x *EvaluateRequest) GetPoolId() string {
 	return ""
 }
 
+func (x *EvaluateRequest) GetSource() *SourceInput {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
 // RunInput describes the run.
 type RunInput struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// "PROPOSED", "TRACKED" or "TASK".
 	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
-	// The task's commands (perform phase), for task runs.
-	Commands      []string `protobuf:"bytes,3,rep,name=commands,proto3" json:"commands,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The `commands` of the phase named "perform" (a task's), without its hooks.
+	// Kept for existing policies; `phases` has every line the run executes.
+	Commands []string `protobuf:"bytes,3,rep,name=commands,proto3" json:"commands,omitempty"`
+	// Every phase of the run, in order, with its hooks: together, every line the
+	// run executes (a phase with no lines is skipped by the executor but listed).
+	Phases []*PhaseInput `protobuf:"bytes,4,rep,name=phases,proto3" json:"phases,omitempty"`
+	// Tracked runs: the run stops after "plan" for confirmation.
+	NeedsConfirmation bool `protobuf:"varint,5,opt,name=needs_confirmation,json=needsConfirmation,proto3" json:"needs_confirmation,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *RunInput) Reset() {
@@ -182,6 +206,157 @@ func (x *RunInput) GetCommands() []string {
 	return nil
 }
 
+func (x *RunInput) GetPhases() []*PhaseInput {
+	if x != nil {
+		return x.Phases
+	}
+	return nil
+}
+
+func (x *RunInput) GetNeedsConfirmation() bool {
+	if x != nil {
+		return x.NeedsConfirmation
+	}
+	return false
+}
+
+// PhaseInput is one phase of the run. Each line runs under `/bin/sh -c` in the
+// runner image: `before`, then `commands`, then `after`.
+type PhaseInput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "init", "plan", "apply" or "perform" (validated against the run type).
+	Name          string   `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Before        []string `protobuf:"bytes,2,rep,name=before,proto3" json:"before,omitempty"`
+	Commands      []string `protobuf:"bytes,3,rep,name=commands,proto3" json:"commands,omitempty"`
+	After         []string `protobuf:"bytes,4,rep,name=after,proto3" json:"after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PhaseInput) Reset() {
+	*x = PhaseInput{}
+	mi := &file_hangar_policy_v1_policy_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PhaseInput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PhaseInput) ProtoMessage() {}
+
+func (x *PhaseInput) ProtoReflect() protoreflect.Message {
+	mi := &file_hangar_policy_v1_policy_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PhaseInput.ProtoReflect.Descriptor instead.
+func (*PhaseInput) Descriptor() ([]byte, []int) {
+	return file_hangar_policy_v1_policy_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PhaseInput) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PhaseInput) GetBefore() []string {
+	if x != nil {
+		return x.Before
+	}
+	return nil
+}
+
+func (x *PhaseInput) GetCommands() []string {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
+}
+
+func (x *PhaseInput) GetAfter() []string {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+// SourceInput is the git repository cloned into the workspace.
+type SourceInput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The repository URL without credentials: user information, query and
+	// fragment are removed ("https://token@host/x.git?a=b" -> "https://host/x.git",
+	// "git@host:x.git" -> "host:x.git"). Empty: the workspace starts empty.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// Branch, tag or commit; empty means the remote's default branch.
+	Ref string `protobuf:"bytes,2,opt,name=ref,proto3" json:"ref,omitempty"`
+	// Sub-directory of the repository the phases run in.
+	ProjectRoot   string `protobuf:"bytes,3,opt,name=project_root,json=projectRoot,proto3" json:"project_root,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SourceInput) Reset() {
+	*x = SourceInput{}
+	mi := &file_hangar_policy_v1_policy_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SourceInput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SourceInput) ProtoMessage() {}
+
+func (x *SourceInput) ProtoReflect() protoreflect.Message {
+	mi := &file_hangar_policy_v1_policy_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SourceInput.ProtoReflect.Descriptor instead.
+func (*SourceInput) Descriptor() ([]byte, []int) {
+	return file_hangar_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SourceInput) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *SourceInput) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+func (x *SourceInput) GetProjectRoot() string {
+	if x != nil {
+		return x.ProjectRoot
+	}
+	return ""
+}
+
 // StackInput describes the stack.
 type StackInput struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -194,7 +369,7 @@ type StackInput struct {
 
 func (x *StackInput) Reset() {
 	*x = StackInput{}
-	mi := &file_hangar_policy_v1_policy_proto_msgTypes[2]
+	mi := &file_hangar_policy_v1_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -206,7 +381,7 @@ func (x *StackInput) String() string {
 func (*StackInput) ProtoMessage() {}
 
 func (x *StackInput) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_policy_v1_policy_proto_msgTypes[2]
+	mi := &file_hangar_policy_v1_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -219,7 +394,7 @@ func (x *StackInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StackInput.ProtoReflect.Descriptor instead.
 func (*StackInput) Descriptor() ([]byte, []int) {
-	return file_hangar_policy_v1_policy_proto_rawDescGZIP(), []int{2}
+	return file_hangar_policy_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StackInput) GetId() string {
@@ -256,7 +431,7 @@ type CommitInput struct {
 
 func (x *CommitInput) Reset() {
 	*x = CommitInput{}
-	mi := &file_hangar_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_hangar_policy_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -268,7 +443,7 @@ func (x *CommitInput) String() string {
 func (*CommitInput) ProtoMessage() {}
 
 func (x *CommitInput) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_hangar_policy_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -281,7 +456,7 @@ func (x *CommitInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitInput.ProtoReflect.Descriptor instead.
 func (*CommitInput) Descriptor() ([]byte, []int) {
-	return file_hangar_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_hangar_policy_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CommitInput) GetSha() string {
@@ -325,7 +500,7 @@ type EvaluateResponse struct {
 
 func (x *EvaluateResponse) Reset() {
 	*x = EvaluateResponse{}
-	mi := &file_hangar_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_hangar_policy_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -337,7 +512,7 @@ func (x *EvaluateResponse) String() string {
 func (*EvaluateResponse) ProtoMessage() {}
 
 func (x *EvaluateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_hangar_policy_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -350,7 +525,7 @@ func (x *EvaluateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateResponse.ProtoReflect.Descriptor instead.
 func (*EvaluateResponse) Descriptor() ([]byte, []int) {
-	return file_hangar_policy_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_hangar_policy_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *EvaluateResponse) GetAllowed() bool {
@@ -371,7 +546,7 @@ var File_hangar_policy_v1_policy_proto protoreflect.FileDescriptor
 
 const file_hangar_policy_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x1dhangar/policy/v1/policy.proto\x12\x10hangar.policy.v1\"\xbe\x03\n" +
+	"\x1dhangar/policy/v1/policy.proto\x12\x10hangar.policy.v1\"\xf5\x03\n" +
 	"\x0fEvaluateRequest\x12,\n" +
 	"\x03run\x18\x01 \x01(\v2\x1a.hangar.policy.v1.RunInputR\x03run\x122\n" +
 	"\x05stack\x18\x02 \x01(\v2\x1c.hangar.policy.v1.StackInputR\x05stack\x125\n" +
@@ -379,14 +554,27 @@ const file_hangar_policy_v1_policy_proto_rawDesc = "" +
 	"\frunner_image\x18\x04 \x01(\tR\vrunnerImage\x123\n" +
 	"\x15environment_variables\x18\x05 \x03(\tR\x14environmentVariables\x12^\n" +
 	"\x0fworker_metadata\x18\x06 \x03(\v25.hangar.policy.v1.EvaluateRequest.WorkerMetadataEntryR\x0eworkerMetadata\x12\x17\n" +
-	"\apool_id\x18\a \x01(\tR\x06poolId\x1aA\n" +
+	"\apool_id\x18\a \x01(\tR\x06poolId\x125\n" +
+	"\x06source\x18\b \x01(\v2\x1d.hangar.policy.v1.SourceInputR\x06source\x1aA\n" +
 	"\x13WorkerMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaf\x01\n" +
 	"\bRunInput\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1a\n" +
-	"\bcommands\x18\x03 \x03(\tR\bcommands\"H\n" +
+	"\bcommands\x18\x03 \x03(\tR\bcommands\x124\n" +
+	"\x06phases\x18\x04 \x03(\v2\x1c.hangar.policy.v1.PhaseInputR\x06phases\x12-\n" +
+	"\x12needs_confirmation\x18\x05 \x01(\bR\x11needsConfirmation\"j\n" +
+	"\n" +
+	"PhaseInput\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06before\x18\x02 \x03(\tR\x06before\x12\x1a\n" +
+	"\bcommands\x18\x03 \x03(\tR\bcommands\x12\x14\n" +
+	"\x05after\x18\x04 \x03(\tR\x05after\"T\n" +
+	"\vSourceInput\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x10\n" +
+	"\x03ref\x18\x02 \x01(\tR\x03ref\x12!\n" +
+	"\fproject_root\x18\x03 \x01(\tR\vprojectRoot\"H\n" +
 	"\n" +
 	"StackInput\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -416,27 +604,31 @@ func file_hangar_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_hangar_policy_v1_policy_proto_rawDescData
 }
 
-var file_hangar_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_hangar_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_hangar_policy_v1_policy_proto_goTypes = []any{
 	(*EvaluateRequest)(nil),  // 0: hangar.policy.v1.EvaluateRequest
 	(*RunInput)(nil),         // 1: hangar.policy.v1.RunInput
-	(*StackInput)(nil),       // 2: hangar.policy.v1.StackInput
-	(*CommitInput)(nil),      // 3: hangar.policy.v1.CommitInput
-	(*EvaluateResponse)(nil), // 4: hangar.policy.v1.EvaluateResponse
-	nil,                      // 5: hangar.policy.v1.EvaluateRequest.WorkerMetadataEntry
+	(*PhaseInput)(nil),       // 2: hangar.policy.v1.PhaseInput
+	(*SourceInput)(nil),      // 3: hangar.policy.v1.SourceInput
+	(*StackInput)(nil),       // 4: hangar.policy.v1.StackInput
+	(*CommitInput)(nil),      // 5: hangar.policy.v1.CommitInput
+	(*EvaluateResponse)(nil), // 6: hangar.policy.v1.EvaluateResponse
+	nil,                      // 7: hangar.policy.v1.EvaluateRequest.WorkerMetadataEntry
 }
 var file_hangar_policy_v1_policy_proto_depIdxs = []int32{
 	1, // 0: hangar.policy.v1.EvaluateRequest.run:type_name -> hangar.policy.v1.RunInput
-	2, // 1: hangar.policy.v1.EvaluateRequest.stack:type_name -> hangar.policy.v1.StackInput
-	3, // 2: hangar.policy.v1.EvaluateRequest.commit:type_name -> hangar.policy.v1.CommitInput
-	5, // 3: hangar.policy.v1.EvaluateRequest.worker_metadata:type_name -> hangar.policy.v1.EvaluateRequest.WorkerMetadataEntry
-	0, // 4: hangar.policy.v1.PolicyService.Evaluate:input_type -> hangar.policy.v1.EvaluateRequest
-	4, // 5: hangar.policy.v1.PolicyService.Evaluate:output_type -> hangar.policy.v1.EvaluateResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	4, // 1: hangar.policy.v1.EvaluateRequest.stack:type_name -> hangar.policy.v1.StackInput
+	5, // 2: hangar.policy.v1.EvaluateRequest.commit:type_name -> hangar.policy.v1.CommitInput
+	7, // 3: hangar.policy.v1.EvaluateRequest.worker_metadata:type_name -> hangar.policy.v1.EvaluateRequest.WorkerMetadataEntry
+	3, // 4: hangar.policy.v1.EvaluateRequest.source:type_name -> hangar.policy.v1.SourceInput
+	2, // 5: hangar.policy.v1.RunInput.phases:type_name -> hangar.policy.v1.PhaseInput
+	0, // 6: hangar.policy.v1.PolicyService.Evaluate:input_type -> hangar.policy.v1.EvaluateRequest
+	6, // 7: hangar.policy.v1.PolicyService.Evaluate:output_type -> hangar.policy.v1.EvaluateResponse
+	7, // [7:8] is the sub-list for method output_type
+	6, // [6:7] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_hangar_policy_v1_policy_proto_init() }
@@ -450,7 +642,7 @@ func file_hangar_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hangar_policy_v1_policy_proto_rawDesc), len(file_hangar_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

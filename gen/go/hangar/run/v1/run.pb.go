@@ -25,7 +25,8 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// RunType says which phases a run goes through.
+// RunType says which phases a run goes through: a spec's phases are a subset of
+// its type's, in the order listed here (any other name is rejected at intake).
 type RunType int32
 
 const (
@@ -101,6 +102,10 @@ func (RunType) EnumDescriptor() ([]byte, []int) {
 //     handled exactly once, later ones only produce the rejection event).
 //  7. The spec decrypts (REASON_DECRYPT_FAILED) and decodes as a RunSpec with no
 //     unknown fields (REASON_MALFORMED).
+//  8. The spec is valid for its type (REASON_MALFORMED, message "invalid run spec:
+//     ..."): `type` is set, `phases` is not empty and has at least one line, each
+//     phase name is one of the type's phases (RunType), at most once, in order.
+//     Only then does the policy service see the run (docs/RUNSPEC.md#validation).
 type SignedEnvelope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Serialized RunEnvelope.
@@ -714,7 +719,8 @@ func (x *EnvVar) GetSecret() bool {
 // Phase is one step of a run, with its hooks.
 type Phase struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// One of "init", "plan", "apply", "perform" (a task's command).
+	// One of the run type's phases (see RunType): "init", "plan", "apply" or
+	// "perform" (a task's command).
 	Name          string   `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Before        []string `protobuf:"bytes,2,rep,name=before,proto3" json:"before,omitempty"`
 	Commands      []string `protobuf:"bytes,3,rep,name=commands,proto3" json:"commands,omitempty"`

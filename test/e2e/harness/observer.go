@@ -15,14 +15,16 @@ import (
 	"github.com/hangar-dev/hangar/platform/mqtttopic"
 )
 
-// Recorder is the control plane's view of a pool that survives broker
-// restarts: a persistent MQTT session (clean session off, fixed client id,
-// QoS 1) that reconnects by itself, so that events published while it was
-// away are delivered when it is back. Unlike Observer it keeps every delivery,
-// duplicates included, so that tests can tell a redelivery (same event id,
-// same content) from two producers (same event id, different worker), and
-// when each delivery arrived.
-type Recorder struct {
+// Observer is the control plane's view of a pool: every Event and Heartbeat
+// the pool publishes, decoded. It holds a persistent MQTT session (clean
+// session off, fixed client id, QoS 1) that reconnects by itself, so that
+// events published while it was away (a broker restart, a cut link) are
+// delivered when it is back. It keeps every delivery, duplicates included, so
+// that tests can tell a redelivery (same event id, same content) from two
+// producers (same event id, different worker), and when each delivery
+// arrived; Events and RunEvents deduplicate by event id (delivery is at least
+// once).
+type Observer struct {
 	t      testing.TB
 	PoolID string
 
@@ -42,16 +44,17 @@ type Delivery struct {
 	Index int
 }
 
-// Record connects as the control plane (certificate of cpDir) to broker with
-// a persistent session and subscribes to the pool's events and heartbeats.
-func Record(t testing.TB, broker, cpDir, poolID string) *Recorder {
+// Observe connects as the control plane (certificate of cpDir) to broker with
+// a persistent session and subscribes to the pool's events and heartbeats
+// (refused subscriptions fail the test). It is subscribed when it returns.
+func Observe(t testing.TB, broker, cpDir, poolID string) *Observer {
 	t.Helper()
-	r := &Recorder{t: t, PoolID: poolID, changed: make(chan struct{})}
+	r := &Observer{t: t, PoolID: poolID, changed: make(chan struct{})}
 	t.Cleanup(func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		for _, msg := range r.bad {
-			t.Errorf("recorder of pool %s: %s", poolID, msg)
+			t.Errorf("observer of pool %s: %s", poolID, msg)
 		}
 	})
 	var id [6]byte
@@ -59,7 +62,7 @@ func Record(t testing.TB, broker, cpDir, poolID string) *Recorder {
 	handler := func(_ mqtt.Client, m mqtt.Message) { r.onMessage(m) }
 	opts := mqtt.NewClientOptions().
 		AddBroker(broker).
-		SetClientID("e2e-rec-" + hex.EncodeToString(id[:])).
+		SetClientID("e2e-obs-" + hex.EncodeToString(id[:])).
 		SetTLSConfig(ControlPlaneTLS(t, cpDir)).
 		SetProtocolVersion(4).
 		SetCleanSession(false).
@@ -83,20 +86,19 @@ func Record(t testing.TB, broker, cpDir, poolID string) *Recorder {
 	c := mqtt.NewClient(opts)
 	tok := c.Connect()
 	if !tok.WaitTimeout(60*time.Second) || tok.Error() != nil {
-		t.Fatalf("recorder: connect to %s as the control plane: %v", broker, tok.Error())
+		t.Fatalf("observer: connect to %s as the control plane: %v", broker, tok.Error())
 	}
 	// Subscribed (and so recording) before the caller goes on.
 	for _, topic := range []string{mqtttopic.Events(poolID), mqtttopic.Heartbeats(poolID)} {
-		st := c.Subscribe(topic, 1, nil)
-		if !st.WaitTimeout(30*time.Second) || st.Error() != nil {
-			t.Fatalf("recorder: subscribe %s: %v", topic, st.Error())
+		if code := Subscribe(t, c, topic, nil); code > 2 {
+			t.Fatalf("observer: subscription to %s refused (0x%02x)", topic, code)
 		}
 	}
 	t.Cleanup(func() { c.Disconnect(100) })
 	return r
 }
 
-func (r *Recorder) onMessage(m mqtt.Message) {
+func (r *Observer) onMessage(m mqtt.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch m.Topic() {
@@ -122,8 +124,8 @@ func (r *Recorder) onMessage(m mqtt.Message) {
 	r.changed = make(chan struct{})
 }
 
-// Connects is how many times the recorder (re)connected.
-func (r *Recorder) Connects() int {
+// Connects is how many times the observer (re)connected.
+func (r *Observer) Connects() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.connects
@@ -131,14 +133,14 @@ func (r *Recorder) Connects() int {
 
 // Deliveries returns every event delivery so far, duplicates included, in
 // arrival order.
-func (r *Recorder) Deliveries() []Delivery {
+func (r *Observer) Deliveries() []Delivery {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]Delivery(nil), r.deliveries...)
 }
 
 // RunDeliveries returns every delivery of the run's events, in arrival order.
-func (r *Recorder) RunDeliveries(runID string) []Delivery {
+func (r *Observer) RunDeliveries(runID string) []Delivery {
 	var out []Delivery
 	for _, d := range r.Deliveries() {
 		if d.Event.GetRunId() == runID {
@@ -150,7 +152,7 @@ func (r *Recorder) RunDeliveries(runID string) []Delivery {
 
 // Events returns the events so far, deduplicated by event id (first copy),
 // in arrival order.
-func (r *Recorder) Events() []*eventv1.Event {
+func (r *Observer) Events() []*eventv1.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return dedupe(r.deliveries)
@@ -170,7 +172,7 @@ func dedupe(ds []Delivery) []*eventv1.Event {
 }
 
 // RunEvents returns the run's events, deduplicated by id, ordered by sequence.
-func (r *Recorder) RunEvents(runID string) []*eventv1.Event {
+func (r *Observer) RunEvents(runID string) []*eventv1.Event {
 	var out []*eventv1.Event
 	for _, ev := range r.Events() {
 		if ev.GetRunId() == runID {
@@ -182,14 +184,14 @@ func (r *Recorder) RunEvents(runID string) []*eventv1.Event {
 }
 
 // Heartbeats returns the heartbeats so far, in arrival order.
-func (r *Recorder) Heartbeats() []*eventv1.Heartbeat {
+func (r *Observer) Heartbeats() []*eventv1.Heartbeat {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]*eventv1.Heartbeat(nil), r.heartbeats...)
 }
 
 // WaitEvent waits up to timeout for an event matching pred and returns it.
-func (r *Recorder) WaitEvent(timeout time.Duration, what string, pred func(*eventv1.Event) bool) *eventv1.Event {
+func (r *Observer) WaitEvent(timeout time.Duration, what string, pred func(*eventv1.Event) bool) *eventv1.Event {
 	r.t.Helper()
 	var found *eventv1.Event
 	r.wait(timeout, what, func() bool {
@@ -205,7 +207,7 @@ func (r *Recorder) WaitEvent(timeout time.Duration, what string, pred func(*even
 }
 
 // WaitHeartbeat waits up to timeout for a heartbeat matching pred.
-func (r *Recorder) WaitHeartbeat(timeout time.Duration, what string, pred func(*eventv1.Heartbeat) bool) *eventv1.Heartbeat {
+func (r *Observer) WaitHeartbeat(timeout time.Duration, what string, pred func(*eventv1.Heartbeat) bool) *eventv1.Heartbeat {
 	r.t.Helper()
 	var found *eventv1.Heartbeat
 	r.wait(timeout, what, func() bool {
@@ -222,7 +224,7 @@ func (r *Recorder) WaitHeartbeat(timeout time.Duration, what string, pred func(*
 
 // WaitFor waits up to timeout until cond (called with no lock held, after
 // each delivery and at least every second) is true.
-func (r *Recorder) WaitFor(timeout time.Duration, what string, cond func() bool) {
+func (r *Observer) WaitFor(timeout time.Duration, what string, cond func() bool) {
 	r.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -233,7 +235,7 @@ func (r *Recorder) WaitFor(timeout time.Duration, what string, cond func() bool)
 			return
 		}
 		if time.Now().After(deadline) {
-			r.t.Fatalf("recorder of pool %s: no %s within %s", r.PoolID, what, timeout)
+			r.t.Fatalf("observer of pool %s: no %s within %s", r.PoolID, what, timeout)
 		}
 		select {
 		case <-ch:
@@ -242,7 +244,7 @@ func (r *Recorder) WaitFor(timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-func (r *Recorder) wait(timeout time.Duration, what string, cond func() bool) {
+func (r *Observer) wait(timeout time.Duration, what string, cond func() bool) {
 	r.t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -261,7 +263,7 @@ func (r *Recorder) wait(timeout time.Duration, what string, cond func() bool) {
 			for _, ev := range r.Events() {
 				s += "  " + DescribeEvent(ev) + "\n"
 			}
-			r.t.Fatalf("recorder of pool %s: no %s within %s; events so far:\n%s", r.PoolID, what, timeout, s)
+			r.t.Fatalf("observer of pool %s: no %s within %s; events so far:\n%s", r.PoolID, what, timeout, s)
 		}
 	}
 }

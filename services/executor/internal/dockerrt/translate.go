@@ -1,0 +1,112 @@
+package dockerrt
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+
+	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
+	"github.com/hangar-dev/hangar/services/executor/internal/runner"
+)
+
+// phaseSpec is what the engine is asked to create for one phase of a run: a
+// pure translation of the job and the runtime's options, with no engine call.
+type phaseSpec struct {
+	Name   string
+	Config *container.Config
+	Host   *container.HostConfig
+}
+
+// runLabels are the labels of everything created for a run.
+func (r *Runtime) runLabels(runID string) map[string]string {
+	return map[string]string{
+		LabelManaged:    "true",
+		LabelRunID:      runID,
+		LabelExecutorID: r.opts.ExecutorID,
+	}
+}
+
+// phaseContainer translates phase i of job into its container: the runner
+// image with its entrypoint cleared, the phase script under /bin/sh -c, the
+// working directory workdir, the job's environment, the run's labels and the
+// phase's, the workspace volume at /workspace and the extra mounts (as
+// checked by checkedMounts), the stop
+// grace period, and the security settings of hostConfig.
+func (r *Runtime) phaseContainer(job *runner.Job, volume, workdir string, i int, p *runv1.Phase, extra []mount.Mount) phaseSpec {
+	labels := r.runLabels(job.RunID)
+	labels[LabelPhase] = p.GetName()
+	stopTimeout := graceSeconds(job.StopGrace)
+	mounts := append([]mount.Mount{{
+		Type:   mount.TypeVolume,
+		Source: volume,
+		Target: workspaceDir,
+		// The volume holds the job's workspace only, not what the image
+		// has at /workspace.
+		VolumeOptions: &mount.VolumeOptions{NoCopy: true},
+	}}, extra...)
+	var pids *int64
+	if r.opts.PidsLimit > 0 {
+		pids = &r.opts.PidsLimit
+	}
+	useInit := true
+	return phaseSpec{
+		Name: fmt.Sprintf("hangar-%s-%d-%s", job.RunID, i, sanitizeName(p.GetName())),
+		Config: &container.Config{
+			Image: job.Spec.GetRunnerImage(),
+			// An empty, non-nil entrypoint clears the image's, so that the
+			// phase runs under /bin/sh whatever the image's ENTRYPOINT.
+			Entrypoint:   []string{},
+			Cmd:          []string{"/bin/sh", "-c", runner.PhaseScript(p)},
+			WorkingDir:   workdir,
+			Env:          slices.Clone(job.Env),
+			Labels:       labels,
+			AttachStdout: true,
+			AttachStderr: true,
+			StopTimeout:  &stopTimeout,
+		},
+		Host: r.hostConfig(mounts, pids, &useInit),
+	}
+}
+
+// hostConfig is the security-relevant part of every run container:
+//   - not privileged, no new privileges (setuid binaries cannot raise them),
+//     the engine's default seccomp and AppArmor profiles;
+//   - all capabilities dropped, then only those a shell job commonly needs
+//     added back: CHOWN, DAC_OVERRIDE, FOWNER, FSETID (file ownership and
+//     modes, e.g. package managers and tar extraction), SETUID, SETGID
+//     (switching users, e.g. su/gosu in runner images), KILL (signalling its
+//     own processes) and NET_BIND_SERVICE. Docker's default set also has
+//     MKNOD, NET_RAW, SYS_CHROOT, SETPCAP, SETFCAP and AUDIT_WRITE; they
+//     are left out (NET_RAW allows spoofing on the network, MKNOD device
+//     nodes, SETFCAP/SETPCAP capability games);
+//   - a private IPC namespace, an init process (docker-init) as PID 1 that
+//     forwards the stop signal and reaps zombies, a PID limit;
+//   - logging driver "none": the output goes to the executor through the
+//     attach stream only and is never written unmasked to the host's disk.
+func (r *Runtime) hostConfig(mounts []mount.Mount, pids *int64, init *bool) *container.HostConfig {
+	return &container.HostConfig{
+		NetworkMode: container.NetworkMode(r.opts.Network),
+		Runtime:     r.opts.Runtime,
+		Mounts:      mounts,
+		Privileged:  false,
+		CapDrop:     []string{"ALL"},
+		CapAdd:      runCapabilities(),
+		SecurityOpt: []string{"no-new-privileges"},
+		IpcMode:     container.IPCModePrivate,
+		Init:        init,
+		LogConfig:   container.LogConfig{Type: "none"},
+		Resources: container.Resources{
+			Memory:    r.opts.Memory,
+			NanoCPUs:  r.opts.NanoCPUs,
+			PidsLimit: pids,
+		},
+	}
+}
+
+// runCapabilities are the capabilities a run container keeps (see
+// hostConfig).
+func runCapabilities() []string {
+	return []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETGID", "SETUID", "KILL", "NET_BIND_SERVICE"}
+}
