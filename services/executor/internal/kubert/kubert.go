@@ -36,6 +36,7 @@ package kubert
 
 import (
 	"archive/tar"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -89,7 +90,8 @@ type Options struct {
 	Namespace string
 	// ExecutorID names this executor in the labels; required.
 	ExecutorID string
-	// PoolID names the pool in the labels, when known.
+	// PoolID names the pool in the labels when the job does not
+	// (runner.Job.PoolID).
 	PoolID string
 	// PullPolicy of the runner image (HANGAR_KUBE_IMAGE_PULL_POLICY,
 	// default IfNotPresent) and PullSecrets, the names of
@@ -275,7 +277,7 @@ func (r *Runtime) Open(job *runner.Job) (runner.Session, error) {
 	}
 	spec := &podSpec{
 		Namespace: r.opts.Namespace, Name: podName(job.RunID), RunID: job.RunID,
-		ExecutorID: r.opts.ExecutorID, PoolID: r.opts.PoolID,
+		ExecutorID: r.opts.ExecutorID, PoolID: cmp.Or(job.PoolID, r.opts.PoolID),
 		Image: job.Spec.GetRunnerImage(), Workdir: workdir, Phases: runner.Selected(job),
 		Hold: job.ExportTo != nil, Grace: job.StopGrace, Deadline: timeout,
 		Memory: r.opts.Memory, MilliCPUs: r.opts.MilliCPUs,
