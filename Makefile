@@ -10,7 +10,7 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 GOLANGCI_LINT_VERSION      := v2.15.0
 
-.PHONY: all dev test test-short lint generate generate-check tidy tidy-check work-check check bench tools build images
+.PHONY: all dev setup test test-short lint generate generate-check tidy tidy-check work-check check bench tools build images
 
 all: check
 
@@ -18,8 +18,12 @@ all: check
 dev:
 	go run ./cmd/hangarctl dev
 
-## test: every test of every module, with the race detector, each module alone
-test:
+## setup: install, when missing, the Debian packages the tests need (idempotent, silent when all is there)
+setup:
+	scripts/setup.sh
+
+## test: set-up, then every test of every module, with the race detector, each module alone
+test: setup
 	scripts/test.sh
 
 ## build: every binary into bin/

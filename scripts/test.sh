@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of every module with the race detector, each module on its own
 # (GOWORK=off), so that each go.mod is proven complete. Tests that need Docker,
-# Mosquitto or git fail with what to install; .ci/run installs all of it.
+# Mosquitto or git fail with what to install; scripts/setup.sh (run by `make
+# test`) installs all of it.
 # Extra arguments go to `go test` (e.g. scripts/test.sh -run TestX).
 set -euo pipefail
 cd "$(dirname "$0")/.."

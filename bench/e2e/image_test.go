@@ -19,6 +19,10 @@ var imageOnce = sync.OnceValue(ensureImage)
 func ensureImage() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	_, err := runimage.Ensure(ctx, runimage.CLI{}, benchImage, func() (*runimage.Rootfs, error) { return runimage.Busybox(nil) })
+	fs, err := runimage.Busybox(nil)
+	if err != nil {
+		return err
+	}
+	_, err = runimage.Ensure(ctx, runimage.CLI{}, benchImage, fs)
 	return err
 }

@@ -129,8 +129,6 @@ require (
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
 	go.opentelemetry.io/otel/metric v1.47.0 // indirect
 	go.opentelemetry.io/otel/sdk v1.47.0 // indirect
-	go.opentelemetry.io/otel/trace v1.47.0 // indirect
-	go.opentelemetry.io/proto/otlp v1.11.1 // indirect
 	go.yaml.in/yaml/v2 v2.4.4 // indirect
 	go.yaml.in/yaml/v3 v3.0.6 // indirect
 	golang.org/x/exp v0.0.0-20260908205506-85c1c2202aba // indirect
@@ -138,7 +136,6 @@ require (
 	golang.org/x/oauth2 v0.37.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
-	golang.org/x/term v0.47.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 	golang.org/x/tools v0.51.0 // indirect
@@ -173,6 +170,12 @@ require github.com/hangar-dev/hangar/services/logship v0.0.0
 
 replace github.com/hangar-dev/hangar/services/logship => ../../services/logship
 
-require github.com/hangar-dev/hangar/services/policy v0.0.0
+require (
+	github.com/hangar-dev/hangar/services/policy v0.0.0
+	go.opentelemetry.io/otel/trace v1.47.0
+	go.opentelemetry.io/proto/otlp v1.11.1
+	golang.org/x/term v0.47.0
+	mvdan.cc/sh/v3 v3.14.1
+)
 
 replace github.com/hangar-dev/hangar/services/policy => ../../services/policy

@@ -618,3 +618,60 @@ func TestSelectors(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolTLSWiring: every service of the pool runs mutual TLS by default
+// (docs/adr/0008): its HANGAR_TLS_* files are the keys of its own Secret
+// hangar-tls-<service>, mounted read-only, and nothing turns plaintext on.
+func TestPoolTLSWiring(t *testing.T) {
+	objs := build(t)
+	want := map[string]struct {
+		secret    string
+		cert, key string
+	}{
+		"StatefulSet hangar-gateway": {"hangar-tls-gateway", "HANGAR_TLS_CERT", "HANGAR_TLS_KEY"},
+		"Deployment hangar-policy":   {"hangar-tls-policy", "HANGAR_TLS_CERT", "HANGAR_TLS_KEY"},
+		"Deployment hangar-logship":  {"hangar-tls-logship", "HANGAR_TLS_CERT", "HANGAR_TLS_KEY"},
+		"DaemonSet hangar-executor":  {"hangar-tls-executor", "HANGAR_TLS_ENROLL_CERT", "HANGAR_TLS_ENROLL_KEY"},
+	}
+	seen := 0
+	for _, w := range workloads(objs) {
+		exp, ok := want[w.name]
+		if !ok {
+			continue
+		}
+		seen++
+		pod := &w.template.Spec
+		c := &pod.Containers[0]
+		if e := envVar(c, "HANGAR_INSECURE_PLAINTEXT"); e != nil {
+			t.Errorf("%s sets HANGAR_INSECURE_PLAINTEXT", w.name)
+		}
+		for envName, key := range map[string]string{"HANGAR_TLS_CA": "ca.crt", exp.cert: "tls.crt", exp.key: "tls.key"} {
+			e := envVar(c, envName)
+			if e == nil {
+				t.Errorf("%s: %s is not set", w.name, envName)
+				continue
+			}
+			ok := false
+			for _, m := range c.VolumeMounts {
+				rel, err := filepath.Rel(m.MountPath, e.Value)
+				if err != nil || strings.HasPrefix(rel, "..") || !m.ReadOnly {
+					continue
+				}
+				for _, v := range pod.Volumes {
+					if v.Name != m.Name || v.Secret == nil || v.Secret.SecretName != exp.secret {
+						continue
+					}
+					for _, it := range v.Secret.Items {
+						ok = ok || (it.Key == key && it.Path == rel)
+					}
+				}
+			}
+			if !ok {
+				t.Errorf("%s: %s=%s is not the key %q of the Secret %s mounted read-only", w.name, envName, e.Value, key, exp.secret)
+			}
+		}
+	}
+	if seen != len(want) {
+		t.Errorf("found %d of the %d pool services", seen, len(want))
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/hangar-dev/hangar/platform/telemetry"
@@ -64,4 +66,31 @@ func Dial(target string, tlsConf *tls.Config, tel *telemetry.Telemetry, opts ...
 		return nil, fmt.Errorf("dial %s: %w", target, err)
 	}
 	return conn, nil
+}
+
+// CheckPlaintext refuses a plaintext connection to a target that is not on
+// loopback unless insecure (HANGAR_INSECURE_PLAINTEXT) is set: run specs,
+// secrets and logs must not cross a network in clear.
+func CheckPlaintext(target string, insecure bool) error {
+	if insecure || isLoopbackTarget(target) {
+		return nil
+	}
+	return fmt.Errorf("dial %s: refusing a plaintext connection off loopback: give this service its pool certificate "+
+		"(HANGAR_TLS_CA, HANGAR_TLS_CERT, HANGAR_TLS_KEY) or set HANGAR_INSECURE_PLAINTEXT=true", target)
+}
+
+func isLoopbackTarget(target string) bool {
+	if i := strings.Index(target, ":///"); i >= 0 {
+		target = target[i+4:]
+	}
+	host, _, err := net.SplitHostPort(target)
+	if err != nil {
+		host = target
+	}
+	host = strings.TrimPrefix(strings.TrimSuffix(host, "]"), "[")
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -226,3 +226,24 @@ func TestDialErrors(t *testing.T) {
 		t.Errorf("KeepaliveTime %v below the servers' minimum %v", dial.KeepaliveTime, serve.MinClientPingInterval)
 	}
 }
+
+func TestCheckPlaintext(t *testing.T) {
+	for _, tt := range []struct {
+		target   string
+		insecure bool
+		ok       bool
+	}{
+		{"127.0.0.1:7300", false, true},
+		{"localhost:7300", false, true},
+		{"dns:///localhost:7300", false, true},
+		{"[::1]:7300", false, true},
+		{"gateway:7300", false, false},
+		{"dns:///gateway:7300", false, false},
+		{"10.0.0.5:7300", false, false},
+		{"gateway:7300", true, true},
+	} {
+		if err := dial.CheckPlaintext(tt.target, tt.insecure); (err == nil) != tt.ok {
+			t.Errorf("CheckPlaintext(%s, %v) = %v, ok want %v", tt.target, tt.insecure, err, tt.ok)
+		}
+	}
+}

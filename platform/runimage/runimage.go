@@ -13,7 +13,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"debug/elf"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -24,7 +26,8 @@ import (
 )
 
 // Rootfs is an image's file system as a tarball, with the image configuration
-// changes (Dockerfile instructions) the import applies.
+// changes (Dockerfile instructions) the import applies and the message the
+// image keeps as its comment (naming the content's digest).
 type Rootfs struct {
 	// Kind names what the image holds, for messages ("busybox", "hangar shell").
 	Kind    string
@@ -124,11 +127,12 @@ func build(kind, message, name string, bin []byte, links []string) (*Rootfs, err
 	if err := writeRootfs(&buf, name, bin, links); err != nil {
 		return nil, fmt.Errorf("%s image: %w", kind, err)
 	}
+	sum := sha256.Sum256(buf.Bytes())
 	return &Rootfs{
 		Kind:    kind,
 		Tar:     buf.Bytes(),
 		Changes: []string{`CMD ["/bin/sh"]`, "ENV PATH=/bin"},
-		Message: message,
+		Message: message + " (content sha256:" + hex.EncodeToString(sum[:8]) + ")",
 	}, nil
 }
 
@@ -183,31 +187,29 @@ func writeRootfs(w io.Writer, name string, bin []byte, links []string) error {
 
 // Engine is what Ensure needs of a container engine.
 type Engine interface {
-	// HasImage reports whether the engine has ref.
-	HasImage(ctx context.Context, ref string) (bool, error)
+	// ImageComment returns the comment of ref (the message of its import)
+	// and whether the engine has ref at all.
+	ImageComment(ctx context.Context, ref string) (comment string, found bool, err error)
 	// ImportImage imports rootfs as ref (docker import).
 	ImportImage(ctx context.Context, ref string, rootfs *Rootfs) error
 }
 
-// Ensure makes sure the engine has ref, importing what build returns when it
-// does not. It reports whether it imported the image.
-func Ensure(ctx context.Context, eng Engine, ref string, build func() (*Rootfs, error)) (bool, error) {
-	ok, err := eng.HasImage(ctx, ref)
+// Ensure makes sure the engine has ref with the content of fs: it imports fs
+// unless ref exists with fs's Message, which names the content's digest (an
+// image of an older build is replaced). It reports whether it imported.
+func Ensure(ctx context.Context, eng Engine, ref string, fs *Rootfs) (bool, error) {
+	comment, found, err := eng.ImageComment(ctx, ref)
 	if err != nil {
 		return false, fmt.Errorf("runner image %s: %w", ref, err)
 	}
-	if ok {
+	if found && comment == fs.Message {
 		return false, nil
 	}
-	fs, err := build()
-	if err != nil {
-		return false, err
-	}
 	if err := eng.ImportImage(ctx, ref, fs); err != nil {
-		return false, fmt.Errorf("runner image %s: import %s image: %w", ref, fs.Kind, err)
+		return false, fmt.Errorf("runner image %s: import the %s image: %w", ref, fs.Kind, err)
 	}
-	if ok, err := eng.HasImage(ctx, ref); err != nil || !ok {
-		return false, fmt.Errorf("runner image %s: not present after the import (%v)", ref, err)
+	if comment, found, err := eng.ImageComment(ctx, ref); err != nil || !found || comment != fs.Message {
+		return false, fmt.Errorf("runner image %s: not there after the import (found %v, comment %q, %v)", ref, found, comment, err)
 	}
 	return true, nil
 }
@@ -219,19 +221,21 @@ type CLI struct {
 	Env []string
 }
 
-// HasImage runs docker image inspect.
-func (c CLI) HasImage(ctx context.Context, ref string) (bool, error) {
-	cmd := exec.CommandContext(ctx, "docker", "image", "inspect", "--format", "{{.Id}}", ref)
+// ImageComment runs docker image inspect.
+func (c CLI) ImageComment(ctx context.Context, ref string) (string, bool, error) {
+	cmd := exec.CommandContext(ctx, "docker", "image", "inspect", "--format", "{{.Comment}}", ref)
 	cmd.Env = append(os.Environ(), c.Env...)
-	out, err := cmd.CombinedOutput()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
 	if err == nil {
-		return true, nil
+		return strings.TrimSpace(stdout.String()), true, nil
 	}
 	var ee *exec.ExitError
-	if errors.As(err, &ee) && strings.Contains(strings.ToLower(string(out)), "no such image") {
-		return false, nil
+	if errors.As(err, &ee) && strings.Contains(strings.ToLower(stderr.String()), "no such image") {
+		return "", false, nil
 	}
-	return false, fmt.Errorf("docker image inspect %s: %w: %s", ref, err, strings.TrimSpace(string(out)))
+	return "", false, fmt.Errorf("docker image inspect %s: %w: %s", ref, err, strings.TrimSpace(stderr.String()))
 }
 
 // ImportImage runs docker import.

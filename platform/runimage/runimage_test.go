@@ -90,7 +90,8 @@ func TestFindStaticBusyboxSkipsWhatCannotRun(t *testing.T) {
 }
 
 // TestEnsureImportsOnce imports a busybox image into the real engine with the
-// docker CLI, runs it, and checks that a second Ensure imports nothing.
+// docker CLI, runs it, and checks that a second Ensure imports nothing and
+// that other content under the same name is imported again.
 func TestEnsureImportsOnce(t *testing.T) {
 	if err := exec.Command("docker", "version").Run(); err != nil {
 		t.Fatalf("the Docker engine is required: %v", err)
@@ -101,12 +102,21 @@ func TestEnsureImportsOnce(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("docker", "image", "rm", "-f", ref).Run() })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	build := func() (*Rootfs, error) { return Busybox(nil) }
+	fs, err := Busybox(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i, want := range []bool{true, false} {
-		got, err := Ensure(ctx, CLI{}, ref, build)
+		got, err := Ensure(ctx, CLI{}, ref, fs)
 		if err != nil || got != want {
 			t.Fatalf("Ensure #%d = %v, %v; want %v, nil", i+1, got, err, want)
 		}
+	}
+	// Another content under the same name replaces the image.
+	other := *fs
+	other.Message += " (changed)"
+	if got, err := Ensure(ctx, CLI{}, ref, &other); err != nil || !got {
+		t.Fatalf("Ensure of changed content = %v, %v; want an import", got, err)
 	}
 	out, err := exec.CommandContext(ctx, "docker", "run", "--rm", "--network", "none", ref, "sh", "-c", "echo hi from $(id -un)").CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "hi from root" {

@@ -62,9 +62,18 @@ type Config struct {
 	// (/metrics, /livez, /readyz). Empty means no debug server.
 	DebugAddr string
 	// TLS secures the gRPC server; nil means plaintext. With ClientCAs and
-	// RequireAndVerifyClientCert set (tlsconfig.ServerConfig), clients need
-	// a certificate. The debug server is always plaintext.
+	// RequireAndVerifyClientCert set (tlsconfig.Pool.ServerConfig), clients
+	// need a certificate, and Access says which roles may call what. The
+	// debug server is always plaintext and serves only /metrics, /livez and
+	// /readyz.
 	TLS *tls.Config
+	// Access lists the roles allowed per method (see Access). It is
+	// enforced whenever TLS is set; nil then means no role check.
+	Access Access
+	// InsecurePlaintext allows a plaintext gRPC server on a non-loopback
+	// address (HANGAR_INSECURE_PLAINTEXT). Without it, New refuses one.
+	// Plaintext is logged at WARN level at every start either way.
+	InsecurePlaintext bool
 	// ShutdownTimeout bounds the graceful part of shutdown. Zero means
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
@@ -115,6 +124,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if err := checkPlaintext(cfg); err != nil {
+		return nil, err
+	}
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -161,9 +173,16 @@ func grpcOptions(cfg Config, deps Deps, m *metrics) []grpc.ServerOption {
 		)),
 	))}
 	ic := &interceptors{log: deps.Logger, metrics: m}
+	unary := []grpc.UnaryServerInterceptor{ic.unary}
+	stream := []grpc.StreamServerInterceptor{ic.stream}
+	if cfg.TLS != nil && cfg.Access != nil {
+		az := &authorizer{access: cfg.Access, log: deps.Logger}
+		unary = append(unary, az.unary)
+		stream = append(stream, az.stream)
+	}
 	opts = append(opts,
-		grpc.ChainUnaryInterceptor(ic.unary),
-		grpc.ChainStreamInterceptor(ic.stream),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             MinClientPingInterval,
 			PermitWithoutStream: true,
@@ -182,10 +201,6 @@ func grpcOptions(cfg Config, deps Deps, m *metrics) []grpc.ServerOption {
 // GRPC returns the gRPC server to register services on, before Run; nil
 // when Config.GRPCAddr is empty.
 func (s *Server) GRPC() *grpc.Server { return s.grpc }
-
-// HandleDebug adds an endpoint to the debug server. The patterns /metrics,
-// /livez and /readyz are taken.
-func (s *Server) HandleDebug(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // AddReadinessCheck adds a check that /readyz runs on every request. /readyz
 // answers 200 when every check returns nil within 5s, and 503 listing the
@@ -279,8 +294,22 @@ func (s *Server) Run(ctx context.Context) error {
 		running++
 		go func() { results <- result{"debug", s.debug.Serve(debugLn)} }()
 	}
+	mode := "mutual TLS"
+	switch {
+	case grpcLn == nil:
+		mode = ""
+	case s.cfg.TLS == nil:
+		mode = "plaintext"
+		s.log.WarnContext(ctx, "gRPC serves in PLAINTEXT: no encryption and no authentication; anyone who reaches the port can act as any service of the pool",
+			"service", s.cfg.ServiceName, "grpc_addr", addrString(grpcLn), "insecure_plaintext", s.cfg.InsecurePlaintext)
+	case s.cfg.TLS.ClientAuth != tls.RequireAndVerifyClientCert:
+		mode = "TLS without client certificates"
+	}
 	s.log.InfoContext(ctx, "serving", "service", s.cfg.ServiceName,
-		"grpc_addr", addrString(grpcLn), "debug_addr", addrString(debugLn))
+		"grpc_addr", addrString(grpcLn), "grpc_security", mode, "debug_addr", addrString(debugLn))
+	if debugLn != nil {
+		s.log.InfoContext(ctx, "debug server listening (/metrics, /livez, /readyz only)", "service", s.cfg.ServiceName, "debug_addr", addrString(debugLn))
+	}
 
 	var failure error
 	select {

@@ -332,16 +332,19 @@ func TestReadyz(t *testing.T) {
 	}
 }
 
-func TestHandleDebug(t *testing.T) {
+// TestDebugServesOnlyHealthAndMetrics: nothing but /metrics, /livez and
+// /readyz answers on the debug port (no pprof, no expvar, no index).
+func TestDebugServesOnlyHealthAndMetrics(t *testing.T) {
 	h := start(t, serve.Config{}, nil)
-	h.srv.HandleDebug("GET /debug/slots", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("3 free"))
-	}))
-	if code, body := h.get(t, "/debug/slots"); code != 200 || body != "3 free" {
-		t.Errorf("/debug/slots = %d %q", code, body)
+	for _, p := range []string{"/metrics", "/livez", "/readyz"} {
+		if code, _ := h.get(t, p); code != 200 {
+			t.Errorf("%s = %d, want 200", p, code)
+		}
 	}
-	if code, _ := h.get(t, "/nope"); code != 404 {
-		t.Errorf("/nope = %d", code)
+	for _, p := range []string{"/", "/debug/pprof/", "/debug/pprof/heap", "/debug/vars", "/nope", "/metrics/x"} {
+		if code, _ := h.get(t, p); code != 404 {
+			t.Errorf("%s = %d, want 404", p, code)
+		}
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 )
 
 // RecordedSpan is one span as received. Ids are lower-case hex;
@@ -59,9 +60,10 @@ type Receiver struct {
 	done chan struct{}
 	stop sync.Once
 
-	mu      sync.Mutex
-	spans   []RecordedSpan
-	changed chan struct{} // closed and replaced whenever spans grow
+	mu       sync.Mutex
+	spans    []RecordedSpan
+	requests []*collectortrace.ExportTraceServiceRequest
+	changed  chan struct{} // closed and replaced whenever spans grow
 }
 
 // Start listens on 127.0.0.1 on a free port and serves until ctx is done or
@@ -105,6 +107,18 @@ func (r *Receiver) Close() {
 	})
 }
 
+// Request returns every span received so far as one export request (the
+// resource spans of each request received, in order): what an OTLP tool loads.
+func (r *Receiver) Request() *collectortrace.ExportTraceServiceRequest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := &collectortrace.ExportTraceServiceRequest{}
+	for _, req := range r.requests {
+		out.ResourceSpans = append(out.ResourceSpans, req.GetResourceSpans()...)
+	}
+	return out
+}
+
 // Export implements the OTLP TraceService.
 func (r *Receiver) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
 	var got []RecordedSpan
@@ -118,6 +132,7 @@ func (r *Receiver) Export(_ context.Context, req *collectortrace.ExportTraceServ
 	}
 	r.mu.Lock()
 	r.spans = append(r.spans, got...)
+	r.requests = append(r.requests, proto.Clone(req).(*collectortrace.ExportTraceServiceRequest))
 	close(r.changed)
 	r.changed = make(chan struct{})
 	r.mu.Unlock()

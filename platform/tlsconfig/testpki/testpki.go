@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"time"
 )
 
@@ -59,6 +60,10 @@ func (ca *CA) CertPEM() []byte { return ca.certPEM }
 // for commonName, usable by servers and clients alike. Each host becomes an
 // IP or DNS subject alternative name.
 func (ca *CA) Issue(commonName string, hosts ...string) (certPEM, keyPEM []byte, err error) {
+	return ca.issue(commonName, nil, hosts)
+}
+
+func (ca *CA) issue(commonName string, uris []*url.URL, hosts []string) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("generate key: %w", err)
@@ -70,6 +75,7 @@ func (ca *CA) Issue(commonName string, hosts ...string) (certPEM, keyPEM []byte,
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:         uris,
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -87,6 +93,14 @@ func (ca *CA) Issue(commonName string, hosts ...string) (certPEM, keyPEM []byte,
 		return nil, nil, fmt.Errorf("marshal key for %s: %w", commonName, err)
 	}
 	return pemBlock("CERTIFICATE", der), pemBlock("PRIVATE KEY", pk), nil
+}
+
+// IssueRole returns a leaf certificate carrying the pool identity
+// spiffe://hangar/<pool>/<role>/<id> (ADR 0008), usable by servers and
+// clients alike, with hosts as IP or DNS names.
+func (ca *CA) IssueRole(pool, role, id string, hosts ...string) (certPEM, keyPEM []byte, err error) {
+	u := &url.URL{Scheme: "spiffe", Host: "hangar", Path: "/" + pool + "/" + role + "/" + id}
+	return ca.issue(id, []*url.URL{u}, hosts)
 }
 
 func serial() *big.Int {

@@ -22,14 +22,14 @@ func PingDocker(ctx context.Context) error {
 	return rt.Ping(ctx)
 }
 
-// RunnerImage makes sure the engine of this host has the image tag,
-// importing the file system build returns (through the Engine API: no
-// registry needed) when it does not. It reports whether it imported it.
-func RunnerImage(ctx context.Context, tag string, build func() (*runimage.Rootfs, error)) (bool, error) {
+// RunnerImage makes sure the engine of this host has the image tag with the
+// content of fs, importing it (through the Engine API: no registry needed)
+// when it does not. It reports whether it imported it.
+func RunnerImage(ctx context.Context, tag string, fs *runimage.Rootfs) (bool, error) {
 	cli, err := dockerrt.NewClientFromEnv()
 	if err != nil {
 		return false, err
 	}
 	defer cli.Close()
-	return runimage.Ensure(ctx, dockerrt.ImageEngine{API: cli}, tag, build)
+	return runimage.Ensure(ctx, dockerrt.ImageEngine{API: cli}, tag, fs)
 }

@@ -63,12 +63,16 @@ func RandomName(prefix string) string {
 // static busybox (Debian's busybox-static), built by platform/runimage (the
 // builder `hangarctl dev` and the benchmarks use too) and imported with
 // `docker import` (this machine cannot pull). It does nothing if the tag
-// exists.
+// exists with this content.
 func BusyboxImage(t testing.TB, tag string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := runimage.Ensure(ctx, runimage.CLI{}, tag, func() (*runimage.Rootfs, error) { return runimage.Busybox(nil) }); err != nil {
+	fs, err := runimage.Busybox(nil)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	if _, err := runimage.Ensure(ctx, runimage.CLI{}, tag, fs); err != nil {
 		t.Fatalf("%v", err)
 	}
 }

@@ -35,9 +35,16 @@ func (r Result) String() string {
 // failure: the caller checks Code.
 func Run(t testing.TB, timeout time.Duration, env []string, bin string, args ...string) Result {
 	t.Helper()
+	return RunIn(t, "", timeout, env, bin, args...)
+}
+
+// RunIn is Run in the working directory dir ("" for the test's).
+func RunIn(t testing.TB, dir string, timeout time.Duration, env []string, bin string, args ...string) Result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer

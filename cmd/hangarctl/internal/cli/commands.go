@@ -8,8 +8,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
+
+	"golang.org/x/term"
 )
 
 // env is what a command gets: its arguments and where to write.
@@ -17,6 +20,9 @@ type env struct {
 	args   []string
 	stdout io.Writer
 	stderr io.Writer
+	// terminal is stdout when it is a terminal (live status lines are drawn
+	// there), else nil.
+	terminal io.Writer
 }
 
 // command is one sub-command. Names may contain a space ("pool create").
@@ -42,9 +48,12 @@ var commands = []command{
 	{name: "worker undrain", summary: "let a drained worker take runs again", run: workerCommand(false)},
 	{name: "pool cycle", summary: "drain every worker of a pool and make it exit once idle", run: runPoolCycle},
 	{name: "logs", summary: "print a run's stored, masked log from S3", run: runLogs},
+	{name: "pki init", summary: "create a pool's internal CA (mutual TLS between its services)", run: runPKIInit},
+	{name: "pki issue", summary: "issue a certificate of a pool's internal CA for one role and id", run: runPKIIssue},
 	{name: "setup", summary: "one-shot set-up of a deployment: CA, pool key, pool and token files", run: runSetup},
 	{name: "s3", summary: "serve a small S3-compatible server (dev and compose stacks)", run: runS3},
 	{name: "dev", summary: "start a whole pool on this machine and run the demo", run: runDev},
+	{name: "trace", summary: "draw the trace of a run hangarctl dev kept (a waterfall of its spans)", run: runTrace},
 }
 
 // errUsage marks an error caused by bad arguments: exit code 2.
@@ -71,7 +80,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hangarctl: unknown command %q (see hangarctl help)\n", strings.Join(args, " "))
 		return 2
 	}
-	err := found.run(ctx, env{args: rest, stdout: stdout, stderr: stderr})
+	e := env{args: rest, stdout: stdout, stderr: stderr}
+	if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		e.terminal = stdout
+	}
+	err := found.run(ctx, e)
 	switch {
 	case err == nil:
 		return 0

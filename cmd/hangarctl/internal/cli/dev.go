@@ -24,8 +24,9 @@ import (
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/cpdir"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/pki"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/s3server"
-	"github.com/hangar-dev/hangar/platform/runimage"
+	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/tracefile"
 	"github.com/hangar-dev/hangar/platform/telemetry/otlprecv"
+	"github.com/hangar-dev/hangar/platform/tlsconfig"
 	executor "github.com/hangar-dev/hangar/services/executor/service"
 	gateway "github.com/hangar-dev/hangar/services/gateway/service"
 	logship "github.com/hangar-dev/hangar/services/logship/service"
@@ -143,6 +144,19 @@ func runDev(ctx context.Context, e env) error {
 	}
 	say("pool %s created; its token is in the gateway's HANGAR_TOKEN", pool.Name)
 
+	// The pool-internal CA and one certificate per service (ADR 0008): every
+	// gRPC link of the pool is mutual TLS, as in any deployment.
+	tlsDir := pki.PoolTLSDir(filepath.Join(*dir, "pool-tls"))
+	execIDs := make([]string, *executors)
+	for i := range execIDs {
+		execIDs[i] = fmt.Sprintf("dev-executor-%d", i+1)
+	}
+	tlsEnv, err := devPoolTLS(tlsDir, pool.Name, execIDs)
+	if err != nil {
+		return fmt.Errorf("pool TLS: %w", err)
+	}
+	say("pool-internal CA and service certificates in %s (mutual TLS between the services)", string(tlsDir))
+
 	traces, err := otlprecv.Start(ctx)
 	if err != nil {
 		return fmt.Errorf("trace receiver: %w", err)
@@ -151,16 +165,20 @@ func runDev(ctx context.Context, e env) error {
 
 	runtime, why := chooseRuntime(ctx, *rtFlag)
 	say("executor runtime: %s (%s)", runtime, why)
-	image := "hangar-dev/demo-runner:latest"
+	image := devRunnerImage
 	if runtime == "docker" {
-		if _, err := executor.RunnerImage(ctx, image, func() (*runimage.Rootfs, error) { return runimage.Busybox(nil) }); err != nil {
+		fs, from, err := runnerRootfs(ctx, *dir, busyboxPaths(os.Getenv("HANGAR_DEV_BUSYBOX")))
+		if err == nil {
+			_, err = executor.RunnerImage(ctx, image, fs)
+		}
+		if err != nil {
 			if *rtFlag == "docker" {
-				return fmt.Errorf("demo image: %w", err)
+				return fmt.Errorf("runner image %s: %w", image, err)
 			}
-			say("could not build the demo image (%v): using the process runtime", err)
+			say("could not build the runner image %s (%v): using the process runtime", image, err)
 			runtime = "process"
 		} else {
-			say("demo image %s ready (built locally)", image)
+			say("runner image %s ready, built locally from %s", image, from)
 		}
 	}
 
@@ -173,22 +191,24 @@ func runDev(ctx context.Context, e env) error {
 		"HANGAR_OTLP_ENDPOINT": traces.Addr(), "HANGAR_OTLP_INSECURE": "true", "HANGAR_OTLP_BATCH_TIMEOUT": "200ms",
 		"HANGAR_LOG_LEVEL": "info",
 	}
-	with := func(extra map[string]string) map[string]string {
+	with := func(extras ...map[string]string) map[string]string {
 		m := map[string]string{}
 		for k, v := range common {
 			m[k] = v
 		}
-		for k, v := range extra {
-			m[k] = v
+		for _, extra := range extras {
+			for k, v := range extra {
+				m[k] = v
+			}
 		}
 		return m
 	}
 
 	st.start(ctx, "policy", polDebug, func(ctx context.Context, log *slog.Logger) error {
-		return policy.Run(ctx, with(map[string]string{"HANGAR_POLICY_GRPC_ADDR": polGRPC, "HANGAR_POLICY_DEBUG_ADDR": polDebug}), log)
+		return policy.Run(ctx, with(tlsEnv["policy"], map[string]string{"HANGAR_POLICY_GRPC_ADDR": polGRPC, "HANGAR_POLICY_DEBUG_ADDR": polDebug}), log)
 	})
 	st.start(ctx, "logship", lsDebug, func(ctx context.Context, log *slog.Logger) error {
-		return logship.Run(ctx, with(map[string]string{
+		return logship.Run(ctx, with(tlsEnv["logship"], map[string]string{
 			"HANGAR_LOGSHIP_GRPC_ADDR": lsGRPC, "HANGAR_LOGSHIP_DEBUG_ADDR": lsDebug,
 			"HANGAR_S3_ENDPOINT": s3.Endpoint(), "HANGAR_S3_BUCKET": devBucket, "HANGAR_S3_PATH_STYLE": "true", "HANGAR_S3_REGION": "us-east-1",
 			"AWS_ACCESS_KEY_ID": accessKey, "AWS_SECRET_ACCESS_KEY": secretKey,
@@ -196,7 +216,7 @@ func runDev(ctx context.Context, e env) error {
 		}), log)
 	})
 	st.start(ctx, "gateway", gwDebug, func(ctx context.Context, log *slog.Logger) error {
-		return gateway.Run(ctx, with(map[string]string{
+		return gateway.Run(ctx, with(tlsEnv["gateway"], map[string]string{
 			"HANGAR_TOKEN": token, "HANGAR_POOL_PRIVATE_KEY": base64.StdEncoding.EncodeToString(keyPEM),
 			"HANGAR_POLICY_ADDR": polGRPC, "HANGAR_GATEWAY_GRPC_ADDR": gwGRPC, "HANGAR_GATEWAY_DEBUG_ADDR": gwDebug,
 			"HANGAR_GATEWAY_DATA_DIR": filepath.Join(*dir, "data", "gateway"), "HANGAR_WORKER_ID": "dev-gateway",
@@ -207,8 +227,8 @@ func runDev(ctx context.Context, e env) error {
 		name := fmt.Sprintf("executor-%d", i+1)
 		debug := ports[6+i]
 		st.start(ctx, name, debug, func(ctx context.Context, log *slog.Logger) error {
-			return executor.Run(ctx, with(map[string]string{
-				"HANGAR_EXECUTOR_ID": "dev-" + name, "HANGAR_EXECUTOR_RUNTIME": runtime, "HANGAR_EXECUTOR_SLOTS": "2",
+			return executor.Run(ctx, with(tlsEnv[execIDs[i]], map[string]string{
+				"HANGAR_EXECUTOR_ID": execIDs[i], "HANGAR_EXECUTOR_RUNTIME": runtime, "HANGAR_EXECUTOR_SLOTS": "2",
 				"HANGAR_GATEWAY_ADDR": gwGRPC, "HANGAR_LOGSHIP_ADDR": lsGRPC, "HANGAR_EXECUTOR_DEBUG_ADDR": debug,
 				"HANGAR_EXECUTOR_WORK_DIR": filepath.Join(*dir, "data"), "HANGAR_RUN_TIMEOUT": "10m", "HANGAR_LOGS_TIMEOUT": "2m",
 				"HANGAR_METADATA_stack": "dev",
@@ -222,16 +242,16 @@ func runDev(ctx context.Context, e env) error {
 
 	// The demo run, submitted exactly as a user would.
 	specPath := filepath.Join(*dir, "demo-run.json")
-	spec := bytes.ReplaceAll(demoSpec, []byte("hangar/demo-runner:latest"), []byte(image))
-	if err := os.WriteFile(specPath, spec, 0o600); err != nil {
+	if err := os.WriteFile(specPath, demoSpec, 0o600); err != nil {
 		return err
 	}
 	say("submitting the demo run (it prints a secret, which the log must show masked)")
 	fmt.Fprintln(out)
 	var submitOut bytes.Buffer
 	runErr := runSubmit(ctx, env{
-		args:   []string{"--dir", cpPath, "--pool", pool.Name, "--spec", specPath, "--follow", "--logship", lsGRPC, "--timeout", "5m", "--otlp", traces.Addr()},
-		stdout: io.MultiWriter(out, &submitOut), stderr: e.stderr,
+		args: []string{"--dir", cpPath, "--pool", pool.Name, "--spec", specPath, "--follow", "--logship", lsGRPC, "--timeout", "5m", "--otlp", traces.Addr(),
+			"--tls-ca", tlsDir.CAFile(), "--tls-cert", tlsDir.CertFile("operator-dev"), "--tls-key", tlsDir.KeyFile("operator-dev")},
+		stdout: io.MultiWriter(out, &submitOut), stderr: e.stderr, terminal: e.terminal,
 	})
 	fmt.Fprintln(out)
 	if runErr != nil {
@@ -249,11 +269,18 @@ func runDev(ctx context.Context, e env) error {
 	}
 	say("stored log s3://%s/%s (%d bytes): the secret is masked", devBucket, logKey, len(stored))
 	services := []string{"hangarctl", "hangar-gateway", "hangar-policy", "hangar-executor", "hangar-logship"}
-	spans, _ := traces.WaitFor(func(s []otlprecv.RecordedSpan) bool {
+	_, _ = traces.WaitFor(func(s []otlprecv.RecordedSpan) bool {
 		return len(missing(services, otlprecv.Services(otlprecv.ByTrace(s, traceID)))) == 0
 	}, 10*time.Second)
-	inTrace := otlprecv.ByTrace(spans, traceID)
-	say("trace %s: %d spans from %s", traceID, len(inTrace), strings.Join(otlprecv.Services(inTrace), ", "))
+	trace := tracefile.Filter(traces.Request(), traceID)
+	tracePath := tracefile.Path(*dir, runID)
+	if err := tracefile.Write(tracePath, trace); err != nil {
+		return err
+	}
+	fmt.Fprintln(out)
+	tracefile.Draw(out, traceID, tracefile.Spans(trace), 30)
+	fmt.Fprintln(out)
+	say("trace kept in %s (OTLP JSON, for any OTLP tool); hangarctl trace --dir %s %s draws it again", tracePath, *dir, runID)
 	say("run %s finished", runID)
 
 	if !*keep {
@@ -263,12 +290,14 @@ func runDev(ctx context.Context, e env) error {
 	fmt.Fprintf(out, `
 The stack stays up until you press Ctrl-C. In another shell:
 
-  hangarctl run submit --dir %[1]s --pool %[2]s --spec %[3]s --follow --logship %[4]s
+  hangarctl run submit --dir %[1]s --pool %[2]s --spec %[3]s --follow --logship %[4]s \
+      --tls-ca %[11]s --tls-cert %[12]s --tls-key %[13]s
   hangarctl logs --dir %[1]s %[5]s
   hangarctl broker --help        # the broker runs inside this process on %[6]s
 
 Metrics: http://%[7]s/metrics (gateway), http://%[8]s/metrics (logship), http://%[9]s/metrics (policy), %[10]s (executors)
-`, cpPath, pool.Name, specPath, lsGRPC, runID, brokerURL, gwDebug, lsDebug, polDebug, executorMetrics(ports[6:6+*executors]))
+`, cpPath, pool.Name, specPath, lsGRPC, runID, brokerURL, gwDebug, lsDebug, polDebug, executorMetrics(ports[6:6+*executors]),
+		tlsDir.CAFile(), tlsDir.CertFile("operator-dev"), tlsDir.KeyFile("operator-dev"))
 	select {
 	case <-ctx.Done():
 	case err := <-st.errs:
@@ -422,4 +451,45 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// devPoolTLS makes (or keeps) the pool-internal CA in dir and a certificate
+// for each service, the executors execIDs and the operator "dev", and
+// returns each service's HANGAR_TLS_* variables: by role name for the
+// services, by id for the executors.
+func devPoolTLS(dir pki.PoolTLSDir, poolName string, execIDs []string) (map[string]map[string]string, error) {
+	ca, _, err := dir.InitPoolCA(poolName)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]map[string]string{}
+	issue := func(key string, id tlsconfig.Identity) error {
+		name := pki.FileName(id)
+		if _, err := os.Stat(dir.CertFile(name)); err == nil {
+			// A kept directory (--dir) of an earlier pool: certificates of
+			// this pool are issued afresh.
+			if err := os.Remove(dir.CertFile(name)); err != nil {
+				return err
+			}
+		}
+		if _, err := dir.Issue(ca, id, []string{"localhost", "127.0.0.1"}); err != nil {
+			return err
+		}
+		out[key] = map[string]string{"HANGAR_TLS_CA": dir.CAFile(), "HANGAR_TLS_CERT": dir.CertFile(name), "HANGAR_TLS_KEY": dir.KeyFile(name)}
+		return nil
+	}
+	for _, role := range []tlsconfig.Role{tlsconfig.RoleGateway, tlsconfig.RolePolicy, tlsconfig.RoleLogship} {
+		if err := issue(string(role), tlsconfig.Identity{Pool: poolName, Role: role, ID: string(role)}); err != nil {
+			return nil, err
+		}
+	}
+	for _, id := range execIDs {
+		if err := issue(id, tlsconfig.Identity{Pool: poolName, Role: tlsconfig.RoleExecutor, ID: id}); err != nil {
+			return nil, err
+		}
+	}
+	if err := issue("operator", tlsconfig.Identity{Pool: poolName, Role: tlsconfig.RoleOperator, ID: "dev"}); err != nil {
+		return nil, err
+	}
+	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -14,8 +15,12 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -45,8 +50,16 @@ func runSubmit(ctx context.Context, e env) error {
 	timeout := fs.Duration("timeout", 0, "give up following after this long (0: never)")
 	otlp := fs.String("otlp", os.Getenv("HANGAR_OTLP_ENDPOINT"), "OTLP/gRPC endpoint for the submit span (default $HANGAR_OTLP_ENDPOINT)")
 	corrupt := fs.String("corrupt", "", "damage the envelope to test the pool's defences: "+strings.Join(corruptions, ", "))
+	opTLS := addOperatorTLS(fs)
 	if err := parseFlags(fs, e, 0); err != nil {
 		return err
+	}
+	var logshipTLS *tls.Config
+	if *follow && *logship != "" {
+		var err error
+		if logshipTLS, err = opTLS.config(*logship); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
 	}
 	if *dir == "" || *pool == "" || *specFile == "" {
 		return fmt.Errorf("%w: --dir, --pool and --spec are required", errUsage)
@@ -85,7 +98,13 @@ func runSubmit(ctx context.Context, e env) error {
 		_ = tel.Shutdown(sctx)
 	}()
 	ctx, span := tel.Tracer("hangar/hangarctl").Start(ctx, "hangarctl.submit")
-	traceID := span.SpanContext().TraceID().String()
+	if !span.SpanContext().IsValid() {
+		// No OTLP endpoint: hangarctl records no span, but the run still
+		// gets a trace id of its own, which the pool's services record
+		// theirs under.
+		ctx = trace.ContextWithRemoteSpanContext(ctx, newSpanContext())
+	}
+	traceID := trace.SpanContextFromContext(ctx).TraceID().String()
 	submitted := false
 	defer func() {
 		if !submitted {
@@ -134,6 +153,9 @@ func runSubmit(ctx context.Context, e env) error {
 	if *follow {
 		sum := sha256.Sum256(payload)
 		f = newFollower(*runID, "envelope/"+hex.EncodeToString(sum[:]), e.stdout)
+		if e.terminal != nil {
+			f.live = newProgress(e.terminal, *runID, time.Now)
+		}
 		if err := conn.Subscribe(ctx, mqtttopic.Events(p.ID), f.event); err != nil {
 			return err
 		}
@@ -153,7 +175,7 @@ func runSubmit(ctx context.Context, e env) error {
 	if !*follow {
 		return nil
 	}
-	return f.wait(ctx, *logship, *corrupt == "replay")
+	return f.wait(ctx, *logship, logshipTLS, *corrupt == "replay")
 }
 
 // LoadSpec reads a run spec in its JSON form (protojson: field names as in the
@@ -218,6 +240,7 @@ func damage(kind string, payload []byte, key ed25519.PrivateKey) ([]byte, error)
 type follower struct {
 	runID, envelopeEventID string
 	out                    io.Writer
+	live                   *progress // nil off a terminal
 
 	mu       sync.Mutex
 	seen     map[string]bool
@@ -268,8 +291,10 @@ func (f *follower) event(payload []byte) {
 func (f *follower) show(ev *eventv1.Event) {
 	switch k := ev.Kind.(type) {
 	case *eventv1.Event_Received:
+		f.live.setPhase("received")
 		f.print("received by pool %s (gateway %s)", ev.GetPoolId(), ev.GetWorkerId())
 	case *eventv1.Event_Admitted:
+		f.live.setPhase("queued")
 		f.print("admitted: queued for an executor")
 	case *eventv1.Event_Denied:
 		f.print("denied by the run-initialization policy:")
@@ -278,6 +303,7 @@ func (f *follower) show(ev *eventv1.Event) {
 		}
 		f.final <- ev
 	case *eventv1.Event_Started:
+		f.live.setPhase("started")
 		f.print("started on executor %s", k.Started.GetExecutorId())
 		select {
 		case <-f.started:
@@ -285,6 +311,7 @@ func (f *follower) show(ev *eventv1.Event) {
 			close(f.started)
 		}
 	case *eventv1.Event_Phase:
+		f.live.setPhase("phase " + k.Phase.GetPhase())
 		f.print("phase %s", k.Phase.GetPhase())
 	case *eventv1.Event_Unconfirmed:
 		f.print("unconfirmed: planned, waiting for confirmation (state %s)", k.Unconfirmed.GetStateKey())
@@ -306,11 +333,12 @@ func (f *follower) show(ev *eventv1.Event) {
 func (f *follower) print(format string, args ...any) {
 	f.printMu.Lock()
 	defer f.printMu.Unlock()
-	fmt.Fprintf(f.out, "[event] "+format+"\n", args...)
+	f.live.write(f.out, fmt.Appendf(nil, "[event] "+format+"\n", args...), false)
 }
 
 // wait follows until the run's final event, with its live log from logship.
-func (f *follower) wait(ctx context.Context, logship string, replay bool) error {
+func (f *follower) wait(ctx context.Context, logship string, logshipTLS *tls.Config, replay bool) error {
+	defer f.live.stop()
 	tailDone := make(chan struct{})
 	if logship != "" {
 		go func() {
@@ -320,7 +348,7 @@ func (f *follower) wait(ctx context.Context, logship string, replay bool) error 
 			case <-ctx.Done():
 				return
 			}
-			if err := f.tail(ctx, logship); err != nil && ctx.Err() == nil {
+			if err := f.tail(ctx, logship, logshipTLS); err != nil && ctx.Err() == nil {
 				f.print("live log unavailable: %v", err)
 			}
 		}()
@@ -360,8 +388,14 @@ func (f *follower) wait(ctx context.Context, logship string, replay bool) error 
 	}
 }
 
-func (f *follower) tail(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// tail prints the run's live log from logship, as an operator (mutual TLS)
+// or, with a nil tlsConf, over plaintext.
+func (f *follower) tail(ctx context.Context, addr string, tlsConf *tls.Config) error {
+	creds := insecure.NewCredentials()
+	if tlsConf != nil {
+		creds = credentials.NewTLS(tlsConf)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}
@@ -378,7 +412,7 @@ func (f *follower) tail(ctx context.Context, addr string) error {
 					break
 				}
 				f.printMu.Lock()
-				_, _ = f.out.Write(m.GetData())
+				f.live.write(f.out, m.GetData(), true)
 				f.printMu.Unlock()
 				offset = m.GetOffset() + uint64(len(m.GetData()))
 				if m.GetEnd() {
@@ -386,7 +420,7 @@ func (f *follower) tail(ctx context.Context, addr string) error {
 				}
 			}
 		}
-		if ctx.Err() != nil || attempt > 50 {
+		if ctx.Err() != nil || attempt > 50 || permanent(err) {
 			return err
 		}
 		select {
@@ -395,6 +429,18 @@ func (f *follower) tail(ctx context.Context, addr string) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// permanent reports a Tail error that retrying cannot cure: a refused
+// identity, or a handshake that failed on certificates.
+func permanent(err error) bool {
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.Unauthenticated:
+		return true
+	case codes.Unavailable:
+		return strings.Contains(err.Error(), "certificate") || strings.Contains(err.Error(), "tls:")
+	}
+	return false
 }
 
 func runCancel(ctx context.Context, e env) error {
@@ -409,6 +455,15 @@ func runCancel(ctx context.Context, e env) error {
 		return fmt.Errorf("%w: usage: hangarctl run cancel --dir DIR --pool NAME RUN_ID", errUsage)
 	}
 	return sendCommand(ctx, *dir, *pool, &eventv1.Command{Kind: &eventv1.Command_Cancel{Cancel: &eventv1.CancelRun{RunId: fs.Arg(0)}}}, *wait, e.stdout)
+}
+
+// newSpanContext is a new, sampled span context with random ids.
+func newSpanContext() trace.SpanContext {
+	var tid trace.TraceID
+	var sid trace.SpanID
+	_, _ = rand.Read(tid[:])
+	_, _ = rand.Read(sid[:])
+	return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true})
 }
 
 func newRunID() string {

@@ -15,13 +15,18 @@ import (
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/pki"
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/s3server"
 	"github.com/hangar-dev/hangar/platform/atomicfile"
+	"github.com/hangar-dev/hangar/platform/tlsconfig"
 )
 
 // runSetup is the one-shot set-up step of a deployment (docker compose, a
 // Kubernetes Job): it does what an operator does by hand — a control-plane CA,
 // the pool's key and CSR, the pool and its token — and writes the files the
-// gateway reads with HANGAR_TOKEN_FILE and HANGAR_POOL_PRIVATE_KEY_FILE. It is
-// idempotent: what exists is kept, so restarting the stack keeps its identity.
+// gateway reads with HANGAR_TOKEN_FILE and HANGAR_POOL_PRIVATE_KEY_FILE. It
+// also makes the pool-internal PKI (ADR 0008): DIR/tls/ca holds the pool CA
+// and its key, and DIR/tls/<service> what each service mounts (ca.crt and its
+// certificate and key; the executors' is an enrollment CA, the operator's is
+// operator "admin"). It is idempotent: what exists is kept, so restarting the
+// stack keeps its identity.
 func runSetup(_ context.Context, e env) error {
 	fs := newFlags("setup", e)
 	dir := fs.String("dir", "", "state directory (the control plane in DIR/control-plane, the pool's files in DIR/pool)")
@@ -40,6 +45,14 @@ func runSetup(_ context.Context, e env) error {
 	if err := os.MkdirAll(poolDir, 0o755); err != nil {
 		return err
 	}
+	if err := setupPoolTLS(filepath.Join(*dir, "tls"), *pool, e); err != nil {
+		return fmt.Errorf("pool TLS: %w", err)
+	}
+	defer func() {
+		if *owner >= 0 {
+			_ = chownTree(*dir, *owner)
+		}
+	}()
 	d, err := cpdir.Open(cpPath)
 	if errors.Is(err, cpdir.ErrNotInitialized) {
 		names := cpdir.DefaultBrokerHosts()
@@ -97,19 +110,66 @@ func runSetup(_ context.Context, e env) error {
 		return err
 	}
 	if *owner >= 0 {
-		// The services run as a non-root user: the files stay private (0600)
-		// but become theirs.
-		err := filepath.WalkDir(*dir, func(p string, _ os.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Lchown(p, *owner, *owner)
-		})
-		if err != nil {
+		if err := chownTree(*dir, *owner); err != nil {
 			return fmt.Errorf("--owner %d: %w", *owner, err)
 		}
 	}
 	fmt.Fprintf(e.stdout, "pool %s created; token in %s, key in %s\n", *pool, tokenFile, keyB64File)
+	return nil
+}
+
+// chownTree gives every file under dir to uid (the services' non-root
+// user): the files stay private (0600) but become theirs.
+func chownTree(dir string, uid int) error {
+	return filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, uid)
+	})
+}
+
+// setupServices are the pool TLS directories setup fills, and the identity
+// each holds.
+var setupServices = []struct {
+	dir  string
+	role tlsconfig.Role
+	id   string
+}{
+	{"gateway", tlsconfig.RoleGateway, "gateway"},
+	{"policy", tlsconfig.RolePolicy, "policy"},
+	{"logship", tlsconfig.RoleLogship, "logship"},
+	{"executor", tlsconfig.RoleExecutor, tlsconfig.EnrollmentID},
+	{"operator", tlsconfig.RoleOperator, "admin"},
+}
+
+// setupPoolTLS makes the pool CA in dir/ca (kept if there) and each
+// service's directory dir/<service> with ca.crt and its certificate.
+func setupPoolTLS(dir, pool string, e env) error {
+	ca, created, err := pki.PoolTLSDir(filepath.Join(dir, "ca")).InitPoolCA(pool)
+	if err != nil {
+		return err
+	}
+	if created {
+		fmt.Fprintf(e.stdout, "created the pool-internal CA in %s\n", filepath.Join(dir, "ca"))
+	}
+	for _, s := range setupServices {
+		d := pki.PoolTLSDir(filepath.Join(dir, s.dir))
+		if err := os.MkdirAll(string(d), 0o755); err != nil {
+			return err
+		}
+		if err := atomicfile.Write(d.CAFile(), ca.CertPEM, 0o644); err != nil {
+			return err
+		}
+		id := tlsconfig.Identity{Pool: pool, Role: s.role, ID: s.id}
+		wrote, err := d.Issue(ca, id, []string{s.dir, "hangar-" + s.dir, "localhost", "127.0.0.1"})
+		if err != nil {
+			return err
+		}
+		if wrote {
+			fmt.Fprintf(e.stdout, "issued %s in %s\n", id, string(d))
+		}
+	}
 	return nil
 }
 

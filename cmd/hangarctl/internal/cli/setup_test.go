@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/hangar-dev/hangar/platform/pooltoken"
+	"github.com/hangar-dev/hangar/platform/tlsconfig"
 )
 
 func TestSetupIsIdempotentAndWritesWhatTheGatewayReads(t *testing.T) {
@@ -44,6 +45,35 @@ func TestSetupIsIdempotentAndWritesWhatTheGatewayReads(t *testing.T) {
 			t.Fatalf("%s: %v, mode %v: private files must not be readable by others", f, err, st.Mode())
 		}
 	}
+	// The pool-internal PKI: each service's directory loads as its role.
+	for _, svc := range setupServices {
+		d := filepath.Join(dir, "tls", svc.dir)
+		name := svc.dir
+		if svc.id != svc.dir {
+			name = svc.dir + "-" + svc.id
+		}
+		ca, cert, key := filepath.Join(d, "ca.crt"), filepath.Join(d, name+".crt"), filepath.Join(d, name+".key")
+		var p *tlsconfig.Pool
+		var err error
+		if svc.id == tlsconfig.EnrollmentID {
+			p, err = tlsconfig.EnrollFiles(ca, cert, key, "node-1", svc.role)
+		} else {
+			p, err = tlsconfig.LoadPoolFiles(ca, cert, key, svc.role)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", svc.dir, err)
+		}
+		if p.Identity.Pool != "p1" || p.Identity.Role != svc.role {
+			t.Fatalf("%s: identity %v", svc.dir, p.Identity)
+		}
+		if st, err := os.Stat(key); err != nil || st.Mode().Perm()&0o077 != 0 {
+			t.Fatalf("%s: key %v, mode %v", svc.dir, err, st.Mode())
+		}
+		if _, err := os.Stat(filepath.Join(d, "ca.key")); err == nil {
+			t.Fatalf("%s holds the pool CA's key", d)
+		}
+	}
+	caCert, _ := os.ReadFile(filepath.Join(dir, "tls", "ca", "ca.crt"))
 	// A second run keeps the identity.
 	if out, code := run("setup", "--dir", dir, "--broker", "mqtts://broker:8883"); code != 0 || !strings.Contains(out, "already set up") {
 		t.Fatalf("second setup: %d %s", code, out)
@@ -51,6 +81,9 @@ func TestSetupIsIdempotentAndWritesWhatTheGatewayReads(t *testing.T) {
 	again, _ := os.ReadFile(filepath.Join(dir, "pool", "token"))
 	if !bytes.Equal(again, tokenB) {
 		t.Fatal("a second setup changed the token")
+	}
+	if again, _ := os.ReadFile(filepath.Join(dir, "tls", "ca", "ca.crt")); !bytes.Equal(again, caCert) {
+		t.Fatal("a second setup changed the pool CA")
 	}
 	if _, code := run("setup", "--dir", dir); code != 2 {
 		t.Fatal("missing --broker must be a usage error")

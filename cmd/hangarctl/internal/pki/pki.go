@@ -145,8 +145,15 @@ type CA struct {
 	Key     crypto.Signer
 }
 
-// NewCA creates a self-signed ECDSA P-256 CA named cn, valid for CAValidity.
-func NewCA(cn string) (*CA, error) {
+// NewCA creates a self-signed ECDSA P-256 CA named cn, valid for CAValidity,
+// which signs leaf certificates only.
+func NewCA(cn string) (*CA, error) { return newCA(cn, 0) }
+
+// NewPoolCA creates a pool-internal CA (ADR 0008): as NewCA, but it may also
+// sign enrollment CAs (IssueEnrollmentCA), one level deep.
+func NewPoolCA(cn string) (*CA, error) { return newCA(cn, 1) }
+
+func newCA(cn string, maxPathLen int) (*CA, error) {
 	key, err := NewECKey()
 	if err != nil {
 		return nil, fmt.Errorf("new CA: %w", err)
@@ -163,7 +170,8 @@ func NewCA(cn string) (*CA, error) {
 		NotAfter:              now.Add(CAValidity),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
-		MaxPathLenZero:        true,
+		MaxPathLen:            maxPathLen,
+		MaxPathLenZero:        maxPathLen == 0,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		SubjectKeyId:          keyID(&key.PublicKey),
 	}

@@ -77,18 +77,27 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 		log.Warn("removed workspaces left by an earlier run of this executor", "count", len(stale))
 	}
 
-	var clientTLS *tls.Config
-	if cfg.TLSCA != "" {
-		if clientTLS, err = tlsconfig.ClientConfigFiles(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, ""); err != nil {
-			return fmt.Errorf("HANGAR_TLS_*: %w", err)
+	// Mutual TLS (ADR 0008): the gateway and logship are known by the role
+	// in their certificates.
+	var gwTLS, lsTLS *tls.Config
+	if cfg.PoolTLS != nil {
+		gwTLS, lsTLS = cfg.PoolTLS.ClientConfig(tlsconfig.RoleGateway), cfg.PoolTLS.ClientConfig(tlsconfig.RoleLogship)
+		log.Info("in-pool gRPC uses mutual TLS", "identity", cfg.PoolTLS.Identity.String())
+	} else {
+		if err := dial.CheckPlaintext(cfg.GatewayAddr, cfg.InsecurePlaintext); err != nil {
+			return fmt.Errorf("HANGAR_GATEWAY_ADDR: %w", err)
 		}
+		if err := dial.CheckPlaintext(cfg.LogshipAddr, cfg.InsecurePlaintext); err != nil {
+			return fmt.Errorf("HANGAR_LOGSHIP_ADDR: %w", err)
+		}
+		log.Warn("in-pool gRPC in PLAINTEXT: no encryption, no authentication (no HANGAR_TLS_*)", "insecure_plaintext", cfg.InsecurePlaintext)
 	}
-	gwConn, err := dial.Dial(cfg.GatewayAddr, clientTLS, tel)
+	gwConn, err := dial.Dial(cfg.GatewayAddr, gwTLS, tel)
 	if err != nil {
 		return fmt.Errorf("HANGAR_GATEWAY_ADDR: %w", err)
 	}
 	defer gwConn.Close()
-	lsConn, err := dial.Dial(cfg.LogshipAddr, clientTLS, tel)
+	lsConn, err := dial.Dial(cfg.LogshipAddr, lsTLS, tel)
 	if err != nil {
 		return fmt.Errorf("HANGAR_LOGSHIP_ADDR: %w", err)
 	}

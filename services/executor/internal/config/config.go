@@ -12,12 +12,13 @@ import (
 
 	"github.com/hangar-dev/hangar/platform/envconfig"
 	"github.com/hangar-dev/hangar/platform/telemetry"
+	"github.com/hangar-dev/hangar/platform/tlsconfig"
 	"github.com/hangar-dev/hangar/services/executor/internal/workspace"
 )
 
 // Config is the executor's configuration.
 type Config struct {
-	ExecutorID  string            // HANGAR_EXECUTOR_ID, default: host name
+	ExecutorID  string            // HANGAR_EXECUTOR_ID, default: the id in the certificate, else the host name
 	Slots       int               // HANGAR_EXECUTOR_SLOTS, default: number of CPUs
 	Runtime     string            // HANGAR_EXECUTOR_RUNTIME: docker (default), process or kubernetes
 	GatewayAddr string            // HANGAR_GATEWAY_ADDR
@@ -64,9 +65,21 @@ type Config struct {
 	// encrypted workspace (optional: without a bucket such runs fail).
 	State StateConfig
 
-	TLSCert, TLSKey, TLSCA string           // mTLS towards gateway and logship (optional)
-	Telemetry              telemetry.Config // HANGAR_OTLP_*
-	LogLevel               string
+	TLSCert, TLSKey, TLSCA string // mTLS towards gateway and logship (HANGAR_TLS_*; all three or none)
+	// TLSEnrollCert and TLSEnrollKey are an executor enrollment CA
+	// (HANGAR_TLS_ENROLL_CERT, HANGAR_TLS_ENROLL_KEY), instead of
+	// HANGAR_TLS_CERT and HANGAR_TLS_KEY, for replicated executors: the
+	// executor mints its own certificate at start, for HANGAR_EXECUTOR_ID or
+	// the host name.
+	TLSEnrollCert, TLSEnrollKey string
+	// PoolTLS is the executor's pool certificate loaded from them (role
+	// executor, ADR 0008); nil without TLS.
+	PoolTLS *tlsconfig.Pool
+	// InsecurePlaintext allows plaintext gRPC to a non-loopback gateway or
+	// logship (HANGAR_INSECURE_PLAINTEXT).
+	InsecurePlaintext bool
+	Telemetry         telemetry.Config // HANGAR_OTLP_*
+	LogLevel          string
 }
 
 // KubeConfig is the kubernetes runtime's part of the configuration.
@@ -109,30 +122,33 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 	r := envconfig.New(lookup, envconfig.WithEnviron(environ))
 	host, _ := os.Hostname()
 	c := &Config{
-		ExecutorID:       r.String("HANGAR_EXECUTOR_ID", host),
-		Slots:            r.Int("HANGAR_EXECUTOR_SLOTS", runtime.NumCPU(), 1, 1024),
-		Runtime:          r.OneOf("HANGAR_EXECUTOR_RUNTIME", "docker", "docker", "process", "kubernetes"),
-		GatewayAddr:      r.String("HANGAR_GATEWAY_ADDR", "127.0.0.1:7300"),
-		LogshipAddr:      r.String("HANGAR_LOGSHIP_ADDR", "127.0.0.1:7302"),
-		DebugAddr:        r.String("HANGAR_EXECUTOR_DEBUG_ADDR", ":9303"),
-		WorkDir:          r.String("HANGAR_EXECUTOR_WORK_DIR", os.TempDir()),
-		Metadata:         r.Prefixed("HANGAR_METADATA_"),
-		DockerConfigDir:  r.String("HANGAR_DOCKER_CONFIG_DIR", ""),
-		WorkerNetwork:    r.String("HANGAR_WORKER_NETWORK", "hangar-runs"),
-		AllowHostNetwork: r.Bool("HANGAR_WORKER_ALLOW_HOST_NETWORK", false),
-		ExtraMounts:      r.String("HANGAR_WORKER_EXTRA_MOUNTS", ""),
-		DockerHost:       r.String("DOCKER_HOST", ""),
-		WorkerRuntime:    r.String("HANGAR_WORKER_RUNTIME", ""),
-		WorkerMemory:     int64(r.Int("HANGAR_WORKER_MEMORY_MB", 0, 0, 1<<22)),
-		WorkerPids:       int64(r.Int("HANGAR_WORKER_PIDS_LIMIT", 4096, 0, 1<<22)),
-		RunTimeout:       r.Duration("HANGAR_RUN_TIMEOUT", 70*time.Minute),
-		LogsTimeout:      r.Duration("HANGAR_LOGS_TIMEOUT", 7*time.Minute),
-		CancelGrace:      r.Duration("HANGAR_CANCEL_GRACE", 10*time.Second),
-		TLSCert:          r.String("HANGAR_TLS_CERT", ""),
-		TLSKey:           r.String("HANGAR_TLS_KEY", ""),
-		TLSCA:            r.String("HANGAR_TLS_CA", ""),
-		Telemetry:        telemetry.ConfigFromEnv(r, "hangar-executor"),
-		LogLevel:         r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error"),
+		ExecutorID:        r.String("HANGAR_EXECUTOR_ID", ""),
+		Slots:             r.Int("HANGAR_EXECUTOR_SLOTS", runtime.NumCPU(), 1, 1024),
+		Runtime:           r.OneOf("HANGAR_EXECUTOR_RUNTIME", "docker", "docker", "process", "kubernetes"),
+		GatewayAddr:       r.String("HANGAR_GATEWAY_ADDR", "127.0.0.1:7300"),
+		LogshipAddr:       r.String("HANGAR_LOGSHIP_ADDR", "127.0.0.1:7302"),
+		DebugAddr:         r.String("HANGAR_EXECUTOR_DEBUG_ADDR", ":9303"),
+		WorkDir:           r.String("HANGAR_EXECUTOR_WORK_DIR", os.TempDir()),
+		Metadata:          r.Prefixed("HANGAR_METADATA_"),
+		DockerConfigDir:   r.String("HANGAR_DOCKER_CONFIG_DIR", ""),
+		WorkerNetwork:     r.String("HANGAR_WORKER_NETWORK", "hangar-runs"),
+		AllowHostNetwork:  r.Bool("HANGAR_WORKER_ALLOW_HOST_NETWORK", false),
+		ExtraMounts:       r.String("HANGAR_WORKER_EXTRA_MOUNTS", ""),
+		DockerHost:        r.String("DOCKER_HOST", ""),
+		WorkerRuntime:     r.String("HANGAR_WORKER_RUNTIME", ""),
+		WorkerMemory:      int64(r.Int("HANGAR_WORKER_MEMORY_MB", 0, 0, 1<<22)),
+		WorkerPids:        int64(r.Int("HANGAR_WORKER_PIDS_LIMIT", 4096, 0, 1<<22)),
+		RunTimeout:        r.Duration("HANGAR_RUN_TIMEOUT", 70*time.Minute),
+		LogsTimeout:       r.Duration("HANGAR_LOGS_TIMEOUT", 7*time.Minute),
+		CancelGrace:       r.Duration("HANGAR_CANCEL_GRACE", 10*time.Second),
+		TLSCert:           r.String("HANGAR_TLS_CERT", ""),
+		TLSKey:            r.String("HANGAR_TLS_KEY", ""),
+		TLSCA:             r.String("HANGAR_TLS_CA", ""),
+		TLSEnrollCert:     r.String("HANGAR_TLS_ENROLL_CERT", ""),
+		TLSEnrollKey:      r.String("HANGAR_TLS_ENROLL_KEY", ""),
+		InsecurePlaintext: r.Bool("HANGAR_INSECURE_PLAINTEXT", false),
+		Telemetry:         telemetry.ConfigFromEnv(r, "hangar-executor"),
+		LogLevel:          r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error"),
 	}
 	c.State = StateConfig{
 		Bucket:       r.String("HANGAR_S3_BUCKET", ""),
@@ -168,6 +184,35 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 	mask := r.List("HANGAR_MASK_ENVS")
 	if err := r.Err(); err != nil {
 		return nil, err
+	}
+	var pool *tlsconfig.Pool
+	var perr error
+	switch {
+	case c.TLSEnrollCert != "" || c.TLSEnrollKey != "":
+		if c.TLSCert != "" || c.TLSKey != "" || c.TLSCA == "" || c.TLSEnrollCert == "" || c.TLSEnrollKey == "" {
+			return nil, fmt.Errorf("HANGAR_TLS_ENROLL_CERT, HANGAR_TLS_ENROLL_KEY: set both, with HANGAR_TLS_CA, and without HANGAR_TLS_CERT and HANGAR_TLS_KEY")
+		}
+		id := c.ExecutorID
+		if id == "" {
+			id = host
+		}
+		if pool, perr = tlsconfig.EnrollFiles(c.TLSCA, c.TLSEnrollCert, c.TLSEnrollKey, id, tlsconfig.RoleExecutor); perr != nil {
+			return nil, fmt.Errorf("HANGAR_TLS_ENROLL_CERT: %w", perr)
+		}
+	default:
+		if pool, perr = tlsconfig.LoadPoolFiles(c.TLSCA, c.TLSCert, c.TLSKey, tlsconfig.RoleExecutor); perr != nil {
+			return nil, fmt.Errorf("HANGAR_TLS_CA, HANGAR_TLS_CERT, HANGAR_TLS_KEY: %w", perr)
+		}
+	}
+	c.PoolTLS = pool
+	switch {
+	case pool != nil && c.ExecutorID == "":
+		c.ExecutorID = pool.Identity.ID
+	case pool != nil && c.ExecutorID != pool.Identity.ID:
+		return nil, fmt.Errorf("HANGAR_EXECUTOR_ID: %q, but the certificate in HANGAR_TLS_CERT is for executor %q (%s): the gateway takes the id from the certificate; unset HANGAR_EXECUTOR_ID or issue a certificate for it",
+			c.ExecutorID, pool.Identity.ID, pool.Identity)
+	case c.ExecutorID == "":
+		c.ExecutorID = host
 	}
 	if c.ExecutorID == "" {
 		return nil, fmt.Errorf("HANGAR_EXECUTOR_ID: required (the host name is unknown)")

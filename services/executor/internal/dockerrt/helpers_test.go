@@ -47,7 +47,11 @@ func prepareEngine() error {
 	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		return fmt.Errorf("ping: %w", err)
 	}
-	_, err = runimage.Ensure(ctx, ImageEngine{API: cli}, testImage, func() (*runimage.Rootfs, error) { return runimage.Busybox(nil) })
+	fs, err := runimage.Busybox(nil)
+	if err != nil {
+		return err
+	}
+	_, err = runimage.Ensure(ctx, ImageEngine{API: cli}, testImage, fs)
 	return err
 }
 

@@ -27,14 +27,16 @@ type ImageEngine struct{ API ImageAPI }
 
 var _ runimage.Engine = ImageEngine{}
 
-// HasImage inspects ref.
-func (e ImageEngine) HasImage(ctx context.Context, ref string) (bool, error) {
-	if _, err := e.API.ImageInspect(ctx, ref); err == nil {
-		return true, nil
-	} else if !cerrdefs.IsNotFound(err) {
-		return false, fmt.Errorf("inspect %s: %w", ref, err)
+// ImageComment inspects ref.
+func (e ImageEngine) ImageComment(ctx context.Context, ref string) (string, bool, error) {
+	res, err := e.API.ImageInspect(ctx, ref)
+	if err == nil {
+		return res.Comment, true, nil
 	}
-	return false, nil
+	if cerrdefs.IsNotFound(err) {
+		return "", false, nil
+	}
+	return "", false, fmt.Errorf("inspect %s: %w", ref, err)
 }
 
 // ImportImage imports fs as ref and waits for the engine to finish.

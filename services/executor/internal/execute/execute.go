@@ -11,8 +11,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +27,7 @@ import (
 	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
+	"github.com/hangar-dev/hangar/platform/runcred"
 	"github.com/hangar-dev/hangar/platform/sealedbox"
 	"github.com/hangar-dev/hangar/platform/telemetry"
 	"github.com/hangar-dev/hangar/services/executor/internal/handoff"
@@ -108,6 +107,7 @@ func (e *Executor) ExecuteFinish(ctx context.Context, poolID string, a *workv1.A
 	logs := logclient.Open(logCtx, e.cfg.Logs, &logsv1.Open{
 		RunId: logID, PoolId: cmp.Or(poolID, e.cfg.PoolID), StackId: spec.GetStack().GetId(),
 		Secrets: secrets, TraceContext: telemetry.Inject(ctx, e.cfg.Propagator),
+		Credential: a.GetLogCredential(),
 	}, logclient.Options{Logger: e.cfg.Logger})
 	sys := logs.Writer(logsv1.Stream_STREAM_SYSTEM)
 
@@ -143,12 +143,8 @@ func (e *Executor) ExecuteFinish(ctx context.Context, poolID string, a *workv1.A
 // "-resumed" appended, or, when that would not be a valid run id (64
 // characters at most), a prefix of it and a digest of the whole.
 func ResumeLogID(runID string) string {
-	const suffix = "-resumed"
-	if len(runID)+len(suffix) <= 64 {
-		return runID + suffix
-	}
-	sum := sha256.Sum256([]byte(runID))
-	return runID[:64-len(suffix)-17] + "-" + hex.EncodeToString(sum[:8]) + suffix
+	// One definition, shared with logship's check of run credentials.
+	return runcred.ResumeLogID(runID)
 }
 
 // holdsForConfirmation reports whether a run stops after "plan".
@@ -381,8 +377,10 @@ func reasonSuffix(r string) string {
 // CloseOrphanLog ends the log of a run that an earlier life of this executor
 // left open, so that what logship had stored becomes the run's final object. It
 // returns the object's key, or "" if logship could not be reached in time.
-func (e *Executor) CloseOrphanLog(ctx context.Context, runID string) string {
-	logs := logclient.Open(ctx, e.cfg.Logs, &logsv1.Open{RunId: runID, PoolId: e.cfg.PoolID}, logclient.Options{Logger: e.cfg.Logger})
+//
+// cred is the run's log credential kept from its Assign (nil without TLS).
+func (e *Executor) CloseOrphanLog(ctx context.Context, runID string, cred *logsv1.RunCredential) string {
+	logs := logclient.Open(ctx, e.cfg.Logs, &logsv1.Open{RunId: runID, PoolId: e.cfg.PoolID, Credential: cred}, logclient.Options{Logger: e.cfg.Logger})
 	fmt.Fprintf(logs.Writer(logsv1.Stream_STREAM_SYSTEM), "\n[hangar] the executor stopped in the middle of this run; the log ends here\n")
 	closed, err := logs.Close(ctx)
 	if err != nil {

@@ -21,8 +21,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
 	"github.com/hangar-dev/hangar/platform/atomicfile"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
@@ -69,7 +71,7 @@ type Config struct {
 	StateFile string
 	// Orphaned is called at start for each run of an earlier life of this
 	// executor; it returns the key of the run's log once closed, if any.
-	Orphaned func(ctx context.Context, runID string) string
+	Orphaned func(ctx context.Context, runID string, cred *logsv1.RunCredential) string
 }
 
 // Worker is an executor attached to its gateway.
@@ -382,6 +384,10 @@ func (w *Worker) checkIdleLocked() {
 type heldLease struct {
 	RunID string `json:"run_id"`
 	Epoch uint64 `json:"epoch"`
+	// Credential is the run's log credential (a serialized
+	// logs.v1.RunCredential), so that the next life of the executor can
+	// close the run's log.
+	Credential []byte `json:"credential,omitempty"`
 }
 
 // saveStateLocked writes the leases of the running runs, atomically.
@@ -391,7 +397,11 @@ func (w *Worker) saveStateLocked() {
 	}
 	held := map[string]heldLease{}
 	for id, a := range w.runs {
-		held[id] = heldLease{RunID: a.assign.GetRunId(), Epoch: a.assign.GetEpoch()}
+		h := heldLease{RunID: a.assign.GetRunId(), Epoch: a.assign.GetEpoch()}
+		if c := a.assign.GetLogCredential(); c != nil {
+			h.Credential, _ = proto.Marshal(c)
+		}
+		held[id] = h
 	}
 	b, _ := json.Marshal(held)
 	if err := atomicfile.Write(w.cfg.StateFile, b, 0o600); err != nil {
@@ -419,7 +429,15 @@ func (w *Worker) recoverOrphans() {
 			Reason: "the executor stopped in the middle of the run; its containers were removed at restart"}
 		if w.cfg.Orphaned != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			res.LogKey = w.cfg.Orphaned(ctx, h.RunID)
+			var cred *logsv1.RunCredential
+			if len(h.Credential) > 0 {
+				cred = &logsv1.RunCredential{}
+				if err := proto.Unmarshal(h.Credential, cred); err != nil {
+					w.log.Warn("the log credential of an orphaned run is unreadable", "run_id", h.RunID, "err", err)
+					cred = nil
+				}
+			}
+			res.LogKey = w.cfg.Orphaned(ctx, h.RunID, cred)
 			cancel()
 		}
 		w.unreported[id] = unreported{runID: h.RunID, fin: &workv1.Finish{LeaseId: id, Epoch: h.Epoch, Result: res}}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 )
@@ -281,7 +282,7 @@ func TestRunsOfAnEarlierLifeAreReportedLost(t *testing.T) {
 	var orphaned []string
 	bx := &blockingExec{start: make(chan string, 1)}
 	w := New(Config{ID: "ex-1", Slots: 1, Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(), StateFile: state,
-		Orphaned: func(_ context.Context, runID string) string {
+		Orphaned: func(_ context.Context, runID string, _ *logsv1.RunCredential) string {
 			orphaned = append(orphaned, runID)
 			return "runs/" + runID + "/log"
 		},

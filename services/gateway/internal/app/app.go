@@ -21,6 +21,7 @@ import (
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
 	"github.com/hangar-dev/hangar/platform/dial"
 	"github.com/hangar-dev/hangar/platform/mqtttopic"
+	"github.com/hangar-dev/hangar/platform/runcred"
 	"github.com/hangar-dev/hangar/platform/runenvelope"
 	"github.com/hangar-dev/hangar/platform/serve"
 	"github.com/hangar-dev/hangar/platform/telemetry"
@@ -58,16 +59,27 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	defer store.Close()
 
-	serverTLS, err := tlsconfig.ServerConfigFiles(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
+	// Mutual TLS inside the pool (ADR 0008): executors attach with executor
+	// certificates, the policy is reached as a policy certificate.
+	poolTLS, err := tlsconfig.LoadPoolFiles(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, tlsconfig.RoleGateway)
 	if err != nil {
 		return fmt.Errorf("HANGAR_TLS_*: %w", err)
 	}
-	var policyTLS *tls.Config
-	if cfg.PolicyTLSCA != "" {
-		policyTLS, err = tlsconfig.ClientConfigFiles(cfg.PolicyTLSCA, cfg.TLSCert, cfg.TLSKey, "")
-		if err != nil {
-			return fmt.Errorf("HANGAR_POLICY_TLS_CA: %w", err)
+	var serverTLS, policyTLS *tls.Config
+	var creds dispatch.CredentialIssuer // nil without TLS (not a nil *runcred.Issuer)
+	if poolTLS != nil {
+		if poolTLS.Identity.Pool != poolID {
+			return fmt.Errorf("HANGAR_TLS_CERT: the certificate is for pool %q, HANGAR_TOKEN for pool %q", poolTLS.Identity.Pool, poolID)
 		}
+		serverTLS, policyTLS = poolTLS.ServerConfig(), poolTLS.ClientConfig(tlsconfig.RolePolicy)
+		issuer, err := runcred.NewIssuer(poolTLS, cfg.LogCredentialTTL)
+		if err != nil {
+			return err
+		}
+		creds = issuer
+		log.Info("in-pool gRPC uses mutual TLS", "identity", poolTLS.Identity.String())
+	} else if err := dial.CheckPlaintext(cfg.PolicyAddr, cfg.InsecurePlaintext); err != nil {
+		return fmt.Errorf("HANGAR_POLICY_ADDR: %w", err)
 	}
 	policyConn, err := dial.Dial(cfg.PolicyAddr, policyTLS, tel)
 	if err != nil {
@@ -75,7 +87,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	defer policyConn.Close()
 
-	srv, err := serve.New(serve.Config{ServiceName: "gateway", GRPCAddr: cfg.GRPCAddr, DebugAddr: cfg.DebugAddr, TLS: serverTLS},
+	srv, err := serve.New(serve.Config{ServiceName: "gateway", GRPCAddr: cfg.GRPCAddr, DebugAddr: cfg.DebugAddr, TLS: serverTLS,
+		InsecurePlaintext: cfg.InsecurePlaintext, Access: serve.Access{
+			workv1.WorkService_Attach_FullMethodName: {tlsconfig.RoleExecutor},
+		}},
 		serve.Deps{Logger: log, Registry: reg, Telemetry: tel})
 	if err != nil {
 		return err
@@ -135,7 +150,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	disp := dispatch.New(dispatch.Config{PoolID: poolID, LeaseDuration: cfg.LeaseDuration, CancelGrace: cfg.CancelGrace, PoolPublicKey: pubDER, PoolKey: cfg.PoolKey, Logger: log, Registry: reg, Store: runs}, outbox)
+	disp := dispatch.New(dispatch.Config{PoolID: poolID, Credentials: creds, LeaseDuration: cfg.LeaseDuration, CancelGrace: cfg.CancelGrace, PoolPublicKey: pubDER, PoolKey: cfg.PoolKey, Logger: log, Registry: reg, Store: runs}, outbox)
 	workv1.RegisterWorkServiceServer(srv.GRPC(), disp)
 
 	opener := &runenvelope.Opener{PoolID: poolID, PoolKey: cfg.PoolKey, VerifyKey: cfg.VerifyKey,

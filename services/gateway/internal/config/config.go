@@ -65,11 +65,17 @@ type Config struct {
 	// (HANGAR_INTAKE_WORKERS).
 	IntakeWorkers int
 
-	// TLS of the gRPC servers and clients inside the pool (all optional).
-	TLSCert, TLSKey, TLSClientCA string
-	// PolicyTLSCA, when set, makes the policy connection use TLS with this CA
-	// and the gateway's own certificate as client certificate.
-	PolicyTLSCA string
+	// TLSCA, TLSCert and TLSKey are the pool-internal CA and the gateway's
+	// certificate (role gateway, ADR 0008) and key: mutual TLS of the
+	// executors' server and of the policy client (HANGAR_TLS_CA,
+	// HANGAR_TLS_CERT, HANGAR_TLS_KEY; all three or none).
+	TLSCA, TLSCert, TLSKey string
+	// InsecurePlaintext allows plaintext gRPC off loopback
+	// (HANGAR_INSECURE_PLAINTEXT).
+	InsecurePlaintext bool
+	// LogCredentialTTL is the validity of the run credentials issued with
+	// Assign (HANGAR_LOG_CREDENTIAL_TTL, ADR 0009).
+	LogCredentialTTL time.Duration
 
 	// Telemetry says where traces go (HANGAR_OTLP_*).
 	Telemetry telemetry.Config
@@ -99,10 +105,11 @@ func Load(r *envconfig.Reader) (*Config, error) {
 	c.CancelGrace = r.Duration("HANGAR_CANCEL_GRACE", 10*time.Second)
 	c.SharedSubscription = r.Bool("HANGAR_GATEWAY_SHARED_SUBSCRIPTION", false)
 	c.IntakeWorkers = r.Int("HANGAR_INTAKE_WORKERS", 4, 1, 256)
+	c.TLSCA = r.String("HANGAR_TLS_CA", "")
 	c.TLSCert = r.String("HANGAR_TLS_CERT", "")
 	c.TLSKey = r.String("HANGAR_TLS_KEY", "")
-	c.TLSClientCA = r.String("HANGAR_TLS_CLIENT_CA", "")
-	c.PolicyTLSCA = r.String("HANGAR_POLICY_TLS_CA", "")
+	c.InsecurePlaintext = r.Bool("HANGAR_INSECURE_PLAINTEXT", false)
+	c.LogCredentialTTL = r.Duration("HANGAR_LOG_CREDENTIAL_TTL", 2*time.Hour)
 	c.Telemetry = telemetry.ConfigFromEnv(r, "hangar-gateway")
 	c.LogLevel = r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error")
 	if err := r.Err(); err != nil {
@@ -131,8 +138,21 @@ func Load(r *envconfig.Reader) (*Config, error) {
 	if c.LeaseDuration < 3*time.Second {
 		return nil, fmt.Errorf("HANGAR_LEASE_DURATION: %v is too short (at least 3s: executors renew every third of it)", c.LeaseDuration)
 	}
-	if (c.TLSCert == "") != (c.TLSKey == "") {
-		return nil, fmt.Errorf("HANGAR_TLS_CERT and HANGAR_TLS_KEY: set both or neither")
+	if n := nonEmpty(c.TLSCA, c.TLSCert, c.TLSKey); n != 0 && n != 3 {
+		return nil, fmt.Errorf("HANGAR_TLS_CA, HANGAR_TLS_CERT, HANGAR_TLS_KEY: set all three or none")
+	}
+	if c.LogCredentialTTL < time.Minute || c.LogCredentialTTL > 48*time.Hour {
+		return nil, fmt.Errorf("HANGAR_LOG_CREDENTIAL_TTL: %v out of range [1m, 48h]", c.LogCredentialTTL)
 	}
 	return c, nil
+}
+
+func nonEmpty(vals ...string) int {
+	n := 0
+	for _, v := range vals {
+		if v != "" {
+			n++
+		}
+	}
+	return n
 }

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"context"
 	"errors"
 	"io"
 
@@ -9,10 +10,33 @@ import (
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
+	"github.com/hangar-dev/hangar/platform/serve"
+	"github.com/hangar-dev/hangar/platform/tlsconfig"
 )
 
 // sendBuffer bounds what may wait for one executor's stream.
 const sendBuffer = 256
+
+// executorID is the attaching executor's id: with TLS (Config.Credentials
+// set), the id in its certificate, which Hello.executor_id may repeat but
+// not contradict; without TLS, Hello.executor_id.
+func (d *Dispatcher) executorID(ctx context.Context, hello *workv1.Hello) (string, error) {
+	if d.cfg.Credentials == nil {
+		if hello.GetExecutorId() == "" {
+			return "", status.Error(codes.InvalidArgument, "Hello.executor_id is empty")
+		}
+		return hello.GetExecutorId(), nil
+	}
+	peer, ok := serve.PeerIdentity(ctx)
+	if !ok || peer.Role != tlsconfig.RoleExecutor {
+		return "", status.Error(codes.PermissionDenied, "Attach needs an executor certificate of the pool")
+	}
+	if claimed := hello.GetExecutorId(); claimed != "" && claimed != peer.ID {
+		d.log.Warn("refused an executor whose Hello disagrees with its certificate", "hello_executor_id", claimed, "certificate", peer.String())
+		return "", status.Errorf(codes.PermissionDenied, "Hello.executor_id %q disagrees with the certificate's executor id %q (%s)", claimed, peer.ID, peer)
+	}
+	return peer.ID, nil
+}
 
 // Attach implements WorkService.Attach: one stream per executor.
 func (d *Dispatcher) Attach(stream workv1.WorkService_AttachServer) error {
@@ -21,17 +45,19 @@ func (d *Dispatcher) Attach(stream workv1.WorkService_AttachServer) error {
 		return err
 	}
 	hello := first.GetHello()
-	switch {
-	case hello == nil:
+	if hello == nil {
 		return status.Error(codes.FailedPrecondition, "the first message on Attach must be a Hello")
-	case hello.GetExecutorId() == "":
-		return status.Error(codes.InvalidArgument, "Hello.executor_id is empty")
-	case hello.GetSlots() == 0:
+	}
+	id, err := d.executorID(stream.Context(), hello)
+	if err != nil {
+		return err
+	}
+	if hello.GetSlots() == 0 {
 		return status.Error(codes.InvalidArgument, "Hello.slots must be at least 1")
 	}
 
 	ex := &executor{
-		id: hello.GetExecutorId(), slots: hello.GetSlots(), free: hello.GetSlots(), drained: hello.GetDrained(),
+		id: id, slots: hello.GetSlots(), free: hello.GetSlots(), drained: hello.GetDrained(),
 		metadata: hello.GetMetadata(), held: map[string]*lease{}, send: make(chan *workv1.AttachResponse, sendBuffer),
 	}
 	d.mu.Lock()

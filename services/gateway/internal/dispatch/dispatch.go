@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
 	"github.com/hangar-dev/hangar/platform/sealedbox"
 	"github.com/hangar-dev/hangar/services/gateway/internal/intake"
@@ -60,6 +61,15 @@ type Config struct {
 	Store Store
 	// PoolKey unwraps the content key of a confirmed run's stored state.
 	PoolKey *rsa.PrivateKey
+	// Credentials issues the run credential sent with each Assign (ADR
+	// 0009); nil (no TLS) sends none. With it, Attach takes the executor's
+	// id from its certificate.
+	Credentials CredentialIssuer
+}
+
+// CredentialIssuer signs run credentials (runcred.Issuer).
+type CredentialIssuer interface {
+	Issue(runID string, epoch uint64, executorID string) (*logsv1.RunCredential, error)
 }
 
 // ResumePhases are the phases a confirmed run resumes with.
@@ -368,9 +378,19 @@ func (d *Dispatcher) assignLocked() {
 			d.log.Error("lease not recorded: a gateway restart now would report this run lost", "run_id", run.ID, "err", err)
 		}
 		d.busy.WithLabelValues(best.id).Set(float64(len(best.held)))
+		var cred *logsv1.RunCredential
+		if d.cfg.Credentials != nil {
+			if cred, err = d.cfg.Credentials.Issue(run.ID, l.epoch, best.id); err != nil {
+				// The executor cannot ship the run's log without it: the
+				// run goes on, and logship refuses its output, which the
+				// executor reports.
+				d.log.Error("no run credential issued; logship will refuse this run's log", "run_id", run.ID, "err", err)
+			}
+		}
 		d.sendLocked(best, &workv1.AttachResponse{Kind: &workv1.AttachResponse_Assign{Assign: &workv1.Assign{
 			LeaseId: l.id, Epoch: l.epoch, DeadlineUnixMs: l.deadline.UnixMilli(), RunId: run.ID,
 			Spec: run.Spec, TraceContext: run.TraceContext, PoolPublicKey: d.cfg.PoolPublicKey, Resume: resume,
+			LogCredential: cred,
 		}}})
 		d.log.Info("run assigned", "run_id", run.ID, "executor", best.id, "lease_id", l.id, "epoch", l.epoch, "resumed", resume != nil)
 		d.events.Run(run.ID, run.TraceContext, &eventv1.Event{Kind: &eventv1.Event_Started{Started: &eventv1.RunStarted{ExecutorId: best.id}}})

@@ -11,7 +11,7 @@ import (
 // refuses a run over the same cap (runlog.MaxSecretBytes, which also
 // counts the executor's HANGAR_MASK_ENVS values); a run over it fails
 // here, at intake, with the reason, before it takes a slot.
-const MaxSecretBytes = 64 << 10
+const MaxSecretBytes = 256 << 10
 
 // checkSecretBytes returns the reason a spec's secrets are refused, or nil.
 // The reason names the sizes, never a value.

@@ -25,7 +25,7 @@ func TestSecretCapAtIntake(t *testing.T) {
 		{"at the cap", []*runv1.EnvVar{{Name: "A", Value: half, Secret: true}, {Name: "B", Value: half, Secret: true},
 			{Name: "PLAIN", Value: half + half}}, []string{"received", "admitted"}, ""},
 		{"one byte over", []*runv1.EnvVar{{Name: "A", Value: half, Secret: true}, {Name: "B", Value: half + "s", Secret: true}},
-			[]string{"received", "finished:OUTCOME_FAILED"}, "the run's 2 secret values total 65537 bytes, over the cap of 65536 bytes per run"},
+			[]string{"received", "finished:OUTCOME_FAILED"}, "the run's 2 secret values total 262145 bytes, over the cap of 262144 bytes per run"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, allow)

@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
+	"github.com/hangar-dev/hangar/platform/runcred"
 	"github.com/hangar-dev/hangar/platform/serve"
 	"github.com/hangar-dev/hangar/platform/telemetry"
 	"github.com/hangar-dev/hangar/platform/tlsconfig"
@@ -63,7 +65,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Wr
 		return fmt.Errorf("HANGAR_LOGSHIP_SPOOL_DIR: %w", err)
 	}
 	runOpts := runlog.Options{
-		Spool: sp, Store: store, MinSecretLength: cfg.MaskMinLength, ChunkInterval: cfg.ChunkInterval,
+		Spool: sp, Store: store, MinSecretLength: cfg.MaskMinLength, DisableKnownFormats: !cfg.MaskKnownFormats, ChunkInterval: cfg.ChunkInterval,
 		CloseWait: cfg.CloseWait, RetryMin: 200 * time.Millisecond, RetryMax: 30 * time.Second,
 		MaxLogBytes: cfg.LogMaxBytes, IdleClose: cfg.LogIdleClose, MinFreeBytes: int64(cfg.SpoolMinFreeMB) << 20,
 		Logger: log, Registry: reg,
@@ -77,17 +79,32 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Wr
 	}
 	defer runs.Close()
 
-	serverTLS, err := tlsconfig.ServerConfigFiles(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
+	// Mutual TLS (ADR 0008): Ship from executors with the run's credential
+	// (ADR 0009), Tail from operators.
+	poolTLS, err := tlsconfig.LoadPoolFiles(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, tlsconfig.RoleLogship)
 	if err != nil {
 		return fmt.Errorf("HANGAR_TLS_*: %w", err)
 	}
-	srv, err := serve.New(serve.Config{ServiceName: "logship", GRPCAddr: cfg.GRPCAddr, DebugAddr: cfg.DebugAddr, TLS: serverTLS},
+	var serverTLS *tls.Config
+	var authorize ship.Authorizer
+	if poolTLS != nil {
+		serverTLS = poolTLS.ServerConfig()
+		authorize = ship.CredentialAuthorizer(runcred.NewChecker(poolTLS))
+		log.Info("gRPC uses mutual TLS: Ship needs an executor certificate and the run's credential, Tail an operator certificate",
+			"identity", poolTLS.Identity.String())
+	}
+	srv, err := serve.New(serve.Config{ServiceName: "logship", GRPCAddr: cfg.GRPCAddr, DebugAddr: cfg.DebugAddr, TLS: serverTLS,
+		InsecurePlaintext: cfg.InsecurePlaintext, Access: serve.Access{
+			logsv1.LogService_Ship_FullMethodName: {tlsconfig.RoleExecutor},
+			logsv1.LogService_Tail_FullMethodName: {tlsconfig.RoleOperator},
+		}},
 		serve.Deps{Logger: log, Registry: reg, Telemetry: tel})
 	if err != nil {
 		return err
 	}
 	logsv1.RegisterLogServiceServer(srv.GRPC(), ship.New(ship.Deps{
 		Runs: runs, Finals: store, Tracer: tel.Tracer("hangar/logship"), Propagator: tel.Propagator(), Logger: log,
+		Authorize: authorize,
 	}))
 	srv.AddReadinessCheck("spool", func(context.Context) error {
 		if _, err := os.Stat(sp.Dir()); err != nil {

@@ -52,6 +52,11 @@ type Config struct {
 	// MaskMinLength is the shortest secret masked (HANGAR_MASK_MIN_LENGTH,
 	// default 6).
 	MaskMinLength int
+	// MaskKnownFormats masks well-known credential formats (GitHub, GitLab,
+	// AWS, Slack, Google, Stripe tokens, private-key blocks, JWTs; see
+	// docs/MASKING.md) even when no run declared them
+	// (HANGAR_MASK_KNOWN_FORMATS, default true).
+	MaskKnownFormats bool
 	// ChunkInterval is how often live chunks are uploaded
 	// (HANGAR_LOGSHIP_CHUNK_INTERVAL, default 5s).
 	ChunkInterval time.Duration
@@ -76,9 +81,14 @@ type Config struct {
 	// (HANGAR_SPOOL_MIN_FREE_MB, default 1024; 0: no guard).
 	SpoolMinFreeMB int
 
-	// TLS of the gRPC server (HANGAR_TLS_CERT, HANGAR_TLS_KEY,
-	// HANGAR_TLS_CLIENT_CA; all optional).
-	TLSCert, TLSKey, TLSClientCA string
+	// TLSCA, TLSCert and TLSKey are the pool-internal CA and logship's
+	// certificate (role logship, ADR 0008) and key (HANGAR_TLS_CA,
+	// HANGAR_TLS_CERT, HANGAR_TLS_KEY; all three or none). With them, Ship
+	// is open to executors holding a run credential, Tail to operators.
+	TLSCA, TLSCert, TLSKey string
+	// InsecurePlaintext allows a plaintext server off loopback
+	// (HANGAR_INSECURE_PLAINTEXT).
+	InsecurePlaintext bool
 	// Telemetry says where traces go (HANGAR_OTLP_*).
 	Telemetry telemetry.Config
 	// AccessKeyID, SecretKey and SessionToken are static S3 credentials when
@@ -93,31 +103,36 @@ type Config struct {
 // Load reads the configuration from r (envconfig.FromOS() in main).
 func Load(r *envconfig.Reader) (*Config, error) {
 	c := &Config{
-		GRPCAddr:        r.String("HANGAR_LOGSHIP_GRPC_ADDR", ":7302"),
-		DebugAddr:       r.String("HANGAR_LOGSHIP_DEBUG_ADDR", ":9302"),
-		Bucket:          r.Required("HANGAR_S3_BUCKET"),
-		Endpoint:        r.String("HANGAR_S3_ENDPOINT", ""),
-		Region:          r.String("HANGAR_S3_REGION", "us-east-1"),
-		PathStyle:       r.Bool("HANGAR_S3_PATH_STYLE", false),
-		Prefix:          r.String("HANGAR_S3_PREFIX", "runs/"),
-		SpoolDir:        r.String("HANGAR_LOGSHIP_SPOOL_DIR", "/var/lib/hangar/logship"),
-		MaskMinLength:   r.Int("HANGAR_MASK_MIN_LENGTH", 6, 1, 1024),
-		ChunkInterval:   r.Duration("HANGAR_LOGSHIP_CHUNK_INTERVAL", 5*time.Second),
-		CloseWait:       r.Duration("HANGAR_LOGSHIP_CLOSE_WAIT", 30*time.Second),
-		LogMaxBytes:     int64(r.Int("HANGAR_LOG_MAX_BYTES", DefaultLogMaxBytes, MinLogMaxBytes, MaxLogMaxBytes)),
-		RunLogsOnStdout: r.Bool("HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT", false),
-		LogIdleClose:    r.Duration("HANGAR_LOG_IDLE_CLOSE", 30*time.Minute),
-		SpoolMinFreeMB:  r.Int("HANGAR_SPOOL_MIN_FREE_MB", 1024, 0, 1<<30),
-		TLSCert:         r.String("HANGAR_TLS_CERT", ""),
-		TLSKey:          r.String("HANGAR_TLS_KEY", ""),
-		TLSClientCA:     r.String("HANGAR_TLS_CLIENT_CA", ""),
-		Telemetry:       telemetry.ConfigFromEnv(r, "hangar-logship"),
-		AccessKeyID:     r.String("AWS_ACCESS_KEY_ID", ""),
-		SecretKey:       r.String("AWS_SECRET_ACCESS_KEY", ""),
-		SessionToken:    r.String("AWS_SESSION_TOKEN", ""),
-		LogLevel:        r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error"),
+		GRPCAddr:          r.String("HANGAR_LOGSHIP_GRPC_ADDR", ":7302"),
+		DebugAddr:         r.String("HANGAR_LOGSHIP_DEBUG_ADDR", ":9302"),
+		Bucket:            r.Required("HANGAR_S3_BUCKET"),
+		Endpoint:          r.String("HANGAR_S3_ENDPOINT", ""),
+		Region:            r.String("HANGAR_S3_REGION", "us-east-1"),
+		PathStyle:         r.Bool("HANGAR_S3_PATH_STYLE", false),
+		Prefix:            r.String("HANGAR_S3_PREFIX", "runs/"),
+		SpoolDir:          r.String("HANGAR_LOGSHIP_SPOOL_DIR", "/var/lib/hangar/logship"),
+		MaskMinLength:     r.Int("HANGAR_MASK_MIN_LENGTH", 6, 1, 1024),
+		ChunkInterval:     r.Duration("HANGAR_LOGSHIP_CHUNK_INTERVAL", 5*time.Second),
+		CloseWait:         r.Duration("HANGAR_LOGSHIP_CLOSE_WAIT", 30*time.Second),
+		LogMaxBytes:       int64(r.Int("HANGAR_LOG_MAX_BYTES", DefaultLogMaxBytes, MinLogMaxBytes, MaxLogMaxBytes)),
+		RunLogsOnStdout:   r.Bool("HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT", false),
+		LogIdleClose:      r.Duration("HANGAR_LOG_IDLE_CLOSE", 30*time.Minute),
+		SpoolMinFreeMB:    r.Int("HANGAR_SPOOL_MIN_FREE_MB", 1024, 0, 1<<30),
+		TLSCA:             r.String("HANGAR_TLS_CA", ""),
+		TLSCert:           r.String("HANGAR_TLS_CERT", ""),
+		TLSKey:            r.String("HANGAR_TLS_KEY", ""),
+		InsecurePlaintext: r.Bool("HANGAR_INSECURE_PLAINTEXT", false),
+		Telemetry:         telemetry.ConfigFromEnv(r, "hangar-logship"),
+		AccessKeyID:       r.String("AWS_ACCESS_KEY_ID", ""),
+		SecretKey:         r.String("AWS_SECRET_ACCESS_KEY", ""),
+		SessionToken:      r.String("AWS_SESSION_TOKEN", ""),
+		LogLevel:          r.OneOf("HANGAR_LOG_LEVEL", "info", "debug", "info", "warn", "error"),
 	}
+	c.MaskKnownFormats = r.Bool("HANGAR_MASK_KNOWN_FORMATS", true)
 	errs := []error{r.Err()}
+	if n := btoi(c.TLSCA != "") + btoi(c.TLSCert != "") + btoi(c.TLSKey != ""); n != 0 && n != 3 {
+		errs = append(errs, fmt.Errorf("HANGAR_TLS_CA, HANGAR_TLS_CERT, HANGAR_TLS_KEY: set all three or none"))
+	}
 	if c.Endpoint != "" {
 		u, err := url.Parse(c.Endpoint)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -134,4 +149,11 @@ func Load(r *envconfig.Reader) (*Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

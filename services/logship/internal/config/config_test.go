@@ -18,14 +18,14 @@ func TestLoad(t *testing.T) {
 		{"defaults", map[string]string{"HANGAR_S3_BUCKET": "logs"}, "", func(t *testing.T, c *Config) {
 			if c.GRPCAddr != ":7302" || c.DebugAddr != ":9302" || c.Region != "us-east-1" || c.Prefix != "runs/" ||
 				c.PathStyle || c.MaskMinLength != 6 || c.ChunkInterval != 5*time.Second ||
-				c.SpoolDir != "/var/lib/hangar/logship" || c.LogLevel != "info" || c.LogMaxBytes != 64<<20 || c.RunLogsOnStdout {
+				c.SpoolDir != "/var/lib/hangar/logship" || c.LogLevel != "info" || c.LogMaxBytes != 64<<20 || c.RunLogsOnStdout || !c.MaskKnownFormats {
 				t.Errorf("defaults: %+v", c)
 			}
 		}},
 		{"all set", map[string]string{"HANGAR_S3_BUCKET": "logs", "HANGAR_S3_ENDPOINT": "http://127.0.0.1:9000",
 			"HANGAR_S3_PATH_STYLE": "true", "HANGAR_S3_PREFIX": "hangar/", "HANGAR_MASK_MIN_LENGTH": "8",
-			"HANGAR_LOGSHIP_CHUNK_INTERVAL": "2s", "HANGAR_LOG_LEVEL": "debug"}, "", func(t *testing.T, c *Config) {
-			if !c.PathStyle || c.Endpoint != "http://127.0.0.1:9000" || c.Prefix != "hangar/" || c.MaskMinLength != 8 ||
+			"HANGAR_LOGSHIP_CHUNK_INTERVAL": "2s", "HANGAR_LOG_LEVEL": "debug", "HANGAR_MASK_KNOWN_FORMATS": "false"}, "", func(t *testing.T, c *Config) {
+			if !c.PathStyle || c.MaskKnownFormats || c.Endpoint != "http://127.0.0.1:9000" || c.Prefix != "hangar/" || c.MaskMinLength != 8 ||
 				c.ChunkInterval != 2*time.Second || c.LogLevel != "debug" {
 				t.Errorf("got %+v", c)
 			}

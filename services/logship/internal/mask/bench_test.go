@@ -65,15 +65,15 @@ func terraformLog(size int, secrets [][]byte) []byte {
 	return b.Bytes()[:size]
 }
 
-// benchWrite masks input in 4 KiB writes per iteration.
-func benchWrite(b *testing.B, set *Set, input []byte) {
+// benchWrite masks input in writes of size bytes per iteration.
+func benchWrite(b *testing.B, set *Set, input []byte, size int) {
 	b.SetBytes(int64(len(input)))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
 		w := set.NewWriter(io.Discard)
 		for rest := input; len(rest) > 0; {
-			n := min(4096, len(rest))
+			n := min(size, len(rest))
 			w.Write(rest[:n])
 			rest = rest[n:]
 		}
@@ -81,62 +81,77 @@ func benchWrite(b *testing.B, set *Set, input []byte) {
 	}
 }
 
+// benchWrites are the write sizes of the throughput benchmarks.
+var benchWrites = []int{4096, 64}
+
 func BenchmarkMask(b *testing.B) {
 	for _, n := range []int{10, 100} {
 		secrets := benchSecrets(n)
 		input := terraformLog(8<<20, secrets)
-		b.Run(fmt.Sprintf("terraform/secrets=%d", n), func(b *testing.B) {
-			set, _ := NewSet(secrets, Options{})
-			benchWrite(b, set, input)
-		})
+		set, _ := NewSet(secrets, Options{})
+		for _, size := range benchWrites {
+			b.Run(fmt.Sprintf("terraform/secrets=%d/write=%d", n, size), func(b *testing.B) {
+				benchWrite(b, set, input, size)
+			})
+		}
 	}
 	for _, n := range []int{16, 64} {
 		secret := append(bytes.Repeat([]byte("a"), n-1), 'Z')
 		input := bytes.Repeat([]byte("a"), 4<<20)
-		b.Run(fmt.Sprintf("adversarial/len=%d", n), func(b *testing.B) {
-			set, _ := NewSet([][]byte{secret}, Options{})
-			benchWrite(b, set, input)
-		})
+		set, _ := NewSet([][]byte{secret}, Options{})
+		for _, size := range benchWrites {
+			b.Run(fmt.Sprintf("adversarial/len=%d/write=%d", n, size), func(b *testing.B) {
+				benchWrite(b, set, input, size)
+			})
+		}
 	}
 }
 
 // BenchmarkReplacer is the naive reference: strings.Replacer over the same
-// patterns, applied to each 4 KiB write on its own (which leaks secrets
-// split across writes and mishandles overlaps).
+// patterns, applied to each write on its own (which leaks secrets split
+// across writes, mishandles overlaps and knows no wrapping, case or escape
+// rule).
 func BenchmarkReplacer(b *testing.B) {
 	for _, n := range []int{10, 100} {
 		secrets := benchSecrets(n)
 		input := terraformLog(8<<20, secrets)
-		b.Run(fmt.Sprintf("terraform/secrets=%d", n), func(b *testing.B) {
-			pats, _ := patterns(secrets, Options{})
-			var oldnew []string
-			for _, p := range pats {
-				oldnew = append(oldnew, string(p), DefaultMask)
-			}
-			r := strings.NewReplacer(oldnew...)
-			b.SetBytes(int64(len(input)))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				for rest := input; len(rest) > 0; {
-					n := min(4096, len(rest))
-					r.WriteString(io.Discard, string(rest[:n]))
-					rest = rest[n:]
+		pats, _ := patterns(secrets, Options{})
+		var oldnew []string
+		for _, p := range pats {
+			oldnew = append(oldnew, string(p.b), DefaultMask)
+		}
+		r := strings.NewReplacer(oldnew...)
+		for _, size := range benchWrites {
+			b.Run(fmt.Sprintf("terraform/secrets=%d/write=%d", n, size), func(b *testing.B) {
+				b.SetBytes(int64(len(input)))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for b.Loop() {
+					for rest := input; len(rest) > 0; {
+						n := min(size, len(rest))
+						r.WriteString(io.Discard, string(rest[:n]))
+						rest = rest[n:]
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 
-// BenchmarkNewSet measures building the automaton once per run.
+// BenchmarkNewSet measures building the automaton once per run, and the
+// memory the compiled set holds (MiB-held) and allocates while building
+// (MiB-built).
 func BenchmarkNewSet(b *testing.B) {
-	for _, n := range []int{10, 100} {
-		secrets := benchSecrets(n)
-		b.Run(fmt.Sprintf("secrets=%d", n), func(b *testing.B) {
+	for _, c := range memoryCases {
+		secrets := c.secrets()
+		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
+			held, built := setMemory(secrets)
 			for b.Loop() {
 				NewSet(secrets, Options{})
 			}
+			b.ReportMetric(float64(held)/(1<<20), "MiB-held")
+			b.ReportMetric(float64(built)/(1<<20), "MiB-built")
 		})
 	}
 }

@@ -4,74 +4,106 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
-	"net/url"
-	"slices"
-	"strconv"
 )
 
-// derive returns the byte strings that reveal secret when they appear in a
-// log: the raw value and the value without surrounding white space (the
-// shell's $(cat file) drops a file's final newline), the terminal form and
-// each line of a multi-line value, and (when encodings is true) the encoded
-// forms of both values that a job commonly prints. The result may contain
-// duplicates and strings shorter than the minimum length; the caller
+// Encoding class names, as reported in [Report.NotDerived].
+const (
+	EncBase64    = "base64"
+	EncBase64URL = "base64url"
+	EncHex       = "hex"
+	EncWrapStart = "wrapped within the first 3 characters"
+	EncLines     = "line by line"
+)
+
+// derived is one pattern and the encoding class it belongs to ("" for the
+// value itself).
+type derived struct {
+	b   []byte
+	enc string
+	// wrap: an encoder may wrap this form into lines (the views skip
+	// line breaks inside a match of it).
+	wrap bool
+}
+
+// derive returns the byte strings that reveal secret when they appear in the
+// log views (see the package documentation): the value and the value without
+// surrounding white space, and for a multi-line value their "\r\n" forms
+// and each line; the value with
+// "+" read as a space (a form decoder's view of a path-escaped value); and,
+// when encodings is true, the base64, base64url and hex forms of both values,
+// each also without its first 3 characters (a line break the encoder put
+// there is not skipped). Percent-encoding and string escapes need no
+// patterns: the decoding views turn them back into the value. The result may
+// contain duplicates and strings shorter than the minimum length; the caller
 // filters them.
-func derive(secret []byte, encodings bool) [][]byte {
+func derive(secret []byte, encodings bool) []derived {
 	values := [][]byte{secret}
 	if t := bytes.TrimSpace(secret); len(t) > 0 && len(t) < len(secret) {
 		values = append(values, t)
 	}
-	out := slices.Clone(values)
+	var out []derived
+	for _, v := range values {
+		out = append(out, derived{b: v})
+		if bytes.IndexByte(v, '+') >= 0 {
+			out = append(out, derived{b: bytes.ReplaceAll(v, []byte("+"), []byte(" "))})
+		}
+	}
 	if bytes.IndexByte(secret, '\n') >= 0 {
 		// A terminal with ONLCR set turns every "\n" into "\r\n".
-		out = append(out, bytes.ReplaceAll(secret, []byte("\n"), []byte("\r\n")))
+		for _, v := range values {
+			out = append(out, derived{b: bytes.ReplaceAll(v, []byte("\n"), []byte("\r\n"))})
+		}
 		// A multi-line value (a key, a certificate) is often printed
 		// or echoed line by line; each line is masked on its own.
 		for line := range bytes.Lines(secret) {
-			out = append(out, bytes.TrimSpace(line))
+			out = append(out, derived{b: bytes.TrimSpace(line), enc: EncLines})
 		}
 	}
 	if encodings {
 		for _, v := range values {
-			out = append(out, encoded(v)...)
+			for _, f := range encoded(v) {
+				f.wrap = true
+				out = append(out, f)
+				// An encoder that wraps lines may break the form
+				// within its first characters, before the views
+				// skip breaks: the rest of the form is a pattern too.
+				if len(f.b) > wrapDepth-1 {
+					out = append(out, derived{b: f.b[wrapDepth-1:], enc: EncWrapStart, wrap: true})
+				}
+			}
 		}
 	}
 	return out
 }
 
-// encoded returns the encoded forms of v: base64 and base64url (see
-// base64Forms), URL query and path escaping, lower- and upper-case hex, and
-// the inside of a Go quoted string and of a JSON string.
-func encoded(v []byte) [][]byte {
-	var out [][]byte
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
-		out = append(out, base64Forms(v, enc)...)
+// stripBreaks returns b without its '\r' and '\n' bytes.
+func stripBreaks(b []byte) []byte {
+	if bytes.IndexByte(b, '\n') < 0 && bytes.IndexByte(b, '\r') < 0 {
+		return b
 	}
-	s := string(v)
-	out = append(out,
-		[]byte(url.QueryEscape(s)),
-		[]byte(url.PathEscape(s)),
-		[]byte(hex.EncodeToString(v)),
-		bytes.ToUpper([]byte(hex.EncodeToString(v))),
-	)
-	if q := strconv.Quote(s); len(q) >= 2 {
-		out = append(out, []byte(q[1:len(q)-1]))
-	}
-	if j, err := json.Marshal(s); err == nil && len(j) >= 2 {
-		out = append(out, j[1:len(j)-1])
-	}
-	// json.Encoder with SetEscapeHTML(false) leaves <, > and & alone, as do
-	// many non-Go JSON encoders.
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(s); err == nil {
-		j := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-		if len(j) >= 2 {
-			out = append(out, bytes.Clone(j[1:len(j)-1]))
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if !isBreak(c) {
+			out = append(out, c)
 		}
 	}
+	return out
+}
+
+// encoded returns the wrap-tolerant encoded forms of v: base64 and base64url
+// (see base64Forms), lower- and upper-case hex.
+func encoded(v []byte) []derived {
+	var out []derived
+	for _, e := range []struct {
+		enc  *base64.Encoding
+		name string
+	}{{base64.StdEncoding, EncBase64}, {base64.URLEncoding, EncBase64URL}} {
+		for _, f := range base64Forms(v, e.enc) {
+			out = append(out, derived{b: f, enc: e.name})
+		}
+	}
+	h := []byte(hex.EncodeToString(v))
+	out = append(out, derived{b: h, enc: EncHex}, derived{b: bytes.ToUpper(h), enc: EncHex})
 	return out
 }
 
@@ -102,7 +134,10 @@ func base64Forms(secret []byte, enc *base64.Encoding) [][]byte {
 			out = append(out, []byte(raw[first:last]))
 		}
 		if len(raw) > first {
-			out = append(out, []byte(raw[first:]), []byte(padded[first:]))
+			out = append(out, []byte(raw[first:]))
+			if len(padded) > len(raw) {
+				out = append(out, []byte(padded[first:]))
+			}
 		}
 	}
 	return out

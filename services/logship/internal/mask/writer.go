@@ -1,6 +1,12 @@
 package mask
 
-import "io"
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"slices"
+	"sort"
+)
 
 // Stats counts a writer's traffic.
 type Stats struct {
@@ -15,9 +21,61 @@ type Stats struct {
 // span is a run of covered stream positions [start, end).
 type span struct{ start, end int64 }
 
-// maxSpans bounds the pending spans kept within one Write before they are
-// settled early.
-const maxSpans = 64
+// posMap maps the positions of a view's bytes to raw stream positions:
+// entry {v, off} says that view bytes from v on (to the next entry) are at
+// raw position v+off. It keeps at least one entry.
+type posMap struct{ e []pmEntry }
+
+type pmEntry struct{ v, off int64 }
+
+func (m *posMap) reset(v, off int64) { m.e = append(m.e[:0], pmEntry{v, off}) }
+
+func (m *posMap) lastV() int64 { return m.e[len(m.e)-1].v }
+
+func (m *posMap) set(v, off int64) {
+	last := &m.e[len(m.e)-1]
+	if last.off == off {
+		return
+	}
+	if last.v == v {
+		last.off = off
+		return
+	}
+	m.e = append(m.e, pmEntry{v, off})
+}
+
+func (m *posMap) rawOf(v int64) int64 {
+	e := m.e
+	i := sort.Search(len(e), func(i int) bool { return e[i].v > v }) - 1
+	return v + e[max(i, 0)].off
+}
+
+// trim drops the entries before the one that maps view position v.
+func (m *posMap) trim(v int64) {
+	i := sort.Search(len(m.e), func(i int) bool { return m.e[i].v > v }) - 1
+	if i > 0 {
+		m.e = append(m.e[:0], m.e[i:]...)
+	}
+}
+
+// from sets m to the entries of src from the one that maps view position v.
+func (m *posMap) from(src *posMap, v int64) {
+	i := sort.Search(len(src.e), func(i int) bool { return src.e[i].v > v }) - 1
+	m.e = append(m.e[:0], src.e[max(i, 0):]...)
+}
+
+// view is a decoding view's state while it is active (see the package
+// documentation); inactive, it is the raw view's.
+type view struct {
+	active bool
+	s      int32
+	vpos   int64 // view bytes read
+	// irreg is one past the view position of the last decoded byte (one
+	// read from an escape, not from one raw byte).
+	irreg int64
+	pm    posMap
+	dec   decoder
+}
 
 // Writer masks the secrets of a [Set] in the bytes written to it and writes
 // the result to its destination. A Writer is for one goroutine.
@@ -25,24 +83,32 @@ const maxSpans = 64
 // Positions below are offsets in the stream of all bytes ever written.
 type Writer struct {
 	set *Set
+	a   *automaton
 	dst io.Writer
 
-	state int32 // current automaton state (row start)
-	pos   int64 // bytes consumed
-	done  int64 // positions below done have been settled into out
+	pos  int64 // bytes consumed
+	done int64 // positions below done have been settled into out
 
-	// held holds the raw bytes of positions [pos-len(held), pos): the
-	// string of the current state, the only bytes that may still begin a
-	// secret. The bytes of positions before it are written or covered.
-	held  []byte
-	spare []byte
+	// buf holds the raw bytes of positions [bufStart, pos) not settled by
+	// the previous writes (bufStart == done between writes).
+	buf, spare []byte
+	bufStart   int64
 
-	// spans are the covered runs not yet settled, in order, disjoint and
-	// not adjacent; spans[head:] are live.
-	spans []span
-	head  int
+	// The raw view: automaton state, view bytes read (raw bytes but the
+	// line breaks skipped) and their raw positions.
+	s0  int32
+	v0  int64
+	pm0 posMap
 
-	events [lanes][]event // per-lane matches of the current scan
+	views   [numViews]view
+	nActive int
+	scans   []scanner
+
+	// spans are the covered runs not yet settled; spans[head:] are live.
+	// sorted: they are in order, disjoint and not adjacent.
+	spans  []span
+	head   int
+	sorted bool
 
 	out    []byte
 	stats  Stats
@@ -53,21 +119,36 @@ type Writer struct {
 // NewWriter returns a Writer that writes the masked stream to dst. The
 // Writer does not close dst.
 func (s *Set) NewWriter(dst io.Writer) *Writer {
-	return &Writer{set: s, dst: dst}
+	w := &Writer{set: s, a: s.a, dst: dst, sorted: true}
+	w.pm0.reset(0, 0)
+	w.views[viewPercent].dec.kind = viewPercent
+	w.views[viewPercent].dec.plus = s.plus
+	w.views[viewEscape].dec.kind = viewEscape
+	return w
 }
 
 // Stats returns the writer's counters so far.
 func (w *Writer) Stats() Stats { return w.stats }
+
+// Pending returns the number of bytes written to w and not yet settled:
+// bytes that could still begin a secret, and covered bytes whose mask is
+// not written yet (a match right after them would join it). When it is
+// zero, w holds nothing back and is as a new writer: its destination has
+// the masked form of everything written so far, and no secret begun
+// before this point is looked for after it.
+func (w *Writer) Pending() int { return int(w.pos - w.done) }
+
+// Clean reports whether Pending is zero.
+func (w *Writer) Clean() bool { return w.pos == w.done }
 
 // maxChunk bounds the bytes scanned before output is written, which bounds
 // the writer's buffers however large a single Write is.
 const maxChunk = 64 << 10
 
 // Write masks p and writes to the destination every byte that can no
-// longer be part of a secret. It holds back at most the longest pattern's
-// length minus one bytes, plus one pending mask string. A failure of the
-// destination is returned by this and every later call; n then counts the
-// bytes of p whose output was written.
+// longer be part of a secret. A failure of the destination is returned by
+// this and every later call; n then counts the bytes of p whose output was
+// written.
 func (w *Writer) Write(p []byte) (n int, err error) {
 	if w.err != nil {
 		return 0, w.err
@@ -80,9 +161,9 @@ func (w *Writer) Write(p []byte) (n int, err error) {
 		p = p[len(chunk):]
 		w.stats.BytesIn += int64(len(chunk))
 		pos0 := w.pos
-		w.scan(chunk)
+		w.scan(chunk, pos0)
 		w.pos = pos0 + int64(len(chunk))
-		w.settle(chunk, pos0, w.pos-int64(w.set.depth[w.state/w.set.stride]), false)
+		w.settle(chunk, pos0, w.holdBound(), false)
 		w.keep(chunk, pos0)
 		if err := w.writeOut(); err != nil {
 			return n, err
@@ -92,113 +173,286 @@ func (w *Writer) Write(p []byte) (n int, err error) {
 	return n, nil
 }
 
-// lanes is the number of interleaved automaton runs scan uses on a long
-// write. A run is one chain of dependent table loads, bound by load latency;
-// independent runs over different parts of the write overlap their loads.
-const lanes = 4
-
-// event is a match found by a lane: the automaton entered state s (a state
-// that ends a match) after p[i].
-type event struct{ i, s int32 }
-
-// scan runs the automaton over p, which starts at stream position w.pos,
-// records the covered spans and leaves w.state at the state after p.
+// scan runs the views over p, which starts at stream position pos0, and
+// records the covered spans.
 //
-// A long p is split into lanes. The state after a byte depends only on the
-// last maxLen bytes, so a lane that starts maxLen bytes before its part of p
-// from the root state has the exact state when it reaches its part; matches
-// it finds before its part (warm-up) belong to the previous lane and are
-// ignored. Lanes record their matches, which are then applied in order.
-func (w *Writer) scan(p []byte) {
-	table, class, matchBase := w.set.table, &w.set.class, w.set.matchBase
-	warm := w.set.maxLen
-	if len(p) < 2*warm+w.set.laneMin {
-		s := w.state
-		for i, c := range p {
-			s = table[s+class[c]]
-			if s >= matchBase {
-				w.match(p, w.pos, int64(i), s)
+// The raw view alternates two modes. In automaton mode every byte is a
+// transition. It leaves it when no decoding view or scanner is active and
+// the state's string (less than 4 bytes) cannot begin a pattern by the
+// filter; in skip mode it only probes the filter at each position, and
+// returns to automaton mode, with the exact state recomputed from at most
+// the last 3 bytes, at a position that may begin a pattern or an escape.
+// (No pattern string of 4 bytes or more can be alive in skip mode: its first
+// 4 bytes would have hit the filter.)
+func (w *Writer) scan(p []byte, pos0 int64) {
+	a, set := w.a, w.set
+	filt := set.filt
+	n := len(p)
+	s, v := w.s0, w.v0
+	i := 0
+	// stops[k] is the position of the next set.stopBytes[k] at or after
+	// the skip loop's position (stale when below it).
+	stops := [3]int{-1, -1, -1}
+	for i < n {
+		// Automaton mode.
+		for i < n {
+			c := p[i]
+			r := pos0 + int64(i)
+			if set.stop[c] {
+				w.trigger(c, s, v)
+			}
+			skipped := false
+			if s < a.nShallow {
+				s = a.dense[s*a.stride+a.class[c]]
+				v++
+			} else if isBreak(c) && a.skipBreak(s, c) {
+				w.pm0.set(v, r+1-v) // skipped: the next view byte is after it
+				skipped = true
+			} else {
+				s1 := a.deep(s, c)
+				v++
+				if s1 == s && w.nActive == 0 && len(w.scans) == 0 && !set.stop[c] && a.flags[s]&(fMatch|fAnchor) == 0 {
+					// A self-loop: a run of c leaves the state as it is.
+					j := runEnd(p, i+1, c)
+					v += int64(j - i - 1)
+					i = j - 1
+					r = pos0 + int64(i)
+				}
+				s = s1
+			}
+			if len(w.scans) > 0 {
+				w.feedScans(c, r)
+			}
+			if a.flags[s]&(fMatch|fAnchor) != 0 && !skipped {
+				w.hit(s, v, r)
+			}
+			if w.nActive > 0 {
+				w.feedViews(c, r, s, v)
+			}
+			i++
+			if filt != nil && s < a.nShallow && w.nActive == 0 && len(w.scans) == 0 && i+3 < n {
+				d := int(a.depth[s])
+				if d <= i && v-int64(d) >= w.pm0.lastV() && missAll(filt, p, i-d, i) {
+					break
+				}
 			}
 		}
-		w.state = s
+		if i >= n {
+			break
+		}
+		// Skip mode, from y in state sy, up to the next byte that starts
+		// an escape.
+		y, sy := i, s
+		lim := n - 3
+		for k := range set.stopBytes {
+			if stops[k] < i {
+				stops[k] = n
+				if j := bytes.IndexByte(p[i:], set.stopBytes[k]); j >= 0 {
+					stops[k] = i + j
+				}
+			}
+			lim = min(lim, stops[k])
+		}
+		i = filt.skip(p, i, lim)
+		if i-y <= 3 {
+			s = sy
+			for _, c := range p[y:i] {
+				s = a.step(s, c)
+			}
+		} else {
+			s = 0
+			for _, c := range p[i-3 : i] {
+				s = a.step(s, c)
+			}
+		}
+		v += int64(i - y)
+	}
+	w.s0, w.v0 = s, v
+}
+
+// missAll reports whether no position in p[from:to] hits the filter (every
+// p[k:k+4] is within p).
+func missAll(f *filter, p []byte, from, to int) bool {
+	for k := from; k < to; k++ {
+		if f.has(le32(p[k:])) {
+			return false
+		}
+	}
+	return true
+}
+
+// runEnd returns the end of the run of c that starts at p[i].
+func runEnd(p []byte, i int, c byte) int {
+	rep := uint64(c) * 0x0101010101010101
+	for i+8 <= len(p) && binary.LittleEndian.Uint64(p[i:]) == rep {
+		i += 8
+	}
+	for i < len(p) && p[i] == c {
+		i++
+	}
+	return i
+}
+
+// hit handles a state of the raw view that ends a match or an anchor: v view
+// bytes were read, the last at raw position r.
+func (w *Writer) hit(s int32, v, r int64) {
+	a := w.a
+	f := a.flags[s]
+	if f&fMatch != 0 {
+		w.addSpan(w.pm0.rawOf(v-int64(a.cover(s))), r+1)
+	}
+	if f&fAnchor != 0 && len(w.scans) < 64 {
+		ref := w.set.anchors[a.anchor(s)]
+		w.scans = append(w.scans, newScanner(&w.set.formats[ref.format], w.pm0.rawOf(v-int64(ref.len)), r+1))
+	}
+}
+
+func (w *Writer) feedScans(c byte, r int64) {
+	k := 0
+	for i := range w.scans {
+		sc := &w.scans[i]
+		if done, end := sc.feed(c, r); done {
+			if end > sc.start {
+				w.addSpan(sc.start, end)
+			}
+			continue
+		}
+		w.scans[k] = *sc
+		k++
+	}
+	w.scans = w.scans[:k]
+}
+
+// trigger activates the decoding view that byte c starts, if inactive,
+// in the raw view's state s after v view bytes.
+func (w *Writer) trigger(c byte, s int32, v int64) {
+	k := viewPercent
+	if c == '\\' {
+		k = viewEscape
+	}
+	vw := &w.views[k]
+	if vw.active {
 		return
 	}
+	vw.active = true
+	w.nActive++
+	vw.s, vw.vpos = s, v
+	vw.pm.from(&w.pm0, v-int64(w.a.depth[s]))
+}
 
-	// Lane j scans p[j*d:][:n] and owns the matches ending in
-	// p[own(j):end(j)], own(j) = j*d+warm for j > 0. The last lane also
-	// scans the remainder of the division.
-	n := (len(p) + (lanes-1)*warm) / lanes
-	d := n - warm
-	for j := range w.events {
-		w.events[j] = w.events[j][:0]
-	}
-	st := [lanes]int32{w.state}
-	for k := 0; k < n; k++ {
-		k = run4(table, class, matchBase, p, d, k, n, &st)
-		if k == n {
-			break
+// feedViews reads the raw byte c at position r in the active views, and
+// deactivates those that agree with the raw view again (state s0 after v0
+// view bytes): same state, and both states' strings without a skipped or
+// decoded byte, so they cover the same raw bytes.
+func (w *Writer) feedViews(c byte, r int64, s0 int32, v0 int64) {
+	a := w.a
+	for k := range w.views {
+		vw := &w.views[k]
+		if !vw.active {
+			continue
 		}
-		for j, s := range st {
-			if s >= matchBase {
-				w.events[j] = append(w.events[j], event{int32(j*d + k), s})
+		vw.dec.out = vw.dec.out[:0]
+		vw.dec.feed(c, r)
+		for _, b := range vw.dec.out {
+			w.viewByte(vw, b)
+		}
+		if vw.dec.n == 0 && vw.s == s0 {
+			d := int64(a.depth[s0])
+			if d == 0 || (vw.pm.lastV() <= vw.vpos-d && vw.irreg <= vw.vpos-d && w.pm0.lastV() <= v0-d) {
+				vw.active = false
+				w.nActive--
 			}
 		}
 	}
-	s3 := st[lanes-1]
-	for i := (lanes-1)*d + n; i < len(p); i++ {
-		s3 = table[s3+class[p[i]]]
-		if s3 >= matchBase {
-			w.events[lanes-1] = append(w.events[lanes-1], event{int32(i), s3})
-		}
+}
+
+// viewByte reads one byte of a decoding view.
+func (w *Writer) viewByte(vw *view, b vbyte) {
+	a := w.a
+	if isBreak(b.c) && a.skipBreak(vw.s, b.c) {
+		return // skipped
 	}
-	for j := range lanes {
-		for _, e := range w.events[j] {
-			if j == 0 || int(e.i) >= j*d+warm {
-				w.match(p, w.pos, int64(e.i), e.s)
+	vw.pm.set(vw.vpos, b.rs-vw.vpos)
+	vw.s = a.step(vw.s, b.c)
+	vw.vpos++
+	if b.re-b.rs != 1 {
+		vw.irreg = vw.vpos
+	}
+	if a.flags[vw.s]&fMatch != 0 {
+		w.addSpan(vw.pm.rawOf(vw.vpos-int64(a.cover(vw.s))), b.re)
+	}
+}
+
+func (w *Writer) addSpan(start, end int64) {
+	if k := len(w.spans); k > w.head && w.sorted {
+		last := &w.spans[k-1]
+		if start >= last.start {
+			if start <= last.end {
+				last.end = max(last.end, end)
+				return
 			}
+		} else {
+			w.sorted = false
 		}
-	}
-	w.state = s3
-}
-
-// run4 advances the four lane states st, lane j reading p[j*d+k], from k
-// until n or until a lane enters a state that ends a match. It returns the
-// index k of the byte after which that happened, or n.
-func run4(table []int32, class *[256]int32, matchBase int32, p []byte, d, k, n int, st *[lanes]int32) int {
-	s0, s1, s2, s3 := st[0], st[1], st[2], st[3]
-	for ; k < n; k++ {
-		s0 = table[s0+class[p[k]]]
-		s1 = table[s1+class[p[k+d]]]
-		s2 = table[s2+class[p[k+2*d]]]
-		s3 = table[s3+class[p[k+3*d]]]
-		if s0 >= matchBase || s1 >= matchBase || s2 >= matchBase || s3 >= matchBase {
-			break
-		}
-	}
-	st[0], st[1], st[2], st[3] = s0, s1, s2, s3
-	return k
-}
-
-// match records that the pattern of length cover[s] ends at p[i], where p
-// starts at stream position pos0.
-func (w *Writer) match(p []byte, pos0, i int64, s int32) {
-	end := pos0 + i + 1
-	start := end - int64(w.set.cover[s/w.set.stride])
-	// Merge with the pending spans it overlaps or touches. They all end
-	// at or before end.
-	for len(w.spans) > w.head {
-		last := w.spans[len(w.spans)-1]
-		if last.end < start {
-			break
-		}
-		start = min(start, last.start)
-		w.spans = w.spans[:len(w.spans)-1]
-	}
-	if len(w.spans)-w.head >= maxSpans {
-		// Many disjoint secrets in one write: settle what is final.
-		w.settle(p, pos0, end-int64(w.set.depth[s/w.set.stride]), false)
 	}
 	w.spans = append(w.spans, span{start, end})
+}
+
+// normalize sorts the live spans and merges those that overlap or touch.
+func (w *Writer) normalize() {
+	if w.sorted {
+		return
+	}
+	live := w.spans[w.head:]
+	slices.SortFunc(live, func(x, y span) int {
+		switch {
+		case x.start < y.start:
+			return -1
+		case x.start > y.start:
+			return 1
+		}
+		return 0
+	})
+	k := 0
+	for _, sp := range live {
+		if k > 0 && sp.start <= live[k-1].end {
+			live[k-1].end = max(live[k-1].end, sp.end)
+			continue
+		}
+		live[k] = sp
+		k++
+	}
+	w.spans = w.spans[:w.head+k]
+	w.sorted = true
+}
+
+// holdBound returns the first position that may still be covered: the
+// start of the strings of the views' states, of an escape being decoded,
+// of a scanner's token.
+func (w *Writer) holdBound() int64 {
+	a := w.a
+	b := w.pos
+	if d := a.depth[w.s0]; d > 0 {
+		b = min(b, w.pm0.rawOf(w.v0-int64(d)))
+	}
+	w.pm0.trim(w.v0 - int64(a.depth[w.s0]))
+	for k := range w.views {
+		vw := &w.views[k]
+		if !vw.active {
+			continue
+		}
+		if d := a.depth[vw.s]; d > 0 {
+			b = min(b, vw.pm.rawOf(vw.vpos-int64(d)))
+		}
+		vw.pm.trim(vw.vpos - int64(a.depth[vw.s]))
+		if vw.dec.n > 0 {
+			b = min(b, vw.dec.start)
+		}
+	}
+	for _, sc := range w.scans {
+		b = min(b, sc.start)
+	}
+	return b
 }
 
 // settle appends to out the stream up to position bound, below which no
@@ -207,6 +461,7 @@ func (w *Writer) match(p []byte, pos0, i int64, s int32) {
 // starting at bound would join it. If final, the stream has ended and
 // everything is settled. p is the current write, starting at pos0.
 func (w *Writer) settle(p []byte, pos0, bound int64, final bool) {
+	w.normalize()
 	for w.head < len(w.spans) {
 		sp := w.spans[w.head]
 		if !final && sp.end >= bound {
@@ -219,7 +474,7 @@ func (w *Writer) settle(p []byte, pos0, bound int64, final bool) {
 		w.raw(p, pos0, sp.start)
 		w.out = append(w.out, w.set.mask...)
 		w.stats.Masks++
-		w.done = sp.end
+		w.done = max(w.done, sp.end)
 		w.head++
 	}
 	if w.head == len(w.spans) {
@@ -229,14 +484,13 @@ func (w *Writer) settle(p []byte, pos0, bound int64, final bool) {
 }
 
 // raw appends the raw bytes of positions [done, to) to out. They come from
-// held and then from p, which starts at position pos0.
+// buf and then from p, which starts at position pos0.
 func (w *Writer) raw(p []byte, pos0, to int64) {
 	if to <= w.done {
 		return
 	}
 	if w.done < pos0 {
-		heldStart := pos0 - int64(len(w.held))
-		w.out = append(w.out, w.held[w.done-heldStart:min(to, pos0)-heldStart]...)
+		w.out = append(w.out, w.buf[w.done-w.bufStart:min(to, pos0)-w.bufStart]...)
 		w.done = min(to, pos0)
 	}
 	if w.done < to {
@@ -245,18 +499,16 @@ func (w *Writer) raw(p []byte, pos0, to int64) {
 	}
 }
 
-// keep saves in held the bytes of the current state's string, taken from
-// the old held bytes and p, which started at position pos0.
+// keep saves in buf the raw bytes of positions [done, pos), taken from the
+// old buf and p, which started at position pos0.
 func (w *Writer) keep(p []byte, pos0 int64) {
-	d := int(w.set.depth[w.state/w.set.stride])
-	if d <= len(p) {
-		w.held = append(w.held[:0], p[len(p)-d:]...)
-		return
+	if w.done >= pos0 {
+		w.buf = append(w.buf[:0], p[w.done-pos0:]...)
+	} else {
+		w.spare = append(append(w.spare[:0], w.buf[w.done-w.bufStart:]...), p...)
+		w.buf, w.spare = w.spare, w.buf
 	}
-	// The state's string reaches back into the old held bytes.
-	old := w.held[len(w.held)-(d-len(p)):]
-	w.spare = append(append(w.spare[:0], old...), p...)
-	w.held, w.spare = w.spare, w.held
+	w.bufStart = w.done
 }
 
 // writeOut writes out to the destination.
@@ -277,7 +529,7 @@ func (w *Writer) writeOut() error {
 }
 
 // Flush writes every held byte and pending mask to the destination and
-// resets the automaton, as at the end of the stream: a secret whose first
+// resets the writer, as at the end of the stream: a secret whose first
 // bytes were written before Flush and whose last bytes come after it is
 // not recognised. Use it at a boundary no secret spans, such as the end of
 // a step.
@@ -288,9 +540,28 @@ func (w *Writer) Flush() error {
 	if w.closed {
 		return ErrClosed
 	}
+	for k := range w.views {
+		vw := &w.views[k]
+		if vw.active {
+			vw.dec.out = vw.dec.out[:0]
+			vw.dec.drain()
+			for _, b := range vw.dec.out {
+				w.viewByte(vw, b)
+			}
+			vw.active = false
+		}
+	}
+	w.nActive = 0
+	for _, sc := range w.scans {
+		if end := sc.close(w.pos); end > sc.start {
+			w.addSpan(sc.start, end)
+		}
+	}
+	w.scans = w.scans[:0]
 	w.settle(nil, w.pos, w.pos, true)
-	w.state = 0
-	w.held = w.held[:0]
+	w.s0 = 0
+	w.pm0.reset(w.v0, w.pos-w.v0)
+	w.buf, w.bufStart = w.buf[:0], w.pos
 	return w.writeOut()
 }
 

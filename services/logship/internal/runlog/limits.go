@@ -8,7 +8,7 @@ import "fmt"
 // the memory of a run's masking stays bounded. The gateway refuses a run
 // spec over the same cap at intake (its secrets alone), with the reason in
 // the run's finished event; this is the defence in depth.
-const MaxSecretBytes = 64 << 10
+const MaxSecretBytes = 256 << 10
 
 // checkSecretBytes refuses secrets whose values total more than
 // MaxSecretBytes. The error names the cap and the total, never a value.

@@ -121,7 +121,7 @@ func (m *Manager) Open(req OpenRequest) (*Session, uint64, error) {
 	for i, s := range req.Secrets {
 		values[i] = s.Value
 	}
-	set, rep := mask.NewSet(values, mask.Options{MinLength: m.opts.MinSecretLength})
+	set, rep := mask.NewSet(values, mask.Options{MinLength: m.opts.MinSecretLength, DisableKnownFormats: m.opts.DisableKnownFormats})
 
 	m.mu.Lock()
 	if f, ok := m.finished[req.RunID]; ok {

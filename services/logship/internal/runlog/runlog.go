@@ -66,6 +66,9 @@ type Options struct {
 	Store Store
 	// MinSecretLength is the shortest secret masked (mask.Options.MinLength).
 	MinSecretLength int
+	// DisableKnownFormats turns off the masking of undeclared well-known
+	// credentials (mask.Options.DisableKnownFormats).
+	DisableKnownFormats bool
 	// ChunkInterval is how often live chunks are uploaded.
 	ChunkInterval time.Duration
 	// CloseWait bounds how long Close waits for the final upload.

@@ -52,6 +52,9 @@ type Deps struct {
 	// DefaultCommitDelay).
 	CommitBytes int64
 	CommitDelay time.Duration
+	// Authorize checks who may write the log an Open names (mutual TLS);
+	// nil lets anyone (plaintext on loopback or HANGAR_INSECURE_PLAINTEXT).
+	Authorize Authorizer
 }
 
 // Server implements logsv1.LogServiceServer.
@@ -89,6 +92,13 @@ func (s *Server) Ship(stream logsv1.LogService_ShipServer) error {
 	if open.GetRunId() == "" {
 		return status.Error(codes.InvalidArgument, "Open without run id")
 	}
+	current := func() bool { return true }
+	if s.d.Authorize != nil {
+		if current, err = s.d.Authorize(stream.Context(), open); err != nil {
+			s.d.Logger.Warn("refused a Ship stream", "run_id", open.GetRunId(), "err", status.Convert(err).Message())
+			return err
+		}
+	}
 	ctx := telemetry.Extract(stream.Context(), s.d.Propagator, open.GetTraceContext())
 	ctx, span := s.d.Tracer.Start(ctx, "logship.Ship", trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("hangar.run_id", open.GetRunId()),
@@ -96,7 +106,7 @@ func (s *Server) Ship(stream logsv1.LogService_ShipServer) error {
 			attribute.String("hangar.stack_id", open.GetStackId()),
 			attribute.Int("hangar.secrets", len(open.GetSecrets()))))
 	defer span.End()
-	err = s.ship(ctx, stream, open, span)
+	err = s.ship(ctx, stream, open, span, current)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(otelcodes.Error, status.Convert(err).Code().String())
@@ -104,7 +114,7 @@ func (s *Server) Ship(stream logsv1.LogService_ShipServer) error {
 	return err
 }
 
-func (s *Server) ship(ctx context.Context, stream logsv1.LogService_ShipServer, open *logsv1.Open, span trace.Span) error {
+func (s *Server) ship(ctx context.Context, stream logsv1.LogService_ShipServer, open *logsv1.Open, span trace.Span, current func() bool) error {
 	req := runlog.OpenRequest{RunID: open.GetRunId(), PoolID: open.GetPoolId(), StackID: open.GetStackId()}
 	for _, sec := range open.GetSecrets() {
 		req.Secrets = append(req.Secrets, runlog.Secret{Name: sec.GetName(), Value: sec.GetValue()})
@@ -165,6 +175,9 @@ func (s *Server) ship(ctx context.Context, stream logsv1.LogService_ShipServer, 
 		}
 		if err != nil {
 			return err
+		}
+		if !current() {
+			return status.Errorf(codes.PermissionDenied, "log %s: a newer lease of the run ships its log now", open.GetRunId())
 		}
 		switch k := msg.GetKind().(type) {
 		case *logsv1.ShipRequest_Chunk:

@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -77,9 +78,14 @@ func New(ctx context.Context, cfg config.Config, deps Deps) (_ *App, err error) 
 		log.WarnContext(ctx, NoPolicyMessage)
 	}
 
-	tlsCfg, err := tlsconfig.ServerConfigFiles(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
+	poolTLS, err := tlsconfig.LoadPoolFiles(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, tlsconfig.RolePolicy)
 	if err != nil {
-		return nil, fmt.Errorf("gRPC server TLS: %w", err)
+		return nil, fmt.Errorf("gRPC server TLS (HANGAR_TLS_*): %w", err)
+	}
+	var tlsCfg *tls.Config
+	if poolTLS != nil {
+		tlsCfg = poolTLS.ServerConfig()
+		log.InfoContext(ctx, "gRPC uses mutual TLS; only gateways may call", "identity", poolTLS.Identity.String())
 	}
 
 	tel, err := telemetry.Setup(ctx, cfg.Telemetry)
@@ -101,6 +107,9 @@ func New(ctx context.Context, cfg config.Config, deps Deps) (_ *App, err error) 
 		GRPCAddr:    cfg.GRPCAddr,
 		DebugAddr:   cfg.DebugAddr,
 		TLS:         tlsCfg,
+		// Only the gateway asks for decisions (ADR 0008).
+		Access:            serve.Access{policyv1.PolicyService_Evaluate_FullMethodName: {tlsconfig.RoleGateway}},
+		InsecurePlaintext: cfg.InsecurePlaintext,
 	}, serve.Deps{Logger: log, Registry: reg, Telemetry: tel})
 	if err != nil {
 		return nil, fmt.Errorf("create server: %w", err)

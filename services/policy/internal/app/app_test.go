@@ -185,8 +185,15 @@ func TestInvalidPolicyStopsStart(t *testing.T) {
 	}
 }
 
+// TestMutualTLS: with its pool certificate, the policy answers only
+// gateways of its pool; no certificate, another CA's, or another role's is
+// refused.
 func TestMutualTLS(t *testing.T) {
 	ca, err := testpki.NewCA("hangar test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := testpki.NewCA("someone else's CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,18 +205,14 @@ func TestMutualTLS(t *testing.T) {
 		}
 		return p
 	}
-	serverCert, serverKey, err := ca.Issue("policy", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientCert, clientKey, err := ca.Issue("gateway")
+	serverCert, serverKey, err := ca.IssueRole("p1", "policy", "policy", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := testConfig(t, policy)
 	cfg.TLSCert = write("server.pem", serverCert)
 	cfg.TLSKey = write("server-key.pem", serverKey)
-	cfg.TLSClientCA = write("ca.pem", ca.CertPEM())
+	cfg.TLSCA = write("ca.pem", ca.CertPEM())
 	a, _ := start(t, cfg)
 
 	evaluate := func(tlsCfg credentials.TransportCredentials) error {
@@ -225,13 +228,27 @@ func TestMutualTLS(t *testing.T) {
 		})
 		return err
 	}
-
-	withCert, err := tlsconfig.ClientConfig(ca.CertPEM(), clientCert, clientKey, "")
-	if err != nil {
-		t.Fatal(err)
+	client := func(c *testpki.CA, role string) credentials.TransportCredentials {
+		cert, key, err := c.IssueRole("p1", role, "someone")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf, err := tlsconfig.ClientConfig(ca.CertPEM(), cert, key, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return credentials.NewTLS(conf)
 	}
-	if err := evaluate(credentials.NewTLS(withCert)); err != nil {
-		t.Errorf("client with certificate: %v", err)
+	if err := evaluate(client(ca, "gateway")); err != nil {
+		t.Errorf("gateway certificate: %v", err)
+	}
+	for _, role := range []string{"executor", "operator", "logship"} {
+		if err := evaluate(client(ca, role)); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s certificate: %v, want PermissionDenied", role, err)
+		}
+	}
+	if err := evaluate(client(other, "gateway")); status.Code(err) != codes.Unavailable {
+		t.Errorf("gateway certificate of another CA: %v, want Unavailable", err)
 	}
 	withoutCert, err := tlsconfig.ClientConfig(ca.CertPEM(), nil, nil, "")
 	if err != nil {

@@ -23,9 +23,10 @@ const (
 	EnvRunInitializationPolicy = "HANGAR_RUN_INITIALIZATION_POLICY"
 	EnvGRPCAddr                = "HANGAR_POLICY_GRPC_ADDR"
 	EnvDebugAddr               = "HANGAR_POLICY_DEBUG_ADDR"
-	EnvTLSCert                 = "HANGAR_POLICY_TLS_CERT"
-	EnvTLSKey                  = "HANGAR_POLICY_TLS_KEY"
-	EnvTLSClientCA             = "HANGAR_POLICY_TLS_CLIENT_CA"
+	EnvTLSCA                   = "HANGAR_TLS_CA"
+	EnvTLSCert                 = "HANGAR_TLS_CERT"
+	EnvTLSKey                  = "HANGAR_TLS_KEY"
+	EnvInsecurePlaintext       = "HANGAR_INSECURE_PLAINTEXT"
 	EnvLogLevel                = "HANGAR_LOG_LEVEL"
 )
 
@@ -44,10 +45,12 @@ type Config struct {
 	GRPCAddr string
 	// DebugAddr is the host:port of /metrics, /livez and /readyz.
 	DebugAddr string
-	// TLSCert and TLSKey are PEM files of the gRPC server's certificate; both or
-	// neither. TLSClientCA, when set, makes the server require client
-	// certificates signed by it (mutual TLS).
-	TLSCert, TLSKey, TLSClientCA string
+	// TLSCA, TLSCert and TLSKey are PEM files of the pool-internal CA and of
+	// the policy's certificate (role policy, ADR 0008) and key; all three or
+	// none. With them the server runs mutual TLS and answers only gateways.
+	TLSCA, TLSCert, TLSKey string
+	// InsecurePlaintext allows a plaintext server off loopback.
+	InsecurePlaintext bool
 	// Telemetry is the tracing configuration (HANGAR_OTLP_ENDPOINT, ...).
 	Telemetry telemetry.Config
 	// LogLevel is the minimum level logged.
@@ -61,9 +64,10 @@ func Load(r *envconfig.Reader) (Config, error) {
 		RunInitializationPolicy: r.String(EnvRunInitializationPolicy, ""),
 		GRPCAddr:                r.String(EnvGRPCAddr, DefaultGRPCAddr),
 		DebugAddr:               r.String(EnvDebugAddr, DefaultDebugAddr),
+		TLSCA:                   r.String(EnvTLSCA, ""),
 		TLSCert:                 r.String(EnvTLSCert, ""),
 		TLSKey:                  r.String(EnvTLSKey, ""),
-		TLSClientCA:             r.String(EnvTLSClientCA, ""),
+		InsecurePlaintext:       r.Bool(EnvInsecurePlaintext, false),
 		Telemetry:               telemetry.ConfigFromEnv(r, ServiceName),
 	}
 	level := r.OneOf(EnvLogLevel, "info", "debug", "info", "warn", "error")
@@ -87,11 +91,8 @@ func (c Config) Validate() error {
 	if err := validateAddr(c.DebugAddr); err != nil {
 		errs = append(errs, fmt.Errorf("%s: %w", EnvDebugAddr, err))
 	}
-	if (c.TLSCert == "") != (c.TLSKey == "") {
-		errs = append(errs, fmt.Errorf("%s, %s: must be set together", EnvTLSCert, EnvTLSKey))
-	}
-	if c.TLSClientCA != "" && c.TLSCert == "" {
-		errs = append(errs, fmt.Errorf("%s: needs %s and %s (mutual TLS)", EnvTLSClientCA, EnvTLSCert, EnvTLSKey))
+	if set := btoi(c.TLSCA != "") + btoi(c.TLSCert != "") + btoi(c.TLSKey != ""); set != 0 && set != 3 {
+		errs = append(errs, fmt.Errorf("%s, %s, %s: must be set together", EnvTLSCA, EnvTLSCert, EnvTLSKey))
 	}
 	return errors.Join(errs...)
 }
@@ -106,4 +107,11 @@ func validateAddr(addr string) error {
 		return fmt.Errorf("invalid listen address %q: port must be a number in 0-65535", addr)
 	}
 	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

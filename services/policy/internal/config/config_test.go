@@ -25,9 +25,9 @@ func TestLoad(t *testing.T) {
 		"HANGAR_RUN_INITIALIZATION_POLICY": "/etc/hangar/policy.rego",
 		"HANGAR_POLICY_GRPC_ADDR":          "127.0.0.1:0",
 		"HANGAR_POLICY_DEBUG_ADDR":         "[::1]:9999",
-		"HANGAR_POLICY_TLS_CERT":           "c.pem",
-		"HANGAR_POLICY_TLS_KEY":            "k.pem",
-		"HANGAR_POLICY_TLS_CLIENT_CA":      "ca.pem",
+		"HANGAR_TLS_CERT":                  "c.pem",
+		"HANGAR_TLS_KEY":                   "k.pem",
+		"HANGAR_TLS_CA":                    "ca.pem",
 		"HANGAR_OTLP_ENDPOINT":             "collector:4317",
 		"HANGAR_LOG_LEVEL":                 "debug",
 	}))
@@ -38,7 +38,7 @@ func TestLoad(t *testing.T) {
 		RunInitializationPolicy: "/etc/hangar/policy.rego",
 		GRPCAddr:                "127.0.0.1:0",
 		DebugAddr:               "[::1]:9999",
-		TLSCert:                 "c.pem", TLSKey: "k.pem", TLSClientCA: "ca.pem",
+		TLSCert:                 "c.pem", TLSKey: "k.pem", TLSCA: "ca.pem",
 		LogLevel: slog.LevelDebug,
 	}
 	got := cfg
@@ -69,13 +69,13 @@ func TestLoadErrors(t *testing.T) {
 		},
 		{
 			name: "cert without key",
-			env:  map[string]string{"HANGAR_POLICY_TLS_CERT": "c.pem"},
-			want: []string{"HANGAR_POLICY_TLS_CERT, HANGAR_POLICY_TLS_KEY: must be set together"},
+			env:  map[string]string{"HANGAR_TLS_CERT": "c.pem"},
+			want: []string{"HANGAR_TLS_CA, HANGAR_TLS_CERT, HANGAR_TLS_KEY: must be set together"},
 		},
 		{
 			name: "client CA without cert",
 			env:  map[string]string{"HANGAR_POLICY_TLS_CLIENT_CA": "ca.pem"},
-			want: []string{"HANGAR_POLICY_TLS_CLIENT_CA: needs"},
+			want: []string{"HANGAR_POLICY_TLS_CLIENT_CA"},
 		},
 		{
 			name: "unknown variable",
@@ -89,7 +89,7 @@ func TestLoadErrors(t *testing.T) {
 		},
 		{
 			name: "several problems at once",
-			env:  map[string]string{"HANGAR_POLICY_TLS_KEY": "k.pem", "HANGAR_POLICY_OOPS": "1", "HANGAR_POLICY_GRPC_ADDR": "x"},
+			env:  map[string]string{"HANGAR_TLS_KEY": "k.pem", "HANGAR_POLICY_OOPS": "1", "HANGAR_POLICY_GRPC_ADDR": "x"},
 			want: []string{"HANGAR_POLICY_OOPS", "HANGAR_POLICY_GRPC_ADDR", "must be set together"},
 		},
 	}

@@ -183,12 +183,15 @@ type Open struct {
 	PoolId  string                 `protobuf:"bytes,2,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
 	StackId string                 `protobuf:"bytes,3,opt,name=stack_id,json=stackId,proto3" json:"stack_id,omitempty"`
 	// Every value to mask in this run's log: the run's secret variables and the
-	// executor's HANGAR_MASK_ENVS values, 64 KiB in all at most (an Open over that
+	// executor's HANGAR_MASK_ENVS values, 256 KiB in all at most (an Open over that
 	// is refused with INVALID_ARGUMENT; the gateway refuses such a run at intake).
 	// Values shorter than logship's minimum are not masked: the log's first line
 	// names them, never their values.
-	Secrets       []*Secret         `protobuf:"bytes,4,rep,name=secrets,proto3" json:"secrets,omitempty"`
-	TraceContext  map[string]string `protobuf:"bytes,5,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Secrets      []*Secret         `protobuf:"bytes,4,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	TraceContext map[string]string `protobuf:"bytes,5,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The run's credential from Assign.log_credential (see Ship). Required when
+	// logship runs mutual TLS.
+	Credential    *RunCredential `protobuf:"bytes,6,opt,name=credential,proto3" json:"credential,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -258,6 +261,172 @@ func (x *Open) GetTraceContext() map[string]string {
 	return nil
 }
 
+func (x *Open) GetCredential() *RunCredential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+// RunCredential lets the executor holding a run's lease ship that run's output
+// (ADR 0009). The gateway issues it with each Assign; it is short-lived, bound to
+// one run, one lease epoch and one executor, and signed by the gateway's own TLS
+// key, so that logship can check it with nothing but the pool CA.
+type RunCredential struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A serialized RunClaims: the exact bytes the signature covers.
+	Claims []byte `protobuf:"bytes,1,opt,name=claims,proto3" json:"claims,omitempty"`
+	// The gateway's signature over "hangar.runcred.v1\x00" || claims, with the key
+	// of gateway_chain[0]: ECDSA (ASN.1 DER) or RSA PKCS #1 v1.5 over the SHA-256 of
+	// the message, or Ed25519 over the message itself.
+	Signature []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	// The gateway's certificate chain (DER), leaf first; the leaf names a gateway
+	// identity of the pool (ADR 0008) and chains to the pool CA.
+	GatewayChain  [][]byte `protobuf:"bytes,3,rep,name=gateway_chain,json=gatewayChain,proto3" json:"gateway_chain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunCredential) Reset() {
+	*x = RunCredential{}
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunCredential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunCredential) ProtoMessage() {}
+
+func (x *RunCredential) ProtoReflect() protoreflect.Message {
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunCredential.ProtoReflect.Descriptor instead.
+func (*RunCredential) Descriptor() ([]byte, []int) {
+	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RunCredential) GetClaims() []byte {
+	if x != nil {
+		return x.Claims
+	}
+	return nil
+}
+
+func (x *RunCredential) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *RunCredential) GetGatewayChain() [][]byte {
+	if x != nil {
+		return x.GatewayChain
+	}
+	return nil
+}
+
+// RunClaims is what a RunCredential asserts.
+type RunClaims struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	RunId string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The lease epoch the credential was issued for (Assign.epoch).
+	Epoch uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The executor the run was assigned to: the id in its certificate.
+	ExecutorId string `protobuf:"bytes,3,opt,name=executor_id,json=executorId,proto3" json:"executor_id,omitempty"`
+	// The pool (as in the certificates' identities).
+	PoolId       string `protobuf:"bytes,4,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
+	IssuedUnixMs int64  `protobuf:"varint,5,opt,name=issued_unix_ms,json=issuedUnixMs,proto3" json:"issued_unix_ms,omitempty"`
+	// After this, logship refuses the credential.
+	ExpiresUnixMs int64 `protobuf:"varint,6,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunClaims) Reset() {
+	*x = RunClaims{}
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunClaims) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunClaims) ProtoMessage() {}
+
+func (x *RunClaims) ProtoReflect() protoreflect.Message {
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunClaims.ProtoReflect.Descriptor instead.
+func (*RunClaims) Descriptor() ([]byte, []int) {
+	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RunClaims) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RunClaims) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RunClaims) GetExecutorId() string {
+	if x != nil {
+		return x.ExecutorId
+	}
+	return ""
+}
+
+func (x *RunClaims) GetPoolId() string {
+	if x != nil {
+		return x.PoolId
+	}
+	return ""
+}
+
+func (x *RunClaims) GetIssuedUnixMs() int64 {
+	if x != nil {
+		return x.IssuedUnixMs
+	}
+	return 0
+}
+
+func (x *RunClaims) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
+}
+
 // Secret is one value to mask.
 type Secret struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -269,7 +438,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[2]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -281,7 +450,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[2]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -294,7 +463,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{2}
+	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Secret) GetName() string {
@@ -328,7 +497,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[3]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -340,7 +509,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[3]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -353,7 +522,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{3}
+	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Chunk) GetSequence() uint64 {
@@ -395,7 +564,7 @@ type Close struct {
 
 func (x *Close) Reset() {
 	*x = Close{}
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[4]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -407,7 +576,7 @@ func (x *Close) String() string {
 func (*Close) ProtoMessage() {}
 
 func (x *Close) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[4]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -420,7 +589,7 @@ func (x *Close) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Close.ProtoReflect.Descriptor instead.
 func (*Close) Descriptor() ([]byte, []int) {
-	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{4}
+	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Close) GetLastSequence() uint64 {
@@ -445,7 +614,7 @@ type ShipResponse struct {
 
 func (x *ShipResponse) Reset() {
 	*x = ShipResponse{}
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[5]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -457,7 +626,7 @@ func (x *ShipResponse) String() string {
 func (*ShipResponse) ProtoMessage() {}
 
 func (x *ShipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[5]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -470,7 +639,7 @@ func (x *ShipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipResponse.ProtoReflect.Descriptor instead.
 func (*ShipResponse) Descriptor() ([]byte, []int) {
-	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{5}
+	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ShipResponse) GetKind() isShipResponse_Kind {
@@ -539,7 +708,7 @@ type Opened struct {
 
 func (x *Opened) Reset() {
 	*x = Opened{}
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[6]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +720,7 @@ func (x *Opened) String() string {
 func (*Opened) ProtoMessage() {}
 
 func (x *Opened) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[6]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +733,7 @@ func (x *Opened) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Opened.ProtoReflect.Descriptor instead.
 func (*Opened) Descriptor() ([]byte, []int) {
-	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{6}
+	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Opened) GetNextSequence() uint64 {
@@ -584,7 +753,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[7]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +765,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[7]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +778,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{7}
+	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Ack) GetThroughSequence() uint64 {
@@ -633,7 +802,7 @@ type Closed struct {
 
 func (x *Closed) Reset() {
 	*x = Closed{}
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[8]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +814,7 @@ func (x *Closed) String() string {
 func (*Closed) ProtoMessage() {}
 
 func (x *Closed) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[8]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +827,7 @@ func (x *Closed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Closed.ProtoReflect.Descriptor instead.
 func (*Closed) Descriptor() ([]byte, []int) {
-	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{8}
+	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Closed) GetLogKey() string {
@@ -693,7 +862,7 @@ type TailRequest struct {
 
 func (x *TailRequest) Reset() {
 	*x = TailRequest{}
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[9]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +874,7 @@ func (x *TailRequest) String() string {
 func (*TailRequest) ProtoMessage() {}
 
 func (x *TailRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[9]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +887,7 @@ func (x *TailRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailRequest.ProtoReflect.Descriptor instead.
 func (*TailRequest) Descriptor() ([]byte, []int) {
-	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{9}
+	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TailRequest) GetRunId() string {
@@ -748,7 +917,7 @@ type TailResponse struct {
 
 func (x *TailResponse) Reset() {
 	*x = TailResponse{}
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[10]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +929,7 @@ func (x *TailResponse) String() string {
 func (*TailResponse) ProtoMessage() {}
 
 func (x *TailResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hangar_logs_v1_logs_proto_msgTypes[10]
+	mi := &file_hangar_logs_v1_logs_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +942,7 @@ func (x *TailResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailResponse.ProtoReflect.Descriptor instead.
 func (*TailResponse) Descriptor() ([]byte, []int) {
-	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{10}
+	return file_hangar_logs_v1_logs_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TailResponse) GetOffset() uint64 {
@@ -806,16 +975,31 @@ const file_hangar_logs_v1_logs_proto_rawDesc = "" +
 	"\x04open\x18\x01 \x01(\v2\x14.hangar.logs.v1.OpenH\x00R\x04open\x12-\n" +
 	"\x05chunk\x18\x02 \x01(\v2\x15.hangar.logs.v1.ChunkH\x00R\x05chunk\x12-\n" +
 	"\x05close\x18\x03 \x01(\v2\x15.hangar.logs.v1.CloseH\x00R\x05closeB\x06\n" +
-	"\x04kind\"\x91\x02\n" +
+	"\x04kind\"\xd0\x02\n" +
 	"\x04Open\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
 	"\apool_id\x18\x02 \x01(\tR\x06poolId\x12\x19\n" +
 	"\bstack_id\x18\x03 \x01(\tR\astackId\x120\n" +
 	"\asecrets\x18\x04 \x03(\v2\x16.hangar.logs.v1.SecretR\asecrets\x12K\n" +
-	"\rtrace_context\x18\x05 \x03(\v2&.hangar.logs.v1.Open.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\rtrace_context\x18\x05 \x03(\v2&.hangar.logs.v1.Open.TraceContextEntryR\ftraceContext\x12=\n" +
+	"\n" +
+	"credential\x18\x06 \x01(\v2\x1d.hangar.logs.v1.RunCredentialR\n" +
+	"credential\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"2\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"j\n" +
+	"\rRunCredential\x12\x16\n" +
+	"\x06claims\x18\x01 \x01(\fR\x06claims\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\x12#\n" +
+	"\rgateway_chain\x18\x03 \x03(\fR\fgatewayChain\"\xc0\x01\n" +
+	"\tRunClaims\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1f\n" +
+	"\vexecutor_id\x18\x03 \x01(\tR\n" +
+	"executorId\x12\x17\n" +
+	"\apool_id\x18\x04 \x01(\tR\x06poolId\x12$\n" +
+	"\x0eissued_unix_ms\x18\x05 \x01(\x03R\fissuedUnixMs\x12&\n" +
+	"\x0fexpires_unix_ms\x18\x06 \x01(\x03R\rexpiresUnixMs\"2\n" +
 	"\x06Secret\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"\x89\x01\n" +
@@ -871,41 +1055,44 @@ func file_hangar_logs_v1_logs_proto_rawDescGZIP() []byte {
 }
 
 var file_hangar_logs_v1_logs_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hangar_logs_v1_logs_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_hangar_logs_v1_logs_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_hangar_logs_v1_logs_proto_goTypes = []any{
-	(Stream)(0),          // 0: hangar.logs.v1.Stream
-	(*ShipRequest)(nil),  // 1: hangar.logs.v1.ShipRequest
-	(*Open)(nil),         // 2: hangar.logs.v1.Open
-	(*Secret)(nil),       // 3: hangar.logs.v1.Secret
-	(*Chunk)(nil),        // 4: hangar.logs.v1.Chunk
-	(*Close)(nil),        // 5: hangar.logs.v1.Close
-	(*ShipResponse)(nil), // 6: hangar.logs.v1.ShipResponse
-	(*Opened)(nil),       // 7: hangar.logs.v1.Opened
-	(*Ack)(nil),          // 8: hangar.logs.v1.Ack
-	(*Closed)(nil),       // 9: hangar.logs.v1.Closed
-	(*TailRequest)(nil),  // 10: hangar.logs.v1.TailRequest
-	(*TailResponse)(nil), // 11: hangar.logs.v1.TailResponse
-	nil,                  // 12: hangar.logs.v1.Open.TraceContextEntry
+	(Stream)(0),           // 0: hangar.logs.v1.Stream
+	(*ShipRequest)(nil),   // 1: hangar.logs.v1.ShipRequest
+	(*Open)(nil),          // 2: hangar.logs.v1.Open
+	(*RunCredential)(nil), // 3: hangar.logs.v1.RunCredential
+	(*RunClaims)(nil),     // 4: hangar.logs.v1.RunClaims
+	(*Secret)(nil),        // 5: hangar.logs.v1.Secret
+	(*Chunk)(nil),         // 6: hangar.logs.v1.Chunk
+	(*Close)(nil),         // 7: hangar.logs.v1.Close
+	(*ShipResponse)(nil),  // 8: hangar.logs.v1.ShipResponse
+	(*Opened)(nil),        // 9: hangar.logs.v1.Opened
+	(*Ack)(nil),           // 10: hangar.logs.v1.Ack
+	(*Closed)(nil),        // 11: hangar.logs.v1.Closed
+	(*TailRequest)(nil),   // 12: hangar.logs.v1.TailRequest
+	(*TailResponse)(nil),  // 13: hangar.logs.v1.TailResponse
+	nil,                   // 14: hangar.logs.v1.Open.TraceContextEntry
 }
 var file_hangar_logs_v1_logs_proto_depIdxs = []int32{
 	2,  // 0: hangar.logs.v1.ShipRequest.open:type_name -> hangar.logs.v1.Open
-	4,  // 1: hangar.logs.v1.ShipRequest.chunk:type_name -> hangar.logs.v1.Chunk
-	5,  // 2: hangar.logs.v1.ShipRequest.close:type_name -> hangar.logs.v1.Close
-	3,  // 3: hangar.logs.v1.Open.secrets:type_name -> hangar.logs.v1.Secret
-	12, // 4: hangar.logs.v1.Open.trace_context:type_name -> hangar.logs.v1.Open.TraceContextEntry
-	0,  // 5: hangar.logs.v1.Chunk.stream:type_name -> hangar.logs.v1.Stream
-	7,  // 6: hangar.logs.v1.ShipResponse.opened:type_name -> hangar.logs.v1.Opened
-	8,  // 7: hangar.logs.v1.ShipResponse.ack:type_name -> hangar.logs.v1.Ack
-	9,  // 8: hangar.logs.v1.ShipResponse.closed:type_name -> hangar.logs.v1.Closed
-	1,  // 9: hangar.logs.v1.LogService.Ship:input_type -> hangar.logs.v1.ShipRequest
-	10, // 10: hangar.logs.v1.LogService.Tail:input_type -> hangar.logs.v1.TailRequest
-	6,  // 11: hangar.logs.v1.LogService.Ship:output_type -> hangar.logs.v1.ShipResponse
-	11, // 12: hangar.logs.v1.LogService.Tail:output_type -> hangar.logs.v1.TailResponse
-	11, // [11:13] is the sub-list for method output_type
-	9,  // [9:11] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	6,  // 1: hangar.logs.v1.ShipRequest.chunk:type_name -> hangar.logs.v1.Chunk
+	7,  // 2: hangar.logs.v1.ShipRequest.close:type_name -> hangar.logs.v1.Close
+	5,  // 3: hangar.logs.v1.Open.secrets:type_name -> hangar.logs.v1.Secret
+	14, // 4: hangar.logs.v1.Open.trace_context:type_name -> hangar.logs.v1.Open.TraceContextEntry
+	3,  // 5: hangar.logs.v1.Open.credential:type_name -> hangar.logs.v1.RunCredential
+	0,  // 6: hangar.logs.v1.Chunk.stream:type_name -> hangar.logs.v1.Stream
+	9,  // 7: hangar.logs.v1.ShipResponse.opened:type_name -> hangar.logs.v1.Opened
+	10, // 8: hangar.logs.v1.ShipResponse.ack:type_name -> hangar.logs.v1.Ack
+	11, // 9: hangar.logs.v1.ShipResponse.closed:type_name -> hangar.logs.v1.Closed
+	1,  // 10: hangar.logs.v1.LogService.Ship:input_type -> hangar.logs.v1.ShipRequest
+	12, // 11: hangar.logs.v1.LogService.Tail:input_type -> hangar.logs.v1.TailRequest
+	8,  // 12: hangar.logs.v1.LogService.Ship:output_type -> hangar.logs.v1.ShipResponse
+	13, // 13: hangar.logs.v1.LogService.Tail:output_type -> hangar.logs.v1.TailResponse
+	12, // [12:14] is the sub-list for method output_type
+	10, // [10:12] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_hangar_logs_v1_logs_proto_init() }
@@ -918,7 +1105,7 @@ func file_hangar_logs_v1_logs_proto_init() {
 		(*ShipRequest_Chunk)(nil),
 		(*ShipRequest_Close)(nil),
 	}
-	file_hangar_logs_v1_logs_proto_msgTypes[5].OneofWrappers = []any{
+	file_hangar_logs_v1_logs_proto_msgTypes[7].OneofWrappers = []any{
 		(*ShipResponse_Opened)(nil),
 		(*ShipResponse_Ack)(nil),
 		(*ShipResponse_Closed)(nil),
@@ -929,7 +1116,7 @@ func file_hangar_logs_v1_logs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hangar_logs_v1_logs_proto_rawDesc), len(file_hangar_logs_v1_logs_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

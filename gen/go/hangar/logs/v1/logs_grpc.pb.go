@@ -43,15 +43,34 @@ type LogServiceClient interface {
 	// If the stream breaks, the executor reopens it and resends every unacknowledged
 	// chunk.
 	//
+	// Who may ship (ADR 0009). With mutual TLS (the default), only a certificate of
+	// role executor may call Ship, and logship takes a run's output only from the
+	// executor holding that run's current lease: Open must carry the RunCredential
+	// the gateway issued with the run's Assign, and logship checks that
+	//   - its signature verifies with the certificate in gateway_chain, which chains
+	//     to the pool CA and names a gateway of the same pool;
+	//   - claims.executor_id is the id in the caller's certificate;
+	//   - Open.run_id is claims.run_id, or the log of that run's resumed phases
+	//     (run id + "-resumed", see the executor's ResumeLogID);
+	//   - claims.expires_unix_ms has not passed;
+	//   - claims.epoch is not below the highest epoch logship has accepted for the
+	//     run: once a newer lease's holder opened the log, an older holder's Open is
+	//     refused, and its stream is cut at its next chunk.
+	//
+	// A refused Open ends the stream with PERMISSION_DENIED naming the check that
+	// failed (never a secret value).
+	//
 	// Errors: FAILED_PRECONDITION if the first message is not Open, or for a chunk
 	// past the end of a log already closed (a finished log is never written
 	// again); INVALID_ARGUMENT for an Open without run id or over the secrets cap;
 	// OUT_OF_RANGE for a sequence gap; UNAVAILABLE for a new run while logship's
-	// spool disk is nearly full (retry later).
+	// spool disk is nearly full (retry later); PERMISSION_DENIED as above;
+	// UNAUTHENTICATED without a pool certificate.
 	Ship(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ShipRequest, ShipResponse], error)
 	// Tail streams a run's masked log from `offset`, live while the run goes on,
 	// and ends when the log is closed and fully sent. NOT_FOUND if logship knows no
-	// such run.
+	// such run. With mutual TLS, only a certificate of role operator may call it
+	// (PERMISSION_DENIED otherwise): an executor cannot read other runs' logs.
 	Tail(ctx context.Context, in *TailRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailResponse], error)
 }
 
@@ -113,15 +132,34 @@ type LogServiceServer interface {
 	// If the stream breaks, the executor reopens it and resends every unacknowledged
 	// chunk.
 	//
+	// Who may ship (ADR 0009). With mutual TLS (the default), only a certificate of
+	// role executor may call Ship, and logship takes a run's output only from the
+	// executor holding that run's current lease: Open must carry the RunCredential
+	// the gateway issued with the run's Assign, and logship checks that
+	//   - its signature verifies with the certificate in gateway_chain, which chains
+	//     to the pool CA and names a gateway of the same pool;
+	//   - claims.executor_id is the id in the caller's certificate;
+	//   - Open.run_id is claims.run_id, or the log of that run's resumed phases
+	//     (run id + "-resumed", see the executor's ResumeLogID);
+	//   - claims.expires_unix_ms has not passed;
+	//   - claims.epoch is not below the highest epoch logship has accepted for the
+	//     run: once a newer lease's holder opened the log, an older holder's Open is
+	//     refused, and its stream is cut at its next chunk.
+	//
+	// A refused Open ends the stream with PERMISSION_DENIED naming the check that
+	// failed (never a secret value).
+	//
 	// Errors: FAILED_PRECONDITION if the first message is not Open, or for a chunk
 	// past the end of a log already closed (a finished log is never written
 	// again); INVALID_ARGUMENT for an Open without run id or over the secrets cap;
 	// OUT_OF_RANGE for a sequence gap; UNAVAILABLE for a new run while logship's
-	// spool disk is nearly full (retry later).
+	// spool disk is nearly full (retry later); PERMISSION_DENIED as above;
+	// UNAUTHENTICATED without a pool certificate.
 	Ship(grpc.BidiStreamingServer[ShipRequest, ShipResponse]) error
 	// Tail streams a run's masked log from `offset`, live while the run goes on,
 	// and ends when the log is closed and fully sent. NOT_FOUND if logship knows no
-	// such run.
+	// such run. With mutual TLS, only a certificate of role operator may call it
+	// (PERMISSION_DENIED otherwise): an executor cannot read other runs' logs.
 	Tail(*TailRequest, grpc.ServerStreamingServer[TailResponse]) error
 	mustEmbedUnimplementedLogServiceServer()
 }

@@ -10,6 +10,7 @@ package workv1
 
 import (
 	v1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+	v12 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
 	v11 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -159,7 +160,8 @@ func (*AttachRequest_Finish) isAttachRequest_Kind() {}
 // Hello opens the stream.
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Stable id of the executor (defaults to the host name).
+	// Stable id of the executor. With mutual TLS, the id in its certificate (empty
+	// means that one); without TLS, required.
 	ExecutorId string `protobuf:"bytes,1,opt,name=executor_id,json=executorId,proto3" json:"executor_id,omitempty"`
 	// Number of runs it can run at once.
 	Slots uint32 `protobuf:"varint,2,opt,name=slots,proto3" json:"slots,omitempty"`
@@ -947,8 +949,8 @@ type Assign struct {
 	Epoch          uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	DeadlineUnixMs int64                  `protobuf:"varint,3,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
 	RunId          string                 `protobuf:"bytes,4,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
-	// The decrypted spec. It travels only inside the pool, on the gateway's
-	// (optionally mTLS) gRPC connection.
+	// The decrypted spec. It travels only inside the pool, on the gateway's mutual
+	// TLS gRPC connection, to an executor certificate.
 	Spec         *v11.RunSpec      `protobuf:"bytes,5,opt,name=spec,proto3" json:"spec,omitempty"`
 	TraceContext map[string]string `protobuf:"bytes,6,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The pool's public key (PKIX DER), for encrypting hand-off state.
@@ -956,7 +958,13 @@ type Assign struct {
 	// Deprecated: superseded by `resume`.
 	ResumeStateKey string `protobuf:"bytes,8,opt,name=resume_state_key,json=resumeStateKey,proto3" json:"resume_state_key,omitempty"`
 	// Set when resuming a confirmed run from its stored workspace.
-	Resume        *ResumeState `protobuf:"bytes,9,opt,name=resume,proto3" json:"resume,omitempty"`
+	Resume *ResumeState `protobuf:"bytes,9,opt,name=resume,proto3" json:"resume,omitempty"`
+	// The run's log credential, signed by the gateway and bound to run_id, epoch,
+	// this executor's certificate id and an expiry (ADR 0009). The executor passes
+	// it unchanged in logs.v1 Open for this run's log (and its resumed log), and
+	// keeps it with the lease across its own restart to close the log of a run it
+	// lost. Unset when the gateway runs without TLS.
+	LogCredential *v12.RunCredential `protobuf:"bytes,10,opt,name=log_credential,json=logCredential,proto3" json:"log_credential,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1050,6 +1058,13 @@ func (x *Assign) GetResumeStateKey() string {
 func (x *Assign) GetResume() *ResumeState {
 	if x != nil {
 		return x.Resume
+	}
+	return nil
+}
+
+func (x *Assign) GetLogCredential() *v12.RunCredential {
+	if x != nil {
+		return x.LogCredential
 	}
 	return nil
 }
@@ -1305,7 +1320,7 @@ var File_hangar_work_v1_work_proto protoreflect.FileDescriptor
 
 const file_hangar_work_v1_work_proto_rawDesc = "" +
 	"\n" +
-	"\x19hangar/work/v1/work.proto\x12\x0ehangar.work.v1\x1a\x1bhangar/event/v1/event.proto\x1a\x17hangar/run/v1/run.proto\"\x91\x02\n" +
+	"\x19hangar/work/v1/work.proto\x12\x0ehangar.work.v1\x1a\x1bhangar/event/v1/event.proto\x1a\x19hangar/logs/v1/logs.proto\x1a\x17hangar/run/v1/run.proto\"\x91\x02\n" +
 	"\rAttachRequest\x12-\n" +
 	"\x05hello\x18\x01 \x01(\v2\x15.hangar.work.v1.HelloH\x00R\x05hello\x120\n" +
 	"\x06status\x18\x02 \x01(\v2\x16.hangar.work.v1.StatusH\x00R\x06status\x12-\n" +
@@ -1370,7 +1385,7 @@ const file_hangar_work_v1_work_proto_rawDesc = "" +
 	"\x04kind\"G\n" +
 	"\aWelcome\x12\x17\n" +
 	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12#\n" +
-	"\rlease_seconds\x18\x02 \x01(\rR\fleaseSeconds\"\xbd\x03\n" +
+	"\rlease_seconds\x18\x02 \x01(\rR\fleaseSeconds\"\x83\x04\n" +
 	"\x06Assign\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12(\n" +
@@ -1380,7 +1395,9 @@ const file_hangar_work_v1_work_proto_rawDesc = "" +
 	"\rtrace_context\x18\x06 \x03(\v2(.hangar.work.v1.Assign.TraceContextEntryR\ftraceContext\x12&\n" +
 	"\x0fpool_public_key\x18\a \x01(\fR\rpoolPublicKey\x12(\n" +
 	"\x10resume_state_key\x18\b \x01(\tR\x0eresumeStateKey\x123\n" +
-	"\x06resume\x18\t \x01(\v2\x1b.hangar.work.v1.ResumeStateR\x06resume\x1a?\n" +
+	"\x06resume\x18\t \x01(\v2\x1b.hangar.work.v1.ResumeStateR\x06resume\x12D\n" +
+	"\x0elog_credential\x18\n" +
+	" \x01(\v2\x1d.hangar.logs.v1.RunCredentialR\rlogCredential\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"w\n" +
@@ -1439,6 +1456,7 @@ var file_hangar_work_v1_work_proto_goTypes = []any{
 	(*v1.RunFinished)(nil),    // 18: hangar.event.v1.RunFinished
 	(*v1.RunUnconfirmed)(nil), // 19: hangar.event.v1.RunUnconfirmed
 	(*v11.RunSpec)(nil),       // 20: hangar.run.v1.RunSpec
+	(*v12.RunCredential)(nil), // 21: hangar.logs.v1.RunCredential
 }
 var file_hangar_work_v1_work_proto_depIdxs = []int32{
 	1,  // 0: hangar.work.v1.AttachRequest.hello:type_name -> hangar.work.v1.Hello
@@ -1460,13 +1478,14 @@ var file_hangar_work_v1_work_proto_depIdxs = []int32{
 	20, // 16: hangar.work.v1.Assign.spec:type_name -> hangar.run.v1.RunSpec
 	17, // 17: hangar.work.v1.Assign.trace_context:type_name -> hangar.work.v1.Assign.TraceContextEntry
 	8,  // 18: hangar.work.v1.Assign.resume:type_name -> hangar.work.v1.ResumeState
-	0,  // 19: hangar.work.v1.WorkService.Attach:input_type -> hangar.work.v1.AttachRequest
-	9,  // 20: hangar.work.v1.WorkService.Attach:output_type -> hangar.work.v1.AttachResponse
-	20, // [20:21] is the sub-list for method output_type
-	19, // [19:20] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	21, // 19: hangar.work.v1.Assign.log_credential:type_name -> hangar.logs.v1.RunCredential
+	0,  // 20: hangar.work.v1.WorkService.Attach:input_type -> hangar.work.v1.AttachRequest
+	9,  // 21: hangar.work.v1.WorkService.Attach:output_type -> hangar.work.v1.AttachResponse
+	21, // [21:22] is the sub-list for method output_type
+	20, // [20:21] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_hangar_work_v1_work_proto_init() }

@@ -48,9 +48,16 @@ type WorkServiceClient interface {
 	// new Hello; the gateway keeps their leases if their epoch is current and their
 	// deadline has not passed, and revokes them otherwise.
 	//
+	// Identity (ADR 0008). With mutual TLS (the default), only a certificate of role
+	// executor may attach, and the executor's id is the id in its certificate:
+	// Hello.executor_id may be empty or must equal it (PERMISSION_DENIED naming
+	// both ids otherwise). Only without TLS (loopback or HANGAR_INSECURE_PLAINTEXT)
+	// is Hello.executor_id taken as given.
+	//
 	// Errors: FAILED_PRECONDITION if the first message is not a Hello,
-	// INVALID_ARGUMENT for a Hello without executor id or with zero slots,
-	// ALREADY_EXISTS if an executor with the same id is attached.
+	// INVALID_ARGUMENT for a Hello without executor id (plaintext) or with zero
+	// slots, PERMISSION_DENIED as above, UNAUTHENTICATED without a pool
+	// certificate, ALREADY_EXISTS if an executor with the same id is attached.
 	Attach(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AttachRequest, AttachResponse], error)
 }
 
@@ -99,9 +106,16 @@ type WorkServiceServer interface {
 	// new Hello; the gateway keeps their leases if their epoch is current and their
 	// deadline has not passed, and revokes them otherwise.
 	//
+	// Identity (ADR 0008). With mutual TLS (the default), only a certificate of role
+	// executor may attach, and the executor's id is the id in its certificate:
+	// Hello.executor_id may be empty or must equal it (PERMISSION_DENIED naming
+	// both ids otherwise). Only without TLS (loopback or HANGAR_INSECURE_PLAINTEXT)
+	// is Hello.executor_id taken as given.
+	//
 	// Errors: FAILED_PRECONDITION if the first message is not a Hello,
-	// INVALID_ARGUMENT for a Hello without executor id or with zero slots,
-	// ALREADY_EXISTS if an executor with the same id is attached.
+	// INVALID_ARGUMENT for a Hello without executor id (plaintext) or with zero
+	// slots, PERMISSION_DENIED as above, UNAUTHENTICATED without a pool
+	// certificate, ALREADY_EXISTS if an executor with the same id is attached.
 	Attach(grpc.BidiStreamingServer[AttachRequest, AttachResponse]) error
 	mustEmbedUnimplementedWorkServiceServer()
 }
