@@ -76,6 +76,11 @@ func TestKubernetesOverlay(t *testing.T) {
 			t.Errorf("executor: %s must come from the downward API's %s", name, field)
 		}
 	}
+	for _, v := range []string{"HANGAR_TLS_CA", "HANGAR_TLS_ENROLL_CERT", "HANGAR_TLS_ENROLL_KEY"} {
+		if envVar(c, v) == nil {
+			t.Errorf("executor: %s not set: the pool's gRPC is mutual TLS", v)
+		}
+	}
 	if e := envVar(c, "DOCKER_HOST"); e != nil {
 		t.Errorf("executor: no Docker here, DOCKER_HOST set")
 	}
