@@ -73,9 +73,6 @@ const (
 	// cleanupTimeout bounds the deletion of a run's pod and Secret, on a
 	// fresh context after the run's own has ended (plus the grace period).
 	cleanupTimeout = 60 * time.Second
-	// statusWait bounds the wait for a container's final status once its
-	// output has ended: status updates lag the container by a second or two.
-	statusWait = 2 * time.Minute
 	// DefaultPendingTimeout is how long a pod may stay unschedulable.
 	DefaultPendingTimeout = 10 * time.Minute
 )

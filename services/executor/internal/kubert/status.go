@@ -69,20 +69,6 @@ func problem(pod *corev1.Pod, now time.Time, pendingTimeout time.Duration) *podP
 	return nil
 }
 
-// pending reports whether the pod waits for a node or for resources: not
-// yet past its first container start.
-func pending(pod *corev1.Pod) bool {
-	if pod == nil || pod.Status.Phase != corev1.PodPending {
-		return false
-	}
-	for _, cs := range pod.Status.InitContainerStatuses {
-		if cs.State.Running != nil || cs.State.Terminated != nil {
-			return false
-		}
-	}
-	return true
-}
-
 // containerStatus returns the status of the named (init) container.
 func containerStatus(pod *corev1.Pod, name string) *corev1.ContainerStatus {
 	if pod == nil {
