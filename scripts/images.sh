@@ -78,6 +78,11 @@ for name in "${names[@]}"; do
   echo "images.sh: building $name ($arch)" >&2
   (cd "$src" && CGO_ENABLED=0 GOOS=linux GOARCH=$arch GOWORK=off \
     go build -trimpath -ldflags='-s -w' -o "$dir/$name" "$pkg")
+  # The executor's output relay, bind-mounted into run containers (ADR 0016).
+  if [ "$name" = executor ]; then
+    (cd "$src" && CGO_ENABLED=0 GOOS=linux GOARCH=$arch GOWORK=off \
+      go build -trimpath -ldflags='-s -w' -o "$dir/hangar-relay" ./cmd/hangar-relay)
+  fi
 
   # 2. the root file system: root-owned part, then the 65532-owned part
   rootfs="$ctx/rootfs-$name"

@@ -121,7 +121,7 @@ func TestKubernetesOverlay(t *testing.T) {
 		"pods/log":    {"get"},
 		"pods/attach": {"create", "get"},
 		"pods/exec":   {"create", "get"},
-		"secrets":     {"create", "delete"},
+		"secrets":     {"create", "delete", "get"},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("Role rules = %v\nwant exactly %v", got, want)

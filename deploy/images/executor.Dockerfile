@@ -9,6 +9,9 @@
 FROM scratch
 ADD rootfs.tar /
 COPY executor /usr/local/bin/executor
+# The output relay, the entrypoint of run containers (ADR 0016): the executor
+# copies it into HANGAR_EXECUTOR_IO_DIR, which the engine bind-mounts.
+COPY hangar-relay /usr/local/bin/hangar-relay
 # The executor talks to the Docker engine through its socket: the user needs
 # the socket's group (compose: group_add, Kubernetes: supplementalGroups) or
 # root. Access to the Docker socket is root on the host, whatever the user.

@@ -394,7 +394,10 @@ func leasesFile(t *testing.T, workDir, id string) map[string]struct {
 		t.Errorf("executor %s's state file: %v", id, err)
 		return out
 	}
-	if err := json.Unmarshal(b, &out); err != nil {
+	var st struct {
+		Leases json.RawMessage `json:"leases"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil || json.Unmarshal(st.Leases, &out) != nil {
 		t.Errorf("executor %s's state file %s: %v", id, b, err)
 	}
 	return out

@@ -35,6 +35,9 @@ var Components = map[string]Component{
 	"policy":    {ModuleDir: "services/policy", Package: "./cmd/policy"},
 	"executor":  {ModuleDir: "services/executor", Package: "./cmd/executor"},
 	"logship":   {ModuleDir: "services/logship", Package: "./cmd/logship"},
+	// The executor's output relay, bind-mounted into run containers: built
+	// static, beside the executor (where the executor looks for it).
+	"hangar-relay": {ModuleDir: "services/executor", Package: "./cmd/hangar-relay"},
 }
 
 // FindRoot walks up from the working directory to the directory holding go.work.
@@ -118,8 +121,29 @@ func (b *Binaries) get(name string) (string, error) {
 		b.built[name] = r
 	}
 	b.mu.Unlock()
-	r.once.Do(func() { r.path, r.err = b.build(name, c) })
+	r.once.Do(func() {
+		r.path, r.err = b.build(name, c)
+		if r.err == nil && name == "executor" {
+			r.err = b.relayBeside(r.path)
+		}
+	})
 	return r.path, r.err
+}
+
+// relayBeside makes sure hangar-relay is in the executor's directory.
+func (b *Binaries) relayBeside(executor string) error {
+	dst := filepath.Join(filepath.Dir(executor), "hangar-relay")
+	if _, err := os.Stat(dst); err == nil {
+		return nil
+	}
+	c := Components["hangar-relay"]
+	cmd := exec.Command("go", "build", "-o", dst, c.Package)
+	cmd.Dir = filepath.Join(b.root, c.ModuleDir)
+	cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build hangar-relay beside %s: %v\n%s", executor, err, msg)
+	}
+	return nil
 }
 
 func (b *Binaries) build(name string, c Component) (string, error) {
@@ -135,6 +159,9 @@ func (b *Binaries) build(name string, c Component) (string, error) {
 	cmd.Dir = filepath.Join(b.root, c.ModuleDir)
 	// Each module must build alone, as a user's `go install` would.
 	cmd.Env = append(os.Environ(), "GOWORK=off")
+	if name == "hangar-relay" {
+		cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
+	}
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build %s (GOWORK=off go build -o %s %s in %s): %v\n%s", name, out, c.Package, cmd.Dir, err, msg)
 	}

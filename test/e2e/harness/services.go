@@ -1,6 +1,8 @@
 package harness
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -136,6 +138,7 @@ func NewExecutor(t testing.TB, bin, id, workDir, gwAddr, logshipAddr string, ext
 		"HANGAR_LOGSHIP_ADDR=" + logshipAddr,
 		"HANGAR_EXECUTOR_DEBUG_ADDR=" + e.DebugAddr,
 		"HANGAR_EXECUTOR_WORK_DIR=" + workDir,
+		"HANGAR_EXECUTOR_IO_DIR=" + IODir(t, workDir),
 	}, extra...)
 	e.Service = &Service{Name: "executor-" + id, Bin: bin, Env: env}
 	return e
@@ -191,6 +194,10 @@ func (e *Executor) Workspaces(t testing.TB) []string {
 	}
 	var names []string
 	for _, en := range entries {
+		// The executor's own state: what it keeps to re-adopt runs.
+		if strings.HasPrefix(en.Name(), "hangar-executor-") {
+			continue
+		}
 		if en.IsDir() || strings.HasPrefix(en.Name(), "hangar-ws-") {
 			names = append(names, filepath.Join(e.WorkDir, en.Name()))
 		}
@@ -266,4 +273,19 @@ func (s *RunSpec) JSON() string {
 		panic(err)
 	}
 	return string(b)
+}
+
+// IODir returns the executor I/O directory (relay sockets) for a work
+// directory: a short path (unix socket paths are limited), the same for the
+// same work directory so that a restarted executor finds its runs' sockets,
+// removed at the end of the test.
+func IODir(t testing.TB, workDir string) string {
+	t.Helper()
+	sum := sha256.Sum256([]byte(workDir))
+	dir := filepath.Join(os.TempDir(), "hio-"+hex.EncodeToString(sum[:6]))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("executor I/O dir: %v", err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
 }

@@ -6,8 +6,10 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"debug/elf"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -66,9 +68,13 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 		_ = tel.Shutdown(sctx)
 	}()
 
-	rt, err := newRuntime(ctx, cfg, reg, log)
+	rt, reap, err := newRuntime(ctx, cfg, reg, log)
 	if err != nil {
 		return err
+	}
+	stateDir := filepath.Join(cfg.WorkDir, "hangar-executor-"+cfg.ExecutorID+".runs")
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return fmt.Errorf("HANGAR_EXECUTOR_WORK_DIR: %w", err)
 	}
 	// Workspaces of runs an earlier life of this executor was running.
 	if stale, err := workspace.RemoveStale(cfg.WorkDir, cfg.ExecutorID); err != nil {
@@ -111,7 +117,7 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 		log.Info("no HANGAR_S3_BUCKET: tracked runs that need confirmation will fail")
 	}
 	exec := execute.New(execute.Config{
-		State:   state,
+		State: state, StateDir: stateDir,
 		Runtime: rt, Logs: logsv1.NewLogServiceClient(lsConn),
 		Workspace:    workspace.Options{BaseDir: cfg.WorkDir, Owner: cfg.ExecutorID, VCSMappings: cfg.VCSMappings},
 		WhitelistEnv: cfg.WhitelistEnv, MaskEnv: cfg.MaskEnv,
@@ -123,10 +129,14 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 		Logger: log, Registry: reg, CancelReason: "the executor is shutting down",
 		StateFile: filepath.Join(cfg.WorkDir, "hangar-executor-"+cfg.ExecutorID+".leases.json"),
 		Orphaned:  exec.CloseOrphanLog,
+		Readopt:   exec.Readopt,
 		Unavailable: func() string {
 			return admission.HostProbe().Reason(cfg.WorkDir, admission.Thresholds{MinFreeDiskBytes: cfg.MinFreeDisk, MinFreeMemoryBytes: cfg.MinFreeMemory})
 		},
 	}, workv1.NewWorkServiceClient(gwConn), exec)
+
+	// What an earlier life of this executor left and did not re-adopt.
+	reap(w.Adopted())
 
 	srv, err := serve.New(serve.Config{ServiceName: "executor", DebugAddr: cfg.DebugAddr}, serve.Deps{Logger: log, Registry: reg, Telemetry: tel})
 	if err != nil {
@@ -176,56 +186,127 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 	return err
 }
 
-func newRuntime(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) (runner.Runtime, error) {
+// newRuntime returns the configured runtime and the function that removes
+// what an earlier life of this executor left on it, except the runs it
+// re-adopted.
+func newRuntime(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) (runner.Runtime, func(keep []string), error) {
 	if cfg.Runtime == "kubernetes" {
 		return newKubeRuntime(ctx, cfg, reg, log)
 	}
 	if cfg.Runtime == "process" {
 		log.Warn("process runtime: runs execute as local processes with no isolation")
-		return processrt.Runtime{}, nil
+		return processrt.Runtime{}, func([]string) {}, nil
 	}
 	guard := mountguard.New(mountguard.KnownSockets(cfg.DockerHost))
 	mounts, err := dockerrt.ParseMounts(cfg.ExtraMounts, guard)
 	if err != nil {
-		return nil, fmt.Errorf("HANGAR_WORKER_EXTRA_MOUNTS: %w", err)
+		return nil, nil, fmt.Errorf("HANGAR_WORKER_EXTRA_MOUNTS: %w", err)
 	}
 	log.Info("container-engine sockets refused as mount sources", "present", guard.Sockets())
+	relay, ioDir, err := installRelay(cfg.Relay, cfg.IODir)
+	if err != nil {
+		return nil, nil, err
+	}
 	cli, err := dockerrt.NewClientFromEnv()
 	if err != nil {
-		return nil, fmt.Errorf("docker: %w", err)
+		return nil, nil, fmt.Errorf("docker: %w", err)
 	}
 	rt, err := dockerrt.New(cli, dockerrt.Options{
 		Network: cfg.WorkerNetwork, CreateNetwork: runNetworkSpec(cfg.WorkerNetwork), AllowHostNetwork: cfg.AllowHostNetwork,
 		ExtraMounts: mounts, MountGuard: guard, Runtime: cfg.WorkerRuntime, DockerConfigDir: cfg.DockerConfigDir,
 		Memory: cfg.WorkerMemory << 20, NanoCPUs: int64(cfg.WorkerCPUs * 1e9), PidsLimit: cfg.WorkerPids,
-		ExecutorID: cfg.ExecutorID, Logger: log,
+		ExecutorID: cfg.ExecutorID, Logger: log, RelayPath: relay, IODir: ioDir,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("docker runtime: %w", err)
+		return nil, nil, fmt.Errorf("docker runtime: %w", err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := rt.Ping(pctx); err != nil {
-		return nil, fmt.Errorf("docker engine not reachable (set DOCKER_HOST, or HANGAR_EXECUTOR_RUNTIME=process): %w", err)
+		return nil, nil, fmt.Errorf("docker engine not reachable (set DOCKER_HOST, or HANGAR_EXECUTOR_RUNTIME=process): %w", err)
 	}
 	if err := rt.EnsureNetwork(pctx); err != nil {
-		return nil, fmt.Errorf("HANGAR_WORKER_NETWORK: %w", err)
+		return nil, nil, fmt.Errorf("HANGAR_WORKER_NETWORK: %w", err)
 	}
-	if ids, err := rt.Reap(pctx); err != nil {
-		log.Warn("reaping containers of an earlier run of this executor failed", "err", err)
-	} else if len(ids) > 0 {
-		log.Warn("removed containers left by an earlier run of this executor", "run_ids", ids)
+	reap := func(keep []string) {
+		rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if ids, err := rt.Reap(rctx, keep...); err != nil {
+			log.Warn("reaping containers of an earlier run of this executor failed", "err", err)
+		} else if len(ids) > 0 {
+			log.Warn("removed containers left by an earlier run of this executor", "run_ids", ids)
+		}
 	}
-	return rt, nil
+	return rt, reap, nil
 }
 
-// newKubeRuntime connects to the API server and removes the pods an earlier
-// life of this executor left.
-func newKubeRuntime(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) (runner.Runtime, error) {
+// installRelay copies the relay binary into the I/O directory, which the
+// engine must see at the same path as the executor, and returns its path
+// there and the directory of the runs' sockets.
+func installRelay(src, ioDir string) (string, string, error) {
+	if err := checkStatic(src); err != nil {
+		return "", "", fmt.Errorf("HANGAR_EXECUTOR_RELAY: %w", err)
+	}
+	runs := filepath.Join(ioDir, "runs")
+	if err := os.MkdirAll(runs, 0o755); err != nil {
+		return "", "", fmt.Errorf("HANGAR_EXECUTOR_IO_DIR: %w", err)
+	}
+	if len(runs)+len("/0123456789abcdef/p00.sock") > 100 {
+		return "", "", fmt.Errorf("HANGAR_EXECUTOR_IO_DIR: %q is too long for unix socket paths (keep it under 70 bytes)", ioDir)
+	}
+	dst := filepath.Join(ioDir, "hangar-relay")
+	in, err := os.Open(src)
+	if err != nil {
+		return "", "", fmt.Errorf("HANGAR_EXECUTOR_RELAY: %w", err)
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(ioDir, ".hangar-relay-*")
+	if err != nil {
+		return "", "", fmt.Errorf("HANGAR_EXECUTOR_IO_DIR: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, in); err != nil {
+		tmp.Close()
+		return "", "", fmt.Errorf("HANGAR_EXECUTOR_IO_DIR: copy the relay: %w", err)
+	}
+	if err := tmp.Chmod(0o755); err != nil {
+		tmp.Close()
+		return "", "", fmt.Errorf("HANGAR_EXECUTOR_IO_DIR: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", "", fmt.Errorf("HANGAR_EXECUTOR_IO_DIR: %w", err)
+	}
+	// A rename: containers of re-adopted runs keep the old file mounted.
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return "", "", fmt.Errorf("HANGAR_EXECUTOR_IO_DIR: %w", err)
+	}
+	return dst, runs, nil
+}
+
+// checkStatic refuses a binary that needs a dynamic loader: it would not run
+// in every runner image.
+func checkStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w (build it with `CGO_ENABLED=0 go build ./services/executor/cmd/hangar-relay`)", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked; build it with CGO_ENABLED=0", path)
+		}
+	}
+	return nil
+}
+
+// newKubeRuntime connects to the API server; its reap function deletes the
+// pods an earlier life of this executor left, except those of the runs it
+// re-adopted.
+func newKubeRuntime(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) (runner.Runtime, func(keep []string), error) {
 	k := cfg.Kube
 	rc, cs, err := kubert.Connect(k.Kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("HANGAR_KUBECONFIG: %w", err)
+		return nil, nil, fmt.Errorf("HANGAR_KUBECONFIG: %w", err)
 	}
 	rt, err := kubert.New(kubert.Options{
 		Client: cs, Config: rc, Namespace: k.Namespace, ExecutorID: cfg.ExecutorID,
@@ -235,19 +316,23 @@ func newKubeRuntime(ctx context.Context, cfg *config.Config, reg prometheus.Regi
 		Registry: reg, Logger: log,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	if err := rt.Ping(pctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if ids, err := rt.Reap(pctx); err != nil {
-		log.Warn("reaping pods of an earlier run of this executor failed", "err", err)
-	} else if len(ids) > 0 {
-		log.Warn("removed pods left by an earlier run of this executor", "run_ids", ids)
+	reap := func(keep []string) {
+		rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if ids, err := rt.Reap(rctx, keep...); err != nil {
+			log.Warn("reaping pods of an earlier run of this executor failed", "err", err)
+		} else if len(ids) > 0 {
+			log.Warn("removed pods left by an earlier run of this executor", "run_ids", ids)
+		}
 	}
-	return rt, nil
+	return rt, reap, nil
 }
 
 // runNetworkSpec is how the run network is created when it is missing: only

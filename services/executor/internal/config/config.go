@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -18,14 +19,21 @@ import (
 
 // Config is the executor's configuration.
 type Config struct {
-	ExecutorID  string            // HANGAR_EXECUTOR_ID, default: the id in the certificate, else the host name
-	Slots       int               // HANGAR_EXECUTOR_SLOTS, default: number of CPUs
-	Runtime     string            // HANGAR_EXECUTOR_RUNTIME: docker (default), process or kubernetes
-	GatewayAddr string            // HANGAR_GATEWAY_ADDR
-	LogshipAddr string            // HANGAR_LOGSHIP_ADDR
-	DebugAddr   string            // HANGAR_EXECUTOR_DEBUG_ADDR
-	WorkDir     string            // HANGAR_EXECUTOR_WORK_DIR: where workspaces are prepared
-	Metadata    map[string]string // HANGAR_METADATA_<key>
+	ExecutorID  string // HANGAR_EXECUTOR_ID, default: the id in the certificate, else the host name
+	Slots       int    // HANGAR_EXECUTOR_SLOTS, default: number of CPUs
+	Runtime     string // HANGAR_EXECUTOR_RUNTIME: docker (default), process or kubernetes
+	GatewayAddr string // HANGAR_GATEWAY_ADDR
+	LogshipAddr string // HANGAR_LOGSHIP_ADDR
+	DebugAddr   string // HANGAR_EXECUTOR_DEBUG_ADDR
+	WorkDir     string // HANGAR_EXECUTOR_WORK_DIR: where workspaces are prepared
+	// Relay (HANGAR_EXECUTOR_RELAY) is the static hangar-relay binary;
+	// default: hangar-relay beside the executor's binary.
+	Relay string
+	// IODir (HANGAR_EXECUTOR_IO_DIR, default <work dir>/hangar-io) holds the
+	// relay and the runs' relay sockets, bind-mounted into run containers:
+	// the engine must see it at the same path.
+	IODir    string
+	Metadata map[string]string // HANGAR_METADATA_<key>
 
 	DockerConfigDir string // HANGAR_DOCKER_CONFIG_DIR
 	WorkerNetwork   string // HANGAR_WORKER_NETWORK, default hangar-runs (created when missing)
@@ -130,6 +138,8 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 		DebugAddr:         r.String("HANGAR_EXECUTOR_DEBUG_ADDR", ":9303"),
 		WorkDir:           r.String("HANGAR_EXECUTOR_WORK_DIR", os.TempDir()),
 		Metadata:          r.Prefixed("HANGAR_METADATA_"),
+		Relay:             r.String("HANGAR_EXECUTOR_RELAY", ""),
+		IODir:             r.String("HANGAR_EXECUTOR_IO_DIR", ""),
 		DockerConfigDir:   r.String("HANGAR_DOCKER_CONFIG_DIR", ""),
 		WorkerNetwork:     r.String("HANGAR_WORKER_NETWORK", "hangar-runs"),
 		AllowHostNetwork:  r.Bool("HANGAR_WORKER_ALLOW_HOST_NETWORK", false),
@@ -216,6 +226,14 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 	}
 	if c.ExecutorID == "" {
 		return nil, fmt.Errorf("HANGAR_EXECUTOR_ID: required (the host name is unknown)")
+	}
+	if c.IODir == "" {
+		c.IODir = filepath.Join(c.WorkDir, "hangar-io")
+	}
+	if c.Relay == "" {
+		if exe, err := os.Executable(); err == nil {
+			c.Relay = filepath.Join(filepath.Dir(exe), "hangar-relay")
+		}
 	}
 	if err := checkWorkerNetwork(c.WorkerNetwork, c.AllowHostNetwork); err != nil {
 		return nil, err

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -33,8 +35,27 @@ func TestMain(m *testing.M) {
 			"(apt-get install -y docker.io busybox-static; start dockerd): %v\n", err)
 		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	dir, err := os.MkdirTemp("", "hio")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	relayPath = filepath.Join(dir, "hangar-relay")
+	build := exec.Command("go", "build", "-o", relayPath, "github.com/hangar-dev/hangar/services/executor/cmd/hangar-relay")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build hangar-relay: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	ioDir = dir
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
 }
+
+// relayPath is the relay binary built for the tests; ioDir holds the runs'
+// relay sockets.
+var relayPath, ioDir string
 
 func prepareEngine() error {
 	cli, err := NewClientFromEnv()
@@ -85,6 +106,9 @@ func newRuntime(t *testing.T, cli *client.Client, opts Options) *Runtime {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	}
+	if opts.RelayPath == "" {
+		opts.RelayPath, opts.IODir = relayPath, ioDir
 	}
 	rt, err := New(cli, opts)
 	if err != nil {

@@ -4,16 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 
 	"github.com/moby/moby/client"
 )
 
 // Reap removes every container and volume that this executor's runtime
-// created (labels hangar.managed=true and hangar.executor-id=<ExecutorID>)
-// and returns the ids of the runs they belonged to, sorted. Call it when no
-// run of this executor is in progress, e.g. at start after a crash.
-func (r *Runtime) Reap(ctx context.Context) ([]string, error) {
+// created (labels hangar.managed=true and hangar.executor-id=<ExecutorID>),
+// except those of the runs in keep (re-adopted), and the relay directories
+// of the runs it removes, and returns the ids of the runs they belonged to,
+// sorted. Call it at start, after a crash, once the runs to re-adopt are
+// known. Containers of other executors on the same engine are never touched.
+func (r *Runtime) Reap(ctx context.Context, keep ...string) ([]string, error) {
 	f := r.filters()
 	runs := map[string]bool{}
 	var errs []error
@@ -22,6 +26,9 @@ func (r *Runtime) Reap(ctx context.Context) ([]string, error) {
 		return nil, fmt.Errorf("reap: list containers: %w", err)
 	}
 	for _, c := range list.Items {
+		if slices.Contains(keep, c.Labels[LabelRunID]) {
+			continue
+		}
 		runs[c.Labels[LabelRunID]] = true
 		if err := removeContainer(ctx, r.cli, c.ID); err != nil {
 			errs = append(errs, fmt.Errorf("reap: %w", err))
@@ -32,6 +39,9 @@ func (r *Runtime) Reap(ctx context.Context) ([]string, error) {
 		errs = append(errs, fmt.Errorf("reap: list volumes: %w", err))
 	} else {
 		for _, v := range vols.Items {
+			if slices.Contains(keep, v.Labels[LabelRunID]) {
+				continue
+			}
 			runs[v.Labels[LabelRunID]] = true
 			if err := removeVolume(ctx, r.cli, v.Name); err != nil {
 				errs = append(errs, fmt.Errorf("reap: %w", err))
@@ -42,6 +52,11 @@ func (r *Runtime) Reap(ctx context.Context) ([]string, error) {
 	ids := make([]string, 0, len(runs))
 	for id := range runs {
 		ids = append(ids, id)
+		if r.opts.IODir != "" {
+			if err := os.RemoveAll(r.runIODir(id)); err != nil {
+				errs = append(errs, fmt.Errorf("reap: %w", err))
+			}
+		}
 	}
 	slices.Sort(ids)
 	if len(ids) > 0 {
@@ -59,4 +74,41 @@ func (r *Runtime) filters(runID ...string) client.Filters {
 		f.Add("label", LabelRunID+"="+id)
 	}
 	return f
+}
+
+// ErrNotRunning: the phase of a run to re-adopt no longer runs.
+var ErrNotRunning = errors.New("the run's phase is not running")
+
+// Adoptable reports whether phase i of runID (a run of this executor) still
+// runs, and returns the job's environment, which its container holds: the
+// executor keeps no run's variables on its disk. It implements
+// runner.Adopter.
+func (r *Runtime) Adoptable(ctx context.Context, runID string, phase int) ([]string, error) {
+	id, err := r.runningPhase(ctx, runID, phase)
+	if err != nil {
+		return nil, err
+	}
+	res, err := r.cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("inspect the container of run %s: %w", runID, err)
+	}
+	if res.Container.Config == nil {
+		return nil, fmt.Errorf("inspect the container of run %s: no config", runID)
+	}
+	return res.Container.Config.Env, nil
+}
+
+// runningPhase returns the id of the running container of phase i of runID.
+func (r *Runtime) runningPhase(ctx context.Context, runID string, phase int) (string, error) {
+	f := r.filters(runID)
+	f.Add("label", LabelPhaseIndex+"="+strconv.Itoa(phase))
+	f.Add("status", "running")
+	list, err := r.cli.ContainerList(ctx, client.ContainerListOptions{Filters: f})
+	if err != nil {
+		return "", fmt.Errorf("find the container of run %s: %w", runID, err)
+	}
+	if len(list.Items) != 1 {
+		return "", fmt.Errorf("%w (run %s, phase %d: %d running containers)", ErrNotRunning, runID, phase, len(list.Items))
+	}
+	return list.Items[0].ID, nil
 }

@@ -15,18 +15,20 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	"github.com/hangar-dev/hangar/platform/ids"
 	"github.com/hangar-dev/hangar/services/executor/internal/mountguard"
+	"github.com/hangar-dev/hangar/services/executor/internal/relayrecv"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 )
 
@@ -36,6 +38,8 @@ const (
 	LabelRunID      = "hangar.run-id"
 	LabelExecutorID = "hangar.executor-id"
 	LabelPhase      = "hangar.phase"
+	// LabelPhaseIndex is the phase's index among the run's selected phases.
+	LabelPhaseIndex = "hangar.phase-index"
 )
 
 const (
@@ -44,9 +48,6 @@ const (
 	// cleanupTimeout bounds the removal of a run's containers and volume,
 	// which runs on a fresh context after the run's own has ended.
 	cleanupTimeout = 60 * time.Second
-	// streamDrainTimeout bounds the wait for a phase's output stream to
-	// close after its container exited.
-	streamDrainTimeout = 30 * time.Second
 )
 
 // Options configure the runtime.
@@ -88,6 +89,15 @@ type Options struct {
 	// Logger receives the runtime's own diagnostics (never a run's output
 	// or environment); nil discards them.
 	Logger *slog.Logger
+	// RelayPath is the static hangar-relay binary (a path the engine can
+	// bind-mount, read-only, into every run container), the containers'
+	// entrypoint that relays their output (ADR 0016).
+	RelayPath string
+	// IODir holds a directory per run with the sockets its relays connect
+	// to, bind-mounted into the run's containers: a path the engine sees
+	// as the executor does. Unix socket paths are short: keep it under 60
+	// bytes.
+	IODir string
 }
 
 // Runtime runs jobs in Docker containers. It implements runner.Runtime and
@@ -167,13 +177,22 @@ func (r *Runtime) Open(job *runner.Job) (runner.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &session{
+	if r.opts.RelayPath == "" || r.opts.IODir == "" {
+		return nil, errors.New("docker runtime: no output relay configured (HANGAR_EXECUTOR_RELAY, HANGAR_EXECUTOR_IO_DIR)")
+	}
+	s := &session{
 		r:       r,
 		job:     job,
 		log:     r.log.With("run_id", job.RunID),
 		workdir: workdir,
 		volume:  "hangar-ws-" + job.RunID,
-	}, nil
+		ioDir:   r.runIODir(job.RunID),
+	}
+	if job.Adopt != nil {
+		// Created by the executor process that started the run.
+		s.volumeCreated = true
+	}
+	return s, nil
 }
 
 // session is one run's containers and volume.
@@ -187,6 +206,7 @@ type session struct {
 	user          string // the runner image's user
 	containers    []string
 	last          string // the container of the last phase run
+	ioDir         string // the run's relay sockets, on the host
 }
 
 // Prepare checks the run network (EnsureNetwork), makes the runner image
@@ -201,12 +221,31 @@ func (s *session) Prepare(ctx context.Context) error {
 		return err
 	}
 	s.user = user
+	if err := os.MkdirAll(s.ioDir, 0o755); err != nil {
+		return fmt.Errorf("relay directory: %w", err)
+	}
 	return s.createVolume(ctx)
 }
 
 // RunPhase creates the phase's container (the first one also receives the
-// workspace), runs it and waits for it to exit.
+// workspace), runs it and waits for it to exit, receiving its output from its
+// relay. A re-adopted phase's running container is found by its labels and
+// its relay resends what was not stored.
 func (s *session) RunPhase(ctx context.Context, i int, p *runv1.Phase, out runner.Output) (runner.Exit, error) {
+	ln, err := relayrecv.Listen(filepath.Join(s.ioDir, relaySocket(i)))
+	if err != nil {
+		return runner.Exit{Code: -1}, err
+	}
+	defer ln.Close()
+	if a := s.job.Adopt; a != nil && i == a.Phase {
+		id, err := s.r.runningPhase(ctx, s.job.RunID, i)
+		if err != nil {
+			return runner.Exit{Code: -1}, err
+		}
+		s.last = id
+		code, wasStopped, err := s.runContainer(ctx, id, p.GetName(), ln, out, a.Stored-a.Base, false)
+		return runner.Exit{Code: code, Stopped: wasStopped}, err
+	}
 	id, err := s.createContainer(ctx, i, p)
 	if err != nil {
 		return runner.Exit{Code: -1}, err
@@ -217,7 +256,7 @@ func (s *session) RunPhase(ctx context.Context, i int, p *runv1.Phase, out runne
 			return runner.Exit{Code: -1}, err
 		}
 	}
-	code, wasStopped, err := s.runContainer(ctx, id, p.GetName(), out)
+	code, wasStopped, err := s.runContainer(ctx, id, p.GetName(), ln, out, 0, true)
 	return runner.Exit{Code: code, Stopped: wasStopped}, err
 }
 
@@ -230,8 +269,13 @@ func (s *session) Export(ctx context.Context, w io.Writer) error {
 	return s.exportWorkspace(ctx, s.last, w)
 }
 
-// Close removes the run's containers and volume.
-func (s *session) Close() { s.cleanup(s.job.StopGrace) }
+// Close removes the run's containers, volume and relay directory.
+func (s *session) Close() {
+	s.cleanup(s.job.StopGrace)
+	if err := os.RemoveAll(s.ioDir); err != nil {
+		s.log.Warn("remove relay directory", "err", err)
+	}
+}
 
 // ensureImage pulls image unless the engine has it, and returns the user
 // the image runs as.
@@ -288,7 +332,7 @@ func (rn *session) createContainer(ctx context.Context, i int, p *runv1.Phase) (
 	if err != nil {
 		return "", err
 	}
-	spec := rn.r.phaseContainer(rn.job, rn.volume, rn.workdir, i, p, extra)
+	spec := rn.r.phaseContainer(rn.job, rn.volume, rn.workdir, rn.ioDir, i, p, extra)
 	res, err := rn.r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{Name: spec.Name, Config: spec.Config, HostConfig: spec.Host})
 	if err != nil {
 		return "", rn.r.containerError("create container for phase "+p.GetName(), err)
@@ -343,39 +387,49 @@ func (rn *session) copyWorkspace(ctx context.Context, id, user string) error {
 	return nil
 }
 
-// runContainer attaches to the container, starts it and waits for it to
-// exit. When ctx ends first, it stops the container (SIGTERM, the job's
-// StopGrace, SIGKILL), and reports stopped with the exit code it got.
-func (rn *session) runContainer(ctx context.Context, id, phase string, out runner.Output) (code int, wasStopped bool, err error) {
+// runContainer starts the container (unless it runs already: a re-adopted
+// phase), receives its output from its relay through ln (from offset resume
+// of the phase's output) and waits for it to exit. When ctx ends first, it
+// stops the container (SIGTERM, the job's StopGrace, SIGKILL), still
+// receiving what the phase prints meanwhile, and reports stopped with the
+// exit code it got.
+func (rn *session) runContainer(ctx context.Context, id, phase string, ln *relayrecv.Listener, out runner.Output, resume uint64, start bool) (code int, wasStopped bool, err error) {
 	cli := rn.r.cli
-	att, err := cli.ContainerAttach(ctx, id, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
-	if err != nil {
-		return -1, false, fmt.Errorf("attach to phase %s: %w", phase, err)
-	}
-	copied := make(chan error, 1)
-	go func() {
-		_, err := stdcopy.StdCopy(out.Stdout, out.Stderr, att.Reader)
-		copied <- err
-	}()
-	streamDone := false
-	defer func() {
-		att.Close()
-		if !streamDone {
-			<-copied
-		}
-	}()
-
 	// The wait outlives ctx: after a stop it still delivers the exit code.
 	waitCtx, cancelWait := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWait()
-	wait := cli.ContainerWait(waitCtx, id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+	cond := container.WaitConditionNextExit
+	if !start {
+		cond = container.WaitConditionNotRunning
+	}
+	wait := cli.ContainerWait(waitCtx, id, client.ContainerWaitOptions{Condition: cond})
 
-	// The start is not abandoned when ctx ends during it: the container
-	// could run unobserved. It is stopped below, with its grace period.
-	startCtx, cancelStart := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancelStart()
-	if _, err := cli.ContainerStart(startCtx, id, client.ContainerStartOptions{}); err != nil {
-		return -1, false, rn.r.containerError("start phase "+phase, err)
+	gone := make(chan struct{})
+	type received struct {
+		ex  relayrecv.Exit
+		err error
+	}
+	recv := make(chan received, 1)
+	go func() {
+		ex, err := ln.Receive(gone, relayrecv.Sink{Stdout: out.Stdout, Stderr: out.Stderr, Durable: out.Durable, Base: out.Base, Resume: resume})
+		recv <- received{ex, err}
+	}()
+	defer func() {
+		close(gone)
+		r := <-recv
+		if r.err != nil && err == nil {
+			err = fmt.Errorf("output of phase %s: %w", phase, r.err)
+		}
+	}()
+
+	if start {
+		// The start is not abandoned when ctx ends during it: the container
+		// could run unobserved. It is stopped below, with its grace period.
+		startCtx, cancelStart := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancelStart()
+		if _, err := cli.ContainerStart(startCtx, id, client.ContainerStartOptions{}); err != nil {
+			return -1, false, rn.r.containerError("start phase "+phase, err)
+		}
 	}
 
 	select {
@@ -383,28 +437,12 @@ func (rn *session) runContainer(ctx context.Context, id, phase string, out runne
 		if res.Error != nil && res.Error.Message != "" {
 			return -1, false, fmt.Errorf("wait for phase %s: %s", phase, res.Error.Message)
 		}
-		code = int(res.StatusCode)
+		return int(res.StatusCode), false, nil
 	case err := <-wait.Error:
 		return -1, false, fmt.Errorf("wait for phase %s: %w", phase, err)
 	case <-ctx.Done():
 		return rn.stop(waitCtx, id, phase, wait), true, nil
 	}
-	// The container has exited: the engine closes the stream once the
-	// remaining output is sent. The bound only guards against an engine
-	// that never closes it.
-	drain := time.NewTimer(streamDrainTimeout)
-	defer drain.Stop()
-	select {
-	case err := <-copied:
-		streamDone = true
-		if err != nil {
-			rn.log.Warn("output stream of a phase ended with an error", "phase", phase, "err", err)
-		}
-	case <-drain.C:
-		rn.log.Warn("output stream of a phase still open after the container exited", "phase", phase)
-	case <-ctx.Done():
-	}
-	return code, false, nil
 }
 
 // stop stops a running container and returns its exit code, -1 if unknown.

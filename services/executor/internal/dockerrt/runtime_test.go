@@ -340,7 +340,10 @@ func TestRunSecurityAndConfig(t *testing.T) {
 		if cfg.Tty || cfg.OpenStdin {
 			t.Errorf("%s: Tty %v OpenStdin %v", name, cfg.Tty, cfg.OpenStdin)
 		}
-		if len(hc.Mounts) != 1 || hc.Mounts[0].Type != mount.TypeVolume || hc.Mounts[0].Source != "hangar-ws-"+tj.RunID || hc.Mounts[0].Target != "/workspace" {
+		// The workspace volume, the relay (read-only) and the run's own
+		// socket directory: nothing else of the host.
+		if len(hc.Mounts) != 3 || hc.Mounts[0].Type != mount.TypeVolume || hc.Mounts[0].Source != "hangar-ws-"+tj.RunID || hc.Mounts[0].Target != "/workspace" ||
+			hc.Mounts[1].Target != "/.hangar/relay" || !hc.Mounts[1].ReadOnly || hc.Mounts[2].Target != "/.hangar/io" {
 			t.Errorf("%s: mounts %+v", name, hc.Mounts)
 		}
 		if !slices.Equal(cfg.Cmd, []string{"/bin/sh", "-c", runner.PhaseScript(tj.Spec.Phases[i])}) {

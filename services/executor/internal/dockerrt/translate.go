@@ -1,8 +1,12 @@
 package dockerrt
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"path/filepath"
 	"slices"
+	"strconv"
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
@@ -10,6 +14,22 @@ import (
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 )
+
+// Where the relay and the run's socket directory are in a run container.
+const (
+	relayTarget = "/.hangar/relay"
+	relayIODir  = "/.hangar/io"
+)
+
+// relaySocket is the name of phase i's relay socket.
+func relaySocket(i int) string { return "p" + strconv.Itoa(i) + ".sock" }
+
+// runIODir is the host directory of a run's relay sockets: short, as unix
+// socket paths must be, and distinct per executor and run.
+func (r *Runtime) runIODir(runID string) string {
+	sum := sha256.Sum256([]byte(r.opts.ExecutorID + "\x00" + runID))
+	return filepath.Join(r.opts.IODir, hex.EncodeToString(sum[:8]))
+}
 
 // phaseSpec is what the engine is asked to create for one phase of a run: a
 // pure translation of the job and the runtime's options, with no engine call.
@@ -34,9 +54,10 @@ func (r *Runtime) runLabels(runID string) map[string]string {
 // phase's, the workspace volume at /workspace and the extra mounts (as
 // checked by checkedMounts), the stop
 // grace period, and the security settings of hostConfig.
-func (r *Runtime) phaseContainer(job *runner.Job, volume, workdir string, i int, p *runv1.Phase, extra []mount.Mount) phaseSpec {
+func (r *Runtime) phaseContainer(job *runner.Job, volume, workdir, ioDir string, i int, p *runv1.Phase, extra []mount.Mount) phaseSpec {
 	labels := r.runLabels(job.RunID)
 	labels[LabelPhase] = p.GetName()
+	labels[LabelPhaseIndex] = strconv.Itoa(i)
 	stopTimeout := graceSeconds(job.StopGrace)
 	mounts := append([]mount.Mount{{
 		Type:   mount.TypeVolume,
@@ -45,6 +66,11 @@ func (r *Runtime) phaseContainer(job *runner.Job, volume, workdir string, i int,
 		// The volume holds the job's workspace only, not what the image
 		// has at /workspace.
 		VolumeOptions: &mount.VolumeOptions{NoCopy: true},
+	}, {
+		Type: mount.TypeBind, Source: r.opts.RelayPath, Target: relayTarget, ReadOnly: true,
+	}, {
+		// Only the run's sockets: no output is ever written there.
+		Type: mount.TypeBind, Source: ioDir, Target: relayIODir,
 	}}, extra...)
 	var pids *int64
 	if r.opts.PidsLimit > 0 {
@@ -55,16 +81,15 @@ func (r *Runtime) phaseContainer(job *runner.Job, volume, workdir string, i int,
 		Name: fmt.Sprintf("hangar-%s-%d-%s", job.RunID, i, sanitizeName(p.GetName())),
 		Config: &container.Config{
 			Image: job.Spec.GetRunnerImage(),
-			// An empty, non-nil entrypoint clears the image's, so that the
-			// phase runs under /bin/sh whatever the image's ENTRYPOINT.
-			Entrypoint:   []string{},
-			Cmd:          []string{"/bin/sh", "-c", runner.PhaseScript(p)},
-			WorkingDir:   workdir,
-			Env:          slices.Clone(job.Env),
-			Labels:       labels,
-			AttachStdout: true,
-			AttachStderr: true,
-			StopTimeout:  &stopTimeout,
+			// The relay replaces the image's entrypoint: the phase runs
+			// under /bin/sh whatever the image's ENTRYPOINT, its output
+			// on the relay's pipes (ADR 0016); nothing is attached.
+			Entrypoint:  []string{relayTarget, relayIODir + "/" + relaySocket(i)},
+			Cmd:         []string{"/bin/sh", "-c", runner.PhaseScript(p)},
+			WorkingDir:  workdir,
+			Env:         slices.Clone(job.Env),
+			Labels:      labels,
+			StopTimeout: &stopTimeout,
 		},
 		Host: r.hostConfig(mounts, pids, &useInit),
 	}
@@ -84,7 +109,7 @@ func (r *Runtime) phaseContainer(job *runner.Job, volume, workdir string, i int,
 //   - a private IPC namespace, an init process (docker-init) as PID 1 that
 //     forwards the stop signal and reaps zombies, a PID limit;
 //   - logging driver "none": the output goes to the executor through the
-//     attach stream only and is never written unmasked to the host's disk.
+//     relay's socket only and is never written unmasked to the host's disk.
 func (r *Runtime) hostConfig(mounts []mount.Mount, pids *int64, init *bool) *container.HostConfig {
 	return &container.HostConfig{
 		NetworkMode: container.NetworkMode(r.opts.Network),

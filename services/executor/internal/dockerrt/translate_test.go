@@ -33,16 +33,22 @@ func TestPhaseContainer(t *testing.T) {
 					t.Errorf("name = %q", s.Name)
 				}
 				c, h := s.Config, s.Host
-				if c.Image != "runner:1" || c.Entrypoint == nil || len(c.Entrypoint) != 0 {
-					t.Errorf("image %q entrypoint %#v", c.Image, c.Entrypoint)
+				if c.Image != "runner:1" {
+					t.Errorf("image %q", c.Image)
 				}
 				if want := []string{"/bin/sh", "-c", runner.PhaseScript(plan)}; !slices.Equal(c.Cmd, want) {
 					t.Errorf("cmd = %q, want %q", c.Cmd, want)
 				}
+				if want := []string{"/.hangar/relay", "/.hangar/io/p1.sock"}; !slices.Equal(c.Entrypoint, want) {
+					t.Errorf("entrypoint = %q, want the relay %q", c.Entrypoint, want)
+				}
+				if c.AttachStdout || c.AttachStderr || c.Tty || c.OpenStdin {
+					t.Errorf("the container is attached: %+v", c)
+				}
 				if c.WorkingDir != "/workspace/infra" || !slices.Equal(c.Env, []string{"A=1", "SECRET=s"}) {
 					t.Errorf("workdir %q env %q", c.WorkingDir, c.Env)
 				}
-				want := map[string]string{LabelManaged: "true", LabelRunID: "run-1", LabelExecutorID: "ex-1", LabelPhase: "plan"}
+				want := map[string]string{LabelManaged: "true", LabelRunID: "run-1", LabelExecutorID: "ex-1", LabelPhase: "plan", LabelPhaseIndex: "1"}
 				for k, v := range want {
 					if c.Labels[k] != v {
 						t.Errorf("label %s = %q, want %q", k, c.Labels[k], v)
@@ -62,9 +68,13 @@ func TestPhaseContainer(t *testing.T) {
 				if h.PidsLimit == nil || *h.PidsLimit != defaultPidsLimit || h.Memory != 0 || h.NanoCPUs != 0 {
 					t.Errorf("resources %+v", h.Resources)
 				}
-				if len(h.Mounts) != 1 || h.Mounts[0].Type != mount.TypeVolume || h.Mounts[0].Source != "hangar-ws-run-1" ||
+				if len(h.Mounts) != 3 || h.Mounts[0].Type != mount.TypeVolume || h.Mounts[0].Source != "hangar-ws-run-1" ||
 					h.Mounts[0].Target != "/workspace" || h.Mounts[0].VolumeOptions == nil || !h.Mounts[0].VolumeOptions.NoCopy {
 					t.Errorf("mounts %+v", h.Mounts)
+				}
+				if len(h.Mounts) == 3 && (h.Mounts[1] != mount.Mount{Type: mount.TypeBind, Source: "/opt/hangar-relay", Target: "/.hangar/relay", ReadOnly: true} ||
+					h.Mounts[2] != mount.Mount{Type: mount.TypeBind, Source: "/io/run", Target: "/.hangar/io"}) {
+					t.Errorf("relay mounts %+v", h.Mounts[1:])
 				}
 			},
 		},
@@ -81,7 +91,7 @@ func TestPhaseContainer(t *testing.T) {
 				if h.NetworkMode != "none" || h.Runtime != "runsc" || h.Memory != 1<<30 || h.NanoCPUs != 5e8 || h.PidsLimit != nil {
 					t.Errorf("host config %+v", h)
 				}
-				if len(h.Mounts) != 2 || h.Mounts[1] != (mount.Mount{Type: mount.TypeBind, Source: "/opt/cache", Target: "/cache", ReadOnly: true}) {
+				if len(h.Mounts) != 4 || h.Mounts[3] != (mount.Mount{Type: mount.TypeBind, Source: "/opt/cache", Target: "/cache", ReadOnly: true}) {
 					t.Errorf("mounts %+v", h.Mounts)
 				}
 				if s.Config.StopTimeout == nil || *s.Config.StopTimeout != 0 {
@@ -93,14 +103,14 @@ func TestPhaseContainer(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := tc.opts
-			opts.ExecutorID = "ex-1"
+			opts.ExecutorID, opts.RelayPath = "ex-1", "/opt/hangar-relay"
 			r, err := New(noEngine{}, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
 			env := []string{"A=1", "SECRET=s"}
 			job := &runner.Job{RunID: "run-1", Spec: &runv1.RunSpec{RunnerImage: "runner:1"}, Env: env, StopGrace: tc.grace}
-			s := r.phaseContainer(job, "hangar-ws-run-1", "/workspace/infra", tc.index, tc.phase, tc.extra)
+			s := r.phaseContainer(job, "hangar-ws-run-1", "/workspace/infra", "/io/run", tc.index, tc.phase, tc.extra)
 			tc.check(t, s)
 			s.Config.Env[0] = "changed"
 			if env[0] != "A=1" {

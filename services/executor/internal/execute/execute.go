@@ -50,7 +50,11 @@ type Config struct {
 	// State stores the workspaces of tracked runs waiting for confirmation
 	// and reads them back when they resume; nil: such runs fail, naming
 	// HANGAR_S3_BUCKET.
-	State      *handoff.Store
+	State *handoff.Store
+	// StateDir keeps, while a run goes on, what a later process of this
+	// executor needs to re-adopt it (no variable value, no output); "":
+	// runs cannot be re-adopted.
+	StateDir   string
 	StopGrace  time.Duration
 	Tracer     trace.Tracer
 	Propagator propagation.TextMapPropagator
@@ -102,20 +106,46 @@ func (e *Executor) ExecuteFinish(ctx context.Context, poolID string, a *workv1.A
 		logID = ResumeLogID(a.GetRunId())
 	}
 	env, secrets := e.environment(a)
+	var rec *record
+	if e.cfg.StateDir != "" {
+		var phases []string
+		switch {
+		case a.GetResume() != nil:
+			phases = slices.Clone(a.GetResume().GetPhases())
+			if phases == nil {
+				phases = []string{}
+			}
+		case holdsForConfirmation(a):
+			phases = untilPlan(spec)
+		}
+		var err error
+		if rec, err = e.newRecord(cmp.Or(poolID, e.cfg.PoolID), a, logID, secrets, phases); err != nil {
+			e.cfg.Logger.Warn("the run cannot be re-adopted after an executor restart", "run_id", a.GetRunId(), "err", err)
+			rec = nil
+		}
+		defer e.dropRecord(a.GetRunId())
+	}
+	off := e.openOffsets(a.GetRunId(), 0, nil)
+	defer off.close()
 	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLog()
 	logs := logclient.Open(logCtx, e.cfg.Logs, &logsv1.Open{
 		RunId: logID, PoolId: cmp.Or(poolID, e.cfg.PoolID), StackId: spec.GetStack().GetId(),
 		Secrets: secrets, TraceContext: telemetry.Inject(ctx, e.cfg.Propagator),
 		Credential: a.GetLogCredential(),
-	}, logclient.Options{Logger: e.cfg.Logger})
+	}, logclient.Options{Logger: e.cfg.Logger, OnCut: off.cut, OnAck: off.ack})
 	sys := logs.Writer(logsv1.Stream_STREAM_SYSTEM)
 
-	res, hand := e.run(ctx, poolID, a, env, logs, sys, phase)
+	res, hand := e.run(ctx, poolID, a, env, logs, sys, off, rec, phase)
+	return e.endLog(ctx, span, a.GetRunId(), logs, sys, res, hand)
+}
+
+// endLog writes the run's last line, closes its log and returns the Finish.
+func (e *Executor) endLog(ctx context.Context, span trace.Span, runID string, logs *logclient.Stream, sys io.Writer, res runner.Result, hand *workv1.HandOff) *workv1.Finish {
 	if hand != nil {
-		fmt.Fprintf(sys, "\n[hangar] run %s: planned; its workspace is stored encrypted, waiting for confirmation\n", a.GetRunId())
+		fmt.Fprintf(sys, "\n[hangar] run %s: planned; its workspace is stored encrypted, waiting for confirmation\n", runID)
 	} else {
-		fmt.Fprintf(sys, "\n[hangar] run %s: %s (exit code %d)%s\n", a.GetRunId(), outcomeWord(res.Outcome), res.ExitCode, reasonSuffix(res.Reason))
+		fmt.Fprintf(sys, "\n[hangar] run %s: %s (exit code %d)%s\n", runID, outcomeWord(res.Outcome), res.ExitCode, reasonSuffix(res.Reason))
 	}
 
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
@@ -123,7 +153,7 @@ func (e *Executor) ExecuteFinish(ctx context.Context, poolID string, a *workv1.A
 	closed, err := logs.Close(closeCtx)
 	fin := &eventv1.RunFinished{Outcome: res.Outcome, ExitCode: int32(res.ExitCode), Reason: res.Reason}
 	if err != nil {
-		e.cfg.Logger.Error("closing the run's log failed", "run_id", a.GetRunId(), "err", err)
+		e.cfg.Logger.Error("closing the run's log failed", "run_id", runID, "err", err)
 		span.RecordError(err)
 	} else {
 		fin.LogKey = closed.GetLogKey()
@@ -169,7 +199,7 @@ func failedResult(reason string) runner.Result {
 	return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: -1, Reason: reason}
 }
 
-func (e *Executor) run(ctx context.Context, poolID string, a *workv1.Assign, env []string, logs *logclient.Stream, sys io.Writer, phase func(string)) (runner.Result, *workv1.HandOff) {
+func (e *Executor) run(ctx context.Context, poolID string, a *workv1.Assign, env []string, logs *logclient.Stream, sys io.Writer, off *offsets, rec *record, phase func(string)) (runner.Result, *workv1.HandOff) {
 	hold, resume := holdsForConfirmation(a), a.GetResume()
 	var pub *rsa.PublicKey
 	if (hold || resume != nil) && e.cfg.State == nil {
@@ -224,15 +254,9 @@ func (e *Executor) run(ctx context.Context, poolID string, a *workv1.Assign, env
 	job := &runner.Job{
 		RunID: a.GetRunId(), PoolID: poolID, Spec: a.GetSpec(), Workspace: ws.Dir, Env: env,
 		Stdout: logs.Writer(logsv1.Stream_STREAM_STDOUT), Stderr: logs.Writer(logsv1.Stream_STREAM_STDERR),
-		StopGrace: e.cfg.StopGrace,
-		OnPhase: func(name string) {
-			if cur != nil {
-				cur.End()
-			}
-			_, cur = e.cfg.Tracer.Start(ctx, "executor.phase "+name, trace.WithAttributes(attribute.String("hangar.phase", name)))
-			fmt.Fprintf(sys, "[hangar] phase %s\n", name)
-			phase(name)
-		},
+		Durable: off.durable, StopGrace: e.cfg.StopGrace,
+		OnPhase:    e.onPhase(ctx, &cur, sys, phase),
+		Checkpoint: e.checkpoint(rec),
 	}
 	var packing *packer
 	switch {
@@ -253,6 +277,25 @@ func (e *Executor) run(ctx context.Context, poolID string, a *workv1.Assign, env
 	if packing == nil {
 		return res, nil
 	}
+	return e.handOff(ctx, sys, a.GetRunId(), poolID, pub, packing, res)
+}
+
+// onPhase returns the Job.OnPhase of a run: a span per phase, a line in the
+// log, a progress report.
+func (e *Executor) onPhase(ctx context.Context, cur *trace.Span, sys io.Writer, phase func(string)) func(string) {
+	return func(name string) {
+		if *cur != nil {
+			(*cur).End()
+		}
+		_, *cur = e.cfg.Tracer.Start(ctx, "executor.phase "+name, trace.WithAttributes(attribute.String("hangar.phase", name)))
+		fmt.Fprintf(sys, "[hangar] phase %s\n", name)
+		phase(name)
+	}
+}
+
+// handOff finishes the export of a run that stops for confirmation and
+// stores its workspace, encrypted.
+func (e *Executor) handOff(ctx context.Context, sys io.Writer, runID, poolID string, pub *rsa.PublicKey, packing *packer, res runner.Result) (runner.Result, *workv1.HandOff) {
 	packed, perr := packing.finish(res.Outcome == eventv1.Outcome_OUTCOME_FINISHED)
 	if res.Outcome != eventv1.Outcome_OUTCOME_FINISHED {
 		return res, nil
@@ -262,7 +305,7 @@ func (e *Executor) run(ctx context.Context, poolID string, a *workv1.Assign, env
 	}
 	_, sspan := e.cfg.Tracer.Start(ctx, "executor.store_state")
 	defer sspan.End()
-	hand, err := e.cfg.State.Put(ctx, a.GetRunId(), poolID, pub, packed)
+	hand, err := e.cfg.State.Put(ctx, runID, poolID, pub, packed)
 	clear(packed)
 	if err != nil {
 		sspan.RecordError(err)
@@ -380,6 +423,7 @@ func reasonSuffix(r string) string {
 //
 // cred is the run's log credential kept from its Assign (nil without TLS).
 func (e *Executor) CloseOrphanLog(ctx context.Context, runID string, cred *logsv1.RunCredential) string {
+	defer e.dropRecord(runID)
 	logs := logclient.Open(ctx, e.cfg.Logs, &logsv1.Open{RunId: runID, PoolId: e.cfg.PoolID, Credential: cred}, logclient.Options{Logger: e.cfg.Logger})
 	fmt.Fprintf(logs.Writer(logsv1.Stream_STREAM_SYSTEM), "\n[hangar] the executor stopped in the middle of this run; the log ends here\n")
 	closed, err := logs.Close(ctx)

@@ -210,11 +210,11 @@ func (r *Runtime) mine(meta metav1.Object) bool {
 }
 
 // Reap deletes every pod this executor created (labels and annotation
-// naming its executor id; another executor's are never touched), their
-// Secrets going with them (owner references), and returns the ids of their
-// runs, sorted. Call it when no run of this executor is in progress, e.g. at
-// start after a crash.
-func (r *Runtime) Reap(ctx context.Context) ([]string, error) {
+// naming its executor id; another executor's are never touched), except
+// those of the runs in keep (re-adopted), their Secrets going with them
+// (owner references), and returns the ids of their runs, sorted. Call it at
+// start, once the runs to re-adopt are known.
+func (r *Runtime) Reap(ctx context.Context, keep ...string) ([]string, error) {
 	runs := map[string]bool{}
 	var errs []error
 	pods, err := r.pods.List(ctx, metav1.ListOptions{LabelSelector: r.selector()})
@@ -222,7 +222,7 @@ func (r *Runtime) Reap(ctx context.Context) ([]string, error) {
 		return nil, fmt.Errorf("reap: list pods: %w", err)
 	}
 	for _, p := range pods.Items {
-		if !r.mine(&p) {
+		if !r.mine(&p) || slices.Contains(keep, p.Annotations[AnnotationRunID]) {
 			continue
 		}
 		runs[p.Annotations[AnnotationRunID]] = true
@@ -240,6 +240,48 @@ func (r *Runtime) Reap(ctx context.Context) ([]string, error) {
 		r.log.Info("reaped pods of earlier runs", "run_ids", ids)
 	}
 	return ids, errors.Join(errs...)
+}
+
+var _ runner.Adopter = (*Runtime)(nil)
+
+// Adoptable reports whether phase i of a run this executor started can be
+// followed again after a restart: its pod is there, not being deleted, and
+// has that phase (running, waiting for its turn, or ended: the pod keeps the
+// container's log and status). It returns the run's environment, read back
+// from the run's Secret.
+func (r *Runtime) Adoptable(ctx context.Context, runID string, phase int) ([]string, error) {
+	name := podName(runID)
+	pod, err := r.pods.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("the run's pod: %w", err)
+	}
+	switch {
+	case !r.mine(pod) || pod.Annotations[AnnotationRunID] != runID:
+		return nil, fmt.Errorf("pod %s is not this executor's pod of run %s", name, runID)
+	case pod.DeletionTimestamp != nil:
+		return nil, fmt.Errorf("the run's pod %s is being deleted", name)
+	case containerStatus(pod, phaseContainer(phase)) == nil && !hasContainer(pod, phaseContainer(phase)):
+		return nil, fmt.Errorf("the run's pod has no phase %d", phase)
+	}
+	sec, err := r.secrets.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("the run's environment (secret %s): %w", name, err)
+	}
+	env := make([]string, 0, len(sec.Data))
+	for k, v := range sec.Data {
+		env = append(env, k+"="+string(v))
+	}
+	slices.Sort(env)
+	return env, nil
+}
+
+func hasContainer(pod *corev1.Pod, name string) bool {
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // validRunID reports whether id follows run.proto's run id syntax.

@@ -34,6 +34,13 @@ type Options struct {
 	MaxUnacked int
 	Logger     *slog.Logger
 	Now        func() time.Time
+	// OnCut, when set, is called for each chunk as it gets its sequence
+	// number, before it is sent (under the stream's lock: keep it short).
+	OnCut func(seq uint64, st logsv1.Stream, size int)
+	// OnAck, when set, is called with each acknowledged sequence number
+	// (logship stores every chunk through it durably), under the stream's
+	// lock.
+	OnAck func(through uint64)
 }
 
 type segment struct {
@@ -60,6 +67,8 @@ type Stream struct {
 	err      error
 	done     chan struct{}
 	lastSend uint64 // highest sequence sent on the current stream
+	opened   chan struct{}
+	firstSeq uint64 // next_sequence of the first Opened
 }
 
 // Open starts shipping a run's log; it returns at once and connects in the
@@ -71,7 +80,7 @@ func Open(ctx context.Context, client Client, open *logsv1.Open, opts Options) *
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Stream{client: client, open: open, opts: opts, log: opts.Logger, nextSeq: 1, done: make(chan struct{})}
+	s := &Stream{client: client, open: open, opts: opts, log: opts.Logger, nextSeq: 1, done: make(chan struct{}), opened: make(chan struct{})}
 	s.cond = sync.NewCond(&s.mu)
 	go s.loop(ctx)
 	return s
@@ -113,6 +122,27 @@ func (s *Stream) write(st logsv1.Stream, p []byte) (int, error) {
 	return len(p), nil
 }
 
+// Opened waits for logship's first Opened answer and returns its
+// next_sequence: one past the last chunk logship stores for this log (1 for a
+// new log).
+func (s *Stream) Opened(ctx context.Context) (uint64, error) {
+	select {
+	case <-s.opened:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.firstSeq, nil
+	case <-s.done:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.err != nil {
+			return 0, s.err
+		}
+		return 0, errors.New("logclient: the log ended before it was opened")
+	case <-ctx.Done():
+		return 0, fmt.Errorf("logclient: open: %w", ctx.Err())
+	}
+}
+
 // Close sends what remains, ends the log and returns logship's Closed answer.
 // It waits until ctx ends.
 func (s *Stream) Close(ctx context.Context) (*logsv1.Closed, error) {
@@ -140,6 +170,9 @@ func (s *Stream) cutLocked() {
 		for len(seg.data) > 0 {
 			n := min(len(seg.data), MaxChunk)
 			s.unacked = append(s.unacked, &logsv1.Chunk{Sequence: s.nextSeq, Stream: seg.stream, Data: seg.data[:n], TimeUnixMs: now})
+			if s.opts.OnCut != nil {
+				s.opts.OnCut(s.nextSeq, seg.stream, n)
+			}
 			s.nextSeq++
 			seg.data = seg.data[n:]
 		}
@@ -216,6 +249,12 @@ func (s *Stream) session(ctx context.Context) (*logsv1.Closed, error) {
 	// executor): numbering goes on after what logship holds.
 	if ns := opened.GetNextSequence(); ns > s.nextSeq {
 		s.nextSeq = ns
+	}
+	select {
+	case <-s.opened:
+	default:
+		s.firstSeq = opened.GetNextSequence()
+		close(s.opened)
 	}
 	s.mu.Unlock()
 
@@ -317,5 +356,8 @@ func (s *Stream) ackLocked(through uint64) {
 		i++
 	}
 	s.unacked = s.unacked[i:]
+	if s.opts.OnAck != nil {
+		s.opts.OnAck(through)
+	}
 	s.cond.Broadcast()
 }

@@ -57,6 +57,10 @@ type Job struct {
 	Durable *Durable
 	// OnPhase is called when a phase starts ("init", "plan", ...).
 	OnPhase func(phase string)
+	// Checkpoint, when set, is called before phase i (its index in
+	// Selected) starts, with the job's output count so far: what a later
+	// executor process needs to re-adopt the run (see Adoption).
+	Checkpoint func(phase int, base uint64)
 	// StopGrace is the time between the stop signal and the kill.
 	StopGrace time.Duration
 	// Phases, when not nil, names the phases to run: the spec's other phases
@@ -101,6 +105,15 @@ type Result struct {
 type Runtime interface {
 	// Open checks the job and returns its session. It creates nothing.
 	Open(job *Job) (Session, error)
+}
+
+// Adopter is a runtime whose runs outlive the executor process (the Docker
+// runtime: containers and their relays keep running and keep the output).
+type Adopter interface {
+	// Adoptable reports whether phase i (in Selected) of a run this
+	// executor started still runs, and returns the run's environment (the
+	// Job's Env), kept by the runtime rather than on the executor's disk.
+	Adoptable(ctx context.Context, runID string, phase int) (env []string, err error)
 }
 
 // Session is one run on a runtime: prepare, run phases one by one, export the

@@ -148,12 +148,16 @@ func loop(ctx context.Context, rt runner.Runtime, job *runner.Job, act *activity
 		if ctx.Err() != nil {
 			return stopped(ctx, exit, "before phase "+p.GetName())
 		}
-		if job.OnPhase != nil {
+		// A re-adopted phase was started (and reported) by the executor
+		// process that died.
+		if job.OnPhase != nil && (job.Adopt == nil || i != first) {
 			job.OnPhase(p.GetName())
 		}
 		out.Base = counter.total()
 		if job.Adopt != nil && i == first {
 			out.Base = job.Adopt.Base
+		} else if job.Checkpoint != nil {
+			job.Checkpoint(i, out.Base)
 		}
 		st, err := sess.RunPhase(ctx, i, p, out)
 		switch {

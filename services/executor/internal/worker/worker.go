@@ -70,8 +70,15 @@ type Config struct {
 	// start as lost, after Orphaned has cleaned up after them.
 	StateFile string
 	// Orphaned is called at start for each run of an earlier life of this
-	// executor; it returns the key of the run's log once closed, if any.
+	// executor that is not re-adopted; it returns the key of the run's log
+	// once closed, if any.
 	Orphaned func(ctx context.Context, runID string, cred *logsv1.RunCredential) string
+	// Readopt, when set, is asked at start for each run of an earlier life
+	// of this executor: it returns the function that carries the run on
+	// (its phase still runs), or an error (the run is then reported lost).
+	// Re-adopted runs keep their lease if the gateway still has it current
+	// (the Hello lists them); otherwise they are stopped on LeaseRevoked.
+	Readopt func(ctx context.Context, runID string, cred *logsv1.RunCredential) (func(ctx context.Context, phase func(string)) *workv1.Finish, error)
 }
 
 // Worker is an executor attached to its gateway.
@@ -281,6 +288,7 @@ func (w *Worker) handle(runCtx context.Context, m *workv1.AttachResponse) {
 		w.mu.Lock()
 		if a, ok := w.runs[k.Renewed.GetLeaseId()]; ok && a.assign.GetEpoch() == k.Renewed.GetEpoch() {
 			a.deadline = time.UnixMilli(k.Renewed.GetDeadlineUnixMs())
+			w.saveStateLocked()
 		}
 		w.mu.Unlock()
 	case *workv1.AttachResponse_Revoked:
@@ -297,6 +305,7 @@ func (w *Worker) handle(runCtx context.Context, m *workv1.AttachResponse) {
 		w.mu.Lock()
 		w.drained = k.Drain.GetDrained()
 		w.exitWhenIdle = w.exitWhenIdle || k.Drain.GetExitWhenIdle()
+		w.saveStateLocked()
 		w.checkIdleLocked()
 		w.mu.Unlock()
 		w.log.Info("drain state changed by the control plane", "drained", k.Drain.GetDrained(), "exit_when_idle", k.Drain.GetExitWhenIdle())
@@ -326,41 +335,45 @@ func (w *Worker) start(runCtx context.Context, a *workv1.Assign) {
 	w.sendStatus()
 	w.log.Info("run started", "run_id", a.GetRunId(), "lease_id", a.GetLeaseId(), "epoch", a.GetEpoch())
 
-	go func() {
-		defer w.wg.Done()
-		progress := func(phase string) {
-			w.send(&workv1.AttachRequest{Kind: &workv1.AttachRequest_Progress{Progress: &workv1.Progress{LeaseId: a.GetLeaseId(), Epoch: a.GetEpoch(), Phase: phase}}})
-		}
-		var report *workv1.Finish
+	go w.carry(ctx, cancel, act, func(ctx context.Context, progress func(string)) *workv1.Finish {
 		if hx, ok := w.exec.(HandOffExecutor); ok {
-			report = hx.ExecuteFinish(ctx, poolID, a, progress)
-		} else {
-			report = &workv1.Finish{Result: w.exec.Execute(ctx, a, progress)}
+			return hx.ExecuteFinish(ctx, poolID, a, progress)
 		}
-		res := report.GetResult()
-		cancel(nil)
-		w.mu.Lock()
-		delete(w.runs, a.GetLeaseId())
-		w.saveStateLocked()
-		w.busy.Set(float64(len(w.runs)))
-		var fin *workv1.Finish
-		if !act.revoked {
-			fin = report
-			fin.LeaseId, fin.Epoch = a.GetLeaseId(), a.GetEpoch()
-			w.unreported[a.GetLeaseId()] = unreported{runID: a.GetRunId(), fin: fin}
-		}
-		w.checkIdleLocked()
-		w.mu.Unlock()
-		if report.GetUnconfirmed() != nil {
-			w.log.Info("run stopped for confirmation", "run_id", a.GetRunId(), "state_key", report.GetUnconfirmed().GetStateKey(), "reported", fin != nil)
-		} else {
-			w.log.Info("run ended", "run_id", a.GetRunId(), "outcome", res.GetOutcome().String(), "reason", res.GetReason(), "reported", fin != nil)
-		}
-		if fin != nil {
-			w.send(&workv1.AttachRequest{Kind: &workv1.AttachRequest_Finish{Finish: fin}})
-		}
-		w.sendStatus()
-	}()
+		return &workv1.Finish{Result: w.exec.Execute(ctx, a, progress)}
+	})
+}
+
+// carry runs a taken run to its end and reports it.
+func (w *Worker) carry(ctx context.Context, cancel context.CancelCauseFunc, act *active, run func(ctx context.Context, progress func(string)) *workv1.Finish) {
+	defer w.wg.Done()
+	a := act.assign
+	progress := func(phase string) {
+		w.send(&workv1.AttachRequest{Kind: &workv1.AttachRequest_Progress{Progress: &workv1.Progress{LeaseId: a.GetLeaseId(), Epoch: a.GetEpoch(), Phase: phase}}})
+	}
+	report := run(ctx, progress)
+	res := report.GetResult()
+	cancel(nil)
+	w.mu.Lock()
+	delete(w.runs, a.GetLeaseId())
+	w.saveStateLocked()
+	w.busy.Set(float64(len(w.runs)))
+	var fin *workv1.Finish
+	if !act.revoked {
+		fin = report
+		fin.LeaseId, fin.Epoch = a.GetLeaseId(), a.GetEpoch()
+		w.unreported[a.GetLeaseId()] = unreported{runID: a.GetRunId(), fin: fin}
+	}
+	w.checkIdleLocked()
+	w.mu.Unlock()
+	if report.GetUnconfirmed() != nil {
+		w.log.Info("run stopped for confirmation", "run_id", a.GetRunId(), "state_key", report.GetUnconfirmed().GetStateKey(), "reported", fin != nil)
+	} else {
+		w.log.Info("run ended", "run_id", a.GetRunId(), "outcome", res.GetOutcome().String(), "reason", res.GetReason(), "reported", fin != nil)
+	}
+	if fin != nil {
+		w.send(&workv1.AttachRequest{Kind: &workv1.AttachRequest_Finish{Finish: fin}})
+	}
+	w.sendStatus()
 }
 
 func (w *Worker) checkIdleLocked() {
@@ -384,47 +397,102 @@ func (w *Worker) checkIdleLocked() {
 type heldLease struct {
 	RunID string `json:"run_id"`
 	Epoch uint64 `json:"epoch"`
+	// DeadlineUnixMs is the lease's deadline as last renewed: a run whose
+	// lease expired while the executor was down is not re-adopted.
+	DeadlineUnixMs int64 `json:"deadline_unix_ms,omitempty"`
 	// Credential is the run's log credential (a serialized
 	// logs.v1.RunCredential), so that the next life of the executor can
 	// close the run's log.
 	Credential []byte `json:"credential,omitempty"`
 }
 
-// saveStateLocked writes the leases of the running runs, atomically.
+// state is the worker's state file: what must survive a restart.
+type state struct {
+	Drained      bool                 `json:"drained"`
+	LeaseSeconds int64                `json:"lease_seconds,omitempty"`
+	Leases       map[string]heldLease `json:"leases"`
+}
+
+// saveStateLocked writes the leases of the running runs and the drain
+// state, atomically.
 func (w *Worker) saveStateLocked() {
 	if w.cfg.StateFile == "" {
 		return
 	}
-	held := map[string]heldLease{}
+	st := state{Drained: w.drained, LeaseSeconds: int64(w.leaseDur / time.Second), Leases: map[string]heldLease{}}
 	for id, a := range w.runs {
-		h := heldLease{RunID: a.assign.GetRunId(), Epoch: a.assign.GetEpoch()}
+		h := heldLease{RunID: a.assign.GetRunId(), Epoch: a.assign.GetEpoch(), DeadlineUnixMs: a.deadline.UnixMilli()}
 		if c := a.assign.GetLogCredential(); c != nil {
 			h.Credential, _ = proto.Marshal(c)
 		}
-		held[id] = h
+		st.Leases[id] = h
 	}
-	b, _ := json.Marshal(held)
+	b, _ := json.Marshal(st)
 	if err := atomicfile.Write(w.cfg.StateFile, b, 0o600); err != nil {
 		w.log.Warn("executor state not saved", "err", err)
 	}
 }
 
-// recoverOrphans turns the runs of an earlier life into results to report:
-// the process that ran them is gone, so they are lost.
+// loadState reads the state file; the format before drain persistence (a
+// bare map of leases) is understood too.
+func (w *Worker) loadState() (state, bool) {
+	b, err := os.ReadFile(w.cfg.StateFile)
+	if err != nil {
+		return state{}, false
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err == nil && st.Leases != nil {
+		return st, true
+	}
+	old := map[string]heldLease{}
+	if err := json.Unmarshal(b, &old); err != nil {
+		w.log.Warn("executor state unreadable; ignored", "file", w.cfg.StateFile, "err", err)
+		return state{}, false
+	}
+	return state{Leases: old}, true
+}
+
+// recoverOrphans takes up what an earlier life of this executor left: its
+// drain state, and its runs — re-adopted when their phase still runs
+// (Config.Readopt), reported lost otherwise.
 func (w *Worker) recoverOrphans() {
 	if w.cfg.StateFile == "" {
 		return
 	}
-	b, err := os.ReadFile(w.cfg.StateFile)
-	if err != nil {
+	st, ok := w.loadState()
+	if !ok {
 		return
 	}
-	held := map[string]heldLease{}
-	if err := json.Unmarshal(b, &held); err != nil {
-		w.log.Warn("executor state unreadable; ignored", "file", w.cfg.StateFile, "err", err)
-		return
+	w.drained = st.Drained
+	if st.LeaseSeconds > 0 {
+		w.leaseDur = time.Duration(st.LeaseSeconds) * time.Second
 	}
-	for id, h := range held {
+	if w.drained {
+		w.log.Info("drained before the restart: staying drained")
+	}
+	for id, h := range st.Leases {
+		var cred *logsv1.RunCredential
+		if len(h.Credential) > 0 {
+			cred = &logsv1.RunCredential{}
+			if err := proto.Unmarshal(h.Credential, cred); err != nil {
+				w.log.Warn("the log credential of an orphaned run is unreadable", "run_id", h.RunID, "err", err)
+				cred = nil
+			}
+		}
+		expired := h.DeadlineUnixMs > 0 && time.Now().After(time.UnixMilli(h.DeadlineUnixMs))
+		if expired {
+			w.log.Warn("the lease of a run of an earlier life of this executor expired meanwhile", "run_id", h.RunID)
+		}
+		if w.cfg.Readopt != nil && !expired {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			cont, err := w.cfg.Readopt(ctx, h.RunID, cred)
+			cancel()
+			if err == nil {
+				w.adopt(&workv1.Assign{LeaseId: id, Epoch: h.Epoch, RunId: h.RunID, LogCredential: cred}, cont)
+				continue
+			}
+			w.log.Warn("a run of an earlier life of this executor cannot be re-adopted", "run_id", h.RunID, "err", err)
+		}
 		res := &eventv1.RunFinished{Outcome: eventv1.Outcome_OUTCOME_LOST, ExitCode: -1,
 			Reason: "the executor stopped in the middle of the run; its containers were removed at restart"}
 		if w.cfg.Orphaned != nil {
@@ -446,6 +514,36 @@ func (w *Worker) recoverOrphans() {
 	w.mu.Lock()
 	w.saveStateLocked()
 	w.mu.Unlock()
+}
+
+// Adopted returns the ids of the runs re-adopted at start (their containers
+// must not be reaped).
+func (w *Worker) Adopted() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var ids []string
+	for _, a := range w.runs {
+		ids = append(ids, a.assign.GetRunId())
+	}
+	return ids
+}
+
+// adopt takes a re-adopted run into a slot; its lease is believed current
+// until the gateway says otherwise or it is not renewed in time.
+func (w *Worker) adopt(a *workv1.Assign, cont func(ctx context.Context, phase func(string)) *workv1.Finish) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	// Until the gateway renews it, the lease is believed to last as long as
+	// a fresh one; the fence stops the run if no renewal comes.
+	act := &active{assign: a, cancel: cancel, deadline: time.Now().Add(w.leaseDur)}
+	w.mu.Lock()
+	if len(w.runs) == 0 {
+		w.idle = make(chan struct{})
+	}
+	w.runs[a.GetLeaseId()] = act
+	w.wg.Add(1)
+	w.mu.Unlock()
+	w.log.Info("run re-adopted", "run_id", a.GetRunId(), "lease_id", a.GetLeaseId(), "epoch", a.GetEpoch())
+	go w.carry(ctx, cancel, act, cont)
 }
 
 // admission polls the host's resources and reports changes to the gateway.
@@ -531,6 +629,7 @@ func (w *Worker) sendStatus() {
 func (w *Worker) Drain() {
 	w.mu.Lock()
 	w.drained = true
+	w.saveStateLocked()
 	w.checkIdleLocked()
 	w.mu.Unlock()
 	w.sendStatus()

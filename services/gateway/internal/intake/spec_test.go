@@ -2,6 +2,7 @@ package intake
 
 import (
 	"context"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -166,4 +167,28 @@ func TestSourceURLForPolicy(t *testing.T) {
 			t.Errorf("sourceURLForPolicy(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// FuzzSourceURLForPolicy: whatever the source URL, what the policy sees has
+// no user information and no query.
+func FuzzSourceURLForPolicy(f *testing.F) {
+	for _, s := range []string{"https://u:p@h/x.git?t=1#f", "git@h:x.git", "a:b@c:d/e@f", "ssh://[::1]:22/x", "/srv/x", "https://h/%zz"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		got := sourceURLForPolicy(raw)
+		if strings.ContainsAny(got, "?#") && strings.Contains(raw, "://") {
+			t.Fatalf("%q -> %q keeps a query or fragment", raw, got)
+		}
+		if strings.Contains(raw, "://") {
+			if u, err := url.Parse(got); got != "" && (err != nil || u.User != nil) {
+				t.Fatalf("%q -> %q keeps user information (%v)", raw, got, err)
+			}
+			return
+		}
+		head, _, _ := strings.Cut(got, "/")
+		if strings.Contains(head, "@") {
+			t.Fatalf("%q -> %q keeps a user", raw, got)
+		}
+	})
 }

@@ -305,60 +305,82 @@ func lcp(a, b []byte) int {
 	return n
 }
 
-// filter is a bitmap of hashed 4-byte strings: the first 4 bytes of every
-// pattern and anchor. A position whose next 4 bytes miss it cannot begin one.
+// filter is a bitmap of hashed 4-byte strings. With stride 1 they are the
+// first 4 bytes of every pattern and anchor: a position whose next 4 bytes
+// miss it cannot begin one. With stride 2 they are also the 4 bytes after
+// the first (for a 4-byte anchor, its last 3 and each byte that can follow
+// it): probing every other position finds every pattern (of 5 bytes or
+// more) within one byte of its start.
+// Its size is fixed (8 KiB, in the first-level cache), so that the probe
+// needs no bounds check; with thousands of patterns it fills a few per cent.
 type filter struct {
-	bits  []uint64
-	shift uint32
+	bits   [filterBits / 64]uint64
+	stride int
 }
 
-const filterMul = 0x9E3779B1
+const (
+	filterBits  = 1 << 16
+	filterShift = 32 - 16
+	filterMul   = 0x9E3779B1
+)
 
 func le32(b []byte) uint32 { return binary.LittleEndian.Uint32(b) }
 
-func newFilter(keys [][]byte) *filter {
-	bits := 1 << 16
-	for bits < 64*len(keys) {
-		bits <<= 1
+func newFilter(keys [][]byte, stride int) *filter {
+	if stride < 1 {
+		stride = 1
 	}
-	f := &filter{bits: make([]uint64, bits/64), shift: uint32(32 - log2(bits))}
+	f := &filter{stride: stride}
 	for _, k := range keys {
-		h := (le32(k) * filterMul) >> f.shift
+		h := (le32(k) * filterMul) >> filterShift
 		f.bits[h>>6] |= 1 << (h & 63)
 	}
 	return f
 }
 
-func log2(n int) int {
-	l := 0
-	for n > 1 {
-		n >>= 1
-		l++
-	}
-	return l
-}
-
 func (f *filter) has(x uint32) bool {
-	h := (x * filterMul) >> f.shift
+	h := (x * filterMul) >> filterShift
 	return f.bits[h>>6]&(1<<(h&63)) != 0
 }
 
 // skip returns the first position i in [from, to) whose 4 bytes p[i:i+4]
 // hit the filter, or to. p[to+2] must be within p.
 func (f *filter) skip(p []byte, from, to int) int {
-	bits, shift := f.bits, f.shift
+	bits := &f.bits
 	i := from
 	for ; i+5 <= to; i += 4 {
-		x := binary.LittleEndian.Uint64(p[i:])
-		h0 := (uint32(x) * filterMul) >> shift
-		h1 := (uint32(x>>8) * filterMul) >> shift
-		h2 := (uint32(x>>16) * filterMul) >> shift
-		h3 := (uint32(x>>24) * filterMul) >> shift
-		if bits[h0>>6]&(1<<(h0&63))|bits[h1>>6]&(1<<(h1&63))|bits[h2>>6]&(1<<(h2&63))|bits[h3>>6]&(1<<(h3&63)) != 0 {
+		x := binary.LittleEndian.Uint64(p[i : i+8 : i+8])
+		h0 := (uint32(x) * filterMul) >> filterShift
+		h1 := (uint32(x>>8) * filterMul) >> filterShift
+		h2 := (uint32(x>>16) * filterMul) >> filterShift
+		h3 := (uint32(x>>24) * filterMul) >> filterShift
+		if (bits[h0>>6]>>(h0&63)|bits[h1>>6]>>(h1&63)|bits[h2>>6]>>(h2&63)|bits[h3>>6]>>(h3&63))&1 != 0 {
 			break
 		}
 	}
 	for ; i < to; i++ {
+		if f.has(le32(p[i:])) {
+			return i
+		}
+	}
+	return i
+}
+
+// skip2 is skip with stride 2: it probes from, from+2, ... and returns the
+// first position that hits, or the first probe position at or after to.
+func (f *filter) skip2(p []byte, from, to int) int {
+	bits := &f.bits
+	i := from
+	for ; i+4 < to && i+8 <= len(p); i += 6 {
+		x := binary.LittleEndian.Uint64(p[i : i+8 : i+8])
+		h0 := (uint32(x) * filterMul) >> filterShift
+		h1 := (uint32(x>>16) * filterMul) >> filterShift
+		h2 := (uint32(x>>32) * filterMul) >> filterShift
+		if (bits[h0>>6]>>(h0&63)|bits[h1>>6]>>(h1&63)|bits[h2>>6]>>(h2&63))&1 != 0 {
+			break
+		}
+	}
+	for ; i < to; i += 2 {
 		if f.has(le32(p[i:])) {
 			return i
 		}

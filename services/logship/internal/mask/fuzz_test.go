@@ -101,7 +101,7 @@ func FuzzMask(f *testing.F) {
 			}
 			secrets = append(secrets, s[:min(len(s), 40)])
 		}
-		opts := Options{MinLength: 4, DisableEncodings: plain, Mask: []byte("#"), DisableKnownFormats: !formats}
+		opts := Options{MinLength: 4 + len(text)%2, DisableEncodings: plain, Mask: []byte("#"), DisableKnownFormats: !formats}
 		set, rep := NewSet(secrets, opts)
 		pats, _ := patterns(secrets, opts)
 		if rep.Patterns != len(pats) {

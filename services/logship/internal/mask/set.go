@@ -163,11 +163,7 @@ func NewSet(secrets [][]byte, opts Options) (*Set, Report) {
 	}
 	set.a = buildAutomaton(pats, anchors)
 	if set.a.minLen >= 4 {
-		keys := make([][]byte, 0, len(pats)+len(anchors))
-		for _, p := range pats {
-			keys = append(keys, p.b)
-		}
-		set.filt = newFilter(append(keys, anchors...))
+		set.filt = newFilter(filterKeys(pats, anchors, set.anchors, set.formats))
 	}
 	if len(pats) > 0 {
 		set.stopBytes = []byte{'%', '\\'}
@@ -186,7 +182,7 @@ func NewSet(secrets [][]byte, opts Options) (*Set, Report) {
 	rep.States = len(set.a.depth)
 	rep.TableBytes = set.a.bytes()
 	if set.filt != nil {
-		rep.TableBytes += 8 * len(set.filt.bits)
+		rep.TableBytes += filterBits / 8
 	}
 	return set, rep
 }
@@ -238,4 +234,45 @@ func patterns(secrets [][]byte, opts Options) ([]pattern, Report) {
 		}
 	}
 	return pats, rep
+}
+
+// filterKeys returns the 4-byte strings of the skip filter (see filter) and
+// its stride: 2 when every pattern has at least 5 bytes, else 1.
+func filterKeys(pats []pattern, anchors [][]byte, refs []anchorRef, formats []Format) ([][]byte, int) {
+	stride := 2
+	for _, p := range pats {
+		if len(p.b) < 5 {
+			stride = 1
+		}
+	}
+	keys := make([][]byte, 0, stride*(len(pats)+len(anchors)))
+	for _, p := range pats {
+		keys = append(keys, p.b[:4])
+		if stride == 2 {
+			keys = append(keys, p.b[1:5])
+			if p.wrap {
+				// A line break may follow the first 4 bytes.
+				keys = append(keys, append(bytes.Clone(p.b[1:4]), '\n'), append(bytes.Clone(p.b[1:4]), '\r'))
+			}
+		}
+	}
+	for i, an := range anchors {
+		keys = append(keys, an[:4])
+		if stride == 1 {
+			continue
+		}
+		if len(an) >= 5 {
+			keys = append(keys, an[1:5])
+			continue
+		}
+		// A 4-byte anchor is found one byte in only with the byte after
+		// it: any byte of its value.
+		f := &formats[refs[i].format]
+		for c := range 256 {
+			if f.Value != nil && f.Value[c] || f.Context && sepChars[c] {
+				keys = append(keys, append(bytes.Clone(an[1:4]), byte(c)))
+			}
+		}
+	}
+	return keys, stride
 }

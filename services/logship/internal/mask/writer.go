@@ -232,7 +232,7 @@ func (w *Writer) scan(p []byte, pos0 int64) {
 			i++
 			if filt != nil && s < a.nShallow && w.nActive == 0 && len(w.scans) == 0 && i+3 < n {
 				d := int(a.depth[s])
-				if d <= i && v-int64(d) >= w.pm0.lastV() && missAll(filt, p, i-d, i) {
+				if d <= i && v-int64(d) >= w.pm0.lastV() && missAll(filt, p, i-d, i-filt.stride+1) {
 					break
 				}
 			}
@@ -253,15 +253,28 @@ func (w *Writer) scan(p []byte, pos0 int64) {
 			}
 			lim = min(lim, stops[k])
 		}
-		i = filt.skip(p, i, lim)
-		if i-y <= 3 {
+		st := filt.stride
+		var h int
+		if st == 2 {
+			h = filt.skip2(p, i, lim)
+		} else {
+			h = filt.skip(p, i, lim)
+		}
+		if h < lim {
+			i = max(h-st+1, y) // a pattern may begin up to st-1 bytes before h
+		} else {
+			i = lim
+		}
+		// The exact state at i: no string of more than st+2 bytes that
+		// begins a pattern can be alive in skip mode.
+		if i-y <= st+2 {
 			s = sy
 			for _, c := range p[y:i] {
 				s = a.step(s, c)
 			}
 		} else {
 			s = 0
-			for _, c := range p[i-3 : i] {
+			for _, c := range p[i-st-2 : i] {
 				s = a.step(s, c)
 			}
 		}
@@ -271,7 +284,9 @@ func (w *Writer) scan(p []byte, pos0 int64) {
 }
 
 // missAll reports whether no position in p[from:to] hits the filter (every
-// p[k:k+4] is within p).
+// p[k:k+4] is within p). A state's string of d < 4 bytes, ending at i, may
+// be left for skip mode when the positions it begins at, but the last
+// stride-1 (probed again from i), cannot begin a pattern.
 func missAll(f *filter, p []byte, from, to int) bool {
 	for k := from; k < to; k++ {
 		if f.has(le32(p[k:])) {

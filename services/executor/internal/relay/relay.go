@@ -1,0 +1,392 @@
+// Package relay is the output relay of a run container (ADR 0016): a small
+// process, the container's entrypoint (under the engine's init), that runs the
+// phase's command with its stdout and stderr on pipes, and hands what it prints
+// to the executor over a unix socket the executor listens on and bind-mounts
+// into the container. It keeps every byte until the executor says it is stored
+// durably, so the executor may die and come back (a new process, the same
+// socket path) without a byte lost or sent twice: on reconnecting the
+// executor names the offset to resend from. When its buffer is full it stops
+// reading the pipes: the command blocks on a full pipe; nothing is dropped.
+// Output never touches a disk: pipes, memory and a socket.
+//
+// This package holds the relay side and the wire format; it uses only the
+// standard library without package net, so that the relay binary is static
+// and runs in any image.
+//
+// Wire format (all integers big-endian). The relay connects and sends a hello:
+// the magic "HRL1", then u64 produced (bytes read from the command so far)
+// and u64 kept (offset of the oldest byte still buffered). The executor answers
+// with u64 from, the offset to resend from (kept <= from <= produced). Then the
+// relay sends frames — u8 kind, u32 length, payload: KindStdout and
+// KindStderr carry output (offsets count the payload bytes of both kinds
+// together, in the order the relay read them), KindExit carries i32 exit code
+// and i32 signal once the command has exited and its pipes are closed. The
+// executor sends u64 acknowledgements: every byte below is durable; the value
+// Done acknowledges the exit frame, after which the relay exits with the
+// command's code.
+package relay
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Frame kinds.
+const (
+	KindStdout byte = 1
+	KindStderr byte = 2
+	KindExit   byte = 3
+)
+
+// Magic starts the relay's hello.
+const Magic = "HRL1"
+
+// Done is the acknowledgement of the exit frame.
+const Done = math.MaxUint64
+
+// HelloSize is the size of the relay's hello.
+const HelloSize = 4 + 8 + 8
+
+// MaxFrame is the largest payload of an output frame.
+const MaxFrame = 64 << 10
+
+// DefaultBuffer is how much unacknowledged output the relay keeps.
+const DefaultBuffer = 4 << 20
+
+// segment is output read from one pipe, at offset start.
+type segment struct {
+	kind  byte
+	start uint64
+	data  []byte
+}
+
+// Shim is the relay side. Zero values of the tunables take the defaults.
+type Shim struct {
+	// Socket is the executor's socket path.
+	Socket string
+	// Buffer bounds the unacknowledged output kept (DefaultBuffer).
+	Buffer int
+	// OutputWait bounds the wait for the pipes to close after the command
+	// exited (a process it left behind may hold them); 2 s by default.
+	OutputWait time.Duration
+	// Log receives the relay's own diagnostics (never output); nil: stderr.
+	Log io.Writer
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	segs     []segment
+	kept     uint64 // offset of segs[0] (acknowledged below)
+	produced uint64
+	exited   bool
+	code     int32
+	signal   int32
+	done     bool
+}
+
+// Run starts argv with its output on pipes, relays it, and returns the
+// command's exit code (128+signal when killed by a signal) once the executor
+// has acknowledged all of it. It returns 127 with a message on the relay's
+// stderr when the command cannot start. Termination signals the relay gets are
+// passed on to the command's process group.
+func (s *Shim) Run(argv []string) int {
+	if s.Buffer <= 0 {
+		s.Buffer = DefaultBuffer
+	}
+	if s.OutputWait <= 0 {
+		s.OutputWait = 2 * time.Second
+	}
+	if s.Log == nil {
+		s.Log = os.Stderr
+	}
+	s.cond = sync.NewCond(&s.mu)
+	if len(argv) == 0 {
+		fmt.Fprintln(s.Log, "hangar-relay: no command")
+		return 127
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintln(s.Log, "hangar-relay: pipe:", err)
+		return 127
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintln(s.Log, "hangar-relay: pipe:", err)
+		return 127
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, outW, errW
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
+	if err := cmd.Start(); err != nil {
+		_ = outW.Close()
+		_ = errW.Close()
+		// Said in the run's log, as its only output.
+		msg := fmt.Sprintf("hangar-relay: cannot start %s: %v\n", argv[0], err)
+		s.mu.Lock()
+		s.segs = append(s.segs, segment{kind: KindStderr, data: []byte(msg)})
+		s.produced = uint64(len(msg))
+		s.exited, s.code = true, 127
+		s.mu.Unlock()
+		s.connectLoop()
+		return 127
+	}
+	_ = outW.Close()
+	_ = errW.Close()
+	pgid := cmd.Process.Pid
+	go func() {
+		for sig := range sigs {
+			_ = syscall.Kill(-pgid, sig.(syscall.Signal))
+		}
+	}()
+
+	var readers sync.WaitGroup
+	readers.Add(2)
+	go func() { defer readers.Done(); s.read(KindStdout, outR) }()
+	go func() { defer readers.Done(); s.read(KindStderr, errR) }()
+	go s.connectLoop()
+
+	waitErr := cmd.Wait()
+	pipesDone := make(chan struct{})
+	go func() { readers.Wait(); close(pipesDone) }()
+	select {
+	case <-pipesDone:
+	case <-time.After(s.OutputWait):
+		_ = outR.Close()
+		_ = errR.Close()
+		<-pipesDone
+	}
+	code, sig := exitStatus(cmd, waitErr)
+	s.mu.Lock()
+	s.exited, s.code, s.signal = true, int32(code), int32(sig)
+	s.cond.Broadcast()
+	for !s.done {
+		s.cond.Wait()
+	}
+	s.mu.Unlock()
+	return code
+}
+
+func exitStatus(cmd *exec.Cmd, err error) (int, int) {
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		return 127, 0
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), int(ws.Signal())
+	}
+	return cmd.ProcessState.ExitCode(), 0
+}
+
+// read appends what r gives to the buffer, waiting while it is full.
+func (s *Shim) read(kind byte, r io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			s.mu.Lock()
+			for s.produced-s.kept >= uint64(s.Buffer) {
+				s.cond.Wait()
+			}
+			last := len(s.segs) - 1
+			if last >= 0 && s.segs[last].kind == kind && len(s.segs[last].data)+n <= MaxFrame {
+				s.segs[last].data = append(s.segs[last].data, buf[:n]...)
+			} else {
+				s.segs = append(s.segs, segment{kind: kind, start: s.produced, data: append(make([]byte, 0, max(n, 4<<10)), buf[:n]...)})
+			}
+			s.produced += uint64(n)
+			s.cond.Broadcast()
+			s.mu.Unlock()
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// connectLoop connects to the executor, again whenever the connection breaks,
+// until the exit frame is acknowledged.
+func (s *Shim) connectLoop() {
+	backoff := 20 * time.Millisecond
+	for {
+		s.mu.Lock()
+		done := s.done
+		s.mu.Unlock()
+		if done {
+			return
+		}
+		fd, err := dialUnix(s.Socket)
+		if err == nil {
+			backoff = 20 * time.Millisecond
+			c := os.NewFile(uintptr(fd), "relay")
+			s.session(c)
+			_ = c.Close()
+			continue
+		}
+		time.Sleep(backoff)
+		backoff = min(backoff*2, 500*time.Millisecond)
+	}
+}
+
+// dialUnix connects a unix stream socket to path, without package net.
+func dialUnix(path string) (int, error) {
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := syscall.Connect(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+		_ = syscall.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// session serves one connection until it breaks or the exit is acknowledged.
+func (s *Shim) session(c *os.File) {
+	s.mu.Lock()
+	hello := make([]byte, 0, HelloSize)
+	hello = append(hello, Magic...)
+	hello = binary.BigEndian.AppendUint64(hello, s.produced)
+	hello = binary.BigEndian.AppendUint64(hello, s.kept)
+	s.mu.Unlock()
+	if _, err := c.Write(hello); err != nil {
+		return
+	}
+	var b [8]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		return
+	}
+	from := binary.BigEndian.Uint64(b[:])
+	s.mu.Lock()
+	if from < s.kept || from > s.produced {
+		s.mu.Unlock()
+		fmt.Fprintf(s.Log, "hangar-relay: the executor asked for offset %d, outside [%d, %d]\n", from, s.kept, s.produced)
+		return
+	}
+	s.mu.Unlock()
+
+	broken := make(chan struct{})
+	var once sync.Once
+	brk := func() {
+		once.Do(func() {
+			close(broken)
+			_ = c.Close()
+			s.mu.Lock()
+			s.cond.Broadcast()
+			s.mu.Unlock()
+		})
+	}
+	go func() { // acknowledgements
+		var a [8]byte
+		for {
+			if _, err := io.ReadFull(c, a[:]); err != nil {
+				brk()
+				return
+			}
+			s.ack(binary.BigEndian.Uint64(a[:]))
+		}
+	}()
+	sent := from
+	exitSent := false
+	hdr := make([]byte, 5)
+	for {
+		s.mu.Lock()
+		for sent == s.produced && (!s.exited || exitSent) && !s.done && !isClosed(broken) {
+			s.cond.Wait()
+		}
+		if s.done || isClosed(broken) {
+			s.mu.Unlock()
+			return
+		}
+		var kind byte
+		var data []byte
+		if sent < s.produced {
+			i := s.find(sent)
+			seg := s.segs[i]
+			kind, data = seg.kind, seg.data[sent-seg.start:]
+		} else {
+			kind = KindExit
+			data = binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, uint32(s.code)), uint32(s.signal))
+		}
+		s.mu.Unlock()
+		hdr[0] = kind
+		binary.BigEndian.PutUint32(hdr[1:], uint32(len(data)))
+		// data is not changed while it is sent: segments are only appended
+		// to past their length, or dropped once acknowledged (and an
+		// acknowledgement never covers what was not sent).
+		if _, err := c.Write(hdr); err != nil {
+			brk()
+			return
+		}
+		if _, err := c.Write(data); err != nil {
+			brk()
+			return
+		}
+		if kind == KindExit {
+			exitSent = true
+		} else {
+			sent += uint64(len(data))
+		}
+	}
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// find returns the index of the segment holding offset off (kept <= off < produced).
+func (s *Shim) find(off uint64) int {
+	lo, hi := 0, len(s.segs)-1
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		if s.segs[mid].start <= off {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo
+}
+
+// ack drops what is acknowledged.
+func (s *Shim) ack(through uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if through == Done {
+		if s.exited {
+			s.done = true
+		}
+		s.cond.Broadcast()
+		return
+	}
+	through = min(through, s.produced)
+	if through <= s.kept {
+		return
+	}
+	i := 0
+	for i < len(s.segs) && s.segs[i].start+uint64(len(s.segs[i].data)) <= through {
+		i++
+	}
+	s.segs = s.segs[i:]
+	if len(s.segs) > 0 && s.segs[0].start < through {
+		cut := through - s.segs[0].start
+		s.segs[0].data = s.segs[0].data[cut:]
+		s.segs[0].start = through
+	}
+	s.kept = through
+	s.cond.Broadcast()
+}
