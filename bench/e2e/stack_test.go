@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,6 +31,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -39,6 +41,7 @@ import (
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	"github.com/hangar-dev/hangar/platform/mqtttopic"
 	"github.com/hangar-dev/hangar/platform/runenvelope"
+	"github.com/hangar-dev/hangar/platform/tlsconfig"
 )
 
 // What `hangarctl dev --keep` prints that the benchmarks need: the broker's
@@ -46,7 +49,7 @@ import (
 // pool and logship's address.
 var (
 	devBrokerLine = regexp.MustCompile(`embedded MQTT broker .* on (mqtts://\S+)`)
-	devKeepLine   = regexp.MustCompile(`(?m)^\s*hangarctl run submit --dir (\S+) --pool (\S+) --spec \S+ --follow --logship (\S+)\s*$`)
+	devKeepLine   = regexp.MustCompile(`(?m)^\s*hangarctl run submit --dir (\S+) --pool (\S+) --spec \S+ --follow --logship (\S+)(?: \\\n\s*--tls-ca (\S+) --tls-cert (\S+) --tls-key (\S+))?\s*$`)
 )
 
 // devStack is one `hangarctl dev --keep --runtime docker` process, shared by
@@ -59,6 +62,8 @@ type devStack struct {
 	poolID   string
 	broker   string
 	logship  string
+	// The operator's TLS files for logship (pool-internal mutual TLS).
+	tlsCA, tlsCert, tlsKey string
 
 	cmd  *exec.Cmd
 	out  *syncBuffer
@@ -109,6 +114,9 @@ func startStack() (*devStack, error) {
 		return nil, err
 	}
 	s.cmd = exec.Command(ctl, "dev", "--keep", "--dir", s.dir, "--runtime", "docker")
+	// The log benchmark stores the whole output: logship's size limit raised
+	// (hangarctl dev passes HANGAR_LOG_MAX_BYTES on to logship).
+	s.cmd.Env = append(os.Environ(), "HANGAR_LOG_MAX_BYTES="+strconv.FormatInt(logMaxBytes, 10))
 	s.cmd.Stdout = io.MultiWriter(s.out, logFile)
 	s.cmd.Stderr = s.cmd.Stdout
 	if err := s.cmd.Start(); err != nil {
@@ -124,6 +132,7 @@ func startStack() (*devStack, error) {
 	for {
 		if m := devKeepLine.FindStringSubmatch(s.out.String()); m != nil {
 			s.cpDir, s.poolName, s.logship = m[1], m[2], m[3]
+			s.tlsCA, s.tlsCert, s.tlsKey = m[4], m[5], m[6]
 			break
 		}
 		select {
@@ -227,7 +236,15 @@ func (s *devStack) connect() error {
 		return fmt.Errorf("subscribe to the pool's events: %v", tok.Error())
 	}
 
-	s.logConn, err = grpc.NewClient(s.logship, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if s.tlsCA != "" {
+		tc, err := tlsconfig.ClientConfigFiles(s.tlsCA, s.tlsCert, s.tlsKey, "")
+		if err != nil {
+			return fmt.Errorf("logship TLS: %w", err)
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	s.logConn, err = grpc.NewClient(s.logship, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}

@@ -21,5 +21,7 @@ func Events(poolID string) string { return Prefix + poolID + "/events" }
 func Heartbeats(poolID string) string { return Prefix + poolID + "/heartbeats" }
 
 // SharedRuns is the shared subscription through which several gateways of one pool
-// split its runs between them: each run is delivered to exactly one.
-func SharedRuns(poolID string) string { return "$share/hangar-" + poolID + "/" + Runs(poolID) }
+// split its runs between them: each run is delivered to exactly one. The group
+// name is the pool's secret (the gateway derives it from the pool's key), so
+// that no other pool can join the group and take turns of its runs.
+func SharedRuns(group, poolID string) string { return "$share/" + group + "/" + Runs(poolID) }

@@ -12,4 +12,7 @@ var (
 	// ErrKeyMismatch is wrapped when the pool private key is not the key the
 	// token's certificate was issued for.
 	ErrKeyMismatch = errors.New("pool private key does not match the token's certificate")
+	// ErrCertificateNotValid is wrapped by CheckValidity: the certificate has
+	// expired or is not valid yet.
+	ErrCertificateNotValid = errors.New("pool certificate not valid now")
 )

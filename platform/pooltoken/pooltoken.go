@@ -33,6 +33,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hangar-dev/hangar/platform/ids"
 )
@@ -357,4 +358,25 @@ func decodeVerifyKey(s string) (ed25519.PublicKey, error) {
 		return nil, fmt.Errorf("%d bytes, an Ed25519 public key is %d", len(b), ed25519.PublicKeySize)
 	}
 	return ed25519.PublicKey(b), nil
+}
+
+// CheckValidity returns nil if the pool's certificate is valid at now, else an
+// error naming the certificate and its validity period: expired, or not yet
+// valid. The broker refuses a certificate outside it, so a gateway checks at
+// start instead of retrying for ever.
+func (t *Token) CheckValidity(now time.Time) error {
+	cert, err := t.Certificate()
+	if err != nil {
+		return err
+	}
+	const layout = "2006-01-02 15:04:05 MST"
+	switch {
+	case now.After(cert.NotAfter):
+		return fmt.Errorf("%w: the pool certificate (CN %q) expired at %s (%s ago); the pool needs a new certificate from the control plane",
+			ErrCertificateNotValid, cert.Subject.CommonName, cert.NotAfter.UTC().Format(layout), now.Sub(cert.NotAfter).Round(time.Second))
+	case now.Before(cert.NotBefore):
+		return fmt.Errorf("%w: the pool certificate (CN %q) is not valid before %s (in %s): check this host's clock",
+			ErrCertificateNotValid, cert.Subject.CommonName, cert.NotBefore.UTC().Format(layout), cert.NotBefore.Sub(now).Round(time.Second))
+	}
+	return nil
 }

@@ -332,3 +332,24 @@ func TestClientTLSHandshake(t *testing.T) {
 		t.Fatalf("server saw CN %q", peerCN)
 	}
 }
+
+func TestCheckValidity(t *testing.T) {
+	f := fixtures()
+	tok := goodToken(f) // valid from an hour ago to in an hour
+	now := time.Now()
+	if err := tok.CheckValidity(now); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		at   time.Time
+		want string
+	}{
+		{now.Add(2 * time.Hour), "expired at"},
+		{now.Add(-2 * time.Hour), "is not valid before"},
+	} {
+		err := tok.CheckValidity(tc.at)
+		if !errors.Is(err, ErrCertificateNotValid) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), `CN "pool-a"`) {
+			t.Errorf("CheckValidity(%v) = %v, want %q", tc.at, err, tc.want)
+		}
+	}
+}

@@ -50,7 +50,18 @@ type Config struct {
 	// ControlPlaneCN is the certificate CN of the control plane; empty means
 	// DefaultControlPlaneCN.
 	ControlPlaneCN string
+	// MaxPacketBytes is the largest MQTT packet accepted; 0 means
+	// DefaultMaxPacketBytes. A client that sends a larger one is disconnected
+	// as soon as its fixed header is read: the packet is never buffered.
+	MaxPacketBytes int
 }
+
+// DefaultMaxPacketBytes is the default packet size limit of both brokers
+// (embedded and the generated Mosquitto configuration): room for a run
+// envelope well above the gateways' default HANGAR_MAX_ENVELOPE_BYTES (1 MiB),
+// so that such an envelope still reaches the gateway and is reported as
+// oversize, while a huge publish is refused at the door.
+const DefaultMaxPacketBytes = 4 << 20
 
 // Broker is a running embedded broker.
 type Broker struct {
@@ -85,7 +96,11 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 	mlog := slog.New(&quietHandler{inner: logger.Handler()}).With("component", "mqtt-broker")
 
+	if cfg.MaxPacketBytes <= 0 {
+		cfg.MaxPacketBytes = DefaultMaxPacketBytes
+	}
 	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = uint32(cfg.MaxPacketBytes)
 	server := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       mlog,

@@ -23,11 +23,15 @@ func runBroker(ctx context.Context, e env) error {
 	data := fs.String("data", "", "directory for persistent sessions (default: in memory for the embedded broker, OUTDIR/data for Mosquitto)")
 	mosqOut := fs.String("mosquitto-config", "", "write a Mosquitto configuration into this directory instead of running the embedded broker")
 	verbose := fs.Bool("v", false, "log every connection (debug)")
+	maxPacket := fs.Int("max-packet-bytes", broker.DefaultMaxPacketBytes, "largest MQTT packet accepted; keep it above the gateways' HANGAR_MAX_ENVELOPE_BYTES")
 	if err := parseFlags(fs, e, 0); err != nil {
 		return err
 	}
 	if *dir == "" {
 		return fmt.Errorf("%w: --dir is required", errUsage)
+	}
+	if *maxPacket < 64<<10 {
+		return fmt.Errorf("%w: --max-packet-bytes %d: at least 65536", errUsage, *maxPacket)
 	}
 	host, portStr, err := net.SplitHostPort(*listen)
 	if err != nil {
@@ -42,7 +46,7 @@ func runBroker(ctx context.Context, e env) error {
 		if err != nil || port <= 0 {
 			return fmt.Errorf("%w: --listen %q: Mosquitto needs a fixed port", errUsage, *listen)
 		}
-		return writeMosquitto(e, d, *mosqOut, host, port, *data)
+		return writeMosquitto(e, d, *mosqOut, host, port, *data, *maxPacket)
 	}
 
 	tlsCfg, err := d.BrokerTLS()
@@ -59,6 +63,7 @@ func runBroker(ctx context.Context, e env) error {
 		DataDir:        *data,
 		Logger:         slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})),
 		ControlPlaneCN: cpdir.ControlPlaneCN,
+		MaxPacketBytes: *maxPacket,
 	})
 	if err != nil {
 		return err
@@ -69,7 +74,7 @@ func runBroker(ctx context.Context, e env) error {
 }
 
 // writeMosquitto writes the Mosquitto configuration and says how to run it.
-func writeMosquitto(e env, d *cpdir.Dir, out, host string, port int, data string) error {
+func writeMosquitto(e env, d *cpdir.Dir, out, host string, port int, data string, maxPacket int) error {
 	if data == "" {
 		data = filepath.Join(out, "data")
 	}
@@ -81,6 +86,7 @@ func writeMosquitto(e env, d *cpdir.Dir, out, host string, port int, data string
 		KeyFile:        d.BrokerKeyFile(),
 		PersistenceDir: data,
 		ControlPlaneCN: cpdir.ControlPlaneCN,
+		MaxPacketBytes: maxPacket,
 	})
 	if err != nil {
 		return err

@@ -24,8 +24,14 @@
 //   - a pool may join another pool's shared-subscription group: it then gets its
 //     turn of the group's messages, which the ACL drops, so they are lost.
 //
-// The last two let a pool with a valid certificate disrupt, not read, another
-// pool's traffic; the embedded broker refuses both.
+// Mosquitto 2.0.11 has no option that ties a client id to the certificate
+// identity while letting two gateways of a pool (same certificate) keep their
+// own sessions (use_username_as_clientid would give them one client id, and
+// they would take each other's session over). Hangar closes the last two
+// holes in the protocol instead: a gateway's client id and its pool's
+// shared-subscription group are derived from the pool's private key
+// (docs/adr/0011), so another pool cannot name them. The embedded broker also
+// refuses both by identity.
 //
 // File permissions: started as root, Mosquitto switches to the account named by
 // the `user` option (default "mosquitto") before it reads the certificate and key
@@ -66,7 +72,14 @@ type Params struct {
 	// ControlPlaneCN is the control plane's certificate CN; empty:
 	// DefaultControlPlaneCN.
 	ControlPlaneCN string
+	// MaxPacketBytes is `max_packet_size`: Mosquitto disconnects a client that
+	// sends a larger packet, reading no more of it. 0: DefaultMaxPacketBytes.
+	MaxPacketBytes int
 }
+
+// DefaultMaxPacketBytes is the default `max_packet_size` (the embedded
+// broker's default too: see broker.DefaultMaxPacketBytes).
+const DefaultMaxPacketBytes = 4 << 20
 
 // WriteConfig writes mosquitto.conf and its ACL file, acl.conf, into dir (created
 // if needed) and returns the path of mosquitto.conf. File paths in p are made
@@ -131,6 +144,11 @@ func WriteConfig(dir string, p Params) (confPath string, err error) {
 	} else {
 		b.WriteString("persistence false\n")
 	}
+	if p.MaxPacketBytes <= 0 {
+		p.MaxPacketBytes = DefaultMaxPacketBytes
+	}
+	b.WriteString("# A larger packet disconnects its sender before it is read (no memory grows).\n")
+	fmt.Fprintf(&b, "max_packet_size %d\n", p.MaxPacketBytes)
 	b.WriteString("# Runs queued for an offline pool are kept, not dropped after 1000.\n")
 	b.WriteString("max_queued_messages 100000\n")
 	b.WriteString("log_dest stderr\n")

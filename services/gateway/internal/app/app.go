@@ -110,13 +110,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("HANGAR_TOKEN: %w", err)
 	}
+	clientID, shareGroup := link.SessionNames(cfg.PoolKey, poolID, cfg.WorkerID)
 	runsTopic := mqtttopic.Runs(poolID)
 	if cfg.SharedSubscription {
-		runsTopic = mqtttopic.SharedRuns(poolID)
+		runsTopic = mqtttopic.SharedRuns(shareGroup, poolID)
 	}
 	log.Info("connecting to broker", "broker", cfg.Token.Broker, "runs", runsTopic)
 	mq, err := link.Dial(ctx, link.Config{
-		Broker: cfg.Token.Broker, ClientID: "hangar-gw-" + poolID + "-" + cfg.WorkerID, TLS: clientTLS,
+		Broker: cfg.Token.Broker, ClientID: clientID, TLS: clientTLS, MaxPacketBytes: cfg.MaxEnvelopeBytes + link.PacketOverhead,
 		Subscriptions: []string{runsTopic, mqtttopic.Commands(poolID)},
 		WillTopic:     mqtttopic.Heartbeats(poolID), WillPayload: will,
 		Logger: log, Registry: reg,
@@ -177,6 +178,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error { return disp.Serve(gctx) })
 	g.Go(func() error { return heartbeats(gctx, cfg, mq, disp, log) })
+	g.Go(func() error {
+		select {
+		case <-mq.Fatal():
+			return mq.Err()
+		case <-gctx.Done():
+			return nil
+		}
+	})
 	for range cfg.IntakeWorkers {
 		g.Go(func() error {
 			for {
@@ -185,7 +194,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 					return nil
 				case m := <-inbox:
 					handle := in.Handle
-					if m.Topic == mqtttopic.Commands(poolID) {
+					switch {
+					case m.Oversize != nil:
+						handle = func(context.Context, []byte) error { in.Oversize(m.Oversize.Size, m.Oversize.SHA256); return nil }
+					case m.Topic == mqtttopic.Commands(poolID):
 						handle = func(_ context.Context, payload []byte) error { return cmds.Handle(payload) }
 					}
 					if err := handle(gctx, m.Payload); err != nil {

@@ -131,6 +131,9 @@ func Load(r *envconfig.Reader) (*Config, error) {
 		return nil, fmt.Errorf("HANGAR_POOL_PRIVATE_KEY: does not match the certificate in HANGAR_TOKEN: %w", err)
 	}
 	c.Token, c.PoolKey = tok, key
+	if err := tok.CheckValidity(time.Now()); err != nil {
+		return nil, fmt.Errorf("HANGAR_TOKEN: %w", err)
+	}
 	c.VerifyKey, err = tok.VerifyKey()
 	if err != nil {
 		return nil, fmt.Errorf("HANGAR_TOKEN: %w", err)

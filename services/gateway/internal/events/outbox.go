@@ -106,7 +106,12 @@ func (o *Outbox) Run(runID string, trace map[string]string, ev *eventv1.Event) {
 // Rejected emits the rejection of an envelope. Its id derives from the payload,
 // so a second delivery of the same bad payload carries the same event id.
 func (o *Outbox) Rejected(payload []byte, runID string, rej *eventv1.EnvelopeRejected) {
-	sum := sha256.Sum256(payload)
+	o.RejectedDigest(sha256.Sum256(payload), runID, rej)
+}
+
+// RejectedDigest is Rejected for a payload known only by its SHA-256 (one
+// too large to be kept in memory).
+func (o *Outbox) RejectedDigest(sum [32]byte, runID string, rej *eventv1.EnvelopeRejected) {
 	o.enqueue(&eventv1.Event{
 		EventId: "envelope/" + hex.EncodeToString(sum[:]),
 		RunId:   runID,

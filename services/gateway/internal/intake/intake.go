@@ -44,6 +44,7 @@ type Seen interface {
 type Events interface {
 	Run(runID string, trace map[string]string, ev *eventv1.Event)
 	Rejected(payload []byte, runID string, rej *eventv1.EnvelopeRejected)
+	RejectedDigest(sum [32]byte, runID string, rej *eventv1.EnvelopeRejected)
 }
 
 // Queue takes admitted runs for dispatch to executors.
@@ -259,6 +260,17 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 		in.events.Run(v.RunID, tc, finished(eventv1.Outcome_OUTCOME_FAILED, "could not queue the run: "+err.Error()))
 	}
 	return nil
+}
+
+// Oversize rejects an envelope too large to be held in memory, known only by
+// its size and SHA-256 (the MQTT link read it through a digest): the event id
+// is the one Rejected would give the payload.
+func (in *Intake) Oversize(size int64, sum [32]byte) {
+	reason := runenvelope.ReasonName(eventv1.RejectReason_REJECT_REASON_OVERSIZE)
+	in.rejected.WithLabelValues(reason).Inc()
+	detail := fmt.Sprintf("payload is %d bytes, limit is %d", size, in.opener.MaxSize)
+	in.log.Warn("envelope rejected", "reason", reason, "detail", detail)
+	in.events.RejectedDigest(sum, "", &eventv1.EnvelopeRejected{Reason: eventv1.RejectReason_REJECT_REASON_OVERSIZE, Message: detail})
 }
 
 func (in *Intake) reject(payload []byte, err error) {

@@ -59,6 +59,12 @@ func (e *events) Rejected(payload []byte, runID string, rej *eventv1.EnvelopeRej
 	e.all = append(e.all, recorded{runID: runID, ev: &eventv1.Event{Kind: &eventv1.Event_Rejected{Rejected: rej}}, payload: payload})
 }
 
+func (e *events) RejectedDigest(_ [32]byte, runID string, rej *eventv1.EnvelopeRejected) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.all = append(e.all, recorded{runID: runID, ev: &eventv1.Event{Kind: &eventv1.Event_Rejected{Rejected: rej}}})
+}
+
 func (e *events) kinds(runID string) []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -6,11 +6,14 @@ package link
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,7 +27,11 @@ import (
 type Message struct {
 	Topic   string
 	Payload []byte
-	Ack     func()
+	// Oversize is set, and Payload empty, for a publication larger than
+	// Config.MaxPacketBytes: the link read it through a digest without
+	// keeping it (see packetLimiter).
+	Oversize *Oversize
+	Ack      func()
 }
 
 // Config describes the session.
@@ -40,6 +47,10 @@ type Config struct {
 	// WillTopic and WillPayload form the Last Will (QoS 1, not retained).
 	WillTopic   string
 	WillPayload []byte
+	// MaxPacketBytes bounds every packet the link receives (0: no bound). A
+	// larger PUBLISH is never held in memory: it arrives as a Message with
+	// Oversize set.
+	MaxPacketBytes int
 	// KeepAlive defaults to 30s; MaxReconnectInterval to 30s.
 	KeepAlive            time.Duration
 	MaxReconnectInterval time.Duration
@@ -54,6 +65,33 @@ type Link struct {
 	connected atomic.Bool
 	up        prometheus.Gauge
 	reconns   prometheus.Counter
+
+	fatalOnce sync.Once
+	fatal     chan struct{}
+	fatalErr  error
+}
+
+// fail records a permanent error; the first one wins.
+func (l *Link) fail(err error) {
+	l.fatalOnce.Do(func() {
+		l.fatalErr = err
+		l.log.Error("broker connection failed for good; not retrying", "err", err)
+		close(l.fatal)
+	})
+}
+
+// Fatal is closed once the link met a permanent error (see ErrPermanent);
+// Err then returns it. The gateway stops: retrying cannot help.
+func (l *Link) Fatal() <-chan struct{} { return l.fatal }
+
+// Err returns the permanent error, once Fatal is closed.
+func (l *Link) Err() error {
+	select {
+	case <-l.fatal:
+		return l.fatalErr
+	default:
+		return nil
+	}
 }
 
 // Dial connects to the broker and subscribes, calling handle for every message
@@ -72,7 +110,7 @@ func Dial(ctx context.Context, cfg Config, handle func(Message)) (*Link, error) 
 		cfg.MaxReconnectInterval = 30 * time.Second
 	}
 	l := &Link{
-		log: cfg.Logger,
+		log: cfg.Logger, fatal: make(chan struct{}),
 		up: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "hangar_mqtt_connected",
 			Help: "1 while the gateway's MQTT session to the broker is up.",
@@ -84,9 +122,19 @@ func Dial(ctx context.Context, cfg Config, handle func(Message)) (*Link, error) 
 	}
 	cfg.Registry.MustRegister(l.up, l.reconns)
 
+	marker := make([]byte, len(markerTag)+16)
+	copy(marker, markerTag)
+	if _, err := rand.Read(marker[len(markerTag):]); err != nil {
+		return nil, fmt.Errorf("link: %w", err)
+	}
 	onMessage := func(_ mqtt.Client, m mqtt.Message) {
+		if o, ok := parseOversize(m.Payload(), marker); ok {
+			handle(Message{Topic: m.Topic(), Oversize: o, Ack: m.Ack})
+			return
+		}
 		handle(Message{Topic: m.Topic(), Payload: m.Payload(), Ack: m.Ack})
 	}
+	dial := l.dialer(cfg.TLS, cfg.MaxPacketBytes, marker)
 	opts := mqtt.NewClientOptions().
 		AddBroker("tls://" + u.Host).
 		SetClientID(cfg.ClientID).
@@ -103,6 +151,9 @@ func Dial(ctx context.Context, cfg Config, handle func(Message)) (*Link, error) 
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
 		SetMaxReconnectInterval(cfg.MaxReconnectInterval).
+		SetCustomOpenConnectionFn(func(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+			return dial(u, o.ConnectTimeout)
+		}).
 		// Queued messages of the persistent session arrive right after CONNACK,
 		// before any subscription callback exists.
 		SetDefaultPublishHandler(onMessage)
@@ -153,6 +204,9 @@ func Dial(ctx context.Context, cfg Config, handle func(Message)) (*Link, error) 
 		if err := tok.Error(); err != nil {
 			return nil, fmt.Errorf("link: connect to %s: %w", cfg.Broker, err)
 		}
+	case <-l.fatal:
+		l.client.Disconnect(0)
+		return nil, fmt.Errorf("link: connect to %s: %w", cfg.Broker, l.fatalErr)
 	case <-ctx.Done():
 		l.client.Disconnect(0)
 		return nil, fmt.Errorf("link: connect to %s: %w", cfg.Broker, ctx.Err())
