@@ -93,6 +93,10 @@ type anchorRef struct {
 type scanner struct {
 	f     *Format
 	start int64 // first covered raw position
+	// anchor is the anchor's first raw position: held while the scanner
+	// reads, so that the writer is not clean (Pending > 0) in the middle of
+	// a format, even between a context's name and its value.
+	anchor int64
 	phase uint8
 	n     int // value bytes (or, for PEM, bytes since start)
 	seps  int
@@ -110,7 +114,7 @@ const (
 )
 
 func newScanner(f *Format, anchorStart, anchorEnd int64) scanner {
-	sc := scanner{f: f, start: anchorStart, phase: phaseValue}
+	sc := scanner{f: f, start: anchorStart, anchor: anchorStart, phase: phaseValue}
 	switch {
 	case f.PEM:
 		sc.phase = pemHeader
