@@ -97,12 +97,12 @@ type scanner struct {
 	// reads, so that the writer is not clean (Pending > 0) in the middle of
 	// a format, even between a context's name and its value.
 	anchor int64
-	phase uint8
-	n     int // value bytes (or, for PEM, bytes since start)
-	seps  int
-	dots  int
-	tail  [16]byte // PEM: the last bytes of the current line
-	tn    int
+	phase  uint8
+	n      int // value bytes (or, for PEM, bytes since start)
+	seps   int
+	dots   int
+	tail   [16]byte // PEM: the last bytes of the current line
+	tn     int
 }
 
 const (
