@@ -97,6 +97,12 @@ if [[ -z "${BENCH_SKIP_E2E:-}" ]]; then
 	HANGAR_BENCH_LOG_BYTES="$log_bytes" bench log-throughput bench/e2e . -bench LogThroughput -benchtime 1x -timeout 60m
 fi
 
+# Kubernetes runtime (helper kube): needs the cluster binaries of
+# scripts/kube/build.sh; skipped, saying why, without them.
+if [[ -z "${BENCH_SKIP_E2E:-}" && -z "${BENCH_SKIP_KUBE:-}" ]]; then
+	bench kube-first-output services/executor ./internal/kubert/ -bench FirstOutput -benchtime "${BENCH_KUBE_N:-10}x" -timeout 30m || true
+fi
+
 cpu="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)"
 echo "# Hangar benchmarks"
 echo
@@ -162,4 +168,22 @@ if [[ -z "${BENCH_SKIP_E2E:-}" ]]; then
 			if (floor > 0 && h > 0) printf "Limits: hangar ≥ 0.50× docker run (here %.2f×) and ≥ 2× Docker'"'"'s attached path (here %.2f×).\n\n", h / floor, (att > 0 ? h / att : 0)
 			print "MB/s is 10^6 bytes printed per second, from publishing the envelope (Hangar) or starting the CLI (Docker) until the final S3 object is uploaded (Hangar) or the container has exited (Docker)."
 		}'
+fi
+
+if [[ -z "${BENCH_SKIP_E2E:-}" && -z "${BENCH_SKIP_KUBE:-}" ]]; then
+	echo
+	echo "## Kubernetes runtime: start to first output line (real single-node cluster, A/B interleaved)"
+	echo
+	if grep -q '^BenchmarkFirstOutput' "$raw/kube-first-output.txt" 2>/dev/null; then
+		awk '/^BenchmarkFirstOutput/ {
+			for (i = 3; i < NF; i += 2) v[$(i+1)] = $i
+			print "| side | median time to first line |"
+			print "|---|--:|"
+			printf "| hangar (kubernetes runtime session: pod, Secret, workspace, logs API) | %s ms |\n", v["hangar-ms"]
+			printf "| kubectl run --rm -i (CLI start to the line on stdout) | %s ms |\n", v["kubectl-run-ms"]
+			printf "\nhangar / kubectl run: %s× over %s pairs. It measures the runtime, not the gateway and logship in front of it.\n", v["ratio"], $2
+		}' "$raw/kube-first-output.txt"
+	else
+		echo "(skipped: $(grep -m1 -o 'the Kubernetes binaries are not built.*\|need root\|switched off' "$raw/kube-first-output.txt" 2>/dev/null || echo 'see stderr'))"
+	fi
 fi
