@@ -85,6 +85,7 @@ bench sealedbox platform ./sealedbox/ -bench . -count "$count" -benchtime "$benc
 bench runenvelope platform ./runenvelope/ -bench . -count "$count" -benchtime "$benchtime"
 bench intake services/gateway ./internal/intake/ -bench . -count "$count" -benchtime "$benchtime"
 bench policy services/policy ./internal/engine/ -bench Evaluate -count "$count" -benchtime "$benchtime"
+bench relay services/executor ./internal/relayrecv/ -bench Relay -count "$count" -benchtime 2x
 
 mask_table=""
 if [[ -x "$root/bench/mask.sh" ]]; then
@@ -95,6 +96,12 @@ fi
 if [[ -z "${BENCH_SKIP_E2E:-}" ]]; then
 	bench first-output bench/e2e . -bench FirstOutput -benchtime "${first_n}x" -timeout 30m
 	HANGAR_BENCH_LOG_BYTES="$log_bytes" bench log-throughput bench/e2e . -bench LogThroughput -benchtime 1x -timeout 60m
+fi
+
+# Kubernetes runtime (helper kube): needs the cluster binaries of
+# scripts/kube/build.sh; skipped, saying why, without them.
+if [[ -z "${BENCH_SKIP_E2E:-}" && -z "${BENCH_SKIP_KUBE:-}" ]]; then
+	bench kube-first-output services/executor ./internal/kubert/ -bench FirstOutput -benchtime "${BENCH_KUBE_N:-10}x" -timeout 30m || true
 fi
 
 cpu="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)"
@@ -120,6 +127,19 @@ ROWS_LABEL=1 rows "$raw"/sealedbox.txt "$raw"/runenvelope.txt "$raw"/intake.txt 
 			if (floor > 0 && name[i] ~ /\/(Intake|RSA4096PrivateKeyOp|Open4096|DecryptOAEP4096|VerifyDecrypt)$/) x = sprintf("%.2f×", ns[i] / floor)
 			printf "| %s | %s | %s | %s | %s | %s |\n", name[i], fmt_ns(ns[i]), r, mbs[i], allocs[i], x
 		}
+	}'
+echo
+
+echo "## Output relay (executor side of a run's output, ADR 0016)"
+echo
+rows "$raw"/relay.txt | awk -F'\t' '
+	{ name[NR] = $1; mbs[NR] = $3; if ($1 == "Relay/direct") floor = $3 + 0 }
+	END {
+		print "| benchmark (256 MiB printed) | MB/s | × direct pipe |"
+		print "|---|--:|--:|"
+		for (i = 1; i <= NR; i++) printf "| %s | %s | %s |\n", name[i], mbs[i], (floor > 0 ? sprintf("%.2f×", mbs[i] / floor) : "-")
+		print ""
+		print "Relay/relay: the command'"'"'s output through hangar-relay'"'"'s pipes, buffer and unix socket into the executor'"'"'s receiver (acknowledged at once). Relay/direct: the same command into a plain pipe, the limit."
 	}'
 echo
 
@@ -162,4 +182,22 @@ if [[ -z "${BENCH_SKIP_E2E:-}" ]]; then
 			if (floor > 0 && h > 0) printf "Limits: hangar ≥ 0.50× docker run (here %.2f×) and ≥ 2× Docker'"'"'s attached path (here %.2f×).\n\n", h / floor, (att > 0 ? h / att : 0)
 			print "MB/s is 10^6 bytes printed per second, from publishing the envelope (Hangar) or starting the CLI (Docker) until the final S3 object is uploaded (Hangar) or the container has exited (Docker)."
 		}'
+fi
+
+if [[ -z "${BENCH_SKIP_E2E:-}" && -z "${BENCH_SKIP_KUBE:-}" ]]; then
+	echo
+	echo "## Kubernetes runtime: start to first output line (real single-node cluster, A/B interleaved)"
+	echo
+	if grep -q '^BenchmarkFirstOutput' "$raw/kube-first-output.txt" 2>/dev/null; then
+		awk '/^BenchmarkFirstOutput/ {
+			for (i = 3; i < NF; i += 2) v[$(i+1)] = $i
+			print "| side | median time to first line |"
+			print "|---|--:|"
+			printf "| hangar (kubernetes runtime session: pod, Secret, workspace, logs API) | %s ms |\n", v["hangar-ms"]
+			printf "| kubectl run --rm -i (CLI start to the line on stdout) | %s ms |\n", v["kubectl-run-ms"]
+			printf "\nhangar / kubectl run: %s× over %s pairs. It measures the runtime, not the gateway and logship in front of it.\n", v["ratio"], $2
+		}' "$raw/kube-first-output.txt"
+	else
+		echo "(skipped: $(grep -m1 -o 'the Kubernetes binaries are not built.*\|need root\|switched off' "$raw/kube-first-output.txt" 2>/dev/null || echo 'see stderr'))"
+	fi
 fi
