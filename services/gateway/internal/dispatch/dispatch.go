@@ -135,7 +135,7 @@ type lease struct {
 	// startedSeq is the sequence number of the lease's "started" event,
 	// reserved and recorded with the lease before the event is emitted.
 	startedSeq uint64
-	cancel   bool // a cancel was requested
+	cancel     bool // a cancel was requested
 }
 
 type executor struct {
