@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
@@ -21,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,9 +29,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
@@ -39,6 +38,7 @@ import (
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
 	"github.com/hangar-dev/hangar/platform/mqtttopic"
 	"github.com/hangar-dev/hangar/platform/runenvelope"
+	"github.com/hangar-dev/hangar/platform/tlsconfig"
 )
 
 // What `hangarctl dev --keep` prints that the benchmarks need: the broker's
@@ -46,7 +46,7 @@ import (
 // pool and logship's address.
 var (
 	devBrokerLine = regexp.MustCompile(`embedded MQTT broker .* on (mqtts://\S+)`)
-	devKeepLine   = regexp.MustCompile(`(?m)^\s*hangarctl run submit --dir (\S+) --pool (\S+) --spec \S+ --follow --logship (\S+)\s*$`)
+	devKeepLine   = regexp.MustCompile(`(?m)^\s*hangarctl run submit --dir (\S+) --pool (\S+) --spec \S+ --follow --logship (\S+)(?: \\\n\s*--tls-ca (\S+) --tls-cert (\S+) --tls-key (\S+))?\s*$`)
 )
 
 // devStack is one `hangarctl dev --keep --runtime docker` process, shared by
@@ -59,6 +59,8 @@ type devStack struct {
 	poolID   string
 	broker   string
 	logship  string
+	// The operator's TLS files for logship (pool-internal mutual TLS).
+	tlsCA, tlsCert, tlsKey string
 
 	cmd  *exec.Cmd
 	out  *syncBuffer
@@ -109,6 +111,9 @@ func startStack() (*devStack, error) {
 		return nil, err
 	}
 	s.cmd = exec.Command(ctl, "dev", "--keep", "--dir", s.dir, "--runtime", "docker")
+	// The log benchmark stores the whole output: logship's size limit raised
+	// (hangarctl dev passes HANGAR_LOG_MAX_BYTES on to logship).
+	s.cmd.Env = append(os.Environ(), "HANGAR_LOG_MAX_BYTES="+strconv.FormatInt(logMaxBytes, 10))
 	s.cmd.Stdout = io.MultiWriter(s.out, logFile)
 	s.cmd.Stderr = s.cmd.Stdout
 	if err := s.cmd.Start(); err != nil {
@@ -124,6 +129,7 @@ func startStack() (*devStack, error) {
 	for {
 		if m := devKeepLine.FindStringSubmatch(s.out.String()); m != nil {
 			s.cpDir, s.poolName, s.logship = m[1], m[2], m[3]
+			s.tlsCA, s.tlsCert, s.tlsKey = m[4], m[5], m[6]
 			break
 		}
 		select {
@@ -227,7 +233,15 @@ func (s *devStack) connect() error {
 		return fmt.Errorf("subscribe to the pool's events: %v", tok.Error())
 	}
 
-	s.logConn, err = grpc.NewClient(s.logship, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if s.tlsCA != "" {
+		tc, err := tlsconfig.ClientConfigFiles(s.tlsCA, s.tlsCert, s.tlsKey, "")
+		if err != nil {
+			return fmt.Errorf("logship TLS: %w", err)
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	s.logConn, err = grpc.NewClient(s.logship, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}
@@ -342,7 +356,6 @@ func (r *run) wait(timeout time.Duration, what string, pred func(*eventv1.Event)
 	}
 }
 
-func isStarted(ev *eventv1.Event) bool  { return ev.GetStarted() != nil }
 func isFinished(ev *eventv1.Event) bool { return ev.GetFinished() != nil }
 
 // finished waits for the run's final event and requires a successful run.
@@ -356,47 +369,6 @@ func (r *run) finished(timeout time.Duration) (*eventv1.RunFinished, error) {
 		return nil, fmt.Errorf("run %s: %s", r.id, describe(ev))
 	}
 	return fin, nil
-}
-
-// tailUntilLine follows the run's log through logship's Tail until a whole
-// line equal to want arrives. Tail answers NOT_FOUND until the executor has
-// opened the run's log: it is asked again every 2ms then.
-func (s *devStack) tailUntilLine(ctx context.Context, runID, want string) error {
-	for {
-		st, err := s.logs.Tail(ctx, &logsv1.TailRequest{RunId: runID}, grpc.WaitForReady(true))
-		if err != nil {
-			return err
-		}
-		var pending []byte
-		for {
-			m, err := st.Recv()
-			if status.Code(err) == codes.NotFound {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("tail %s: %w", runID, err)
-			}
-			pending = append(pending, m.GetData()...)
-			for {
-				i := bytes.IndexByte(pending, '\n')
-				if i < 0 {
-					break
-				}
-				if string(pending[:i]) == want {
-					return nil
-				}
-				pending = pending[i+1:]
-			}
-			if m.GetEnd() {
-				return fmt.Errorf("tail %s: the log ended without the line %q", runID, want)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
 }
 
 var uploadedLine = regexp.MustCompile(`"bytes":(\d+)`)

@@ -80,6 +80,41 @@ type Endpoint struct {
 
 var serviceMonitorGVK = schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}
 
+// ScaledObject mirrors the part of KEDA's keda.sh/v1alpha1 ScaledObject that
+// deploy/k8s/examples uses (same reasons as ServiceMonitor: a misspelt
+// field is an error; field names and json tags are the CRD's).
+type ScaledObject struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              ScaledObjectSpec `json:"spec"`
+}
+
+// ScaledObjectSpec is the used subset of the ScaledObject's spec.
+type ScaledObjectSpec struct {
+	ScaleTargetRef  ScaleTarget    `json:"scaleTargetRef"`
+	PollingInterval *int32         `json:"pollingInterval,omitempty"`
+	CooldownPeriod  *int32         `json:"cooldownPeriod,omitempty"`
+	MinReplicaCount *int32         `json:"minReplicaCount,omitempty"`
+	MaxReplicaCount *int32         `json:"maxReplicaCount,omitempty"`
+	Triggers        []ScaleTrigger `json:"triggers"`
+}
+
+// ScaleTarget is the ScaledObject's scaleTargetRef.
+type ScaleTarget struct {
+	APIVersion string `json:"apiVersion,omitempty"`
+	Kind       string `json:"kind,omitempty"`
+	Name       string `json:"name"`
+}
+
+// ScaleTrigger is one trigger; metadata is free-form per scaler type.
+type ScaleTrigger struct {
+	Type     string            `json:"type"`
+	Name     string            `json:"name,omitempty"`
+	Metadata map[string]string `json:"metadata"`
+}
+
+var scaledObjectGVK = schema.GroupVersionKind{Group: "keda.sh", Version: "v1alpha1", Kind: "ScaledObject"}
+
 // object is one decoded manifest document.
 type object struct {
 	source string // file and document index, for messages
@@ -138,6 +173,9 @@ func decodeStrict(source string, doc []byte) (*object, error) {
 	case gvk == serviceMonitorGVK:
 		sm := &ServiceMonitor{}
 		o.obj, o.meta = sm, sm
+	case gvk == scaledObjectGVK:
+		so := &ScaledObject{}
+		o.obj, o.meta = so, so
 	case gvk.Group == "kustomize.config.k8s.io" && gvk.Kind == "Kustomization":
 		o.obj = &types.Kustomization{}
 	default:

@@ -111,10 +111,17 @@ func TestStrictDecodingRefusesTypos(t *testing.T) {
 // every resource it outputs strictly.
 func build(t *testing.T) []*object {
 	t.Helper()
+	return buildDir(t, baseDir)
+}
+
+// buildDir runs the kustomize build of dir and decodes every resource
+// strictly.
+func buildDir(t *testing.T, dir string) []*object {
+	t.Helper()
 	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	rm, err := k.Run(filesys.MakeFsOnDisk(), baseDir)
+	rm, err := k.Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {
-		t.Fatalf("kustomize build %s: %v", baseDir, err)
+		t.Fatalf("kustomize build %s: %v", dir, err)
 	}
 	var out []*object
 	for i, r := range rm.Resources() {

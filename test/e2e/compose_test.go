@@ -218,6 +218,26 @@ func TestCompose(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^hangar_runs_finished_total\{outcome="finished"\} [1-9]`).MatchString(metrics) {
 		t.Errorf("hangar_runs_finished_total{outcome=\"finished\"} is not 1 or more:\n%s", composeGrep(metrics, "hangar_runs_finished_total"))
 	}
+
+	// 8. The pool's services refuse a container without a pool certificate on
+	// the stack's network (what a run container or any other neighbour is):
+	// Attach, Ship into the run, Tail and Evaluate, in plaintext and in TLS.
+	attackDir := buildAttacker(t)
+	actx, acancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer acancel()
+	aout, err := exec.CommandContext(actx, "docker", "run", "--rm", "--network", s.project+"_default",
+		"-v", attackDir+":/attack:ro", "-e", "ATTACK_HOSTS=gateway,logship,policy", "-e", "ATTACK_PORTS=7300,7301,7302",
+		"-e", "ATTACK_RUN_ID="+runID, composeRunnerImage, "/attack/attacker").CombinedOutput()
+	if err != nil {
+		t.Fatalf("the attacker container: %v\n%s", err, aout)
+	}
+	refused := regexp.MustCompile(`(?m)^ATTACK (gateway|logship|policy):\S+ \S+ \S+ refused: `).FindAllString(string(aout), -1)
+	if strings.Contains(string(aout), "ACCEPTED") || !strings.Contains(string(aout), "ATTACK done") || len(refused) != 3*3*2*4 {
+		t.Errorf("the compose services did not refuse every attempt (%d refusals of %d):\n%s", len(refused), 3*3*2*4, aout)
+	}
+	if strings.Contains(string(aout), composeSecret) {
+		t.Error("the attacker saw the run's secret")
+	}
 }
 
 // compose runs the compose command on the stack's file and project.

@@ -64,6 +64,7 @@ type foundationEnv struct {
 	policy   *harness.Policy
 	workerID string
 	otlp     *otlprecv.Receiver
+	tls      *harness.PoolTLS
 }
 
 // submit runs `hangarctl run submit` for pool-a with a fresh run id and the spec.
@@ -109,10 +110,14 @@ func foundation(t *testing.T, kind string) {
 	e.otlp = rcv
 	otlpEnv := []string{"HANGAR_OTLP_ENDPOINT=" + rcv.Addr(), "HANGAR_OTLP_INSECURE=true", "HANGAR_OTLP_BATCH_TIMEOUT=200ms"}
 
-	e.policy = harness.StartPolicy(t, policyBin, harness.WriteFile(t, t.TempDir(), "policy.rego", frozenPolicy), otlpEnv...)
+	// Pool A's services talk mutual TLS under its own CA (hangarctl pki).
+	e.tls = e.cp.NewPoolTLS(t, "pool-a")
+	e.policy = harness.StartPolicy(t, policyBin, harness.WriteFile(t, t.TempDir(), "policy.rego", frozenPolicy),
+		append(e.tls.Env(t, "policy", "policy"), otlpEnv...)...)
 	e.obs = harness.Observe(t, e.broker, e.cp.Dir, "pool-a")
 	e.gw = harness.StartGateway(t, gatewayBin, tokenA, harness.KeyEnv(t, keyA), e.policy.GRPCAddr,
-		append([]string{"HANGAR_METADATA_zone=test-a", "HANGAR_HEARTBEAT_INTERVAL=1s", "HANGAR_WORKER_ID=" + e.workerID}, otlpEnv...)...)
+		append(append([]string{"HANGAR_METADATA_zone=test-a", "HANGAR_HEARTBEAT_INTERVAL=1s", "HANGAR_WORKER_ID=" + e.workerID},
+			e.tls.Env(t, "gateway", "gateway")...), otlpEnv...)...)
 
 	t.Run("allowed run is received then admitted", func(t *testing.T) {
 		runID, r := e.submit(t, harness.Spec("Web", "team:web"), "--otlp", e.otlp.Addr())
@@ -461,14 +466,17 @@ func (e *foundationEnv) startErrors(t *testing.T, gatewayBin, tokenA, keyA, keyB
 		token   *string // nil: unset
 		key     string
 		varName string
+		extra   []string
 	}{
-		{"missing HANGAR_TOKEN", nil, keyA, "HANGAR_TOKEN"},
-		{"malformed HANGAR_TOKEN", ptr("bm90IGEgdG9rZW4="), keyA, "HANGAR_TOKEN"},
-		{"key not matching the token", &tokenA, keyB, "HANGAR_POOL_PRIVATE_KEY"},
+		{"missing HANGAR_TOKEN", nil, keyA, "HANGAR_TOKEN", nil},
+		{"malformed HANGAR_TOKEN", ptr("bm90IGEgdG9rZW4="), keyA, "HANGAR_TOKEN", nil},
+		{"key not matching the token", &tokenA, keyB, "HANGAR_POOL_PRIVATE_KEY", nil},
+		{"a policy certificate", &tokenA, keyA, "HANGAR_TLS", e.tls.Env(t, "policy", "policy")},
+		{"plaintext on every interface", &tokenA, keyA, "HANGAR_INSECURE_PLAINTEXT", []string{"HANGAR_GATEWAY_GRPC_ADDR=0.0.0.0:0", "HANGAR_POLICY_ADDR=127.0.0.1:1"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			env, _, _, _ := harness.GatewayEnv(t, "", harness.KeyEnv(t, c.key), e.policy.GRPCAddr, "HANGAR_WORKER_ID=gw-bad")
+			env, _, _, _ := harness.GatewayEnv(t, "", harness.KeyEnv(t, c.key), e.policy.GRPCAddr, append([]string{"HANGAR_WORKER_ID=gw-bad"}, c.extra...)...)
 			env = slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "HANGAR_TOKEN=") })
 			if c.token != nil {
 				env = append(env, "HANGAR_TOKEN="+*c.token)

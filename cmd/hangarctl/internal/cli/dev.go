@@ -166,10 +166,15 @@ func runDev(ctx context.Context, e env) error {
 	runtime, why := chooseRuntime(ctx, *rtFlag)
 	say("executor runtime: %s (%s)", runtime, why)
 	image := devRunnerImage
+	relay := ""
 	if runtime == "docker" {
 		fs, from, err := runnerRootfs(ctx, *dir, busyboxPaths(os.Getenv("HANGAR_DEV_BUSYBOX")))
 		if err == nil {
 			_, err = executor.RunnerImage(ctx, image, fs)
+		}
+		if err == nil {
+			// The executor's output relay, bind-mounted into run containers.
+			relay, err = buildRelay(ctx, *dir)
 		}
 		if err != nil {
 			if *rtFlag == "docker" {
@@ -213,7 +218,7 @@ func runDev(ctx context.Context, e env) error {
 			"HANGAR_S3_ENDPOINT": s3.Endpoint(), "HANGAR_S3_BUCKET": devBucket, "HANGAR_S3_PATH_STYLE": "true", "HANGAR_S3_REGION": "us-east-1",
 			"AWS_ACCESS_KEY_ID": accessKey, "AWS_SECRET_ACCESS_KEY": secretKey,
 			"HANGAR_LOGSHIP_SPOOL_DIR": filepath.Join(*dir, "data", "spool"), "HANGAR_LOGSHIP_CHUNK_INTERVAL": "1s",
-		}), log)
+		}, passThrough("HANGAR_LOG_MAX_BYTES")), log)
 	})
 	st.start(ctx, "gateway", gwDebug, func(ctx context.Context, log *slog.Logger) error {
 		return gateway.Run(ctx, with(tlsEnv["gateway"], map[string]string{
@@ -231,7 +236,12 @@ func runDev(ctx context.Context, e env) error {
 				"HANGAR_EXECUTOR_ID": execIDs[i], "HANGAR_EXECUTOR_RUNTIME": runtime, "HANGAR_EXECUTOR_SLOTS": "2",
 				"HANGAR_GATEWAY_ADDR": gwGRPC, "HANGAR_LOGSHIP_ADDR": lsGRPC, "HANGAR_EXECUTOR_DEBUG_ADDR": debug,
 				"HANGAR_EXECUTOR_WORK_DIR": filepath.Join(*dir, "data"), "HANGAR_RUN_TIMEOUT": "10m", "HANGAR_LOGS_TIMEOUT": "2m",
+				"HANGAR_EXECUTOR_RELAY": relay,
 				"HANGAR_METADATA_stack": "dev",
+				// The state bucket: a tracked run's plan -> confirm -> apply
+				// hand-off stores its encrypted workspace there.
+				"HANGAR_S3_BUCKET": devBucket, "HANGAR_S3_ENDPOINT": s3.Endpoint(), "HANGAR_S3_PATH_STYLE": "true", "HANGAR_S3_REGION": "us-east-1",
+				"AWS_ACCESS_KEY_ID": accessKey, "AWS_SECRET_ACCESS_KEY": secretKey,
 			}), log)
 		})
 	}
@@ -492,4 +502,16 @@ func devPoolTLS(dir pki.PoolTLSDir, poolName string, execIDs []string) (map[stri
 		return nil, err
 	}
 	return out, nil
+}
+
+// passThrough returns the named variables of hangarctl's own environment that
+// are set (e.g. a benchmark raising logship's HANGAR_LOG_MAX_BYTES).
+func passThrough(names ...string) map[string]string {
+	m := map[string]string{}
+	for _, n := range names {
+		if v, ok := os.LookupEnv(n); ok {
+			m[n] = v
+		}
+	}
+	return m
 }

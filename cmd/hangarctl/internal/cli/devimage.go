@@ -71,6 +71,35 @@ func shellRootfs(ctx context.Context, workDir string) (*runimage.Rootfs, error) 
 	return runimage.Shell("hangar shell", "sh", bin, shellCommands())
 }
 
+// relayPackage is the executor's output relay, the entrypoint of every run
+// container with the Docker runtime (ADR 0016).
+const relayPackage = "github.com/hangar-dev/hangar/services/executor/cmd/hangar-relay"
+
+// buildRelay builds the static hangar-relay into workDir and returns its path.
+func buildRelay(ctx context.Context, workDir string) (string, error) {
+	modDir, err := hangarctlModuleDir()
+	if err != nil {
+		return "", err
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return "", errors.New("building hangar-relay needs the Go toolchain (go is not on PATH)")
+	}
+	out := filepath.Join(workDir, "runner", "hangar-relay")
+	if err := os.MkdirAll(filepath.Dir(out), 0o700); err != nil {
+		return "", err
+	}
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(bctx, goBin, "build", "-trimpath", "-ldflags=-s -w", "-o", out, relayPackage)
+	cmd.Dir = modDir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s in %s: %w: %s", relayPackage, modDir, err, strings.TrimSpace(string(msg)))
+	}
+	return out, nil
+}
+
 // hangarctlModuleDir finds the source of the hangarctl module: from the
 // working directory up (the repository, or the module itself), else where
 // this binary was built from (go run, go build in the tree).

@@ -19,7 +19,9 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
 
 	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
 	workv1 "github.com/hangar-dev/hangar/gen/go/hangar/work/v1"
@@ -32,6 +34,7 @@ import (
 	"github.com/hangar-dev/hangar/services/executor/internal/dockerrt"
 	"github.com/hangar-dev/hangar/services/executor/internal/execute"
 	"github.com/hangar-dev/hangar/services/executor/internal/handoff"
+	"github.com/hangar-dev/hangar/services/executor/internal/kubert"
 	"github.com/hangar-dev/hangar/services/executor/internal/mountguard"
 	"github.com/hangar-dev/hangar/services/executor/internal/processrt"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
@@ -65,7 +68,7 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 		_ = tel.Shutdown(sctx)
 	}()
 
-	rt, reap, err := newRuntime(ctx, cfg, log)
+	rt, reap, err := newRuntime(ctx, cfg, reg, log)
 	if err != nil {
 		return err
 	}
@@ -186,7 +189,10 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 // newRuntime returns the configured runtime and the function that removes
 // what an earlier life of this executor left on it, except the runs it
 // re-adopted.
-func newRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (runner.Runtime, func(keep []string), error) {
+func newRuntime(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) (runner.Runtime, func(keep []string), error) {
+	if cfg.Runtime == "kubernetes" {
+		return newKubeRuntime(ctx, cfg, reg, log)
+	}
 	if cfg.Runtime == "process" {
 		log.Warn("process runtime: runs execute as local processes with no isolation")
 		return processrt.Runtime{}, func([]string) {}, nil
@@ -291,6 +297,42 @@ func checkStatic(path string) error {
 		}
 	}
 	return nil
+}
+
+// newKubeRuntime connects to the API server; its reap function deletes the
+// pods an earlier life of this executor left, except those of the runs it
+// re-adopted.
+func newKubeRuntime(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) (runner.Runtime, func(keep []string), error) {
+	k := cfg.Kube
+	rc, cs, err := kubert.Connect(k.Kubeconfig)
+	if err != nil {
+		return nil, nil, fmt.Errorf("HANGAR_KUBECONFIG: %w", err)
+	}
+	rt, err := kubert.New(kubert.Options{
+		Client: cs, Config: rc, Namespace: k.Namespace, ExecutorID: cfg.ExecutorID,
+		PullPolicy: corev1.PullPolicy(k.PullPolicy), PullSecrets: k.PullSecrets, ServiceAccount: k.ServiceAccount,
+		Memory: cfg.WorkerMemory << 20, MilliCPUs: int64(cfg.WorkerCPUs * 1000), RunTimeout: cfg.RunTimeout,
+		PendingTimeout: k.PendingTimeout, OwnerName: k.PodName, OwnerUID: k.PodUID, OwnerNamespace: k.PodNamespace,
+		Registry: reg, Logger: log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := rt.Ping(pctx); err != nil {
+		return nil, nil, err
+	}
+	reap := func(keep []string) {
+		rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if ids, err := rt.Reap(rctx, keep...); err != nil {
+			log.Warn("reaping pods of an earlier run of this executor failed", "err", err)
+		} else if len(ids) > 0 {
+			log.Warn("removed pods left by an earlier run of this executor", "run_ids", ids)
+		}
+	}
+	return rt, reap, nil
 }
 
 // runNetworkSpec is how the run network is created when it is missing: only

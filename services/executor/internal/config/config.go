@@ -21,7 +21,7 @@ import (
 type Config struct {
 	ExecutorID  string // HANGAR_EXECUTOR_ID, default: the id in the certificate, else the host name
 	Slots       int    // HANGAR_EXECUTOR_SLOTS, default: number of CPUs
-	Runtime     string // HANGAR_EXECUTOR_RUNTIME: docker (default) or process
+	Runtime     string // HANGAR_EXECUTOR_RUNTIME: docker (default), process or kubernetes
 	GatewayAddr string // HANGAR_GATEWAY_ADDR
 	LogshipAddr string // HANGAR_LOGSHIP_ADDR
 	DebugAddr   string // HANGAR_EXECUTOR_DEBUG_ADDR
@@ -48,6 +48,9 @@ type Config struct {
 	WorkerMemory  int64  // HANGAR_WORKER_MEMORY_MB, 0 = unlimited
 	WorkerCPUs    float64
 	WorkerPids    int64 // HANGAR_WORKER_PIDS_LIMIT
+
+	// Kube configures the kubernetes runtime (HANGAR_KUBE_*).
+	Kube KubeConfig
 
 	// WhitelistEnv are NAME=VALUE of the executor's variables passed to runs.
 	WhitelistEnv []string
@@ -87,6 +90,23 @@ type Config struct {
 	LogLevel          string
 }
 
+// KubeConfig is the kubernetes runtime's part of the configuration.
+type KubeConfig struct {
+	Kubeconfig     string        // HANGAR_KUBECONFIG: "" = in-cluster (service account), else a kubeconfig file
+	Namespace      string        // HANGAR_KUBE_NAMESPACE: default the executor pod's own, else "default"
+	PullPolicy     string        // HANGAR_KUBE_IMAGE_PULL_POLICY: IfNotPresent (default), Always, Never
+	PullSecrets    []string      // HANGAR_KUBE_IMAGE_PULL_SECRETS: Secret names, comma-separated
+	ServiceAccount string        // HANGAR_KUBE_SERVICE_ACCOUNT of the runs' pods (its token is not mounted)
+	PendingTimeout time.Duration // HANGAR_KUBE_PENDING_TIMEOUT: longest a run's pod may stay unschedulable, default 10m
+	// PodName, PodUID and PodNamespace are the executor's own pod
+	// (HANGAR_KUBE_POD_NAME, _UID, _NAMESPACE, from the downward API): it
+	// owns its runs' pods when they share its namespace.
+	PodName, PodUID, PodNamespace string
+}
+
+// inClusterNamespace is where a pod's service account names its namespace.
+const inClusterNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
 // StateConfig is the S3 bucket of hand-off state, configured like logship's
 // log bucket (the same variables; the objects are "<prefix>state/<run>.bin").
 type StateConfig struct {
@@ -112,15 +132,15 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 	c := &Config{
 		ExecutorID:        r.String("HANGAR_EXECUTOR_ID", ""),
 		Slots:             r.Int("HANGAR_EXECUTOR_SLOTS", runtime.NumCPU(), 1, 1024),
-		Runtime:           r.OneOf("HANGAR_EXECUTOR_RUNTIME", "docker", "docker", "process"),
-		GatewayAddr:       r.String("HANGAR_GATEWAY_ADDR", "127.0.0.1:7300"),
-		LogshipAddr:       r.String("HANGAR_LOGSHIP_ADDR", "127.0.0.1:7302"),
-		DebugAddr:         r.String("HANGAR_EXECUTOR_DEBUG_ADDR", ":9303"),
-		WorkDir:           r.String("HANGAR_EXECUTOR_WORK_DIR", os.TempDir()),
+		Runtime:           r.OneOf("HANGAR_EXECUTOR_RUNTIME", "docker", "docker", "process", "kubernetes"),
+		GatewayAddr:       r.Addr("HANGAR_GATEWAY_ADDR", "127.0.0.1:7300"),
+		LogshipAddr:       r.Addr("HANGAR_LOGSHIP_ADDR", "127.0.0.1:7302"),
+		DebugAddr:         r.Addr("HANGAR_EXECUTOR_DEBUG_ADDR", ":9303"),
+		WorkDir:           r.ExistingDir("HANGAR_EXECUTOR_WORK_DIR", os.TempDir()),
 		Metadata:          r.Prefixed("HANGAR_METADATA_"),
 		Relay:             r.String("HANGAR_EXECUTOR_RELAY", ""),
 		IODir:             r.String("HANGAR_EXECUTOR_IO_DIR", ""),
-		DockerConfigDir:   r.String("HANGAR_DOCKER_CONFIG_DIR", ""),
+		DockerConfigDir:   r.ExistingDir("HANGAR_DOCKER_CONFIG_DIR", ""),
 		WorkerNetwork:     r.String("HANGAR_WORKER_NETWORK", "hangar-runs"),
 		AllowHostNetwork:  r.Bool("HANGAR_WORKER_ALLOW_HOST_NETWORK", false),
 		ExtraMounts:       r.String("HANGAR_WORKER_EXTRA_MOUNTS", ""),
@@ -150,6 +170,21 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 		AccessKeyID:  r.String("AWS_ACCESS_KEY_ID", ""),
 		SecretKey:    r.String("AWS_SECRET_ACCESS_KEY", ""),
 		SessionToken: r.String("AWS_SESSION_TOKEN", ""),
+	}
+	defaultNS := "default"
+	if b, err := os.ReadFile(inClusterNamespace); err == nil && strings.TrimSpace(string(b)) != "" {
+		defaultNS = strings.TrimSpace(string(b))
+	}
+	c.Kube = KubeConfig{
+		Kubeconfig:     r.String("HANGAR_KUBECONFIG", ""),
+		Namespace:      r.String("HANGAR_KUBE_NAMESPACE", defaultNS),
+		PullPolicy:     r.OneOf("HANGAR_KUBE_IMAGE_PULL_POLICY", "IfNotPresent", "IfNotPresent", "Always", "Never"),
+		PullSecrets:    r.List("HANGAR_KUBE_IMAGE_PULL_SECRETS"),
+		ServiceAccount: r.String("HANGAR_KUBE_SERVICE_ACCOUNT", ""),
+		PendingTimeout: r.Duration("HANGAR_KUBE_PENDING_TIMEOUT", 10*time.Minute),
+		PodName:        r.String("HANGAR_KUBE_POD_NAME", ""),
+		PodUID:         r.String("HANGAR_KUBE_POD_UID", ""),
+		PodNamespace:   r.String("HANGAR_KUBE_POD_NAMESPACE", ""),
 	}
 	c.MinFreeDisk = uint64(r.Int("HANGAR_MIN_FREE_DISK_MB", 1024, 0, 1<<30)) << 20
 	c.MinFreeMemory = uint64(r.Int("HANGAR_MIN_FREE_MEMORY_MB", 256, 0, 1<<30)) << 20

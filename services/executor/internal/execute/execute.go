@@ -252,7 +252,7 @@ func (e *Executor) run(ctx context.Context, poolID string, a *workv1.Assign, env
 
 	var cur trace.Span
 	job := &runner.Job{
-		RunID: a.GetRunId(), Spec: a.GetSpec(), Workspace: ws.Dir, Env: env,
+		RunID: a.GetRunId(), PoolID: poolID, Spec: a.GetSpec(), Workspace: ws.Dir, Env: env,
 		Stdout: logs.Writer(logsv1.Stream_STREAM_STDOUT), Stderr: logs.Writer(logsv1.Stream_STREAM_STDERR),
 		Durable: off.durable, StopGrace: e.cfg.StopGrace,
 		OnPhase:    e.onPhase(ctx, &cur, sys, phase),

@@ -36,7 +36,10 @@ var (
 // Job is one run as the phase loop (supervise.Run) sees it.
 type Job struct {
 	RunID string
-	Spec  *runv1.RunSpec
+	// PoolID is the pool the run belongs to (for the labels of what a
+	// runtime creates); it may be empty.
+	PoolID string
+	Spec   *runv1.RunSpec
 	// Workspace is a host directory holding the fetched source (already checked
 	// out); the phases run in Workspace/<spec.source.project_root>. The process
 	// runtime runs in it; the Docker runtime copies it into the run's volume.

@@ -233,7 +233,6 @@ func buildAutomaton(pats []pattern, anchors [][]byte) *automaton {
 		}
 		prev = e.b
 	}
-	path = nil
 
 	// Nodes by depth (counting sort): failure links in breadth-first order.
 	start := make([]int32, a.maxLen+2)
@@ -249,7 +248,6 @@ func buildAutomaton(pats []pattern, anchors [][]byte) *automaton {
 		order[fill[d]] = int32(id)
 		fill[d]++
 	}
-	fill = nil
 	cover := make([]int32, n)
 	for _, e := range shallowEdges[0] {
 		a.dense[a.class[e.c]] = e.child
@@ -310,19 +308,15 @@ func lcp(a, b []byte) int {
 // miss it cannot begin one. With stride 2 they are also the 4 bytes after
 // the first (for a 4-byte anchor, its last 3 and each byte that can follow
 // it): probing every other position finds every pattern (of 5 bytes or
-// more) within one byte of its start.
-// Its size is fixed (8 KiB, in the first-level cache), so that the probe
-// needs no bounds check; with thousands of patterns it fills a few per cent.
+// more) within one byte of its start. It has 64 bits per key (at least 8
+// KiB, at most 1 MiB), so that ordinary text hits it rarely.
 type filter struct {
-	bits   [filterBits / 64]uint64
+	bits   []uint64
+	shift  uint32
 	stride int
 }
 
-const (
-	filterBits  = 1 << 16
-	filterShift = 32 - 16
-	filterMul   = 0x9E3779B1
-)
+const filterMul = 0x9E3779B1
 
 func le32(b []byte) uint32 { return binary.LittleEndian.Uint32(b) }
 
@@ -330,30 +324,34 @@ func newFilter(keys [][]byte, stride int) *filter {
 	if stride < 1 {
 		stride = 1
 	}
-	f := &filter{stride: stride}
+	lg := 16
+	for lg < 23 && 1<<lg < 64*len(keys) {
+		lg++
+	}
+	f := &filter{bits: make([]uint64, 1<<lg/64), shift: uint32(32 - lg), stride: stride}
 	for _, k := range keys {
-		h := (le32(k) * filterMul) >> filterShift
+		h := (le32(k) * filterMul) >> f.shift
 		f.bits[h>>6] |= 1 << (h & 63)
 	}
 	return f
 }
 
 func (f *filter) has(x uint32) bool {
-	h := (x * filterMul) >> filterShift
+	h := (x * filterMul) >> f.shift
 	return f.bits[h>>6]&(1<<(h&63)) != 0
 }
 
 // skip returns the first position i in [from, to) whose 4 bytes p[i:i+4]
 // hit the filter, or to. p[to+2] must be within p.
 func (f *filter) skip(p []byte, from, to int) int {
-	bits := &f.bits
+	bits, shift := f.bits, f.shift
 	i := from
 	for ; i+5 <= to; i += 4 {
 		x := binary.LittleEndian.Uint64(p[i : i+8 : i+8])
-		h0 := (uint32(x) * filterMul) >> filterShift
-		h1 := (uint32(x>>8) * filterMul) >> filterShift
-		h2 := (uint32(x>>16) * filterMul) >> filterShift
-		h3 := (uint32(x>>24) * filterMul) >> filterShift
+		h0 := (uint32(x) * filterMul) >> shift
+		h1 := (uint32(x>>8) * filterMul) >> shift
+		h2 := (uint32(x>>16) * filterMul) >> shift
+		h3 := (uint32(x>>24) * filterMul) >> shift
 		if (bits[h0>>6]>>(h0&63)|bits[h1>>6]>>(h1&63)|bits[h2>>6]>>(h2&63)|bits[h3>>6]>>(h3&63))&1 != 0 {
 			break
 		}
@@ -369,13 +367,13 @@ func (f *filter) skip(p []byte, from, to int) int {
 // skip2 is skip with stride 2: it probes from, from+2, ... and returns the
 // first position that hits, or the first probe position at or after to.
 func (f *filter) skip2(p []byte, from, to int) int {
-	bits := &f.bits
+	bits, shift := f.bits, f.shift
 	i := from
 	for ; i+4 < to && i+8 <= len(p); i += 6 {
 		x := binary.LittleEndian.Uint64(p[i : i+8 : i+8])
-		h0 := (uint32(x) * filterMul) >> filterShift
-		h1 := (uint32(x>>16) * filterMul) >> filterShift
-		h2 := (uint32(x>>32) * filterMul) >> filterShift
+		h0 := (uint32(x) * filterMul) >> shift
+		h1 := (uint32(x>>16) * filterMul) >> shift
+		h2 := (uint32(x>>32) * filterMul) >> shift
 		if (bits[h0>>6]>>(h0&63)|bits[h1>>6]>>(h1&63)|bits[h2>>6]>>(h2&63))&1 != 0 {
 			break
 		}

@@ -155,14 +155,6 @@ func patternBytes(p []pattern) [][]byte {
 	return out
 }
 
-func bs(ss ...string) [][]byte {
-	out := make([][]byte, len(ss))
-	for i, s := range ss {
-		out[i] = []byte(s)
-	}
-	return out
-}
-
 func TestBase64InnerParts(t *testing.T) {
 	const sec = "0123456789abcdef"
 	set, _ := NewSet([][]byte{[]byte(sec)}, Options{})

@@ -16,11 +16,11 @@
 //   - the bytes with JSON and Go string escapes decoded ("\/", "\u003c",
 //     "\n", "\x41", ...).
 //
-// In every view, a line break ('\r' or '\n') inside a match is skipped once
-// at least 4 bytes of the pattern are matched: an encoder that wraps its
-// output into lines of any width (base64's 76 columns, xxd's 60) does not hide
-// the secret, nor does a terminal's "\r\n". A match in a view covers the raw
-// bytes it was decoded from.
+// In every view, a line break ('\r' or '\n') inside a match of a base64 or
+// hex form is skipped once at least 4 bytes of the form are matched: an
+// encoder that wraps its output into lines (base64's 76 columns, xxd's 60)
+// does not hide the secret. A match in a view covers the raw bytes it was
+// decoded from.
 //
 // The decoding views are run only from a byte that starts an escape ('%',
 // '\\', and '+' when a pattern has a space) until they agree with the raw
@@ -182,7 +182,7 @@ func NewSet(secrets [][]byte, opts Options) (*Set, Report) {
 	rep.States = len(set.a.depth)
 	rep.TableBytes = set.a.bytes()
 	if set.filt != nil {
-		rep.TableBytes += filterBits / 8
+		rep.TableBytes += 8 * len(set.filt.bits)
 	}
 	return set, rep
 }

@@ -46,12 +46,18 @@ func (m *posMap) set(v, off int64) {
 
 func (m *posMap) rawOf(v int64) int64 {
 	e := m.e
+	if len(e) == 1 {
+		return v + e[0].off
+	}
 	i := sort.Search(len(e), func(i int) bool { return e[i].v > v }) - 1
 	return v + e[max(i, 0)].off
 }
 
 // trim drops the entries before the one that maps view position v.
 func (m *posMap) trim(v int64) {
+	if len(m.e) == 1 {
+		return
+	}
 	i := sort.Search(len(m.e), func(i int) bool { return m.e[i].v > v }) - 1
 	if i > 0 {
 		m.e = append(m.e[:0], m.e[i:]...)
@@ -465,7 +471,7 @@ func (w *Writer) holdBound() int64 {
 		}
 	}
 	for _, sc := range w.scans {
-		b = min(b, sc.start)
+		b = min(b, sc.anchor)
 	}
 	return b
 }

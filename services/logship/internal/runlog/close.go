@@ -129,7 +129,7 @@ func (r *run) closeLocked(footer string) error {
 		r.m.log.Warn("removing the tail segment of a closed log", "run_id", r.id, "err", err)
 	}
 	r.m.met.runsOpen.Dec()
-	r.set, r.probe, r.lines, r.out, r.outRuns = nil, nil, nil, nil, nil
+	r.set, r.lines, r.out, r.outRuns = nil, nil, nil, nil
 	r.streams, r.merge = [numStreams]streamMasker{}, merger{}
 	return nil
 }

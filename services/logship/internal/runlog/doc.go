@@ -86,14 +86,10 @@
 // executor resends from there. The log loses nothing and duplicates
 // nothing, whatever the chunking and interleaving.
 //
-// Whether a masker is clean is found from its counters after each write:
-// if it wrote no mask since its last clean point, its output since then is
-// its input unchanged, so it is clean exactly when it wrote as many bytes
-// as it was given. Otherwise a probe writer replays its input since its
-// last clean point (kept in memory only) and is flushed; the point is
-// clean if the flush releases nothing. (To be replaced by the masker's own
-// signal that it holds nothing back.) When chunk boundaries fall inside
-// possible secrets for a long stretch (an adversarial stream),
+// Whether a masker is clean is its own signal (mask.Writer.Clean: it holds
+// nothing back and is as a new writer), read after each write; no chunk is
+// kept in memory for it. When chunk boundaries fall inside possible
+// secrets for a long stretch (an adversarial stream),
 // acknowledgements wait; the executor's bounded unacknowledged window then
 // slows it down, and Close acknowledges all.
 //
@@ -102,10 +98,13 @@
 //
 // # What the user is told
 //
-// The first line of a run's log names (never shows) the secrets shorter
-// than the minimum length, which are not masked:
+// The first lines of a run's log name (never show) the secrets shorter
+// than the minimum length, which are not masked, and the secrets some of
+// whose encodings are too short to be masked, with those encodings'
+// classes (mask.Report):
 //
 //	[hangar] not masked in this log (shorter than 6 bytes): PIN, #3
+//	[hangar] encodings not masked in this log (shorter than 6 bytes): KEY (line by line)
 //
 // (a secret without a name is named by its position).
 //
@@ -175,7 +174,7 @@
 // An Open of a run this logship does not hold asks S3 for its final
 // object first: a run finished and forgotten is answered as finished
 // (next_sequence one past its last chunk; later chunks refused with
-// ErrClosed), never written again. If S3 cannot be asked, the run is
+// ErrClosed), never written again. If S3 cannot be asked (within 10 s), the run is
 // taken, and should its final object meet one already stored, the stored
 // one stays, this log is left in its live chunk objects, logged and
 // counted (hangar_logship_final_conflicts_total).

@@ -1,14 +1,19 @@
 package runlog
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/hangar-dev/hangar/services/logship/internal/mask"
+)
 
 // MaxSecretBytes caps the total bytes of a run's secret values (those of
-// its spec and the executor's HANGAR_MASK_ENVS together): an Open over it
-// is refused with ErrSecretsTooLarge, before any masker is built, so that
-// the memory of a run's masking stays bounded. The gateway refuses a run
-// spec over the same cap at intake (its secrets alone), with the reason in
-// the run's finished event; this is the defence in depth.
-const MaxSecretBytes = 256 << 10
+// its spec and the executor's HANGAR_MASK_ENVS together): the masker's
+// cap (mask.MaxSecretBytes), which bounds the memory of a run's masking.
+// An Open over it is refused with ErrSecretsTooLarge, before any masker is
+// built. The gateway refuses a run spec over the same cap at intake (its
+// secrets alone), with the reason in the run's finished event; this is the
+// defence in depth.
+const MaxSecretBytes = mask.MaxSecretBytes
 
 // checkSecretBytes refuses secrets whose values total more than
 // MaxSecretBytes. The error names the cap and the total, never a value.

@@ -55,14 +55,7 @@ func (g *merger) pass(r *run, i int, p []byte) error {
 	if _, err := t.w.Write(p); err != nil {
 		return err
 	}
-	if now := t.w.Stats(); now.Masks == t.cleanStats.Masks &&
-		now.BytesOut-t.cleanStats.BytesOut == now.BytesIn-t.cleanStats.BytesIn {
-		t.settle(r, true) // its input since its clean point passed through whole
-		return nil
-	}
-	// p is the writer's buffer of a stream's masker: keep a copy.
-	t.unclean = append(t.unclean, append([]byte(nil), p...))
-	t.settle(r, t.cleanNow(r))
+	t.settle(r)
 	return nil
 }
 
@@ -71,7 +64,7 @@ func (g *merger) close(r *run) error {
 	if err := g.last.w.Close(); err != nil {
 		return err
 	}
-	g.last.settle(r, true)
+	g.last.settle(r)
 	return nil
 }
 

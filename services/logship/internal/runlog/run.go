@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"sync"
 	"time"
@@ -47,10 +46,6 @@ type run struct {
 	dirty int
 	// in counts the raw bytes written since the Open, all streams.
 	in int64
-	// probe replays a masker's input since its last clean point to tell
-	// whether it holds anything back (see tracked.cleanNow); reused, since
-	// a flushed writer is as a fresh one.
-	probe *mask.Writer
 	// clean is the last clean point.
 	clean        cleanPoint
 	lastReceived uint64
@@ -225,7 +220,7 @@ func (r *run) resetLocked(set *mask.Set) error {
 	if err := r.sp.TruncateTail(r.state.TailBytes); err != nil {
 		return err
 	}
-	r.set, r.probe = set, set.NewWriter(io.Discard)
+	r.set = set
 	for i := range r.streams {
 		r.streams[i] = streamMasker{tracked: tracked{w: set.NewWriter(streamSink{r, i})}}
 	}
@@ -237,27 +232,39 @@ func (r *run) resetLocked(set *mask.Set) error {
 	return nil
 }
 
-// noticeNotMaskedLocked writes, as the first line of a new run's log, the
-// names (never the values) of the secrets too short to be masked, and
-// logs them once in logship's own log. The line is part of the log from
-// the first commit on; an Open that rolls a run back to its start writes
-// it again.
+// noticeNotMaskedLocked writes, as the first lines of a new run's log,
+// the names (never the values) of the secrets too short to be masked, and
+// of the secrets some of whose encodings are too short to be masked (with
+// those encodings' classes), and logs them once in logship's own log. The
+// lines are part of the log from the first commit on; an Open that rolls
+// a run back to its start writes them again.
 func (r *run) noticeNotMaskedLocked(secrets []Secret, rep mask.Report) error {
-	if len(rep.TooShort) == 0 {
-		return nil
-	}
-	names := make([]string, len(rep.TooShort))
-	for i, idx := range rep.TooShort {
-		names[i] = secretName(secrets[idx].Name, idx)
-	}
 	minLen := r.m.opts.MinSecretLength
 	if minLen <= 0 {
 		minLen = mask.DefaultMinLength
 	}
-	r.m.log.Warn("secrets shorter than the minimum length are not masked", "run_id", r.id,
-		"names", names, "min_length", minLen)
-	return r.noticeLocked(fmt.Sprintf("[hangar] not masked in this log (shorter than %d bytes): %s\n",
-		minLen, strings.Join(names, ", ")))
+	var text strings.Builder
+	if len(rep.TooShort) > 0 {
+		names := make([]string, len(rep.TooShort))
+		for i, idx := range rep.TooShort {
+			names[i] = secretName(secrets[idx].Name, idx)
+		}
+		r.m.log.Warn("secrets shorter than the minimum length are not masked", "run_id", r.id,
+			"names", names, "min_length", minLen)
+		fmt.Fprintf(&text, "[hangar] not masked in this log (shorter than %d bytes): %s\n", minLen, strings.Join(names, ", "))
+	}
+	if len(rep.NotDerived) > 0 {
+		parts := make([]string, len(rep.NotDerived))
+		for i, nd := range rep.NotDerived {
+			parts[i] = secretName(secrets[nd.Secret].Name, nd.Secret) + " (" + strings.Join(nd.Encodings, ", ") + ")"
+		}
+		r.m.log.Warn("encodings of secrets too short to be masked", "run_id", r.id, "secrets", parts, "min_length", minLen)
+		fmt.Fprintf(&text, "[hangar] encodings not masked in this log (shorter than %d bytes): %s\n", minLen, strings.Join(parts, "; "))
+	}
+	if text.Len() == 0 {
+		return nil
+	}
+	return r.noticeLocked(text.String())
 }
 
 // secretName is how a secret is named in a notice: its name, or its

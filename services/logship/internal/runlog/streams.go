@@ -2,7 +2,6 @@ package runlog
 
 import (
 	"cmp"
-	"io"
 	"slices"
 
 	"github.com/hangar-dev/hangar/services/logship/internal/mask"
@@ -42,60 +41,24 @@ func streamIndex(s Stream) int {
 // flushed (see the package documentation). A variable for the tests.
 var idleFlushBytes int64 = 1 << 20
 
-// tracked is a masker with what tells whether it holds anything back.
+// tracked is a masker and whether it holds anything back.
 type tracked struct {
 	w *mask.Writer
-	// cleanStats are w's counters at its last clean point (where it held
-	// nothing back); unclean, its input since then, in memory only, for
-	// the probe.
-	cleanStats mask.Stats
-	unclean    [][]byte
 	// dirty: w holds something back (it is not at a clean point).
 	dirty bool
 }
 
-// cleanNow reports whether t's masker holds nothing back, given that it
-// was fed the bytes in t.unclean since its last clean point.
-//
-// From the writer's counters first: if it wrote no mask since its last
-// clean point, its output since then is its input unchanged and in order,
-// so it holds something back exactly when it wrote fewer bytes than it was
-// given. Otherwise the probe, a fresh writer, is fed the same bytes and
-// flushed: the masker is clean if the flush releases nothing.
-func (t *tracked) cleanNow(r *run) bool {
-	now := t.w.Stats()
-	if now.Masks == t.cleanStats.Masks {
-		return now.BytesOut-t.cleanStats.BytesOut == now.BytesIn-t.cleanStats.BytesIn
-	}
-	for _, p := range t.unclean {
-		if _, err := r.probe.Write(p); err != nil {
-			r.probe = r.set.NewWriter(io.Discard)
-			return false
-		}
-	}
-	before := r.probe.Stats()
-	if err := r.probe.Flush(); err != nil {
-		r.probe = r.set.NewWriter(io.Discard)
-		return false
-	}
-	after := r.probe.Stats()
-	return after.BytesOut == before.BytesOut && after.Masks == before.Masks
-}
-
-// settle records whether t is at a clean point after its last write; if
-// it is, that is its new last clean point. It keeps r.dirty, the number of
-// maskers not at a clean point.
-func (t *tracked) settle(r *run, clean bool) {
-	if !clean {
+// settle records whether t is at a clean point after its last write:
+// its masker holds nothing back (mask.Writer.Clean: it is then as a new
+// writer). It keeps r.dirty, the number of maskers not at a clean point.
+func (t *tracked) settle(r *run) {
+	if !t.w.Clean() {
 		if !t.dirty {
 			t.dirty = true
 			r.dirty++
 		}
 		return
 	}
-	t.cleanStats = t.w.Stats()
-	clear(t.unclean)
-	t.unclean = t.unclean[:0]
 	if t.dirty {
 		t.dirty = false
 		r.dirty--
@@ -136,15 +99,12 @@ func (r *run) writeChunkLocked(seq uint64, i int, data []byte) error {
 		}
 	}
 	sm := &r.streams[i]
-	// The stream's raw bytes since its last clean point, for the probe;
-	// Write keeps data until it is committed.
-	sm.unclean = append(sm.unclean, data)
 	if _, err := sm.w.Write(data); err != nil {
 		return err
 	}
 	r.in += int64(len(data))
 	sm.lastIn, sm.lastSeq = r.in, seq
-	sm.settle(r, sm.cleanNow(r))
+	sm.settle(r)
 	if r.dirty > 0 {
 		return r.flushIdleLocked(i)
 	}
@@ -176,7 +136,7 @@ func (r *run) flushStreamLocked(j int) error {
 	if err := sm.w.Flush(); err != nil {
 		return err
 	}
-	sm.settle(r, true)
+	sm.settle(r)
 	return nil
 }
 

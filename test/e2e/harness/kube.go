@@ -1,0 +1,143 @@
+package harness
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// KubeVersion is the release scripts/kube/build.sh builds by default.
+const KubeVersion = "v1.34.4"
+
+// Kube is a real single-node Kubernetes booted by scripts/kube/up.sh.
+type Kube struct {
+	Root, Dir, Kubeconfig string
+	BootTime              time.Duration
+}
+
+// KubeUnavailable says why the cluster cannot be booted here, "" if it can:
+// the binaries of scripts/kube/build.sh are not built (in $HANGAR_KUBE_CACHE
+// or .cache/kube/<version>), the tests do not run as root, or
+// HANGAR_KUBE_TESTS=off.
+func KubeUnavailable(root string) string {
+	if v := os.Getenv("HANGAR_KUBE_TESTS"); v == "off" || v == "0" || v == "false" {
+		return "HANGAR_KUBE_TESTS=" + v + ": the Kubernetes cluster tests are switched off"
+	}
+	bin := filepath.Join(root, ".cache", "kube", KubeVersion, "bin")
+	if c := os.Getenv("HANGAR_KUBE_CACHE"); c != "" {
+		bin = filepath.Join(c, "bin")
+	}
+	for _, b := range []string{"kube-apiserver", "kubelet", "kube-controller-manager", "kube-scheduler"} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			return fmt.Sprintf("the Kubernetes binaries are not built (%s missing): run scripts/kube/build.sh (about 15 minutes once) to run the cluster tests", filepath.Join(bin, b))
+		}
+	}
+	if os.Geteuid() != 0 {
+		return "the Kubernetes cluster tests boot a kubelet and need root"
+	}
+	return ""
+}
+
+// StartKube boots the cluster with the given Docker images imported into its
+// node, or skips the test when KubeUnavailable says so. It is torn down
+// (scripts/kube/down.sh) in t.Cleanup, whatever the test's result.
+func StartKube(t testing.TB, root string, images ...string) *Kube {
+	t.Helper()
+	if why := KubeUnavailable(root); why != "" {
+		t.Skip(why)
+	}
+	dir, err := os.MkdirTemp("", "hangar-kube-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &Kube{Root: root, Dir: dir, Kubeconfig: filepath.Join(dir, "kubeconfig")}
+	t.Cleanup(func() {
+		if out, err := k.script(nil, "down.sh", dir); err != nil {
+			t.Errorf("scripts/kube/down.sh: %v\n%s", err, out)
+		}
+	})
+	if out, err := k.script(nil, "deps.sh"); err != nil {
+		t.Fatalf("scripts/kube/deps.sh: %v\n%s", err, out)
+	}
+	start := time.Now()
+	out, err := k.script([]string{"HANGAR_KUBE_IMAGES=" + strings.Join(images, " ")}, "up.sh", dir)
+	k.BootTime = time.Since(start)
+	if err != nil {
+		t.Fatalf("scripts/kube/up.sh: %v\n%s", err, out)
+	}
+	t.Logf("cluster booted in %s", k.BootTime.Round(100*time.Millisecond))
+	return k
+}
+
+// Kubectl runs kubectl (admin) against the cluster.
+func (k *Kube) Kubectl(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := k.TryKubectl(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TryKubectl runs kubectl (admin) and returns its output and error.
+func (k *Kube) TryKubectl(args ...string) (string, error) {
+	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", k.Kubeconfig}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// APIServer is the API server's address (host:port).
+func (k *Kube) APIServer(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(k.Dir, "ports"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "apiserver="); ok {
+			return "127.0.0.1:" + v
+		}
+	}
+	t.Fatal("no apiserver port in " + k.Dir)
+	return ""
+}
+
+// ServiceAccountKubeconfig writes a kubeconfig that authenticates as the
+// service account ns/name with a fresh token (TokenRequest), and returns its
+// path: what an executor pod gets, outside a pod.
+func (k *Kube) ServiceAccountKubeconfig(t testing.TB, ns, name string) string {
+	t.Helper()
+	token := strings.TrimSpace(k.Kubectl(t, "-n", ns, "create", "token", name, "--duration", "2h"))
+	cfg := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: "https://%s", certificate-authority: "%s"}
+users:
+- name: %s
+  user: {token: "%s"}
+contexts:
+- name: c
+  context: {cluster: c, user: %s, namespace: %s}
+current-context: c
+`, k.APIServer(t), filepath.Join(k.Dir, "pki", "ca.crt"), name, token, name, ns)
+	return WriteFile(t, t.TempDir(), "kubeconfig", cfg)
+}
+
+func (k *Kube) script(env []string, name string, args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(k.Root, "scripts", "kube", name), args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}

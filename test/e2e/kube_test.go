@@ -1,0 +1,300 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
+	"github.com/hangar-dev/hangar/test/e2e/harness"
+)
+
+// The node's run image: the static busybox that scripts/kube/up.sh imports.
+const kubeImage = "hangar.local/busybox:1"
+
+// kubeNamespace is the runs' namespace of the recommended overlay.
+const kubeNamespace = "hangar-runs"
+
+// kubeSecret is the secret variable of the masking run.
+const kubeSecret = "kube-Hx7Rq2Lp-e2e-secret"
+
+// kubeEnv is the stack TestKubernetes shares between its subtests.
+type kubeEnv struct {
+	kube     *harness.Kube
+	cp       *harness.ControlPlane
+	s3       *harness.S3
+	logship  *harness.Logship
+	gw       *harness.Gateway
+	obs      *harness.Observer
+	executor string // binary
+	env      []string
+	ex1, ex2 *harness.Executor
+
+	mu     sync.Mutex
+	runIDs []string
+}
+
+// TestKubernetes is issue 13's "Shown by" over the real binaries and a real
+// single-node Kubernetes (scripts/kube): the embedded broker, policy, a
+// gateway, logship writing to an S3-compatible server, and two executors with
+// HANGAR_EXECUTOR_RUNTIME=kubernetes sharing the namespace hangar-runs, each
+// authenticated as the overlay's ServiceAccount (its Role is all they may
+// do). It skips, saying why, when the cluster's binaries are not built.
+func TestKubernetes(t *testing.T) {
+	root := bins.Root()
+	kube := harness.StartKube(t, root)
+	if err := bins.Build("executor", "logship"); err != nil {
+		t.Fatal(err)
+	}
+	x := &kubeEnv{kube: kube, executor: bins.Path(t, "executor")}
+
+	// The overlay's namespace and RBAC, as kubectl apply would create them.
+	ovl := filepath.Join(root, "deploy", "k8s", "overlays", "kubernetes", "executor")
+	kube.Kubectl(t, "apply", "-f", filepath.Join(ovl, "namespace.yaml"))
+	kube.Kubectl(t, "-n", kubeNamespace, "apply", "-f", filepath.Join(ovl, "rbac.yaml"))
+	saConfig := kube.ServiceAccountKubeconfig(t, kubeNamespace, "hangar-executor")
+
+	x.cp = harness.NewControlPlane(t, bins.Path(t, "hangarctl"))
+	broker, _ := x.cp.StartEmbeddedBroker(t)
+	key, csr := x.cp.Keygen(t, t.TempDir())
+	token := x.cp.CreatePool(t, "pool-k", csr, broker)
+	x.s3 = harness.StartS3(t, "hangar-logs")
+	if err := os.WriteFile(filepath.Join(x.cp.Dir, "s3.json"), []byte(x.s3.ConfigJSON()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	policy := harness.StartPolicy(t, bins.Path(t, "policy"), "")
+	x.logship = harness.StartLogship(t, bins.Path(t, "logship"), x.s3, "HANGAR_LOGSHIP_CHUNK_INTERVAL=300ms")
+	x.obs = harness.Observe(t, broker, x.cp.Dir, "pool-k")
+	x.gw = harness.StartGateway(t, bins.Path(t, "gateway"), token, harness.KeyEnv(t, key), policy.GRPCAddr,
+		"HANGAR_HEARTBEAT_INTERVAL=1s", "HANGAR_WORKER_ID=gw-k", "HANGAR_LEASE_DURATION=10s")
+	x.env = []string{
+		"HANGAR_EXECUTOR_RUNTIME=kubernetes",
+		"HANGAR_KUBECONFIG=" + saConfig,
+		"HANGAR_KUBE_NAMESPACE=" + kubeNamespace,
+		"HANGAR_KUBE_IMAGE_PULL_POLICY=Never",
+		"HANGAR_EXECUTOR_SLOTS=3",
+		"HANGAR_CANCEL_GRACE=2s",
+		"HANGAR_WORKER_MEMORY_MB=48",
+		"HANGAR_WORKER_MILLICPUS=500",
+		"HANGAR_MIN_FREE_MEMORY_MB=0",
+		"HANGAR_MIN_FREE_DISK_MB=0",
+	}
+	x.ex1 = harness.StartExecutor(t, x.executor, "kexec-1", x.gw.GRPCAddr, x.logship.GRPCAddr, x.env...)
+	x.ex2 = harness.StartExecutor(t, x.executor, "kexec-2", x.gw.GRPCAddr, x.logship.GRPCAddr, x.env...)
+	waitExecutors(t, x.obs, "kexec-1", "kexec-2")
+
+	t.Run("runs", func(t *testing.T) {
+		t.Run("phases, settings and a secret masked in S3", x.testPhases)
+		t.Run("failing", x.testFailing)
+		t.Run("timeout", x.testTimeout)
+		t.Run("cancelled", x.testCancel)
+		t.Run("missing image", x.testMissingImage)
+		t.Run("OOM-killed", x.testOOM)
+	})
+	t.Run("executor killed and restarted mid-run, next to another's run", x.testRestart)
+	t.Run("nothing left in the namespace", func(t *testing.T) {
+		x.eventuallyEmpty(t)
+	})
+	t.Run("no service logs the secret", func(t *testing.T) {
+		for _, p := range []*harness.Process{x.ex1.Process, x.ex2.Process, x.logship.Process, x.gw.Process} {
+			if strings.Contains(p.Output(), kubeSecret) {
+				t.Errorf("%s's own log contains the secret", p.Name)
+			}
+		}
+	})
+}
+
+// submit submits spec with a fresh run id; with follow it returns the
+// running `hangarctl run submit --follow`.
+func (x *kubeEnv) submit(t *testing.T, spec *harness.RunSpec, follow bool) (string, *harness.Process) {
+	t.Helper()
+	runID := newRunID()
+	x.mu.Lock()
+	x.runIDs = append(x.runIDs, runID)
+	x.mu.Unlock()
+	specFile := harness.WriteFile(t, t.TempDir(), "spec.json", spec.JSON())
+	args := []string{"run", "submit", "--dir", x.cp.Dir, "--pool", "pool-k", "--spec", specFile, "--run-id", runID}
+	if !follow {
+		if r := harness.Run(t, 2*time.Minute, nil, x.cp.Ctl, args...); r.Code != 0 {
+			t.Fatalf("hangarctl run submit: %s", r)
+		}
+		return runID, nil
+	}
+	args = append(args, "--follow", "--logship", x.logship.GRPCAddr, "--timeout", "3m")
+	return runID, harness.Start(t, "submit-"+runID, nil, x.cp.Ctl, args...)
+}
+
+func (x *kubeEnv) finished(t *testing.T, runID string) *eventv1.RunFinished {
+	t.Helper()
+	return finished(t, x.obs, runID)
+}
+
+// storedLog is the run's final log object in S3.
+func (x *kubeEnv) storedLog(t *testing.T, runID string, fin *eventv1.RunFinished) string {
+	t.Helper()
+	if fin.GetLogKey() == "" {
+		t.Fatalf("run %s: no log key in its final event", runID)
+	}
+	body, _, ok := x.s3.Get(t, fin.GetLogKey())
+	if !ok {
+		t.Fatalf("run %s: no log object %s in S3", runID, fin.GetLogKey())
+	}
+	return string(body)
+}
+
+func (x *kubeEnv) testPhases(t *testing.T) {
+	spec := harness.Task(kubeImage)
+	spec.Type = "RUN_TYPE_TRACKED"
+	spec.Env = []harness.EnvVar{{Name: "TF_TOKEN", Value: kubeSecret, Secret: true}, {Name: "PLAIN", Value: "plain-value"}}
+	spec.Phases = []harness.Phase{
+		{Name: "init", Before: []string{"echo before-init"}, Commands: []string{"echo init-ran > /workspace/state"}},
+		{Name: "plan", Commands: []string{
+			"cat /workspace/state",
+			"echo token=$TF_TOKEN plain=$PLAIN",
+			"cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+			"grep -E '^(NoNewPrivs|Seccomp|CapEff):' /proc/self/status",
+			"id -u",
+		}, After: []string{"echo after-plan"}},
+		{Name: "apply", Commands: []string{"echo applied"}},
+	}
+	runID, sub := x.submit(t, spec, true)
+	fin := x.finished(t, runID)
+	if fin.GetOutcome() != eventv1.Outcome_OUTCOME_FINISHED || fin.GetExitCode() != 0 {
+		t.Fatalf("run %s: %s %d %q\n%s", runID, fin.GetOutcome(), fin.GetExitCode(), fin.GetReason(), sub.Output())
+	}
+	if code := sub.WaitExit(time.Minute); code != 0 {
+		t.Errorf("hangarctl run submit --follow: exit code %d", code)
+	}
+	log := x.storedLog(t, runID, fin)
+	for _, want := range []string{"before-init", "init-ran", "token=****** plain=plain-value", fmt.Sprint(48 << 20), "NoNewPrivs:\t1", "Seccomp:\t2", "CapEff:\t00000000000004fb", "after-plan", "applied"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("stored log lacks %q:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, kubeSecret) || strings.Contains(sub.Output(), kubeSecret) {
+		t.Errorf("the secret is in the stored or followed log")
+	}
+	if i, j := strings.Index(log, "before-init"), strings.Index(log, "applied"); i < 0 || j < i {
+		t.Errorf("phases out of order:\n%s", log)
+	}
+	evs := x.obs.RunEvents(runID)
+	if got := strings.Join(kinds(evs), ","); !strings.Contains(got, "phase:init,phase:plan,phase:apply,finished") {
+		t.Errorf("events %s", got)
+	}
+}
+
+func (x *kubeEnv) testFailing(t *testing.T) {
+	spec := harness.Task(kubeImage, "echo failing", "exit 3", "echo never")
+	runID, _ := x.submit(t, spec, false)
+	fin := x.finished(t, runID)
+	if fin.GetOutcome() != eventv1.Outcome_OUTCOME_FAILED || fin.GetExitCode() != 3 || !strings.Contains(fin.GetReason(), "exited with code 3") {
+		t.Errorf("run %s: %s %d %q", runID, fin.GetOutcome(), fin.GetExitCode(), fin.GetReason())
+	}
+	if log := x.storedLog(t, runID, fin); !hasLine(log, "failing") || hasLine(log, "never") {
+		t.Errorf("stored log:\n%s", log)
+	}
+}
+
+func (x *kubeEnv) testTimeout(t *testing.T) {
+	spec := harness.Task(kubeImage, "echo started", "sleep 120")
+	spec.TimeoutSeconds = 5
+	runID, _ := x.submit(t, spec, false)
+	fin := x.finished(t, runID)
+	if fin.GetOutcome() != eventv1.Outcome_OUTCOME_TIMED_OUT {
+		t.Errorf("run %s: %s %q, want timed out", runID, fin.GetOutcome(), fin.GetReason())
+	}
+}
+
+func (x *kubeEnv) testCancel(t *testing.T) {
+	spec := harness.Task(kubeImage, "echo sleeping", "sleep 300")
+	runID, sub := x.submit(t, spec, true)
+	sub.WaitOutput(regexp.MustCompile(`(?m)^sleeping$`), 2*wait)
+	if r := harness.Run(t, 2*time.Minute, nil, x.cp.Ctl, "run", "cancel", "--dir", x.cp.Dir, "--pool", "pool-k", runID); r.Code != 0 {
+		t.Fatalf("hangarctl run cancel: %s", r)
+	}
+	fin := x.finished(t, runID)
+	if fin.GetOutcome() != eventv1.Outcome_OUTCOME_STOPPED || !strings.Contains(fin.GetReason(), "cancel") {
+		t.Errorf("run %s: %s %q, want stopped (cancelled)", runID, fin.GetOutcome(), fin.GetReason())
+	}
+}
+
+func (x *kubeEnv) testMissingImage(t *testing.T) {
+	spec := harness.Task("hangar.local/no-such-image:1", "echo never")
+	runID, _ := x.submit(t, spec, false)
+	fin := x.finished(t, runID)
+	if fin.GetOutcome() != eventv1.Outcome_OUTCOME_FAILED || !strings.Contains(fin.GetReason(), "could not be pulled") {
+		t.Errorf("run %s: %s %q, want failed: could not be pulled", runID, fin.GetOutcome(), fin.GetReason())
+	}
+}
+
+func (x *kubeEnv) testOOM(t *testing.T) {
+	spec := harness.Task(kubeImage, "echo eating", "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo ${#x}")
+	runID, _ := x.submit(t, spec, false)
+	fin := x.finished(t, runID)
+	if fin.GetOutcome() != eventv1.Outcome_OUTCOME_FAILED || !strings.Contains(fin.GetReason(), "OOMKilled") {
+		t.Errorf("run %s: %s %q, want failed: OOMKilled", runID, fin.GetOutcome(), fin.GetReason())
+	}
+}
+
+// testRestart: kexec-1 is killed (SIGKILL) in the middle of a run while
+// kexec-2 runs another in the same namespace, then started again: kexec-1's
+// run ends (lost, its pod removed) and kexec-2's run finishes untouched.
+func (x *kubeEnv) testRestart(t *testing.T) {
+	// Two runs of 40 s: the gateway gives each to the executor with the
+	// most free slots, so one runs on each when kexec-1 dies.
+	spec := harness.Task(kubeImage, "echo holding", "i=0; while [ $i -lt 40 ]; do echo tick $i; i=$((i+1)); sleep 1; done")
+	a, subA := x.submit(t, spec, true)
+	b, subB := x.submit(t, spec, true)
+	subA.WaitOutput(regexp.MustCompile(`(?m)^tick 2$`), 2*wait)
+	subB.WaitOutput(regexp.MustCompile(`(?m)^tick 2$`), 2*wait)
+	on := map[string]string{a: startedOn(x.obs.RunEvents(a)), b: startedOn(x.obs.RunEvents(b))}
+	victim, survivor := a, b
+	if on[a] != "kexec-1" {
+		victim, survivor = b, a
+	}
+	if on[victim] != "kexec-1" || on[survivor] != "kexec-2" {
+		t.Skipf("the gateway put both runs on one executor (%v): nothing to show", on)
+	}
+	x.ex1.Kill()
+	x.ex1.WaitExit(30 * time.Second)
+	x.ex1.Start(t)
+	waitExecutors(t, x.obs, "kexec-1", "kexec-2")
+	finV := x.finished(t, victim)
+	finS := x.finished(t, survivor)
+	if finS.GetOutcome() != eventv1.Outcome_OUTCOME_FINISHED {
+		t.Errorf("kexec-2's run %s: %s %q, want finished (another executor's restart must not touch it)", survivor, finS.GetOutcome(), finS.GetReason())
+	}
+	if log := x.storedLog(t, survivor, finS); !hasLine(log, "tick 39") {
+		t.Errorf("kexec-2's run's log is incomplete:\n%s", log)
+	}
+	t.Logf("kexec-1's run %s after the restart: %s %q", victim, finV.GetOutcome(), finV.GetReason())
+	if finV.GetOutcome() == eventv1.Outcome_OUTCOME_FINISHED {
+		// Re-adopted (issue 12's contract): its log is then complete.
+		if log := x.storedLog(t, victim, finV); !hasLine(log, "tick 39") {
+			t.Errorf("re-adopted run's log is incomplete:\n%s", log)
+		}
+	} else if finV.GetOutcome() != eventv1.Outcome_OUTCOME_LOST {
+		t.Errorf("kexec-1's run %s: %s, want finished (re-adopted) or lost", victim, finV.GetOutcome())
+	}
+}
+
+// eventuallyEmpty: no pod or Secret of a run is left in the namespace.
+func (x *kubeEnv) eventuallyEmpty(t *testing.T) {
+	t.Helper()
+	var left string
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		out, err := x.kube.TryKubectl("-n", kubeNamespace, "get", "pods,secrets", "-l", "hangar.dev/managed=true", "-o", "name")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left = strings.TrimSpace(out); left == "" {
+			return
+		}
+	}
+	t.Errorf("left in %s after the runs:\n%s", kubeNamespace, left)
+}
