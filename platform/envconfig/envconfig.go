@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -364,4 +365,79 @@ func (r *Reader) RejectUnknown(prefix string) {
 	for _, k := range slices.Compact(unknown) {
 		r.fail(k, "unknown variable (misspelt, or not used by this service)")
 	}
+}
+
+// Addr returns a network address (host:port; the host may be empty, e.g.
+// ":7300" to listen on every interface) or def when unset, recording
+// "NAME: ..." when it is not one: a missing or non-numeric port, a port out
+// of range, or a URL where an address is expected. A gRPC target with a
+// scheme ("dns:///host:port", "unix:///path") is returned as is.
+func (r *Reader) Addr(name, def string) string {
+	v := r.String(name, def)
+	if v == "" || strings.HasPrefix(v, "unix:") || strings.HasPrefix(v, "dns:") {
+		return v
+	}
+	if err := checkAddr(v); err != nil {
+		r.fail(name, "%q is not a network address host:port (%v)", v, err)
+	}
+	return v
+}
+
+func checkAddr(v string) error {
+	if strings.Contains(v, "://") {
+		return errors.New("a URL; give host:port without a scheme")
+	}
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return err
+	}
+	if strings.ContainsAny(host, " /") {
+		return fmt.Errorf("bad host %q", host)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+// ExistingDir returns a directory that must exist (def when unset),
+// recording "NAME: ..." when it does not or is not a directory.
+func (r *Reader) ExistingDir(name, def string) string {
+	v := r.String(name, def)
+	if v == "" {
+		return v
+	}
+	st, err := os.Stat(v)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		r.fail(name, "directory %s does not exist (create it, or point %s at one that does)", v, name)
+	case err != nil:
+		r.fail(name, "%v", err)
+	case !st.IsDir():
+		r.fail(name, "%s is not a directory", v)
+	}
+	return v
+}
+
+// StateDir returns a directory the service keeps its state in (def when
+// unset): created (0700, with its parents) when missing, recording
+// "NAME: ..." when it cannot be, or when the path is a file.
+func (r *Reader) StateDir(name, def string) string {
+	v := r.String(name, def)
+	if v == "" {
+		return v
+	}
+	st, err := os.Stat(v)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(v, 0o700); err != nil {
+			r.fail(name, "cannot create directory %s: %v", v, err)
+		}
+	case err != nil:
+		r.fail(name, "%v", err)
+	case !st.IsDir():
+		r.fail(name, "%s is not a directory", v)
+	}
+	return v
 }

@@ -301,14 +301,15 @@ func (s *Server) Run(ctx context.Context) error {
 	case s.cfg.TLS == nil:
 		mode = "plaintext"
 		s.log.WarnContext(ctx, "gRPC serves in PLAINTEXT: no encryption and no authentication; anyone who reaches the port can act as any service of the pool",
-			"service", s.cfg.ServiceName, "grpc_addr", addrString(grpcLn), "insecure_plaintext", s.cfg.InsecurePlaintext)
+			"grpc_addr", addrString(grpcLn), "insecure_plaintext", s.cfg.InsecurePlaintext)
 	case s.cfg.TLS.ClientAuth != tls.RequireAndVerifyClientCert:
 		mode = "TLS without client certificates"
 	}
-	s.log.InfoContext(ctx, "serving", "service", s.cfg.ServiceName,
+	// The logger names the service (its "service" key): not repeated here.
+	s.log.InfoContext(ctx, "serving",
 		"grpc_addr", addrString(grpcLn), "grpc_security", mode, "debug_addr", addrString(debugLn))
 	if debugLn != nil {
-		s.log.InfoContext(ctx, "debug server listening (/metrics, /livez, /readyz only)", "service", s.cfg.ServiceName, "debug_addr", addrString(debugLn))
+		s.log.InfoContext(ctx, "debug server listening (/metrics, /livez, /readyz only)", "debug_addr", addrString(debugLn))
 	}
 
 	var failure error
@@ -362,7 +363,7 @@ func (s *Server) shutdown() {
 		}
 		cancel()
 	}
-	s.log.Info("stopped", "service", s.cfg.ServiceName, "took", time.Since(start))
+	s.log.Info("stopped", "took", time.Since(start))
 }
 
 func addrString(ln net.Listener) string {

@@ -542,3 +542,40 @@ func TestRunErrors(t *testing.T) {
 		t.Errorf("Run = %v", err)
 	}
 }
+
+// TestLogsNameTheServiceOnce: the services' loggers carry a "service" key;
+// the server's own lines must not add a second one (JSON with a repeated key
+// is ambiguous to every log tool).
+func TestLogsNameTheServiceOnce(t *testing.T) {
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil)).With("service", "gateway")
+	cfg := serve.Config{ServiceName: "hangar-test", GRPCAddr: "127.0.0.1:0", DebugAddr: "127.0.0.1:0", InsecurePlaintext: true}
+	srv, err := serve.New(cfg, serve.Deps{Logger: log, Registry: telemetry.NewRegistry(cfg.ServiceName)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	for !strings.Contains(logs.String(), `"msg":"serving"`) {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned %v before serving", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cancel()
+	<-done
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) < 2 {
+		t.Fatalf("expected the serving and stopped lines, got:\n%s", logs.String())
+	}
+	for _, l := range lines {
+		if n := strings.Count(l, `"service":`); n != 1 {
+			t.Errorf("%d service keys in %s", n, l)
+		}
+	}
+}

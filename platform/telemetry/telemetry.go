@@ -62,7 +62,7 @@ const (
 func ConfigFromEnv(r *envconfig.Reader, serviceName string) Config {
 	return Config{
 		ServiceName:  serviceName,
-		OTLPEndpoint: r.String(EnvOTLPEndpoint, ""),
+		OTLPEndpoint: r.Addr(EnvOTLPEndpoint, ""),
 		Insecure:     r.Bool(EnvOTLPInsecure, false),
 		SampleRatio:  r.Float(EnvSampleRatio, 1, 1e-6, 1),
 		BatchTimeout: r.Duration(EnvBatchTimeout, 5*time.Second),

@@ -115,3 +115,51 @@ func TestDevInDocker(t *testing.T) {
 		}
 	})
 }
+
+// TestDevHandOff: on the dev stack (hangarctl dev --keep) a tracked run with
+// needs_confirmation stops after its plan (run submit exits 3), `run
+// confirm` resumes it, and the apply, on the workspace the plan left, is
+// stored as the log of RUN-resumed: dev's executors have the state bucket.
+func TestDevHandOff(t *testing.T) {
+	harness.RequireDocker(t)
+	ctl := bins.Path(t, "hangarctl")
+	dir := filepath.Join(t.TempDir(), "dev")
+	dev := harness.Start(t, "dev-keep", nil, ctl, "dev", "--keep", "--dir", dir)
+	keep := regexp.MustCompile(`hangarctl run submit --dir (\S+) --pool (\S+) --spec \S+ --follow --logship (\S+) \\\s+--tls-ca (\S+) --tls-cert (\S+) --tls-key (\S+)`)
+	dev.WaitOutput(keep, 10*time.Minute)
+	m := keep.FindStringSubmatch(dev.Output())
+	cp, pool, logship, ca, cert, key := m[1], m[2], m[3], m[4], m[5], m[6]
+
+	spec := harness.WriteFile(t, t.TempDir(), "tracked.json", `{
+  "type": "RUN_TYPE_TRACKED",
+  "stack": {"id": "stack-handoff", "name": "handoff"},
+  "commit": {"sha": "0000000000000000000000000000000000000000", "branch": "main", "message": "e2e", "author": "hangar-e2e"},
+  "runner_image": "hangar/demo-runner:latest",
+  "needs_confirmation": true,
+  "phases": [
+    {"name": "init", "commands": ["echo init-ran"]},
+    {"name": "plan", "commands": ["echo the-plan > plan.txt", "echo plan-ran"]},
+    {"name": "apply", "commands": ["cat plan.txt", "echo apply-ran"]}
+  ]
+}`)
+	sub := harness.Run(t, 5*time.Minute, nil, ctl, "run", "submit", "--dir", dir, "--pool", pool, "--spec", spec, "--follow",
+		"--logship", logship, "--tls-ca", ca, "--tls-cert", cert, "--tls-key", key, "--timeout", "4m")
+	if sub.Code != 3 || !strings.Contains(sub.Stdout, "unconfirmed") {
+		t.Fatalf("run submit of a tracked run with needs_confirmation: want exit 3 (waits for confirmation):\n%s", sub)
+	}
+	runID := regexp.MustCompile(`run (run-[0-9a-f]+) submitted`).FindStringSubmatch(sub.Stdout)[1]
+	if conf := harness.Run(t, 3*time.Minute, nil, ctl, "run", "confirm", "--dir", cp, "--pool", pool, runID); conf.Code != 0 {
+		t.Fatalf("run confirm %s: %s", runID, conf)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		logs := harness.Run(t, time.Minute, nil, ctl, "logs", "--dir", dir, runID+"-resumed")
+		if logs.Code == 0 && strings.Contains(logs.Stdout, "the-plan") && strings.Contains(logs.Stdout, "apply-ran") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no stored apply log of %s-resumed with the plan's file:\n%s\n--- dev:\n%s", runID, logs, dev.Output())
+		}
+		time.Sleep(2 * time.Second)
+	}
+}

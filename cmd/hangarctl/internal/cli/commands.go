@@ -149,3 +149,12 @@ func parseFlags(fs *flag.FlagSet, e env, maxArgs int) error {
 	}
 	return nil
 }
+
+// withUsage makes -h of a command print its synopsis (naming its arguments,
+// e.g. RUN_ID) and what it does before its flags.
+func withUsage(fs *flag.FlagSet, e env, synopsis, what string) {
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "usage: hangarctl %s\n%s\n\nflags:\n", synopsis, what)
+		fs.PrintDefaults()
+	}
+}

@@ -238,6 +238,10 @@ func runDev(ctx context.Context, e env) error {
 				"HANGAR_EXECUTOR_WORK_DIR": filepath.Join(*dir, "data"), "HANGAR_RUN_TIMEOUT": "10m", "HANGAR_LOGS_TIMEOUT": "2m",
 				"HANGAR_EXECUTOR_RELAY": relay,
 				"HANGAR_METADATA_stack": "dev",
+				// The state bucket: a tracked run's plan -> confirm -> apply
+				// hand-off stores its encrypted workspace there.
+				"HANGAR_S3_BUCKET": devBucket, "HANGAR_S3_ENDPOINT": s3.Endpoint(), "HANGAR_S3_PATH_STYLE": "true", "HANGAR_S3_REGION": "us-east-1",
+				"AWS_ACCESS_KEY_ID": accessKey, "AWS_SECRET_ACCESS_KEY": secretKey,
 			}), log)
 		})
 	}

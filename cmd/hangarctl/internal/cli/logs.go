@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/cpdir"
 )
@@ -111,25 +114,28 @@ func (c S3Config) Get(ctx context.Context, key string) ([]byte, error) {
 // runLogs prints a run's stored, masked log.
 func runLogs(ctx context.Context, e env) error {
 	fs := newFlags("logs", e)
-	dir := fs.String("dir", "", "control-plane directory")
+	dir := fs.String("dir", "", "control-plane directory (or the directory of hangarctl dev)")
 	verify := fs.Bool("verify", false, "check the stored byte count and SHA-256 of the log")
+	withUsage(fs, e, "logs --dir DIR [--verify] RUN_ID", "Prints the stored, masked log of run RUN_ID from S3 (where logship stores it when the run ends).")
 	if err := parseFlags(fs, e, 1); err != nil {
 		return err
 	}
 	if *dir == "" || fs.NArg() != 1 {
-		return fmt.Errorf("%w: usage: hangarctl logs --dir DIR [--verify] RUN_ID", errUsage)
+		return fmt.Errorf("%w: hangarctl logs --dir DIR [--verify] RUN_ID (the run id is required)", errUsage)
 	}
-	if _, err := cpdir.Open(*dir); err != nil {
-		return err
-	}
-	cfg, err := loadS3Config(*dir)
+	d, err := cpdir.Open(*dir)
 	if err != nil {
 		return err
 	}
-	key := cfg.Prefix + fs.Arg(0) + "/log"
+	cfg, err := loadS3Config(d.Path())
+	if err != nil {
+		return err
+	}
+	runID := fs.Arg(0)
+	key := cfg.Prefix + runID + "/log"
 	body, meta, err := cfg.object(ctx, key)
 	if err != nil {
-		return err
+		return explainS3(err, cfg, key, runID)
 	}
 	if *verify {
 		if err := verifyLog(body, meta); err != nil {
@@ -143,6 +149,37 @@ func runLogs(ctx context.Context, e env) error {
 		fmt.Fprintf(e.stderr, "verified: %d bytes, sha256 %s\n", len(body), meta["hangar-sha256"])
 	}
 	return nil
+}
+
+// explainS3 turns an S3 error into what the user can act on: an unknown
+// run, refused credentials, an unreachable endpoint; never the SDK's dump.
+func explainS3(err error, cfg S3Config, key, runID string) error {
+	where := "s3://" + cfg.Bucket + "/" + key
+	var nsk *types.NoSuchKey
+	var api smithy.APIError
+	switch {
+	case errors.As(err, &nsk), errors.As(err, &api) && (api.ErrorCode() == "NoSuchKey" || api.ErrorCode() == "NotFound"):
+		return fmt.Errorf("no stored log for run %s (%s does not exist): check the run id (hangarctl run submit prints it); a run's log is stored when the run ends, so a run still going has none yet (follow it with run submit --follow)", runID, where)
+	case errors.As(err, &api) && api.ErrorCode() == "NoSuchBucket":
+		return fmt.Errorf("the bucket %s does not exist at %s: check HANGAR_S3_BUCKET (or s3.json in the control-plane directory)", cfg.Bucket, endpointName(cfg))
+	case errors.As(err, &api) && (api.ErrorCode() == "AccessDenied" || api.ErrorCode() == "InvalidAccessKeyId" || api.ErrorCode() == "SignatureDoesNotMatch"):
+		return fmt.Errorf("S3 refused to read %s (%s): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or s3.json in the control-plane directory)", where, api.ErrorCode())
+	case errors.As(err, &api):
+		return fmt.Errorf("S3 could not read %s: %s: %s", where, api.ErrorCode(), api.ErrorMessage())
+	default:
+		var op *net.OpError
+		if errors.As(err, &op) {
+			return fmt.Errorf("cannot reach S3 at %s to read %s (%v): is it running? (a hangarctl dev stack serves it only while dev runs: use --keep)", endpointName(cfg), where, op.Err)
+		}
+		return fmt.Errorf("reading %s: %w", where, err)
+	}
+}
+
+func endpointName(c S3Config) string {
+	if c.Endpoint == "" {
+		return "AWS S3 (region " + c.Region + ")"
+	}
+	return c.Endpoint
 }
 
 // verifyLog checks a log object against the byte count and checksum logship

@@ -175,7 +175,7 @@ func TestPoolCommandErrors(t *testing.T) {
 		{"pool create bad broker", []string{"pool", "create", "--dir", dir, "--name", "p2", "--csr", csr, "--broker", "tcp://h:1883"}, 1, "broker"},
 		{"pool create missing flags", []string{"pool", "create", "--dir", dir}, 2, "required"},
 		{"pool create missing CSR file", []string{"pool", "create", "--dir", dir, "--name", "p2", "--csr", filepath.Join(tmp, "none"), "--broker", "mqtts://h:1"}, 1, "CSR"},
-		{"pool create not a dir", []string{"pool", "create", "--dir", tmp, "--name", "p2", "--csr", csr, "--broker", "mqtts://h:1"}, 1, "is not a Hangar control-plane directory (run hangarctl ca init --dir " + tmp + ")"},
+		{"pool create not a dir", []string{"pool", "create", "--dir", tmp, "--name", "p2", "--csr", csr, "--broker", "mqtts://h:1"}, 1, "is not a Hangar control-plane directory: ca.crt is missing; give the directory of `hangarctl ca init` (or the directory `hangarctl dev` printed, which holds control-plane/), or create a control plane there with hangarctl ca init --dir " + tmp},
 		{"pool token unknown", []string{"pool", "token", "--dir", dir, "--name", "nope"}, 1, "no such pool"},
 		{"pool list not a dir", []string{"pool", "list", "--dir", tmp}, 1, "not a Hangar control-plane directory"},
 		{"keygen refuses to overwrite", []string{"keygen", "--key", existing, "--csr", filepath.Join(tmp, "new.csr")}, 1, "already exists"},

@@ -7,6 +7,7 @@ import (
 	iofs "io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/hangar-dev/hangar/cmd/hangarctl/internal/tracefile"
 )
@@ -15,23 +16,29 @@ import (
 func runTrace(_ context.Context, e env) error {
 	fs := newFlags("trace", e)
 	dir := fs.String("dir", "", "the dev directory (hangarctl dev --dir), or its control-plane directory")
-	fs.Usage = func() {
-		fmt.Fprintln(e.stderr, "usage: hangarctl trace --dir DIR RUN")
-		fmt.Fprintln(e.stderr, "Draws the trace of run RUN that hangarctl dev kept in DIR/traces/RUN.json (OTLP JSON).")
-		fs.PrintDefaults()
-	}
+	withUsage(fs, e, "trace --dir DIR RUN_ID", "Draws the trace of run RUN_ID that hangarctl dev kept in DIR/traces/RUN_ID.json (OTLP JSON), as a waterfall.")
 	if err := parseFlags(fs, e, 1); err != nil {
 		return err
 	}
 	if *dir == "" || fs.NArg() != 1 {
-		return fmt.Errorf("%w: usage: hangarctl trace --dir DIR RUN (DIR is hangarctl dev's directory, which it prints first)", errUsage)
+		return fmt.Errorf("%w: hangarctl trace --dir DIR RUN_ID (DIR is hangarctl dev's directory, which it prints first)", errUsage)
 	}
 	devDir := devDirOf(*dir)
 	path := tracefile.Path(devDir, fs.Arg(0))
 	req, err := tracefile.Read(path)
 	if errors.Is(err, iofs.ErrNotExist) {
-		return fmt.Errorf("no trace of run %s in %s: hangarctl dev keeps the trace of its demo run there (see %s for the runs it has)",
-			fs.Arg(0), filepath.Dir(path), filepath.Dir(path))
+		var runs []string
+		entries, _ := os.ReadDir(filepath.Dir(path))
+		for _, en := range entries {
+			if r, ok := strings.CutSuffix(en.Name(), ".json"); ok {
+				runs = append(runs, r)
+			}
+		}
+		have := "it holds none: is DIR the directory hangarctl dev printed?"
+		if len(runs) > 0 {
+			have = "it holds the traces of " + strings.Join(runs, ", ")
+		}
+		return fmt.Errorf("no trace of run %s in %s (hangarctl dev keeps there the trace of each demo run it makes): %s", fs.Arg(0), filepath.Dir(path), have)
 	}
 	if err != nil {
 		return fmt.Errorf("trace of run %s: %w", fs.Arg(0), err)

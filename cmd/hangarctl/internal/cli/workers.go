@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"sync"
@@ -71,7 +72,14 @@ func runWorkers(ctx context.Context, e env) error {
 	if len(latest) == 0 {
 		return fmt.Errorf("no heartbeat from pool %s within %v: is its gateway running?", p.Name, *wait)
 	}
-	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
+	return printWorkers(e.stdout, latest, time.Now())
+}
+
+// printWorkers writes the workers table: one line per gateway (from its
+// latest heartbeat) and per executor it reports. STATE is the worker's state
+// (idle, busy, draining, ...), SLOTS the executor's busy/total slots.
+func printWorkers(w io.Writer, latest map[string]*eventv1.Heartbeat, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "WORKER\tKIND\tSTATE\tSLOTS\tMETADATA\tNOTE")
 	ids := make([]string, 0, len(latest))
 	for id := range latest {
@@ -81,20 +89,13 @@ func runWorkers(ctx context.Context, e env) error {
 	for _, id := range ids {
 		hb := latest[id]
 		fmt.Fprintf(tw, "%s\tgateway\t%s\t-\t%s\tlast heartbeat %s ago\n", id, stateName(hb.GetState()), tags(hb.GetMetadata()),
-			time.Since(time.UnixMilli(hb.GetTimeUnixMs())).Round(time.Second))
+			now.Sub(time.UnixMilli(hb.GetTimeUnixMs())).Round(time.Second))
 		for _, ex := range hb.GetExecutors() {
-			fmt.Fprintf(tw, "%s\texecutor\t%s\t%d/%d\t%s\t%s\n", ex.GetExecutorId(), executorState(ex), ex.GetBusy(), ex.GetSlots(),
+			fmt.Fprintf(tw, "%s\texecutor\t%s\t%d/%d\t%s\t%s\n", ex.GetExecutorId(), stateName(ex.GetState()), ex.GetBusy(), ex.GetSlots(),
 				tags(ex.GetMetadata()), ex.GetUnavailableReason())
 		}
 	}
 	return tw.Flush()
-}
-
-func executorState(ex *eventv1.ExecutorStatus) string {
-	if ex.GetState() == eventv1.WorkerState_WORKER_STATE_BUSY {
-		return fmt.Sprintf("busy %d/%d", ex.GetBusy(), ex.GetSlots())
-	}
-	return stateName(ex.GetState())
 }
 
 func stateName(s eventv1.WorkerState) string {

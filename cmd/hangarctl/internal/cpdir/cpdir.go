@@ -242,10 +242,14 @@ func Init(path string, brokerHosts []string) (*Dir, error) {
 	return d, nil
 }
 
-// Open opens an initialized control-plane directory.
+// Open opens an initialized control-plane directory: path, or the control
+// plane of the `hangarctl dev` stack whose directory path is (Resolve).
 func Open(path string) (*Dir, error) {
+	given := path
+	path = Resolve(path)
 	notDir := func(why string) error {
-		return fmt.Errorf("%s is %w (run hangarctl ca init --dir %s): %s", path, ErrNotInitialized, path, why)
+		return fmt.Errorf("%s is %w: %s; give the directory of `hangarctl ca init` (or the directory `hangarctl dev` printed, which holds %s/), or create a control plane there with hangarctl ca init --dir %s",
+			given, ErrNotInitialized, why, DevSubdir, given)
 	}
 	if path == "" {
 		return nil, fmt.Errorf("open control-plane directory: empty path: %w", ErrNotInitialized)
@@ -509,7 +513,7 @@ func (d *Dir) readPool(name string) (*poolRecord, error) {
 	}
 	b, err := os.ReadFile(d.poolFile(name))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s (in %s)", ErrPoolNotFound, name, d.path)
+		return nil, fmt.Errorf("%w: %s (in %s; hangarctl pool list --dir %s lists its pools)", ErrPoolNotFound, name, d.path, d.path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", name, err)
@@ -543,4 +547,25 @@ func (r *poolRecord) pool() (*Pool, error) {
 		CertificatePEM: []byte(r.CertificatePEM),
 		CreatedAt:      r.CreatedAt,
 	}, nil
+}
+
+// DevSubdir is where `hangarctl dev` keeps its control plane, under its
+// directory.
+const DevSubdir = "control-plane"
+
+// Resolve is the control-plane directory for path: path itself, or, when
+// path is the directory of a `hangarctl dev` stack (it has no CA but its
+// DevSubdir has), that subdirectory.
+func Resolve(path string) string {
+	if path == "" {
+		return path
+	}
+	if _, err := os.Stat(filepath.Join(path, CACertFile)); err == nil {
+		return path
+	}
+	sub := filepath.Join(path, DevSubdir)
+	if _, err := os.Stat(filepath.Join(sub, CACertFile)); err == nil {
+		return sub
+	}
+	return path
 }

@@ -130,12 +130,24 @@ func TestOpen(t *testing.T) {
 			if !errors.Is(err, ErrNotInitialized) {
 				t.Fatalf("got %v", err)
 			}
-			want := path + " is not a Hangar control-plane directory (run hangarctl ca init --dir " + path + ")"
-			if !strings.Contains(err.Error(), want) {
-				t.Fatalf("message %q lacks %q", err, want)
+			for _, want := range []string{path + " is not a Hangar control-plane directory: ", "hangarctl dev", "hangarctl ca init --dir " + path} {
+				if !strings.Contains(err.Error(), want) {
+					t.Fatalf("message %q lacks %q", err, want)
+				}
 			}
 		})
 	}
+	t.Run("the directory of hangarctl dev", func(t *testing.T) {
+		devDir := t.TempDir()
+		cp, err := Init(filepath.Join(devDir, DevSubdir), []string{"localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Open(devDir)
+		if err != nil || got.Path() != cp.Path() {
+			t.Fatalf("Open(dev dir) = %v, %v; want the control plane in %s", got, err, cp.Path())
+		}
+	})
 	t.Run("mismatched signing key", func(t *testing.T) {
 		other := mustInit(t)
 		os.WriteFile(filepath.Join(d.Path(), "signing.pub"), mustRead(t, filepath.Join(other.Path(), "signing.pub")), 0o644)

@@ -44,6 +44,27 @@ func (l Limits) ForSpec(spec *runv1.RunSpec) Limits {
 	}
 }
 
+// Notes says, for the run's log, which of the spec's limits the pool's
+// shorter ones override: a run asking for more time than the pool allows is
+// not clamped without a word.
+func (l Limits) Notes(spec *runv1.RunSpec) []string {
+	var out []string
+	for _, c := range []struct {
+		what, env string
+		pool      time.Duration
+		asked     uint32
+	}{
+		{"run timeout", "HANGAR_RUN_TIMEOUT", l.RunTimeout, spec.GetTimeoutSeconds()},
+		{"logs timeout", "HANGAR_LOGS_TIMEOUT", l.LogsTimeout, spec.GetLogsTimeoutSeconds()},
+	} {
+		asked := time.Duration(c.asked) * time.Second
+		if c.asked != 0 && c.pool != 0 && asked > c.pool {
+			out = append(out, fmt.Sprintf("[hangar] the run asks for a %s of %s; the pool's limit of %s applies (%s of the executor)", c.what, asked, c.pool, c.env))
+		}
+	}
+	return out
+}
+
 func shorter(pool time.Duration, specSeconds uint32) time.Duration {
 	if specSeconds == 0 {
 		return pool
@@ -82,6 +103,11 @@ func shorter(pool time.Duration, specSeconds uint32) time.Duration {
 // through unchanged and note it as output activity. A nil writer stays a sink
 // whose writes still count as activity.
 func Run(ctx context.Context, rt runner.Runtime, job *runner.Job, lim Limits) runner.Result {
+	if job.Stderr != nil {
+		for _, n := range lim.Notes(job.Spec) {
+			_, _ = fmt.Fprintln(job.Stderr, n)
+		}
+	}
 	lim = lim.ForSpec(job.Spec)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -358,6 +359,32 @@ func TestLimitsForSpec(t *testing.T) {
 			spec := &runv1.RunSpec{TimeoutSeconds: tt.timeout, LogsTimeoutSeconds: tt.logsTimeout}
 			if got := tt.pool.ForSpec(spec); got != tt.want {
 				t.Errorf("ForSpec = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLimitsNotes(t *testing.T) {
+	pool := Limits{RunTimeout: 10 * time.Minute, LogsTimeout: 2 * time.Minute}
+	for _, tt := range []struct {
+		name                 string
+		pool                 Limits
+		timeout, logsTimeout uint32
+		want                 []string
+	}{
+		{"nothing asked", pool, 0, 0, nil},
+		{"shorter: no note", pool, 60, 60, nil},
+		{"no pool limit: no note", Limits{}, 7200, 0, nil},
+		{"longer run timeout", pool, 3600, 0, []string{"[hangar] the run asks for a run timeout of 1h0m0s; the pool's limit of 10m0s applies (HANGAR_RUN_TIMEOUT of the executor)"}},
+		{"both longer", pool, 3600, 600, []string{
+			"[hangar] the run asks for a run timeout of 1h0m0s; the pool's limit of 10m0s applies (HANGAR_RUN_TIMEOUT of the executor)",
+			"[hangar] the run asks for a logs timeout of 10m0s; the pool's limit of 2m0s applies (HANGAR_LOGS_TIMEOUT of the executor)",
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.pool.Notes(&runv1.RunSpec{TimeoutSeconds: tt.timeout, LogsTimeoutSeconds: tt.logsTimeout})
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Notes = %q, want %q", got, tt.want)
 			}
 		})
 	}

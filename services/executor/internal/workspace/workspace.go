@@ -267,10 +267,11 @@ func (ws *Workspace) fill(ctx context.Context, src *runv1.Source, opts Options) 
 		return err
 	}
 	g := &git{
-		bin:    opts.GitBinary,
-		stdout: orDiscard(opts.Stdout),
-		stderr: orDiscard(opts.Stderr),
-		env:    gitEnv(os.Environ(), target),
+		hostDir: ws.Dir,
+		bin:     opts.GitBinary,
+		stdout:  orDiscard(opts.Stdout),
+		stderr:  orDiscard(opts.Stderr),
+		env:     gitEnv(os.Environ(), target),
 	}
 	switch {
 	case target.password != "":
@@ -472,6 +473,9 @@ type git struct {
 	env            []string
 	stdout, stderr io.Writer
 	secrets        []string // removed from all output
+	// hostDir is the workspace's path on the executor's host: the run's log
+	// shows "<workspace>" instead, never where the executor keeps its files.
+	hostDir string
 }
 
 // run runs git with args in dir ("" for the current directory). The error
@@ -491,9 +495,9 @@ func (g *git) exec(ctx context.Context, dir string, stdout io.Writer, args ...st
 	cmd := exec.CommandContext(ctx, g.bin, args...)
 	cmd.Dir = dir
 	cmd.Env = g.env
-	outLines := &lineRedactor{w: stdout, secrets: g.secrets}
+	outLines := &lineRedactor{w: stdout, secrets: g.secrets, hostDir: g.hostDir}
 	tail := &tailBuffer{max: 2048}
-	errLines := &lineRedactor{w: io.MultiWriter(g.stderr, tail), secrets: g.secrets}
+	errLines := &lineRedactor{w: io.MultiWriter(g.stderr, tail), secrets: g.secrets, hostDir: g.hostDir}
 	cmd.Stdout = outLines
 	cmd.Stderr = errLines
 	err := cmd.Run()
@@ -536,6 +540,7 @@ type lineRedactor struct {
 	mu      sync.Mutex
 	w       io.Writer
 	secrets []string
+	hostDir string // replaced by "<workspace>"
 	buf     []byte
 }
 
@@ -569,6 +574,9 @@ func (l *lineRedactor) flush() {
 
 func (l *lineRedactor) emit(line []byte) {
 	s := redactURL(string(line))
+	if l.hostDir != "" {
+		s = strings.ReplaceAll(s, l.hostDir, "<workspace>")
+	}
 	for _, secret := range l.secrets {
 		s = strings.ReplaceAll(s, secret, "***")
 	}

@@ -213,6 +213,10 @@ func TestPrepareClonesFromPrivateVCS(t *testing.T) {
 			if out := stdout.String(); !strings.Contains(out, "Fetching "+r.url+"/acme/infra.git") || !strings.Contains(out, "HEAD is now at "+tt.wantCommit) {
 				t.Errorf("progress output = %q", out)
 			}
+			// The run's log never shows where the executor keeps its files.
+			if all := stdout.String() + stderr.String(); strings.Contains(all, base) || !strings.Contains(all, "Cloning into '<workspace>'") {
+				t.Errorf("progress output shows the host path %s, or not <workspace>:\n%s", base, all)
+			}
 			if err := ws.Remove(); err != nil {
 				t.Fatal(err)
 			}

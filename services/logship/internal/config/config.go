@@ -103,14 +103,14 @@ type Config struct {
 // Load reads the configuration from r (envconfig.FromOS() in main).
 func Load(r *envconfig.Reader) (*Config, error) {
 	c := &Config{
-		GRPCAddr:          r.String("HANGAR_LOGSHIP_GRPC_ADDR", ":7302"),
-		DebugAddr:         r.String("HANGAR_LOGSHIP_DEBUG_ADDR", ":9302"),
+		GRPCAddr:          r.Addr("HANGAR_LOGSHIP_GRPC_ADDR", ":7302"),
+		DebugAddr:         r.Addr("HANGAR_LOGSHIP_DEBUG_ADDR", ":9302"),
 		Bucket:            r.Required("HANGAR_S3_BUCKET"),
 		Endpoint:          r.String("HANGAR_S3_ENDPOINT", ""),
 		Region:            r.String("HANGAR_S3_REGION", "us-east-1"),
 		PathStyle:         r.Bool("HANGAR_S3_PATH_STYLE", false),
 		Prefix:            r.String("HANGAR_S3_PREFIX", "runs/"),
-		SpoolDir:          r.String("HANGAR_LOGSHIP_SPOOL_DIR", "/var/lib/hangar/logship"),
+		SpoolDir:          r.StateDir("HANGAR_LOGSHIP_SPOOL_DIR", "/var/lib/hangar/logship"),
 		MaskMinLength:     r.Int("HANGAR_MASK_MIN_LENGTH", 6, 1, 1024),
 		ChunkInterval:     r.Duration("HANGAR_LOGSHIP_CHUNK_INTERVAL", 5*time.Second),
 		CloseWait:         r.Duration("HANGAR_LOGSHIP_CLOSE_WAIT", 30*time.Second),

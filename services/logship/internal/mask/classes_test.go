@@ -214,7 +214,8 @@ func TestPending(t *testing.T) {
 		{"%61%62", 6}, // could be the percent-encoded secret
 		{"!", 0},
 		{`{"k":"\u00`, 4},
-		{"41\"}\n", 0},
+		{`41"} secret_access_key = `, 20}, // a known format's name: its value may follow
+		{"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKE\n", 0}, // 39 bytes: not a key
 	}
 	for _, s := range steps {
 		w.Write([]byte(s.in))
@@ -225,7 +226,7 @@ func TestPending(t *testing.T) {
 			t.Fatalf("after %q: Clean() = %v", s.in, w.Clean())
 		}
 	}
-	if want := "plain line\nx ****** %61%62!{\"k\":\"\\u0041\"}\n"; dst.String() != want {
+	if want := "plain line\nx ****** %61%62!{\"k\":\"\\u0041\"} secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKE\n"; dst.String() != want {
 		t.Fatalf("got %q, want %q", dst.String(), want)
 	}
 }

@@ -93,12 +93,16 @@ type anchorRef struct {
 type scanner struct {
 	f     *Format
 	start int64 // first covered raw position
-	phase uint8
-	n     int // value bytes (or, for PEM, bytes since start)
-	seps  int
-	dots  int
-	tail  [16]byte // PEM: the last bytes of the current line
-	tn    int
+	// anchor is the anchor's first raw position: held while the scanner
+	// reads, so that the writer is not clean (Pending > 0) in the middle of
+	// a format, even between a context's name and its value.
+	anchor int64
+	phase  uint8
+	n      int // value bytes (or, for PEM, bytes since start)
+	seps   int
+	dots   int
+	tail   [16]byte // PEM: the last bytes of the current line
+	tn     int
 }
 
 const (
@@ -110,7 +114,7 @@ const (
 )
 
 func newScanner(f *Format, anchorStart, anchorEnd int64) scanner {
-	sc := scanner{f: f, start: anchorStart, phase: phaseValue}
+	sc := scanner{f: f, start: anchorStart, anchor: anchorStart, phase: phaseValue}
 	switch {
 	case f.PEM:
 		sc.phase = pemHeader

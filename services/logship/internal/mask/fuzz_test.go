@@ -112,12 +112,24 @@ func FuzzMask(f *testing.F) {
 		want, masks := refMask(input, secrets, opts)
 		var dst bytes.Buffer
 		w := set.NewWriter(&dst)
-		writeSplit(t, w, input, sizes)
+		clean := writeSplit(t, w, input, sizes, &dst)
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
 		if got := dst.Bytes(); !bytes.Equal(got, want) {
 			t.Fatalf("secrets %q\ninput %q\n got %q\nwant %q", secrets, input, got, want)
+		}
+		// At a clean point (Pending() == 0) the writer is as a new one: a
+		// new writer given the rest of the input writes the rest of the
+		// output.
+		if clean.in > 0 {
+			var rest bytes.Buffer
+			w2 := set.NewWriter(&rest)
+			w2.Write(input[clean.in:])
+			w2.Close()
+			if !bytes.Equal(rest.Bytes(), dst.Bytes()[clean.out:]) {
+				t.Fatalf("clean point at %d of %q: a new writer gives %q, want %q", clean.in, input, rest.Bytes(), dst.Bytes()[clean.out:])
+			}
 		}
 		st := w.Stats()
 		if st.BytesIn != int64(len(input)) || st.BytesOut != int64(len(want)) || st.Masks != masks {
@@ -154,8 +166,15 @@ func fuzzSizes(splits []byte) []int {
 	return sizes
 }
 
-func writeSplit(t *testing.T, w *Writer, input []byte, sizes []int) {
+// cleanPoint is a point where the writer was clean: input and output
+// offsets.
+type cleanPoint struct{ in, out int }
+
+// writeSplit writes input in writes of sizes and returns the middle clean
+// point it saw (zero if none).
+func writeSplit(t *testing.T, w *Writer, input []byte, sizes []int, dst *bytes.Buffer) cleanPoint {
 	t.Helper()
+	var cleans []cleanPoint
 	rest := input
 	for i := 0; len(rest) > 0; i++ {
 		n := len(rest)
@@ -169,7 +188,14 @@ func writeSplit(t *testing.T, w *Writer, input []byte, sizes []int) {
 		if w.Pending() < 0 || w.Pending() > len(input)-len(rest) {
 			t.Fatalf("Pending() = %d", w.Pending())
 		}
+		if w.Clean() && len(rest) > 0 {
+			cleans = append(cleans, cleanPoint{len(input) - len(rest), dst.Len()})
+		}
 	}
+	if len(cleans) == 0 {
+		return cleanPoint{}
+	}
+	return cleans[len(cleans)/2]
 }
 
 // FuzzMerged: two streams, each masked by its own writer, their outputs

@@ -471,7 +471,7 @@ func (w *Writer) holdBound() int64 {
 		}
 	}
 	for _, sc := range w.scans {
-		b = min(b, sc.start)
+		b = min(b, sc.anchor)
 	}
 	return b
 }

@@ -62,8 +62,8 @@ type Config struct {
 func Load(r *envconfig.Reader) (Config, error) {
 	cfg := Config{
 		RunInitializationPolicy: r.String(EnvRunInitializationPolicy, ""),
-		GRPCAddr:                r.String(EnvGRPCAddr, DefaultGRPCAddr),
-		DebugAddr:               r.String(EnvDebugAddr, DefaultDebugAddr),
+		GRPCAddr:                r.Addr(EnvGRPCAddr, DefaultGRPCAddr),
+		DebugAddr:               r.Addr(EnvDebugAddr, DefaultDebugAddr),
 		TLSCA:                   r.String(EnvTLSCA, ""),
 		TLSCert:                 r.String(EnvTLSCert, ""),
 		TLSKey:                  r.String(EnvTLSKey, ""),
