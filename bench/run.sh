@@ -85,6 +85,7 @@ bench sealedbox platform ./sealedbox/ -bench . -count "$count" -benchtime "$benc
 bench runenvelope platform ./runenvelope/ -bench . -count "$count" -benchtime "$benchtime"
 bench intake services/gateway ./internal/intake/ -bench . -count "$count" -benchtime "$benchtime"
 bench policy services/policy ./internal/engine/ -bench Evaluate -count "$count" -benchtime "$benchtime"
+bench relay services/executor ./internal/relayrecv/ -bench Relay -count "$count" -benchtime 2x
 
 mask_table=""
 if [[ -x "$root/bench/mask.sh" ]]; then
@@ -126,6 +127,19 @@ ROWS_LABEL=1 rows "$raw"/sealedbox.txt "$raw"/runenvelope.txt "$raw"/intake.txt 
 			if (floor > 0 && name[i] ~ /\/(Intake|RSA4096PrivateKeyOp|Open4096|DecryptOAEP4096|VerifyDecrypt)$/) x = sprintf("%.2f×", ns[i] / floor)
 			printf "| %s | %s | %s | %s | %s | %s |\n", name[i], fmt_ns(ns[i]), r, mbs[i], allocs[i], x
 		}
+	}'
+echo
+
+echo "## Output relay (executor side of a run's output, ADR 0016)"
+echo
+rows "$raw"/relay.txt | awk -F'\t' '
+	{ name[NR] = $1; mbs[NR] = $3; if ($1 == "Relay/direct") floor = $3 + 0 }
+	END {
+		print "| benchmark (256 MiB printed) | MB/s | × direct pipe |"
+		print "|---|--:|--:|"
+		for (i = 1; i <= NR; i++) printf "| %s | %s | %s |\n", name[i], mbs[i], (floor > 0 ? sprintf("%.2f×", mbs[i] / floor) : "-")
+		print ""
+		print "Relay/relay: the command'"'"'s output through hangar-relay'"'"'s pipes, buffer and unix socket into the executor'"'"'s receiver (acknowledged at once). Relay/direct: the same command into a plain pipe, the limit."
 	}'
 echo
 

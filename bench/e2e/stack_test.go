@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
@@ -30,10 +29,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
@@ -359,7 +356,6 @@ func (r *run) wait(timeout time.Duration, what string, pred func(*eventv1.Event)
 	}
 }
 
-func isStarted(ev *eventv1.Event) bool  { return ev.GetStarted() != nil }
 func isFinished(ev *eventv1.Event) bool { return ev.GetFinished() != nil }
 
 // finished waits for the run's final event and requires a successful run.
@@ -373,47 +369,6 @@ func (r *run) finished(timeout time.Duration) (*eventv1.RunFinished, error) {
 		return nil, fmt.Errorf("run %s: %s", r.id, describe(ev))
 	}
 	return fin, nil
-}
-
-// tailUntilLine follows the run's log through logship's Tail until a whole
-// line equal to want arrives. Tail answers NOT_FOUND until the executor has
-// opened the run's log: it is asked again every 2ms then.
-func (s *devStack) tailUntilLine(ctx context.Context, runID, want string) error {
-	for {
-		st, err := s.logs.Tail(ctx, &logsv1.TailRequest{RunId: runID}, grpc.WaitForReady(true))
-		if err != nil {
-			return err
-		}
-		var pending []byte
-		for {
-			m, err := st.Recv()
-			if status.Code(err) == codes.NotFound {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("tail %s: %w", runID, err)
-			}
-			pending = append(pending, m.GetData()...)
-			for {
-				i := bytes.IndexByte(pending, '\n')
-				if i < 0 {
-					break
-				}
-				if string(pending[:i]) == want {
-					return nil
-				}
-				pending = pending[i+1:]
-			}
-			if m.GetEnd() {
-				return fmt.Errorf("tail %s: the log ended without the line %q", runID, want)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
 }
 
 var uploadedLine = regexp.MustCompile(`"bytes":(\d+)`)

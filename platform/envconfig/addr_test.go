@@ -68,3 +68,23 @@ func TestDirs(t *testing.T) {
 		t.Errorf("StateDir did not create the directory: %v", err)
 	}
 }
+
+func TestExistingFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "policy.rego")
+	if err := os.WriteFile(file, []byte("package x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ v, want string }{
+		{file, ""},
+		{filepath.Join(dir, "none.rego"), "HANGAR_F: cannot read " + filepath.Join(dir, "none.rego") + ": no such file or directory"},
+		{dir, "HANGAR_F: " + dir + " is a directory, not a file"},
+	} {
+		r := FromMap(map[string]string{"HANGAR_F": tc.v})
+		r.ExistingFile("HANGAR_F", "")
+		err := r.Err()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || err.Error() != tc.want) {
+			t.Errorf("ExistingFile(%q): %v, want %q", tc.v, err, tc.want)
+		}
+	}
+}

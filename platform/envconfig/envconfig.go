@@ -441,3 +441,22 @@ func (r *Reader) StateDir(name, def string) string {
 	}
 	return v
 }
+
+// ExistingFile returns the path of a file that must exist and be readable
+// (def when unset), recording "NAME: ..." when it is not.
+func (r *Reader) ExistingFile(name, def string) string {
+	v := r.String(name, def)
+	if v == "" {
+		return v
+	}
+	f, err := os.Open(v)
+	if err != nil {
+		r.fail(name, "cannot read %s: %v", v, errors.Unwrap(err))
+		return v
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		r.fail(name, "%s is a directory, not a file", v)
+	}
+	return v
+}

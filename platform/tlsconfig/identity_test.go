@@ -56,7 +56,7 @@ func TestLoadPool(t *testing.T) {
 		err       string
 	}{
 		{"executor", exCert, exKey, tlsconfig.RoleExecutor, ""},
-		{"wrong role", exCert, exKey, tlsconfig.RoleGateway, "needs a gateway certificate"},
+		{"wrong role", exCert, exKey, tlsconfig.RoleGateway, "needs a certificate of role gateway"},
 		{"no identity", plainCert, plainKey, tlsconfig.RoleExecutor, "no hangar identity"},
 		{"another CA", foreignCert, foreignKey, tlsconfig.RoleExecutor, "pool CA"},
 	} {

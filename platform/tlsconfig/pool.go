@@ -73,7 +73,7 @@ func LoadPool(caPEM, certPEM, keyPEM []byte, want Role) (*Pool, error) {
 		return nil, fmt.Errorf("own certificate: %w", err)
 	}
 	if id.Role != want {
-		return nil, fmt.Errorf("own certificate is for role %s (%s), this service needs a %s certificate", id.Role, id, want)
+		return nil, fmt.Errorf("own certificate is for role %s (%s), this service needs a certificate of role %s", id.Role, id, want)
 	}
 	return &Pool{Identity: id, CAs: cas, Cert: cert}, nil
 }

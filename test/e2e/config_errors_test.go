@@ -32,6 +32,7 @@ func TestStartErrorsNameTheVariable(t *testing.T) {
 		{"logship", "spool directory a file", []string{"HANGAR_S3_BUCKET=b", "HANGAR_LOGSHIP_SPOOL_DIR=" + file}, "HANGAR_LOGSHIP_SPOOL_DIR"},
 		{"logship", "gRPC address not an address", []string{"HANGAR_S3_BUCKET=b", "HANGAR_LOGSHIP_GRPC_ADDR=logship", "HANGAR_LOGSHIP_SPOOL_DIR=" + t.TempDir()}, "HANGAR_LOGSHIP_GRPC_ADDR"},
 		{"policy", "debug address not an address", []string{"HANGAR_POLICY_DEBUG_ADDR=9301"}, "HANGAR_POLICY_DEBUG_ADDR"},
+		{"policy", "policy file missing", []string{"HANGAR_RUN_INITIALIZATION_POLICY=" + missing}, "HANGAR_RUN_INITIALIZATION_POLICY"},
 		{"policy", "OTLP endpoint a URL", []string{"HANGAR_OTLP_ENDPOINT=http://collector:4317"}, "HANGAR_OTLP_ENDPOINT"},
 	}
 	for _, c := range cases {

@@ -119,9 +119,7 @@ func (e *linkEnv) testHugePublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := len(obs.Heartbeats())
-	huge := bytes.Repeat([]byte{'x'}, 200<<20)
-	tok := c.Publish(mqtttopic.Runs("pool-a"), 1, false, huge)
-	huge = nil
+	tok := c.Publish(mqtttopic.Runs("pool-a"), 1, false, bytes.Repeat([]byte{'x'}, 200<<20))
 	if !tok.WaitTimeout(2 * time.Minute) {
 		t.Fatal("the 200 MiB publish neither completed nor failed within 2 minutes")
 	}

@@ -256,6 +256,10 @@ func (x *logsEnv) testCorpus(t *testing.T) {
 	if !strings.HasPrefix(stored, "[hangar] not masked in this log (shorter than 6 bytes): PIN\n") {
 		t.Errorf("the log does not start by naming the secret too short to mask:\n%.300s", stored)
 	}
+	// The executor's footer is the last line, after what the maskers held.
+	if !regexp.MustCompile(`\n\[hangar\] run ` + regexp.QuoteMeta(runID) + `: finished \(exit code 0\)\n$`).MatchString(stored) {
+		t.Errorf("the footer is not the stored log's last line:\n%s", stored[max(0, len(stored)-300):])
+	}
 	// A finished log lives in one place.
 	if keys := x.s3.Keys(t, "runs/"+runID+"/"); len(keys) != 1 {
 		t.Errorf("objects of the finished run: %q, want the final log only", keys)

@@ -272,7 +272,7 @@ func runDev(ctx context.Context, e env) error {
 
 	stored, err := s3cfg.Get(ctx, logKey)
 	if err != nil {
-		return fmt.Errorf("reading the stored log %s: %w", logKey, err)
+		return explainS3(err, s3cfg, logKey, runID)
 	}
 	if bytes.Contains(stored, []byte(demoSecret)) {
 		return fmt.Errorf("the stored log %s contains the secret unmasked", logKey)

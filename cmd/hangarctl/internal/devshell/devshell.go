@@ -92,7 +92,7 @@ func shell(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 						return true
 					})
 					if code := command(ctx, args[0], args[1:], hc.Stdin, hc.Stdout, hc.Stderr, hc.Dir, env); code != 0 {
-						return interp.NewExitStatus(uint8(code))
+						return interp.ExitStatus(uint8(code))
 					}
 					return nil
 				}

@@ -36,6 +36,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -149,22 +150,21 @@ func (s *Shim) Run(argv []string) int {
 		}
 	}()
 
-	var readers sync.WaitGroup
-	readers.Add(2)
-	go func() { defer readers.Done(); s.read(KindStdout, outR) }()
-	go func() { defer readers.Done(); s.read(KindStderr, errR) }()
+	pumped := make(chan struct{})
+	var abandon atomic.Bool
+	go func() { defer close(pumped); s.pump(outR, errR, &abandon) }()
 	go s.connectLoop()
 
 	waitErr := cmd.Wait()
-	pipesDone := make(chan struct{})
-	go func() { readers.Wait(); close(pipesDone) }()
 	select {
-	case <-pipesDone:
+	case <-pumped:
 	case <-time.After(s.OutputWait):
-		_ = outR.Close()
-		_ = errR.Close()
-		<-pipesDone
+		// A process the command left behind holds the pipes: stop reading.
+		abandon.Store(true)
+		<-pumped
 	}
+	_ = outR.Close()
+	_ = errR.Close()
 	code, sig := exitStatus(cmd, waitErr)
 	s.mu.Lock()
 	s.exited, s.code, s.signal = true, int32(code), int32(sig)
@@ -187,30 +187,74 @@ func exitStatus(cmd *exec.Cmd, err error) (int, int) {
 	return cmd.ProcessState.ExitCode(), 0
 }
 
-// read appends what r gives to the buffer, waiting while it is full.
-func (s *Shim) read(kind byte, r io.Reader) {
+// pump reads the command's stdout and stderr pipes from one goroutine, in
+// the order they become readable, and appends
+// what it reads to the buffer, waiting while the buffer is full. One reader
+// for both keeps the order across the two streams as close as the kernel
+// lets it be seen: two readers would let the scheduler reorder them.
+func (s *Shim) pump(out, errOut *os.File, abandon *atomic.Bool) {
+	fds := [2]int{int(out.Fd()), int(errOut.Fd())}
+	kinds := [2]byte{KindStdout, KindStderr}
+	open := [2]bool{true, true}
+	partial := [2]bool{}
 	buf := make([]byte, 32<<10)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			s.mu.Lock()
-			for s.produced-s.kept >= uint64(s.Buffer) {
-				s.cond.Wait()
+	for (open[0] || open[1]) && !abandon.Load() {
+		var set syscall.FdSet
+		top := 0
+		for i, fd := range fds {
+			if open[i] {
+				set.Bits[fd/64] |= 1 << (uint(fd) % 64)
+				top = max(top, fd)
 			}
-			last := len(s.segs) - 1
-			if last >= 0 && s.segs[last].kind == kind && len(s.segs[last].data)+n <= MaxFrame {
-				s.segs[last].data = append(s.segs[last].data, buf[:n]...)
-			} else {
-				s.segs = append(s.segs, segment{kind: kind, start: s.produced, data: append(make([]byte, 0, max(n, 4<<10)), buf[:n]...)})
-			}
-			s.produced += uint64(n)
-			s.cond.Broadcast()
-			s.mu.Unlock()
 		}
-		if err != nil {
+		tv := syscall.Timeval{Usec: 100_000}
+		if _, err := syscall.Select(top+1, &set, nil, nil, &tv); err != nil {
+			if err == syscall.EINTR {
+				continue
+			}
 			return
 		}
+		// When both are ready their order is unknown: a stream whose last
+		// read ended inside a line goes first (a line is finished before
+		// the other stream's output), else stderr (a shell traces a
+		// command on stderr before the command prints).
+		order := [2]int{1, 0}
+		if partial[0] && !partial[1] {
+			order = [2]int{0, 1}
+		}
+		for _, i := range order {
+			fd := fds[i]
+			if !open[i] || set.Bits[fd/64]&(1<<(uint(fd)%64)) == 0 {
+				continue
+			}
+			n, err := syscall.Read(fd, buf)
+			if n > 0 {
+				s.appendOutput(kinds[i], buf[:n])
+				partial[i] = buf[n-1] != '\n'
+			}
+			if n == 0 || (err != nil && err != syscall.EINTR && err != syscall.EAGAIN) {
+				open[i] = false
+			}
+		}
 	}
+}
+
+// appendOutput appends p to the buffer, waiting while it is full.
+func (s *Shim) appendOutput(kind byte, p []byte) {
+	n := len(p)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.produced-s.kept >= uint64(s.Buffer) {
+		s.cond.Wait()
+	}
+	last := len(s.segs) - 1
+	if last >= 0 && s.segs[last].kind == kind && len(s.segs[last].data)+n <= MaxFrame {
+		s.segs[last].data = append(s.segs[last].data, p...)
+	} else {
+		s.segs = append(s.segs, segment{kind: kind, start: s.produced, data: append(make([]byte, 0, max(n, 4<<10)), p...)})
+	}
+	s.produced += uint64(n)
+	s.cond.Broadcast()
 }
 
 // connectLoop connects to the executor, again whenever the connection breaks,

@@ -32,6 +32,12 @@ func (b *buffer) String() string {
 // shim starts a relay running script and returns its exit code channel.
 func shim(t *testing.T, sock, script string, bufSize int) <-chan int {
 	t.Helper()
+	return shimBuf(sock, script, bufSize)
+}
+
+func shimFor(sock, script string) <-chan int { return shimBuf(sock, script, 0) }
+
+func shimBuf(sock, script string, bufSize int) <-chan int {
 	done := make(chan int, 1)
 	go func() {
 		s := &relay.Shim{Socket: sock, Buffer: bufSize}

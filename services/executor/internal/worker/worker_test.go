@@ -3,10 +3,12 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -308,5 +310,72 @@ func TestRunsOfAnEarlierLifeAreReportedLost(t *testing.T) {
 	b, _ := os.ReadFile(state)
 	if !strings.Contains(string(b), `"r10"`) || strings.Contains(string(b), `"r9"`) {
 		t.Fatalf("state = %s", b)
+	}
+}
+
+// TestRestartReadoptsAndStaysDrained: a state file of an earlier life with
+// the drain on, a run whose lease is current and one whose lease expired.
+// The new worker says drained in its Hello, re-adopts the current run (listed
+// as held, carried on by Readopt's continuation and reported), reports the
+// expired one lost without asking Readopt, and keeps the drain on disk.
+func TestRestartReadoptsAndStaysDrained(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "leases.json")
+	future, past := time.Now().Add(time.Minute).UnixMilli(), time.Now().Add(-time.Minute).UnixMilli()
+	if err := os.WriteFile(state, []byte(fmt.Sprintf(`{"drained":true,"leases":{"l1":{"run_id":"r1","epoch":2,"deadline_unix_ms":%d},"l2":{"run_id":"r2","epoch":3,"deadline_unix_ms":%d}}}`, future, past)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := &gateway{hellos: make(chan *workv1.Hello, 4), in: make(chan *workv1.AttachRequest, 64), out: make(chan *workv1.AttachResponse, 64), lease: 30}
+	lis, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv := grpc.NewServer()
+	workv1.RegisterWorkServiceServer(srv, g)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	conn, _ := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	t.Cleanup(func() { conn.Close() })
+	var asked, orphaned []string
+	release := make(chan struct{})
+	w := New(Config{ID: "ex-1", Slots: 1, Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(), StateFile: state,
+		Orphaned: func(_ context.Context, runID string, _ *logsv1.RunCredential) string {
+			orphaned = append(orphaned, runID)
+			return ""
+		},
+		Readopt: func(_ context.Context, runID string, _ *logsv1.RunCredential) (func(context.Context, func(string)) *workv1.Finish, error) {
+			asked = append(asked, runID)
+			return func(context.Context, func(string)) *workv1.Finish {
+				<-release
+				return &workv1.Finish{Result: &eventv1.RunFinished{Outcome: eventv1.Outcome_OUTCOME_FINISHED}}
+			}, nil
+		},
+	}, workv1.NewWorkServiceClient(conn), &blockingExec{start: make(chan string, 1)})
+	if got := w.Adopted(); !slices.Equal(got, []string{"r1"}) {
+		t.Errorf("adopted = %v, want [r1]", got)
+	}
+	if !slices.Equal(asked, []string{"r1"}) || !slices.Equal(orphaned, []string{"r2"}) {
+		t.Errorf("Readopt asked for %v, Orphaned for %v; want [r1] and [r2]", asked, orphaned)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go w.Run(ctx)
+	h := <-g.hellos
+	if !h.GetDrained() {
+		t.Error("the Hello after a restart does not say drained")
+	}
+	held := map[string]uint64{}
+	for _, l := range h.GetHeld() {
+		held[l.GetLeaseId()] = l.GetEpoch()
+	}
+	if held["l1"] != 2 || held["l2"] != 3 {
+		t.Errorf("held = %v, want l1 (running) and l2 (its lost result unacknowledged)", h.GetHeld())
+	}
+	close(release)
+	fin := g.waitFor(t, func(m *workv1.AttachRequest) bool {
+		return m.GetFinish() != nil && m.GetFinish().GetLeaseId() == "l1"
+	}).GetFinish()
+	if fin.GetEpoch() != 2 || fin.GetResult().GetOutcome() != eventv1.Outcome_OUTCOME_FINISHED {
+		t.Errorf("finish of the re-adopted run = %v", fin)
+	}
+	b, _ := os.ReadFile(state)
+	if !strings.Contains(string(b), `"drained":true`) {
+		t.Errorf("state file lost the drain: %s", b)
 	}
 }

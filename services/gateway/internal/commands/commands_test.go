@@ -44,7 +44,9 @@ func (a *answers) last(t *testing.T) *eventv1.CommandResult {
 // events records the dispatcher's run events.
 type events struct{}
 
-func (events) Run(string, map[string]string, *eventv1.Event) {}
+func (events) Run(string, map[string]string, *eventv1.Event)           {}
+func (events) Reserve(string) uint64                                   { return 1 }
+func (events) RunAt(string, uint64, map[string]string, *eventv1.Event) {}
 
 type fixture struct {
 	h    *Handler

@@ -41,6 +41,11 @@ import (
 // Events publishes run events (the gateway's outbox).
 type Events interface {
 	Run(runID string, trace map[string]string, ev *eventv1.Event)
+	// Reserve takes the run's next sequence number without emitting
+	// anything; RunAt emits an event with a reserved number (again, after a
+	// restart: the event id is the same, receivers deduplicate it).
+	Reserve(runID string) uint64
+	RunAt(runID string, seq uint64, trace map[string]string, ev *eventv1.Event)
 }
 
 // ErrShuttingDown is returned by Admit once the dispatcher stops.
@@ -127,7 +132,10 @@ type lease struct {
 	deadline time.Time
 	assigned time.Time
 	running  bool // the executor reported its first phase
-	cancel   bool // a cancel was requested
+	// startedSeq is the sequence number of the lease's "started" event,
+	// reserved and recorded with the lease before the event is emitted.
+	startedSeq uint64
+	cancel     bool // a cancel was requested
 }
 
 type executor struct {
@@ -371,6 +379,7 @@ func (d *Dispatcher) assignLocked() {
 		}
 		d.epochs[run.ID]++
 		l := &lease{run: run, id: newLeaseID(), epoch: d.epochs[run.ID], executor: best.id, deadline: d.now().Add(d.cfg.LeaseDuration), assigned: d.now()}
+		l.startedSeq = d.events.Reserve(run.ID)
 		d.started.Inc()
 		d.runs[run.ID] = l
 		best.held[l.id] = l
@@ -393,8 +402,12 @@ func (d *Dispatcher) assignLocked() {
 			LogCredential: cred,
 		}}})
 		d.log.Info("run assigned", "run_id", run.ID, "executor", best.id, "lease_id", l.id, "epoch", l.epoch, "resumed", resume != nil)
-		d.events.Run(run.ID, run.TraceContext, &eventv1.Event{Kind: &eventv1.Event_Started{Started: &eventv1.RunStarted{ExecutorId: best.id}}})
+		d.events.RunAt(run.ID, l.startedSeq, run.TraceContext, started(best.id))
 	}
+}
+
+func started(executor string) *eventv1.Event {
+	return &eventv1.Event{Kind: &eventv1.Event_Started{Started: &eventv1.RunStarted{ExecutorId: executor}}}
 }
 
 // resumeState is the Assign.resume of a confirmed run (nil for any other):
@@ -513,7 +526,7 @@ func (d *Dispatcher) saveLocked(run *job, l *lease) error {
 	}
 	rec := &runstore.Record{RunID: run.ID, Envelope: run.Envelope, ReceivedAt: run.ReceivedAt, AdmittedAt: run.AdmittedAt, Epoch: d.epochs[run.ID]}
 	if l != nil {
-		rec.LeaseID, rec.Epoch, rec.Executor = l.id, l.epoch, l.executor
+		rec.LeaseID, rec.Epoch, rec.Executor, rec.StartedSeq = l.id, l.epoch, l.executor, l.startedSeq
 	}
 	if _, ok := d.parked[run.ID]; ok {
 		rec.State = runstore.StateUnconfirmed

@@ -26,8 +26,9 @@ import (
 
 // recorder keeps the events the dispatcher emits (the MQTT outbox in production).
 type recorder struct {
-	mu sync.Mutex
-	ev []*eventv1.Event
+	mu       sync.Mutex
+	ev       []*eventv1.Event
+	reserved uint64
 }
 
 func (r *recorder) Run(runID string, _ map[string]string, ev *eventv1.Event) {
@@ -35,6 +36,18 @@ func (r *recorder) Run(runID string, _ map[string]string, ev *eventv1.Event) {
 	defer r.mu.Unlock()
 	ev.RunId = runID
 	r.ev = append(r.ev, ev)
+}
+
+func (r *recorder) Reserve(string) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reserved++
+	return r.reserved
+}
+
+func (r *recorder) RunAt(runID string, seq uint64, trace map[string]string, ev *eventv1.Event) {
+	ev.Sequence = seq
+	r.Run(runID, trace, ev)
 }
 
 func (r *recorder) finals(runID string) []*eventv1.RunFinished {
@@ -336,9 +349,26 @@ func TestLeasedRunSurvivesAGatewayRestart(t *testing.T) {
 
 	// The gateway dies; a new one recovers both runs from the store.
 	d2, rec2, c2 := start()
+	if recs[0].StartedSeq == 0 {
+		t.Fatalf("the lease was recorded without the number of its started event: %+v", recs[0])
+	}
 	d2.Recover(opensAll)
 	if !d2.Known("queued-1") || !d2.Known("r1") {
 		t.Fatal("recovered runs unknown")
+	}
+	// The recovered lease announces its started event again, with the number
+	// recorded with the lease (the same event id): a gateway stopped between
+	// recording the lease and emitting the event does not lose it.
+	rec2.mu.Lock()
+	var again []*eventv1.Event
+	for _, ev := range rec2.ev {
+		if ev.GetStarted() != nil && ev.RunId == "queued-1" {
+			again = append(again, ev)
+		}
+	}
+	rec2.mu.Unlock()
+	if len(again) != 1 || again[0].GetSequence() != recs[0].StartedSeq || again[0].GetStarted().GetExecutorId() != "a" {
+		t.Fatalf("started events of the recovered lease: %v, want one with sequence %d on a", again, recs[0].StartedSeq)
 	}
 	a2 := attach(t, c2, &workv1.Hello{ExecutorId: "a", Slots: 1, Held: []*workv1.HeldLease{{RunId: "queued-1", LeaseId: as.LeaseId, Epoch: as.Epoch}}})
 	a2.send(&workv1.AttachRequest{Kind: &workv1.AttachRequest_Finish{Finish: &workv1.Finish{

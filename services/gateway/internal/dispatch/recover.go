@@ -65,17 +65,23 @@ func (d *Dispatcher) Recover(reopen Reopen) {
 			handOff: handOffFromRecord(r.HandOff),
 		}
 		if r.State == runstore.StateUnconfirmed && run.handOff != nil {
-			d.restore(run, "", r.Epoch, "", true)
+			d.restore(run, "", r.Epoch, "", 0, true)
 			d.log.Info("run waiting for confirmation recovered after a restart", "run_id", r.RunID)
 			continue
 		}
-		d.restore(run, r.LeaseID, r.Epoch, r.Executor, false)
+		d.restore(run, r.LeaseID, r.Epoch, r.Executor, r.StartedSeq, false)
+		if r.LeaseID != "" && r.StartedSeq > 0 {
+			// The lease was recorded before its "started" event was emitted;
+			// a stop in between would lose the event. Announce it again with
+			// its number: a copy already published has the same id.
+			d.events.RunAt(r.RunID, r.StartedSeq, tc, started(r.Executor))
+		}
 		d.log.Info("run recovered after a restart", "run_id", r.RunID, "leased", r.LeaseID != "", "executor", r.Executor, "resumed", run.handOff != nil)
 	}
 }
 
 // restore puts back one recovered run: parked, queued (no lease) or leased.
-func (d *Dispatcher) restore(run *job, leaseID string, epoch uint64, executor string, parked bool) {
+func (d *Dispatcher) restore(run *job, leaseID string, epoch uint64, executor string, startedSeq uint64, parked bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if epoch > 0 {
@@ -89,7 +95,7 @@ func (d *Dispatcher) restore(run *job, leaseID string, epoch uint64, executor st
 		d.queued.Set(float64(len(d.queue)))
 	default:
 		d.runs[run.ID] = &lease{run: run, id: leaseID, epoch: epoch, executor: executor,
-			deadline: d.now().Add(d.cfg.LeaseDuration), assigned: d.now(), running: true}
+			deadline: d.now().Add(d.cfg.LeaseDuration), assigned: d.now(), running: true, startedSeq: startedSeq}
 	}
 }
 

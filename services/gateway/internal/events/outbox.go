@@ -103,6 +103,35 @@ func (o *Outbox) Run(runID string, trace map[string]string, ev *eventv1.Event) {
 	o.enqueue(ev)
 }
 
+// Reserve takes the run's next sequence number without emitting an event;
+// RunAt emits the event that uses it.
+func (o *Outbox) Reserve(runID string) uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.seq[runID]++
+	return o.seq[runID]
+}
+
+// RunAt emits a run event with a sequence number taken by Reserve, possibly
+// by an earlier life of the gateway (recorded with the run): it has the id
+// "{run_id}/{seq}" again, so a copy already published is deduplicated by
+// receivers. Numbering goes on after seq.
+func (o *Outbox) RunAt(runID string, seq uint64, trace map[string]string, ev *eventv1.Event) {
+	o.mu.Lock()
+	if o.seq[runID] < seq {
+		o.seq[runID] = seq
+	}
+	ev.Sequence = seq
+	if isFinal(ev) {
+		delete(o.seq, runID)
+	}
+	o.mu.Unlock()
+	ev.RunId = runID
+	ev.EventId = fmt.Sprintf("%s/%d", runID, seq)
+	ev.TraceContext = trace
+	o.enqueue(ev)
+}
+
 // Rejected emits the rejection of an envelope. Its id derives from the payload,
 // so a second delivery of the same bad payload carries the same event id.
 func (o *Outbox) Rejected(payload []byte, runID string, rej *eventv1.EnvelopeRejected) {

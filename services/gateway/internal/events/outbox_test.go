@@ -83,3 +83,28 @@ func TestOutboxRetriesAndKeepsOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestReservedNumbers(t *testing.T) {
+	pub := &flaky{}
+	o := NewOutbox(pub, "p", "gw-1", slog.New(slog.DiscardHandler), prometheus.NewRegistry(), nil, &Recovered{Sequences: map[string]uint64{"r1": 2}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go o.Serve(ctx)
+	// A number reserved by an earlier life (recorded elsewhere, say 4, while
+	// the journal only knew 2) is used as is, and numbering goes on after it.
+	o.RunAt("r1", 4, nil, &eventv1.Event{Kind: &eventv1.Event_Started{Started: &eventv1.RunStarted{ExecutorId: "x"}}})
+	o.Run("r1", nil, &eventv1.Event{Kind: &eventv1.Event_Phase{Phase: &eventv1.RunPhase{Phase: "perform"}}})
+	if n := o.Reserve("r1"); n != 6 {
+		t.Fatalf("Reserve = %d, want 6", n)
+	}
+	select {
+	case <-o.Idle():
+	case <-time.After(10 * time.Second):
+		t.Fatal("outbox never drained")
+	}
+	pub.mu.Lock()
+	defer pub.mu.Unlock()
+	if len(pub.got) != 2 || pub.got[0].GetEventId() != "r1/4" || pub.got[1].GetEventId() != "r1/5" {
+		t.Fatalf("events = %v", pub.got)
+	}
+}

@@ -56,6 +56,11 @@ type Record struct {
 	// HandOff is the stored workspace of an unconfirmed run, and of a
 	// confirmed run queued or leased to resume from it.
 	HandOff *HandOff `json:"hand_off,omitempty"`
+	// StartedSeq is the sequence number reserved for the "started" event of
+	// the current lease, recorded with the lease before the event is emitted:
+	// a gateway that stops in between announces it again, with the same
+	// number (and so the same event id), when it recovers the run.
+	StartedSeq uint64 `json:"started_seq,omitempty"`
 }
 
 // Store keeps records in a directory.

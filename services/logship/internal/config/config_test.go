@@ -47,6 +47,19 @@ func TestLoad(t *testing.T) {
 		{"log limit negative", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_LOG_MAX_BYTES": "-1"}, "HANGAR_LOG_MAX_BYTES", nil},
 		{"bad standard output flag", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT": "yes"},
 			"HANGAR_RUN_LOGS_ON_STANDARD_OUTPUT", nil},
+		{"idle close and spool guard", map[string]string{"HANGAR_S3_BUCKET": "logs", "HANGAR_LOG_IDLE_CLOSE": "2h",
+			"HANGAR_SPOOL_MIN_FREE_MB": "0"}, "", func(t *testing.T, c *Config) {
+			if c.LogIdleClose != 2*time.Hour || c.SpoolMinFreeMB != 0 {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{"idle close and spool guard defaults", map[string]string{"HANGAR_S3_BUCKET": "logs"}, "", func(t *testing.T, c *Config) {
+			if c.LogIdleClose != 30*time.Minute || c.SpoolMinFreeMB != 1024 {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{"idle close too short", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_LOG_IDLE_CLOSE": "30s"}, "HANGAR_LOG_IDLE_CLOSE", nil},
+		{"spool guard negative", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_SPOOL_MIN_FREE_MB": "-1"}, "HANGAR_SPOOL_MIN_FREE_MB", nil},
 		{"bucket missing", map[string]string{}, "HANGAR_S3_BUCKET", nil},
 		{"bad bool", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_S3_PATH_STYLE": "yes"}, "HANGAR_S3_PATH_STYLE", nil},
 		{"bad duration", map[string]string{"HANGAR_S3_BUCKET": "b", "HANGAR_LOGSHIP_CHUNK_INTERVAL": "5"}, "HANGAR_LOGSHIP_CHUNK_INTERVAL", nil},

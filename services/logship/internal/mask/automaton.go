@@ -352,7 +352,8 @@ func (f *filter) skip(p []byte, from, to int) int {
 		h1 := (uint32(x>>8) * filterMul) >> shift
 		h2 := (uint32(x>>16) * filterMul) >> shift
 		h3 := (uint32(x>>24) * filterMul) >> shift
-		if (bits[h0>>6]>>(h0&63)|bits[h1>>6]>>(h1&63)|bits[h2>>6]>>(h2&63)|bits[h3>>6]>>(h3&63))&1 != 0 {
+		if bits[h0>>6]&(1<<(h0&63)) != 0 || bits[h1>>6]&(1<<(h1&63)) != 0 ||
+			bits[h2>>6]&(1<<(h2&63)) != 0 || bits[h3>>6]&(1<<(h3&63)) != 0 {
 			break
 		}
 	}
@@ -374,7 +375,7 @@ func (f *filter) skip2(p []byte, from, to int) int {
 		h0 := (uint32(x) * filterMul) >> shift
 		h1 := (uint32(x>>16) * filterMul) >> shift
 		h2 := (uint32(x>>32) * filterMul) >> shift
-		if (bits[h0>>6]>>(h0&63)|bits[h1>>6]>>(h1&63)|bits[h2>>6]>>(h2&63))&1 != 0 {
+		if bits[h0>>6]&(1<<(h0&63)) != 0 || bits[h1>>6]&(1<<(h1&63)) != 0 || bits[h2>>6]&(1<<(h2&63)) != 0 {
 			break
 		}
 	}

@@ -589,3 +589,47 @@ func TestMergedLogMasked(t *testing.T) {
 		})
 	}
 }
+
+// TestLogReadsInArrivalOrder: chunks that arrive in a terminal's order
+// (each "+ command" trace on stderr before the command's output on stdout)
+// are stored in that order, a line ending in a secret included (nothing
+// is held after the mask); a prompt without a newline is stored (and
+// shown) at once, before any other output, and the next stream's line
+// starts on a line of its own.
+func TestLogReadsInArrivalOrder(t *testing.T) {
+	tr := openTestRun(t, "s3cr3t-Tok3n-XYZ123456")
+	defer tr.m.Close()
+	pieces := []streamPiece{
+		{StreamSystem, "[hangar] phase perform\n"},
+		{StreamStderr, "+ echo calling\n"},
+		{StreamStdout, "calling the API with s3cr3t-Tok3n-XYZ123456\n"},
+		{StreamStderr, "+ echo done\n"},
+		{StreamStdout, "done\n"},
+		{StreamStderr, "+ read -p 'Password: ' p\n"},
+		{StreamStdout, "Password: "},
+	}
+	for i, p := range pieces {
+		ack, send, err := tr.s.Chunk(Chunk{Sequence: uint64(i + 1), Stream: p.stream, Data: []byte(p.data)})
+		if err != nil || !send || ack != uint64(i+1) {
+			t.Fatalf("chunk %d (%q): ack %d send %v err %v; want it stored and acknowledged at once", i+1, p.data, ack, send, err)
+		}
+	}
+	want := "[hangar] phase perform\n+ echo calling\ncalling the API with ******\n+ echo done\ndone\n+ read -p 'Password: ' p\nPassword: "
+	if got := tr.state().MaskedBytes; got != int64(len(want)) {
+		t.Errorf("committed %d bytes, want the prompt committed too (%d)", got, len(want))
+	}
+	seq := uint64(len(pieces))
+	for _, p := range []streamPiece{{StreamStderr, "warning: no tty\n"}, {StreamSystem, "\n[hangar] run r: finished (exit code 0)\n"}} {
+		seq++
+		if _, _, err := tr.s.Chunk(Chunk{Sequence: seq, Stream: p.stream, Data: []byte(p.data)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tr.s.Close(t.Context(), seq); err != nil {
+		t.Fatal(err)
+	}
+	want += "\nwarning: no tty\n\n[hangar] run r: finished (exit code 0)\n"
+	if got := tr.final(); got != want {
+		t.Errorf("final = %q, want %q", got, want)
+	}
+}

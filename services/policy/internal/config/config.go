@@ -61,7 +61,7 @@ type Config struct {
 // reported at once, each naming its variable.
 func Load(r *envconfig.Reader) (Config, error) {
 	cfg := Config{
-		RunInitializationPolicy: r.String(EnvRunInitializationPolicy, ""),
+		RunInitializationPolicy: r.ExistingFile(EnvRunInitializationPolicy, ""),
 		GRPCAddr:                r.Addr(EnvGRPCAddr, DefaultGRPCAddr),
 		DebugAddr:               r.Addr(EnvDebugAddr, DefaultDebugAddr),
 		TLSCA:                   r.String(EnvTLSCA, ""),

@@ -2,6 +2,8 @@ package config
 
 import (
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -21,8 +23,12 @@ func TestLoadDefaults(t *testing.T) {
 }
 
 func TestLoad(t *testing.T) {
+	policyFile := filepath.Join(t.TempDir(), "policy.rego")
+	if err := os.WriteFile(policyFile, []byte("package hangar"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg, err := Load(envconfig.FromMap(map[string]string{
-		"HANGAR_RUN_INITIALIZATION_POLICY": "/etc/hangar/policy.rego",
+		"HANGAR_RUN_INITIALIZATION_POLICY": policyFile,
 		"HANGAR_POLICY_GRPC_ADDR":          "127.0.0.1:0",
 		"HANGAR_POLICY_DEBUG_ADDR":         "[::1]:9999",
 		"HANGAR_TLS_CERT":                  "c.pem",
@@ -35,7 +41,7 @@ func TestLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		RunInitializationPolicy: "/etc/hangar/policy.rego",
+		RunInitializationPolicy: policyFile,
 		GRPCAddr:                "127.0.0.1:0",
 		DebugAddr:               "[::1]:9999",
 		TLSCert:                 "c.pem", TLSKey: "k.pem", TLSCA: "ca.pem",
