@@ -302,7 +302,8 @@ func (x *kubeEnv) testRestart(t *testing.T) {
 // this cluster (which has no kube-proxy and no DNS): the executor pod on the
 // host's network, reaching the test's gateway and logship and the API server
 // on loopback, the image built locally and never pulled, no mTLS (the test's
-// gateway is plaintext on loopback). The host executors stop first, so the
+// gateway is plaintext on loopback), no ServiceMonitor (no Prometheus
+// Operator here). The host executors stop first, so the
 // run can only go to the Deployment's executor.
 func (x *kubeEnv) testOverlay(t *testing.T) {
 	root := bins.Root()
@@ -331,6 +332,14 @@ images:
   - name: hangar/executor
     newTag: kube-e2e
 patches:
+  # No Prometheus Operator (its CRD) on this cluster.
+  - patch: |-
+      apiVersion: monitoring.coreos.com/v1
+      kind: ServiceMonitor
+      metadata:
+        name: hangar-executor
+        namespace: hangar-runs
+      $patch: delete
   - patch: |-
       apiVersion: v1
       kind: Namespace
@@ -353,9 +362,6 @@ patches:
             containers:
               - name: executor
                 imagePullPolicy: Never
-                ports:
-                  - name: debug
-                    containerPort: %s
                 env:
                   - {name: HANGAR_GATEWAY_ADDR, value: "%s"}
                   - {name: HANGAR_LOGSHIP_ADDR, value: "%s"}
@@ -370,10 +376,15 @@ patches:
                   - {name: HANGAR_TLS_ENROLL_CERT, $patch: delete}
                   - {name: HANGAR_TLS_ENROLL_KEY, $patch: delete}
                 volumeMounts:
-                  - {name: tls, $patch: delete}
+                  - {mountPath: /etc/hangar/tls, $patch: delete}
             volumes:
               - {name: tls, $patch: delete}
-`, base, debug, x.gw.GRPCAddr, x.logship.GRPCAddr, debug, apiPort)
+  - target: {kind: Deployment, name: hangar-executor}
+    patch: |-
+      - op: replace
+        path: /spec/template/spec/containers/0/ports/0/containerPort
+        value: %s
+`, base, x.gw.GRPCAddr, x.logship.GRPCAddr, debug, apiPort, debug)
 	harness.WriteFile(t, dir, "kustomization.yaml", kust)
 	t.Cleanup(func() {
 		_, _ = x.kube.TryKubectl("delete", "-k", dir, "--wait=true", "--timeout=120s")
