@@ -271,6 +271,63 @@ func foundation(t *testing.T, kind string) {
 		e.expectSequence(t, denied, "received", "denied")
 	})
 
+	t.Run("commands are answered and applied once", func(t *testing.T) {
+		// No executor here: an admitted run stays queued.
+		queued, r := e.submit(t, harness.Spec("Web", "team:web"))
+		if r.Code != 0 {
+			t.Fatalf("hangarctl run submit: %s", r)
+		}
+		e.expectAdmitted(t, queued)
+		for _, tc := range []struct {
+			args []string
+			code int
+			want string
+		}{
+			{[]string{"run", "cancel", "e2e-no-such-run"}, 1, "(unknown run): run e2e-no-such-run is unknown to this gateway"},
+			{[]string{"run", "confirm", queued}, 1, "(not waiting for confirmation): run " + queued + " is queued"},
+			{[]string{"worker", "drain", "no-such-executor"}, 1, "(unknown worker)"},
+			{[]string{"run", "cancel", queued}, 0, "applied by gateway " + e.workerID + ": run " + queued + " was queued; it ends as stopped"},
+			{[]string{"run", "cancel", queued}, 1, "(already finished): run " + queued + " has already ended"},
+		} {
+			r := harness.Run(t, 2*time.Minute, nil, e.cp.Ctl, append(append(append([]string{}, tc.args[:2]...), "--dir", e.cp.Dir, "--pool", "pool-a", "--timeout", "60s"), tc.args[2:]...)...)
+			if r.Code != tc.code || !strings.Contains(r.Stdout+r.Stderr, tc.want) || !strings.Contains(r.Stdout, "command cmd-") {
+				t.Errorf("hangarctl %s: want exit %d and %q: %s", strings.Join(tc.args, " "), tc.code, tc.want, r)
+			}
+		}
+		fin := e.obs.WaitEvent(wait, "finished event of "+queued, func(ev *eventv1.Event) bool {
+			return ev.GetRunId() == queued && ev.GetFinished() != nil
+		})
+		if fin.GetFinished().GetOutcome() != eventv1.Outcome_OUTCOME_STOPPED {
+			t.Errorf("cancelled queued run: %v", fin)
+		}
+
+		// A signed command replayed (here: published again as captured) is
+		// refused, and not applied again.
+		cmds := make(chan []byte, 4)
+		c, err := harness.Connect(t, e.broker, harness.ControlPlaneTLS(t, e.cp.Dir), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		harness.Subscribe(t, c, mqtttopic.Commands("pool-a"), func(_ mqtt.Client, m mqtt.Message) { cmds <- m.Payload() })
+		if r := harness.Run(t, 2*time.Minute, nil, e.cp.Ctl, "pool", "cycle", "--dir", e.cp.Dir, "--timeout", "60s", "pool-a"); r.Code != 0 {
+			t.Fatalf("hangarctl pool cycle: %s", r)
+		}
+		var payload []byte
+		select {
+		case payload = <-cmds:
+		case <-time.After(wait):
+			t.Fatal("the command was not seen on the commands topic")
+		}
+		harness.Publish(t, c, mqtttopic.Commands("pool-a"), payload)
+		ev := e.obs.WaitEvent(wait, "answer to the replayed command", func(ev *eventv1.Event) bool {
+			return strings.HasSuffix(ev.GetEventId(), "/"+e.workerID+"/replayed")
+		})
+		if res := ev.GetCommandResult(); res.GetStatus() != eventv1.CommandStatus_COMMAND_STATUS_REFUSED ||
+			res.GetRefusal() != eventv1.CommandRefusal_COMMAND_REFUSAL_REPLAYED {
+			t.Errorf("answer to a replayed command: %v", ev)
+		}
+	})
+
 	t.Run("heartbeats carry the metadata", func(t *testing.T) {
 		isOurs := func(hb *eventv1.Heartbeat) bool {
 			return hb.GetWorkerId() == e.workerID && hb.GetState() != eventv1.WorkerState_WORKER_STATE_LOST

@@ -360,6 +360,22 @@ var cases = []struct {
 		a = tg.dial(t, "pool-a", session)
 		a.Expect(t, runsOf("pool-a"), "queued-run", wait)
 	}},
+	{"a packet above the size limit disconnects its sender", func(t *testing.T, tg *target) {
+		a := tg.dial(t, "pool-a", brokertest.ClientOptions{})
+		wantRC(t, a, runsOf("pool-a"), 1)
+		ctl := tg.dial(t, cp, brokertest.ClientOptions{})
+		tok := ctl.Client.Publish(runsOf("pool-a"), 1, false, strings.Repeat("x", broker.DefaultMaxPacketBytes+1))
+		if !tok.WaitTimeout(wait) {
+			t.Fatal("an oversize publish was neither acknowledged nor refused")
+		}
+		if tok.Error() == nil && ctl.IsConnectionOpen() {
+			t.Fatal("an oversize publish was acknowledged and its sender kept")
+		}
+		a.ExpectNone(t, quietly)
+		ctl2 := tg.dial(t, cp, brokertest.ClientOptions{})
+		ctl2.Publish(t, runsOf("pool-a"), "small")
+		a.Expect(t, runsOf("pool-a"), "small", wait)
+	}},
 	{"last will on an unclean drop", func(t *testing.T, tg *target) {
 		ctl := tg.dial(t, cp, brokertest.ClientOptions{})
 		wantRC(t, ctl, "hangar/pools/+/heartbeats", 1)

@@ -31,6 +31,7 @@ func TestWriteConfig(t *testing.T) {
 		"keyfile /etc/hangar/broker.key\n", "require_certificate true\n", "use_identity_as_username true\n",
 		"tls_version tlsv1.2\n", "allow_anonymous false\n", "acl_file " + filepath.Join(dir, "acl.conf") + "\n",
 		"persistence true\n", "persistence_location " + filepath.Join(dir, "data") + "/\n",
+		"max_packet_size 4194304\n",
 	} {
 		if !strings.Contains(string(data), want) {
 			t.Errorf("mosquitto.conf lacks %q:\n%s", want, data)

@@ -360,7 +360,15 @@ func (r *Runtime) containerError(op string, err error) error {
 // container of the first phase: the job's workspace, or, without one, the
 // project root's directories. The engine extracts the archive, so the image
 // needs no tar. Everything, /workspace included, belongs to the image's user.
+//
+// Nothing is copied when there is nothing to copy: an image running as root
+// and an empty workspace (a task without source). The fresh volume is then
+// already the root-owned, empty /workspace, and the engine creates the
+// working directory: one engine call and an archive less before the start.
 func (rn *session) copyWorkspace(ctx context.Context, id, user string) error {
+	if user == "" && emptyDir(rn.job.Workspace) {
+		return nil
+	}
 	own, err := resolveUser(ctx, rn.r.cli, id, user)
 	if err != nil {
 		return err
@@ -531,4 +539,13 @@ func sanitizeName(s string) string {
 		b = b[:32]
 	}
 	return string(b)
+}
+
+// emptyDir reports whether dir is "" or a directory without entries.
+func emptyDir(dir string) bool {
+	if dir == "" {
+		return true
+	}
+	entries, err := os.ReadDir(dir)
+	return err == nil && len(entries) == 0
 }
