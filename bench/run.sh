@@ -12,6 +12,8 @@
 #   BENCH_FIRST_N          A/B pairs of BenchmarkFirstOutput, default 20 (40 with BENCH_FULL)
 #   HANGAR_BENCH_LOG_BYTES bytes printed by BenchmarkLogThroughput, default 268435456
 #                          (256 MiB; 1073741824 with BENCH_FULL=1)
+#   HANGAR_BENCH_COST_SLEEP seconds each of BenchmarkCost's 50 runs sleeps after its
+#                          first line (default 20: long enough for all 50 to be in flight)
 #   BENCH_SKIP_E2E         skip the end-to-end benchmarks (they need Docker)
 #
 # Timings are reported, never judged: nothing here fails on a slow number.
@@ -96,6 +98,7 @@ fi
 if [[ -z "${BENCH_SKIP_E2E:-}" ]]; then
 	bench first-output bench/e2e . -bench FirstOutput -benchtime "${first_n}x" -timeout 30m
 	HANGAR_BENCH_LOG_BYTES="$log_bytes" bench log-throughput bench/e2e . -bench LogThroughput -benchtime 1x -timeout 60m
+	bench cost bench/e2e . -bench Cost -benchtime 1x -timeout 20m
 fi
 
 # Kubernetes runtime (helper kube): needs the cluster binaries of
@@ -182,6 +185,24 @@ if [[ -z "${BENCH_SKIP_E2E:-}" ]]; then
 			if (floor > 0 && h > 0) printf "Limits: hangar ≥ 0.50× docker run (here %.2f×) and ≥ 2× Docker'"'"'s attached path (here %.2f×).\n\n", h / floor, (att > 0 ? h / att : 0)
 			print "MB/s is 10^6 bytes printed per second, from publishing the envelope (Hangar) or starting the CLI (Docker) until the final S3 object is uploaded (Hangar) or the container has exited (Docker)."
 		}'
+fi
+
+if [[ -z "${BENCH_SKIP_E2E:-}" ]]; then
+	echo
+	echo "## Cost as work grows (real binaries, Docker runtime, loopback)"
+	echo
+	awk '/^BenchmarkCost/ {
+			for (i = 3; i < NF; i += 2) v[$(i+1)] = $i
+			print "| measure | value | goal |"
+			print "|---|--:|--:|"
+			printf "| runs in flight at once on one executor with 50 slots (from the events); each finished exactly once | %d of 50 | 50 |\n", v["max-in-flight"]
+			printf "| time from publish to first output line (logship Tail), p50 | %.0f ms | - |\n", v["first-ms-p50"]
+			printf "| time from publish to first output line, p99 | %.0f ms | - |\n", v["first-ms-p99"]
+			printf "| executor RSS per concurrent run: (peak - idle) / 50 | %.2f MiB | ≤ 2 MiB |\n", v["executor-MiB/run"]
+			printf "| logship RSS per concurrent run: (peak - idle) / 50 | %.2f MiB | ≤ 2 MiB |\n", v["logship-MiB/run"]
+			printf "| gateway RSS per queued run: (RSS with 1,000 queued - idle) / 1000 | %.1f KiB | ≤ 20 KiB |\n", v["gateway-KiB/queued-run"]
+			printf "\nVmRSS from /proc/PID/status: executor %.0f MiB idle, %.0f MiB peak (VmHWM %.0f); logship %.0f idle, %.0f peak (VmHWM %.0f); gateway %.0f idle, %.0f with 1,000 runs queued.\n", v["executor-idle-MiB"], v["executor-peak-MiB"], v["executor-hwm-MiB"], v["logship-idle-MiB"], v["logship-peak-MiB"], v["logship-hwm-MiB"], v["gateway-idle-MiB"], v["gateway-queued-MiB"]
+		}' "$raw"/cost.txt
 fi
 
 if [[ -z "${BENCH_SKIP_E2E:-}" && -z "${BENCH_SKIP_KUBE:-}" ]]; then

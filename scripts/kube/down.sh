@@ -69,7 +69,7 @@ fi
 stop containerd 10
 # shims serving this containerd (their command line names its socket)
 for p in /proc/[0-9]*; do
-  cmd=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
+  cmd=$({ tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null) || continue
   case "$cmd" in
     *containerd-shim*"-address $sock "*) kill -KILL "${p#/proc/}" 2>/dev/null && log "killed shim ${p#/proc/}" ;;
   esac

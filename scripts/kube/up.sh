@@ -113,7 +113,9 @@ extendedKeyUsage=serverAuth"
   cert admin "/O=system:masters/CN=hangar-admin"
   cert node "/O=system:nodes/CN=system:node:localhost"
   cert apiserver-kubelet "/O=system:masters/CN=kube-apiserver-kubelet-client"
-  cert controller-manager /CN=system:kube-controller-manager
+  # system:masters: with one client identity (no per-controller service
+  # account credentials) the controllers need more than their bootstrap role.
+  cert controller-manager "/O=system:masters/CN=system:kube-controller-manager"
   cert scheduler /CN=system:kube-scheduler
   openssl genrsa -out sa.key 2048 2>/dev/null
   openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
@@ -200,7 +202,7 @@ start containerd containerd --config "$ctrd/config.toml"
 waitfor containerd 30 ctr -a "$sock" version
 
 # --- images --------------------------------------------------------------------
-# image TAG ENTRYPOINT-JSON: a docker-archive of the static busybox with its
+# image TAG 'ENTRYPOINT-OR-CMD-JSON': a docker-archive of the static busybox with its
 # applets, /tmp, root and nobody.
 image() {
   local tag=$1 entry=$2 work
@@ -215,15 +217,15 @@ image() {
   local diff
   diff=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
   cat > "$work/config.json" <<J
-{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Entrypoint":$entry,"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:$diff"]}}
+{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],$entry,"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:$diff"]}}
 J
   printf '[{"Config":"config.json","RepoTags":["%s"],"Layers":["layer.tar"]}]\n' "$tag" > "$work/manifest.json"
   tar -C "$work" -cf "$work.tar" manifest.json config.json layer.tar
   ctr -a "$sock" -n k8s.io images import --no-unpack=false "$work.tar" >/dev/null
   rm -rf "$work" "$work.tar"
 }
-image hangar.local/pause:3 '["/bin/sleep","2147483647"]'
-image hangar.local/busybox:1 '["/bin/sh"]'
+image hangar.local/pause:3 '"Entrypoint":["/bin/sleep","2147483647"]'
+image hangar.local/busybox:1 '"Cmd":["/bin/sh"]'
 for img in ${HANGAR_KUBE_IMAGES:-}; do
   log "importing $img"
   docker save "$img" | ctr -a "$sock" -n k8s.io images import - >/dev/null

@@ -100,6 +100,7 @@ func TestKubernetes(t *testing.T) {
 	t.Run("nothing left in the namespace", func(t *testing.T) {
 		x.eventuallyEmpty(t)
 	})
+	t.Run("kubectl apply -k of the overlay, a run through its executor", x.testOverlay)
 	t.Run("no service logs the secret", func(t *testing.T) {
 		for _, p := range []*harness.Process{x.ex1.Process, x.ex2.Process, x.logship.Process, x.gw.Process} {
 			if strings.Contains(p.Output(), kubeSecret) {
@@ -272,15 +273,153 @@ func (x *kubeEnv) testRestart(t *testing.T) {
 	if log := x.storedLog(t, survivor, finS); !hasLine(log, "tick 39") {
 		t.Errorf("kexec-2's run's log is incomplete:\n%s", log)
 	}
-	t.Logf("kexec-1's run %s after the restart: %s %q", victim, finV.GetOutcome(), finV.GetReason())
-	if finV.GetOutcome() == eventv1.Outcome_OUTCOME_FINISHED {
-		// Re-adopted (issue 12's contract): its log is then complete.
-		if log := x.storedLog(t, victim, finV); !hasLine(log, "tick 39") {
-			t.Errorf("re-adopted run's log is incomplete:\n%s", log)
-		}
-	} else if finV.GetOutcome() != eventv1.Outcome_OUTCOME_LOST {
-		t.Errorf("kexec-1's run %s: %s, want finished (re-adopted) or lost", victim, finV.GetOutcome())
+	// kexec-1 re-adopts its run (its pod ran on meanwhile): the run ends
+	// with its real exit code and the stored log has every line once, in
+	// order.
+	if finV.GetOutcome() != eventv1.Outcome_OUTCOME_FINISHED || finV.GetExitCode() != 0 {
+		t.Fatalf("kexec-1's run %s after the restart: %s %d %q, want finished (re-adopted)", victim, finV.GetOutcome(), finV.GetExitCode(), finV.GetReason())
 	}
+	log := x.storedLog(t, victim, finV)
+	last := -1
+	for i := range 40 {
+		line := fmt.Sprintf("tick %d", i)
+		if n := strings.Count(log, line+"\n"); n != 1 {
+			t.Errorf("re-adopted run: %q appears %d times", line, n)
+		}
+		at := lineIndex(log, line)
+		if at < last {
+			t.Errorf("re-adopted run: %q out of order", line)
+		}
+		last = at
+	}
+	if !strings.Contains(log, "re-adopted") {
+		t.Errorf("the re-adopted run's log does not say so:\n%s", log)
+	}
+}
+
+// testOverlay applies the recommended overlay's executor part
+// (deploy/k8s/overlays/kubernetes/executor) with kubectl, patched only for
+// this cluster (which has no kube-proxy and no DNS): the executor pod on the
+// host's network, reaching the test's gateway and logship and the API server
+// on loopback, the image built locally and never pulled, no mTLS (the test's
+// gateway is plaintext on loopback), no ServiceMonitor (no Prometheus
+// Operator here). The host executors stop first, so the
+// run can only go to the Deployment's executor.
+func (x *kubeEnv) testOverlay(t *testing.T) {
+	root := bins.Root()
+	image := "hangar/executor:kube-e2e"
+	r := harness.Run(t, 15*time.Minute, []string{"HANGAR_IMAGE_TAG=kube-e2e"}, filepath.Join(root, "scripts", "images.sh"), "executor")
+	if r.Code != 0 {
+		t.Fatalf("scripts/images.sh executor: %s", r)
+	}
+	x.kube.ImportImage(t, image)
+	x.ex1.Shutdown()
+	x.ex2.Shutdown()
+
+	debug := strings.TrimPrefix(harness.FreeAddr(t), "127.0.0.1:")
+	apiPort := strings.TrimPrefix(x.kube.APIServer(t), "127.0.0.1:")
+	dir := t.TempDir()
+	// kustomize takes a base only by a relative path.
+	base, err := filepath.Rel(dir, filepath.Join(root, "deploy", "k8s", "overlays", "kubernetes", "executor"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kust := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - %s
+images:
+  - name: hangar/executor
+    newTag: kube-e2e
+patches:
+  # No Prometheus Operator (its CRD) on this cluster.
+  - patch: |-
+      apiVersion: monitoring.coreos.com/v1
+      kind: ServiceMonitor
+      metadata:
+        name: hangar-executor
+        namespace: hangar-runs
+      $patch: delete
+  - patch: |-
+      apiVersion: v1
+      kind: Namespace
+      metadata:
+        name: hangar-runs
+        labels:
+          pod-security.kubernetes.io/enforce: privileged
+  - patch: |-
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata:
+        name: hangar-executor
+        namespace: hangar-runs
+      spec:
+        replicas: 1
+        template:
+          spec:
+            hostNetwork: true
+            terminationGracePeriodSeconds: 30
+            containers:
+              - name: executor
+                imagePullPolicy: Never
+                env:
+                  - {name: HANGAR_GATEWAY_ADDR, value: "%s"}
+                  - {name: HANGAR_LOGSHIP_ADDR, value: "%s"}
+                  - {name: HANGAR_EXECUTOR_DEBUG_ADDR, value: ":%s"}
+                  - {name: KUBERNETES_SERVICE_HOST, value: "127.0.0.1"}
+                  - {name: KUBERNETES_SERVICE_PORT, value: "%s"}
+                  - {name: HANGAR_KUBE_IMAGE_PULL_POLICY, value: Never}
+                  - {name: HANGAR_WORKER_MEMORY_MB, value: "64"}
+                  - {name: HANGAR_WORKER_MILLICPUS, value: "250"}
+                  - {name: HANGAR_MIN_FREE_DISK_MB, value: "0"}
+                  - {name: HANGAR_TLS_CA, $patch: delete}
+                  - {name: HANGAR_TLS_ENROLL_CERT, $patch: delete}
+                  - {name: HANGAR_TLS_ENROLL_KEY, $patch: delete}
+                volumeMounts:
+                  - {mountPath: /etc/hangar/tls, $patch: delete}
+            volumes:
+              - {name: tls, $patch: delete}
+  - target: {kind: Deployment, name: hangar-executor}
+    patch: |-
+      - op: replace
+        path: /spec/template/spec/containers/0/ports/0/containerPort
+        value: %s
+`, base, x.gw.GRPCAddr, x.logship.GRPCAddr, debug, apiPort, debug)
+	harness.WriteFile(t, dir, "kustomization.yaml", kust)
+	t.Cleanup(func() {
+		_, _ = x.kube.TryKubectl("delete", "-k", dir, "--wait=true", "--timeout=120s")
+	})
+	x.kube.Kubectl(t, "apply", "-k", dir)
+	if _, err := x.kube.TryKubectl("-n", kubeNamespace, "rollout", "status", "deployment/hangar-executor", "--timeout=180s"); err != nil {
+		out, _ := x.kube.TryKubectl("-n", kubeNamespace, "describe", "pods", "-l", "app.kubernetes.io/name=hangar-executor")
+		logs, _ := x.kube.TryKubectl("-n", kubeNamespace, "logs", "-l", "app.kubernetes.io/name=hangar-executor", "--tail=50")
+		t.Fatalf("the overlay's executor did not become ready: %v\n%s\n%s", err, out, logs)
+	}
+	podName := strings.TrimPrefix(strings.TrimSpace(x.kube.Kubectl(t, "-n", kubeNamespace, "get", "pods", "-l", "app.kubernetes.io/name=hangar-executor", "-o", "name")), "pod/")
+	x.obs.WaitHeartbeat(wait, "a heartbeat listing only the overlay's executor "+podName, func(hb *eventv1.Heartbeat) bool {
+		ex := hb.GetExecutors()
+		return len(ex) == 1 && ex[0].GetExecutorId() == podName
+	})
+
+	spec := harness.Task(kubeImage, "echo through the overlay", "sleep 3", "echo done")
+	runID, sub := x.submit(t, spec, true)
+	sub.WaitOutput(regexp.MustCompile(`(?m)^through the overlay$`), 2*wait)
+	// The run's pod is owned by the executor's pod.
+	owner := x.kube.Kubectl(t, "-n", kubeNamespace, "get", "pods", "-l", "hangar.dev/run-id="+runID, "-o", "jsonpath={.items[0].metadata.ownerReferences[0].name}")
+	if owner != podName {
+		t.Errorf("the run's pod is owned by %q, want the executor's pod %q", owner, podName)
+	}
+	fin := x.finished(t, runID)
+	if fin.GetOutcome() != eventv1.Outcome_OUTCOME_FINISHED {
+		t.Fatalf("run %s: %s %q", runID, fin.GetOutcome(), fin.GetReason())
+	}
+	if on := startedOn(x.obs.RunEvents(runID)); on != podName {
+		t.Errorf("run %s started on %q, want the overlay's executor %q", runID, on, podName)
+	}
+	if log := x.storedLog(t, runID, fin); !hasLine(log, "through the overlay") || !hasLine(log, "done") {
+		t.Errorf("stored log:\n%s", log)
+	}
+	x.eventuallyEmpty(t)
 }
 
 // eventuallyEmpty: no pod or Secret of a run is left in the namespace.

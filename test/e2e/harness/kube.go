@@ -141,3 +141,15 @@ func (k *Kube) script(env []string, name string, args ...string) (string, error)
 	err := cmd.Run()
 	return out.String(), err
 }
+
+// ImportImage loads a Docker image of the host's engine into the node's
+// containerd (docker save | ctr import), as up.sh does with
+// HANGAR_KUBE_IMAGES.
+func (k *Kube) ImportImage(t testing.TB, image string) {
+	t.Helper()
+	sock := filepath.Join(k.Dir, "containerd", "containerd.sock")
+	cmd := exec.Command("sh", "-c", `docker save "$1" | ctr -a "$2" -n k8s.io images import - >/dev/null`, "sh", image, sock)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("import %s into the node: %v\n%s", image, err, out)
+	}
+}
