@@ -560,16 +560,16 @@ func (x *execEnv) testSecret(t *testing.T) {
 
 	b64 := base64.StdEncoding.EncodeToString([]byte(runSecret))
 	forbidden := map[string]string{
-		"the secret":                          runSecret,
-		"the secret's base64":                 b64,
-		"the secret's base64 (stable part)":   b64[:len(b64)-4],
-		"the masked executor variable":        maskedEnvValue,
+		"the secret":                        runSecret,
+		"the secret's base64":               b64,
+		"the secret's base64 (stable part)": b64[:len(b64)-4],
+		"the masked executor variable":      maskedEnvValue,
 	}
 	var leaks []string
 	for what, s := range forbidden {
 		for where, content := range map[string]string{
 			"final log object": final,
-			"live chunks": live, "live log of --follow": sub.Output(),
+			"live chunks":      live, "live log of --follow": sub.Output(),
 		} {
 			if strings.Contains(content, s) {
 				leaks = append(leaks, fmt.Sprintf("the %s contains %s", where, what))
