@@ -286,11 +286,16 @@ func (d *durEnv) finishedEvent(runID string) *eventv1.RunFinished {
 	return nil
 }
 
+// waitFinished waits for the run's final event. It fails t, the subtest (the
+// observer's own waits fail the test that started it).
 func (d *durEnv) waitFinished(t *testing.T, runID string) *eventv1.RunFinished {
 	t.Helper()
-	return d.obs.WaitEvent(2*durWait, "finished event of "+runID, func(ev *eventv1.Event) bool {
-		return ev.GetRunId() == runID && ev.GetFinished() != nil
-	}).GetFinished()
+	var fin *eventv1.RunFinished
+	durEventually(t, 2*durWait, "finished event of "+runID, func() (bool, string) {
+		fin = d.finishedEvent(runID)
+		return fin != nil, fmt.Sprintf("%d events of the run", len(d.obs.RunEvents(runID)))
+	})
+	return fin
 }
 
 // waitFinal waits for the run's final object in S3.
@@ -531,9 +536,16 @@ func (d *durEnv) checkSpoolEmpty(t *testing.T, debugAddr string) {
 }
 
 // testLogshipKill: logship is killed (SIGKILL) while batch B streams in; the
-// run prints the rest of B, C and (in its second phase) D while logship is
-// down; logship starts again with the same ports and spool directory, and the
-// executor resends from logship's next expected sequence.
+// first phase prints the rest of B and C while logship is down. Its command
+// then exits, but the phase does not end: the relay reports a command's exit
+// only once the executor has acknowledged everything before it, and the
+// executor acknowledges only what logship stores (ADR 0016). So while logship
+// is down the run waits at the phase boundary, its first phase's container up
+// with only the relay left in it: it neither ends nor moves on to its second
+// phase, and nothing it printed is dropped. Logship starts again with the same
+// ports and spool directory, the executor resends from logship's next
+// expected sequence, and the run goes on: the second phase (batch D), then
+// finished, its stored log complete.
 func (d *durEnv) testLogshipKill(t *testing.T) {
 	if !d.s3.Running() {
 		t.Fatal("S3 is not running (the previous subtest failed to start it again)")
@@ -583,18 +595,32 @@ func (d *durEnv) testLogshipKill(t *testing.T) {
 		}
 	})
 
-	// The rest of the run happens while logship is down: the second phase
-	// starting means the first one's command (batches B and C) is done.
+	// The rest of the first phase happens while logship is down: its
+	// command prints the rest of B and C and exits. The relay holds the
+	// exit until all of it is stored, so the run stays in that phase.
 	r.open(t, d, r.gate2)
-	d.obs.WaitEvent(durWait, "phase perform event of "+r.id, func(ev *eventv1.Event) bool {
-		return ev.GetRunId() == r.id && ev.GetPhase().GetPhase() == "perform"
+	ctr := durPhaseContainer(t, r.id, "init")
+	durEventually(t, durWait, "exit of phase init's command (only the relay left in its container "+ctr+")", func() (bool, string) {
+		return durRelayAlone(t, ctr)
 	})
 	if fin := d.finishedEvent(r.id); fin != nil {
 		t.Fatalf("run %s finished while logship was down (its log cannot have been closed): %v", r.id, fin)
 	}
+	if d.phaseEvent(r.id, "perform") {
+		t.Fatalf("run %s went on to phase perform while logship was down: the output of phase init cannot have been stored (ADR 0016)", r.id)
+	}
+	// Still running after the checks above: the relay had not been told
+	// everything was stored when they were made.
+	if state := harness.MustDocker(t, "inspect", "--format", "{{.State.Status}}", ctr); state != "running" {
+		t.Fatalf("phase init's container %s is %q while logship is down, want running: its relay must hold the command's exit until the output is stored", ctr, state)
+	}
+	t.Logf("phase init's command exited while logship was down; the run waits at the phase boundary")
 
 	d.startLogship(t)
 	restarted = true
+	durEventually(t, durWait, "phase perform event of "+r.id+" after logship started again", func() (bool, string) {
+		return d.phaseEvent(r.id, "perform"), fmt.Sprintf("%d events of the run", len(d.obs.RunEvents(r.id)))
+	})
 	fin := d.waitFinished(t, r.id)
 	checkFinished(t, r.id, fin)
 	final, meta := d.waitFinal(t, r.id)
@@ -605,6 +631,74 @@ func (d *durEnv) testLogshipKill(t *testing.T) {
 	if !strings.Contains(d.executor.Output(), "reopening") {
 		t.Logf("the executor's log does not say it reopened the log stream (informational)")
 	}
+}
+
+// phaseEvent says whether the run's phase event for phase came.
+func (d *durEnv) phaseEvent(runID, phase string) bool {
+	for _, ev := range d.obs.RunEvents(runID) {
+		if ev.GetPhase().GetPhase() == phase {
+			return true
+		}
+	}
+	return false
+}
+
+// durPhaseContainer is the id of the running container of the run's phase
+// (labels hangar.run-id and hangar.phase).
+func durPhaseContainer(t *testing.T, runID, phase string) string {
+	t.Helper()
+	var id string
+	durEventually(t, durWait, "running container of phase "+phase+" of run "+runID, func() (bool, string) {
+		out := harness.MustDocker(t, "ps", "-q", "--no-trunc", "--filter", "label=hangar.run-id="+runID, "--filter", "label=hangar.phase="+phase)
+		ids := strings.Fields(out)
+		if len(ids) == 1 {
+			id = ids[0]
+		}
+		return len(ids) == 1, fmt.Sprintf("running: %q", ids)
+	})
+	return id
+}
+
+// durRelayAlone says whether the phase command the relay started in
+// container ctr has exited: the relay (the entrypoint /.hangar/relay, under
+// the engine's init) is there and has no child process left. The relay gone
+// fails the test: it is called while logship is down, when the relay must
+// wait.
+func durRelayAlone(t *testing.T, ctr string) (bool, string) {
+	t.Helper()
+	gone := func(what string) {
+		state := harness.Docker(t, "inspect", "--format", "{{.State.Status}} (exit code {{.State.ExitCode}})", ctr)
+		t.Fatalf("phase init's container %s %s while logship is down (state: %s): its relay must hold the command's exit until the output is stored (ADR 0016)",
+			ctr, what, strings.TrimSpace(state.Stdout+state.Stderr))
+	}
+	res := harness.Docker(t, "top", ctr, "-o", "pid,ppid,args")
+	if res.Code != 0 {
+		gone("cannot be listed (" + strings.TrimSpace(res.Stderr) + ")")
+	}
+	type proc struct{ pid, ppid, args string }
+	var procs []proc
+	relay := ""
+	for _, line := range strings.Split(strings.TrimSpace(res.Stdout), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 3 {
+			continue
+		}
+		p := proc{f[0], f[1], strings.Join(f[2:], " ")}
+		procs = append(procs, p)
+		if strings.HasPrefix(f[2], "/.hangar/relay") {
+			relay = p.pid
+		}
+	}
+	if relay == "" {
+		gone(fmt.Sprintf("has no relay process (processes: %q)", procs))
+	}
+	n := 0
+	for _, p := range procs {
+		if p.ppid == relay {
+			n++
+		}
+	}
+	return n == 0, fmt.Sprintf("%d processes in the container, %d of them children of the relay (pid %s)", len(procs), n, relay)
 }
 
 // durSpoolState describes, for the test's log, what logship's spool holds of
