@@ -88,6 +88,7 @@ bench runenvelope platform ./runenvelope/ -bench . -count "$count" -benchtime "$
 bench intake services/gateway ./internal/intake/ -bench . -count "$count" -benchtime "$benchtime"
 bench policy services/policy ./internal/engine/ -bench Evaluate -count "$count" -benchtime "$benchtime"
 bench relay services/executor ./internal/relayrecv/ -bench Relay -count "$count" -benchtime 2x
+bench logship services/logship ./internal/ship/ -bench Ship -count "$count" -benchtime 3x
 
 mask_table=""
 if [[ -x "$root/bench/mask.sh" ]]; then
@@ -143,6 +144,19 @@ rows "$raw"/relay.txt | awk -F'\t' '
 		for (i = 1; i <= NR; i++) printf "| %s | %s | %s |\n", name[i], mbs[i], (floor > 0 ? sprintf("%.2f×", mbs[i] / floor) : "-")
 		print ""
 		print "Relay/relay: the command'"'"'s output through hangar-relay'"'"'s pipes, buffer and unix socket into the executor'"'"'s receiver (acknowledged at once). Relay/direct: the same command into a plain pipe, the limit."
+	}'
+echo
+
+echo "## Logship alone (one run's 64 MiB through Ship: masking, spool, fsynced commits, S3 uploads)"
+echo
+rows "$raw"/logship.txt | awk -F'\t' "$fmt_ns"'
+	{ name[NR] = $1; ns[NR] = $2; mbs[NR] = $3; other[NR] = $6 }
+	END {
+		print "| benchmark | time per run | MB/s | limit | notes |"
+		print "|---|--:|--:|--:|---|"
+		for (i = 1; i <= NR; i++) printf "| %s | %s | %s | %s | %s |\n", name[i], fmt_ns(ns[i]), mbs[i], (name[i] == "Ship/s3-sink" ? "≥ 300" : "-"), other[i]
+		print ""
+		print "Ship/s3-sink: the S3 endpoint discards what it is sent (logship alone). The other rows store into the in-process S3 server (gofakes3), whose MD5 of every object is counted too."
 	}'
 echo
 
