@@ -492,9 +492,10 @@ func (x *execEnv) testSecret(t *testing.T) {
 		// stderr between the two halves.
 		`printf 'two-commands:'; printf %s "$S" | head -c 5`,
 		`printf %s "$S" | tail -c +6; echo`,
-		// Split on stdout with a line on stderr in between: stdout and stderr
-		// are separate streams, the secret is whole on stdout.
+		// Split on stdout with a line on stderr in between.
 		`printf 'interleaved-split:'; printf %s "$S" | head -c 5; sleep 1; echo stderr-line >&2; sleep 1; printf %s "$S" | tail -c +6; echo`,
+		// The halves on stdout and stderr: whole on the one channel.
+		`printf 'across-streams:'; printf %s "$S" | head -c 5; printf %s "$S" | tail -c +6 >&2; echo`,
 		`echo "masked-env:$E2E_MASKED"`,
 		"echo live-marker",
 		// Held until the test has seen the live chunks.
@@ -557,28 +558,18 @@ func (x *execEnv) testSecret(t *testing.T) {
 	}
 	t.Logf("final log (%d bytes), %d live chunks", len(final), len(chunks))
 
-	// What the run wrote on stdout: the log without what it wrote on stderr
-	// (the runtime's "+ command" lines and stderr-line), which may come
-	// anywhere in between since stdout and stderr are separate streams.
-	stdout := final
-	for _, c := range commands {
-		stdout = strings.ReplaceAll(stdout, "+ "+c+"\n", "")
-	}
-	stdout = strings.ReplaceAll(stdout, "stderr-line\n", "")
-
 	b64 := base64.StdEncoding.EncodeToString([]byte(runSecret))
 	forbidden := map[string]string{
-		"the secret":                          runSecret,
-		"the secret's base64":                 b64,
-		"the secret's base64 (stable part)":   b64[:len(b64)-4],
-		"the masked executor variable":        maskedEnvValue,
-		"the second part of the split secret": runSecret[5:],
+		"the secret":                        runSecret,
+		"the secret's base64":               b64,
+		"the secret's base64 (stable part)": b64[:len(b64)-4],
+		"the masked executor variable":      maskedEnvValue,
 	}
 	var leaks []string
 	for what, s := range forbidden {
 		for where, content := range map[string]string{
-			"final log object": final, "run's stdout in the final log object (stderr lines taken out)": stdout,
-			"live chunks": live, "live log of --follow": sub.Output(),
+			"final log object": final,
+			"live chunks":      live, "live log of --follow": sub.Output(),
 		} {
 			if strings.Contains(content, s) {
 				leaks = append(leaks, fmt.Sprintf("the %s contains %s", where, what))
@@ -589,24 +580,26 @@ func (x *execEnv) testSecret(t *testing.T) {
 		slices.Sort(leaks)
 		t.Errorf("secret material reached S3 or a reader:\n  %s\nfinal log object:\n%s", strings.Join(leaks, "\n  "), final)
 	}
-	// A "+ ..." trace (stderr) that arrives between a label and its masked
-	// secret ends stdout's open line: for "two-commands" it is written
-	// between the two halves; for the others the relay may find a trace and
-	// the stdout bytes written right after it at once, in an order it
-	// cannot know (ADR 0016). The mask may then follow on a line of its own.
-	for _, l := range []string{"plain:******", "split:******", "b64:******", "two-commands:******", "masked-env:******", "after-gate"} {
-		if !hasLine(stdout, l) && !strings.Contains(stdout, strings.Replace(l, ":", ":\n", 1)+"\n") {
-			t.Errorf("the run's stdout in the final log lacks the line %q (the mask where the secret was)", l)
+	// The run's stdout and stderr are one channel (ADR 0020): the log has
+	// each "+ command" trace on its own line before the command's output,
+	// and a secret written whole on the channel, in parts by several
+	// processes or in halves to stdout and stderr, masked whole.
+	for _, l := range []string{"plain:******", "split:******", "b64:******", "across-streams:******", "masked-env:******", "after-gate"} {
+		if !hasLine(final, l) {
+			t.Errorf("the final log lacks the line %q (the mask where the secret was)", l)
 		}
 	}
-	// stderr-line ended stdout's open line "interleaved-split:" (a line of
-	// the log never holds two streams' bytes); the secret, masked, follows
-	// on a line of its own. The runtime's trace of this command ("+ ...",
-	// stderr) is written just before the command's first stdout bytes: when
-	// the relay finds both at once their order is not known (ADR 0016), so
-	// the trace may come between.
-	if !regexp.MustCompile(`interleaved-split:\n(\+ [^\n]*\n)?stderr-line\n\*\*\*\*\*\*\n`).MatchString(final) {
-		t.Errorf("the final log lacks the interleaved split secret as %q", "interleaved-split:\nstderr-line\n******\n")
+	// Bytes written between the two halves of a secret (the runtime's trace
+	// of the second command, a stderr line) are on the channel between
+	// them, as on a terminal: the log shows what a terminal shows, the
+	// halves apart, the secret never whole.
+	for what, want := range map[string]string{
+		"secret split over two commands": "two-commands:" + runSecret[:5] + "+ " + commands[4] + "\n" + runSecret[5:] + "\n",
+		"secret split by a stderr line":  "interleaved-split:" + runSecret[:5] + "stderr-line\n" + runSecret[5:] + "\n",
+	} {
+		if !strings.Contains(final, want) {
+			t.Errorf("the final log lacks the %s as a terminal shows it, %q", what, want)
+		}
 	}
 	if !strings.HasPrefix(final, live) {
 		t.Errorf("the live chunks are not a prefix of the final log:\nlive:\n%s\nfinal:\n%s", live, final)

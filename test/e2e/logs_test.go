@@ -309,27 +309,21 @@ func terminalScript(commands []string) string {
 // by line, and compares the stored log, without the executor's own
 // "[hangar]" lines, with the same script's output in a terminal: the same
 // busybox image under `docker run -t` (a pty: both streams on one
-// device, in the order written). Partial lines are left out: the log ends
-// one stream's open line before another stream's bytes (ADR 0014), a
-// terminal does not.
+// device, in the order written).
 //
-// It runs only with HANGAR_E2E_TERMINAL_ORDER=1, and fails today: the
-// executor reads the command's stdout and stderr from two pipes, and a
-// shell writes both faster than any reader wakes, so the interleaving is
-// lost before the bytes reach logship (whose log keeps the order it is
-// given, by sequence: see runlog's FuzzStreamInterleaving). Only one
-// device for both streams (a pty, as a terminal) keeps it; that is the
-// executor's to decide.
+// The executor's relay gives the command's fd 1 and fd 2 one pipe by
+// default, like a terminal (ADR 0020): one channel keeps the order of the
+// writes, which two pipes cannot (a shell writes both faster than any
+// reader wakes).
 func (x *logsEnv) testTerminalOrder(t *testing.T) {
-	if os.Getenv("HANGAR_E2E_TERMINAL_ORDER") != "1" {
-		t.Skip("HANGAR_E2E_TERMINAL_ORDER=1 runs it: the executor's capture does not keep the order across stdout and stderr (see the comment)")
-	}
 	commands := []string{
 		"echo out-1",
 		"echo err-1 >&2",
 		"echo out-2; echo err-2 >&2; echo out-3",
 		"for i in 1 2 3; do echo loop-out-$i; echo loop-err-$i >&2; done",
 		"ls /nonexistent-e2e 2>&1 >/dev/null | sed 's/^/piped: /' >&2 || true",
+		// A partial stdout line, then stderr: one row of the terminal.
+		"printf 'partial-out '; echo then-err >&2",
 		"echo last",
 	}
 	_, _, stored := x.run(t, harness.Task(runnerImage, commands...))

@@ -1,9 +1,14 @@
 // Command hangar-relay is the entrypoint of a Hangar run container (see
-// package relay and ADR 0016): `hangar-relay SOCKET COMMAND [ARG...]` runs the
-// command and relays its stdout and stderr to the executor listening on the
+// package relay and ADRs 0016 and 0020):
+//
+//	hangar-relay [--separate-stderr] SOCKET COMMAND [ARG...]
+//
+// runs the command and relays its output to the executor listening on the
 // unix socket SOCKET, keeping every byte until the executor has stored it,
-// and exits with the command's exit code. It is built static (no cgo, no
-// package net) so that the executor can bind-mount it into any image.
+// and exits with the command's exit code. The command's stdout and stderr
+// share one pipe (in write order, like a terminal) unless --separate-stderr
+// is given. It is built static (no cgo, no package net) so that the executor
+// can bind-mount it into any image.
 package main
 
 import (
@@ -13,11 +18,19 @@ import (
 	"github.com/hangar-dev/hangar/services/executor/internal/relay"
 )
 
+// separateStderrFlag is the relay's only option; it comes first.
+const separateStderrFlag = "--separate-stderr"
+
 func main() {
-	if len(os.Args) < 3 {
-		fmt.Fprintln(os.Stderr, "usage: hangar-relay SOCKET COMMAND [ARG...]")
+	args := os.Args[1:]
+	separate := len(args) > 0 && args[0] == separateStderrFlag
+	if separate {
+		args = args[1:]
+	}
+	if len(args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: hangar-relay ["+separateStderrFlag+"] SOCKET COMMAND [ARG...]")
 		os.Exit(2)
 	}
-	s := &relay.Shim{Socket: os.Args[1]}
-	os.Exit(s.Run(os.Args[2:]))
+	s := &relay.Shim{Socket: args[0], SeparateStderr: separate}
+	os.Exit(s.Run(args[1:]))
 }

@@ -195,7 +195,7 @@ func newRuntime(ctx context.Context, cfg *config.Config, reg prometheus.Register
 	}
 	if cfg.Runtime == "process" {
 		log.Warn("process runtime: runs execute as local processes with no isolation")
-		return processrt.Runtime{}, func([]string) {}, nil
+		return processrt.Runtime{SeparateStderr: cfg.SeparateStderr}, func([]string) {}, nil
 	}
 	guard := mountguard.New(mountguard.KnownSockets(cfg.DockerHost))
 	mounts, err := dockerrt.ParseMounts(cfg.ExtraMounts, guard)
@@ -216,6 +216,7 @@ func newRuntime(ctx context.Context, cfg *config.Config, reg prometheus.Register
 		ExtraMounts: mounts, MountGuard: guard, Runtime: cfg.WorkerRuntime, DockerConfigDir: cfg.DockerConfigDir,
 		Memory: cfg.WorkerMemory << 20, NanoCPUs: int64(cfg.WorkerCPUs * 1e9), PidsLimit: cfg.WorkerPids,
 		ExecutorID: cfg.ExecutorID, Logger: log, RelayPath: relay, IODir: ioDir,
+		SeparateStderr: cfg.SeparateStderr,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("docker runtime: %w", err)

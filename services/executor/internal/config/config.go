@@ -48,6 +48,10 @@ type Config struct {
 	WorkerMemory  int64  // HANGAR_WORKER_MEMORY_MB, 0 = unlimited
 	WorkerCPUs    float64
 	WorkerPids    int64 // HANGAR_WORKER_PIDS_LIMIT
+	// SeparateStderr (HANGAR_WORKER_SEPARATE_STDERR) gives a phase's
+	// stderr a pipe of its own (docker and process runtimes). By default
+	// stdout and stderr are one pipe, in write order (ADR 0020).
+	SeparateStderr bool
 
 	// Kube configures the kubernetes runtime (HANGAR_KUBE_*).
 	Kube KubeConfig
@@ -148,6 +152,7 @@ func Load(lookup func(string) (string, bool), environ func() []string) (*Config,
 		WorkerRuntime:     r.String("HANGAR_WORKER_RUNTIME", ""),
 		WorkerMemory:      int64(r.Int("HANGAR_WORKER_MEMORY_MB", 0, 0, 1<<22)),
 		WorkerPids:        int64(r.Int("HANGAR_WORKER_PIDS_LIMIT", 4096, 0, 1<<22)),
+		SeparateStderr:    r.Bool("HANGAR_WORKER_SEPARATE_STDERR", false),
 		RunTimeout:        r.Duration("HANGAR_RUN_TIMEOUT", 70*time.Minute),
 		LogsTimeout:       r.Duration("HANGAR_LOGS_TIMEOUT", 7*time.Minute),
 		CancelGrace:       r.Duration("HANGAR_CANCEL_GRACE", 10*time.Second),

@@ -99,7 +99,17 @@ func uniqueID(prefix string) string {
 
 // newRuntime returns a runtime with its own executor id, and checks at the
 // end of the test that nothing labelled with that id is left on the engine.
+// Its phases' stderr is a pipe of its own (SeparateStderr), so that the
+// tests can tell a command's output from the "+ command" traces;
+// TestRunPhasesInOrder covers the default, one pipe for both.
 func newRuntime(t *testing.T, cli *client.Client, opts Options) *Runtime {
+	t.Helper()
+	opts.SeparateStderr = true
+	return newRuntimeMode(t, cli, opts)
+}
+
+// newRuntimeMode is newRuntime with opts.SeparateStderr as given.
+func newRuntimeMode(t *testing.T, cli *client.Client, opts Options) *Runtime {
 	t.Helper()
 	if opts.ExecutorID == "" {
 		opts.ExecutorID = uniqueID("exec")

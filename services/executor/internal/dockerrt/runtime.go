@@ -98,6 +98,10 @@ type Options struct {
 	// as the executor does. Unix socket paths are short: keep it under 60
 	// bytes.
 	IODir string
+	// SeparateStderr runs the relay with --separate-stderr: the phase's
+	// stderr on a pipe of its own. By default stdout and stderr are one
+	// pipe, in the order written, like a terminal (ADR 0020).
+	SeparateStderr bool
 }
 
 // Runtime runs jobs in Docker containers. It implements runner.Runtime and

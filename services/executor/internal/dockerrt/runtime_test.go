@@ -28,28 +28,58 @@ import (
 	"github.com/hangar-dev/hangar/services/executor/internal/supervise"
 )
 
+// TestRunPhasesInOrder: phases and hooks run in order. By default a phase's
+// stdout and stderr are one pipe (ADR 0020): all its output arrives as
+// stdout, each "+ command" trace before the command's output, exactly as
+// written; with SeparateStderr the traces and stderr lines arrive as stderr.
 func TestRunPhasesInOrder(t *testing.T) {
 	t.Parallel()
-	rt := newRuntime(t, engine(t), Options{})
-	tj := newJob(
-		&runv1.Phase{Name: "init", Before: []string{"echo before-init"}, Commands: []string{"echo init"}, After: []string{"echo after-init"}},
-		&runv1.Phase{Name: "plan", Commands: []string{"echo plan-out", "echo plan-err >&2"}},
-		&runv1.Phase{Name: "skipped"},
-		&runv1.Phase{Name: "apply", Before: []string{"echo before-apply"}, Commands: []string{"echo apply"}},
-	)
-	res := runJob(t, rt, tj)
-	wantFinished(t, res, tj)
-	if got, want := tj.startedPhases(), []string{"init", "plan", "apply"}; !slices.Equal(got, want) {
-		t.Errorf("OnPhase calls = %v, want %v", got, want)
+	tests := []struct {
+		name     string
+		separate bool
+		wantOut  string
+		wantErr  []string // in stderr, in order
+	}{
+		{"one pipe (default)", false,
+			"+ echo before-init\nbefore-init\n+ echo init\ninit\n+ echo after-init\nafter-init\n" +
+				"+ echo plan-out\nplan-out\n+ echo plan-err >&2\nplan-err\n+ printf 'part-'; printf 'err-' >&2; echo end\npart-err-end\n" +
+				"+ echo before-apply\nbefore-apply\n+ echo apply\napply\n", nil},
+		{"separate stderr", true, "before-init\ninit\nafter-init\nplan-out\npart-end\nbefore-apply\napply\n",
+			[]string{"+ echo before-init\n", "+ echo init\n", "+ echo after-init\n", "plan-err\n", "err-", "+ echo apply\n"}},
 	}
-	if got, want := tj.stdout.String(), "before-init\ninit\nafter-init\nplan-out\nbefore-apply\napply\n"; got != want {
-		t.Errorf("stdout = %q, want %q", got, want)
-	}
-	stderr := tj.stderr.String()
-	for _, want := range []string{"+ echo before-init\n", "+ echo init\n", "+ echo after-init\n", "plan-err\n", "+ echo apply\n"} {
-		if !strings.Contains(stderr, want) {
-			t.Errorf("stderr lacks %q:\n%s", want, stderr)
-		}
+	cli := engine(t)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rt := newRuntimeMode(t, cli, Options{SeparateStderr: tc.separate})
+			tj := newJob(
+				&runv1.Phase{Name: "init", Before: []string{"echo before-init"}, Commands: []string{"echo init"}, After: []string{"echo after-init"}},
+				&runv1.Phase{Name: "plan", Commands: []string{"echo plan-out", "echo plan-err >&2", "printf 'part-'; printf 'err-' >&2; echo end"}},
+				&runv1.Phase{Name: "skipped"},
+				&runv1.Phase{Name: "apply", Before: []string{"echo before-apply"}, Commands: []string{"echo apply"}},
+			)
+			res := runJob(t, rt, tj)
+			wantFinished(t, res, tj)
+			if got, want := tj.startedPhases(), []string{"init", "plan", "apply"}; !slices.Equal(got, want) {
+				t.Errorf("OnPhase calls = %v, want %v", got, want)
+			}
+			if got := tj.stdout.String(); got != tc.wantOut {
+				t.Errorf("stdout = %q, want %q", got, tc.wantOut)
+			}
+			stderr := tj.stderr.String()
+			if len(tc.wantErr) == 0 && stderr != "" {
+				t.Errorf("stderr = %q, want nothing (one pipe)", stderr)
+			}
+			rest := stderr
+			for _, want := range tc.wantErr {
+				i := strings.Index(rest, want)
+				if i < 0 {
+					t.Errorf("stderr lacks %q (in order):\n%s", want, stderr)
+					break
+				}
+				rest = rest[i+len(want):]
+			}
+		})
 	}
 }
 

@@ -84,7 +84,7 @@ func (r *Runtime) phaseContainer(job *runner.Job, volume, workdir, ioDir string,
 			// The relay replaces the image's entrypoint: the phase runs
 			// under /bin/sh whatever the image's ENTRYPOINT, its output
 			// on the relay's pipes (ADR 0016); nothing is attached.
-			Entrypoint:  []string{relayTarget, relayIODir + "/" + relaySocket(i)},
+			Entrypoint:  r.relayEntrypoint(i),
 			Cmd:         []string{"/bin/sh", "-c", runner.PhaseScript(p)},
 			WorkingDir:  workdir,
 			Env:         slices.Clone(job.Env),
@@ -93,6 +93,16 @@ func (r *Runtime) phaseContainer(job *runner.Job, volume, workdir, ioDir string,
 		},
 		Host: r.hostConfig(mounts, pids, &useInit),
 	}
+}
+
+// relayEntrypoint is the entrypoint of phase i's container: the relay, with
+// --separate-stderr when so configured, and the phase's socket.
+func (r *Runtime) relayEntrypoint(i int) []string {
+	ep := []string{relayTarget}
+	if r.opts.SeparateStderr {
+		ep = append(ep, "--separate-stderr")
+	}
+	return append(ep, relayIODir+"/"+relaySocket(i))
 }
 
 // hostConfig is the security-relevant part of every run container:

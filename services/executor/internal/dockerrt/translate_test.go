@@ -27,6 +27,14 @@ func TestPhaseContainer(t *testing.T) {
 		check func(t *testing.T, s phaseSpec)
 	}{
 		{
+			name: "separate stderr", opts: Options{SeparateStderr: true}, phase: plan, index: 2,
+			check: func(t *testing.T, s phaseSpec) {
+				if want := []string{"/.hangar/relay", "--separate-stderr", "/.hangar/io/p2.sock"}; !slices.Equal(s.Config.Entrypoint, want) {
+					t.Errorf("entrypoint = %q, want %q", s.Config.Entrypoint, want)
+				}
+			},
+		},
+		{
 			name: "defaults", opts: Options{}, grace: 1500 * time.Millisecond, phase: plan, index: 1,
 			check: func(t *testing.T, s phaseSpec) {
 				if s.Name != "hangar-run-1-1-plan" {

@@ -13,7 +13,9 @@
 //     executor's own environment is PATH, and only when Job.Env has none, so that
 //     the commands can be found; HOME, USER and the rest are not passed on
 //     (the shell itself may add PWD);
-//   - stdin is /dev/null; stdout and stderr go to Job.Stdout and Job.Stderr;
+//   - stdin is /dev/null; stdout and stderr are one pipe whose output goes to
+//     the output's Stdout, in the order written, like a terminal (ADR 0020);
+//     with Runtime.SeparateStderr they are two pipes, to Stdout and Stderr;
 //   - it leads its own process group, so that everything it starts can be stopped.
 //
 // When the job's context ends, the whole process group gets SIGTERM; the runtime
@@ -60,14 +62,19 @@ const (
 // Runtime is the process runtime. The zero value is ready to use, and a Runtime
 // may run any number of jobs at once. Its runs cannot be re-adopted: the
 // phases are children of the executor and end with it.
-type Runtime struct{}
+type Runtime struct {
+	// SeparateStderr gives each phase's stderr a pipe of its own, passed on
+	// to the output's Stderr. By default fd 1 and fd 2 are one pipe whose
+	// output goes to Stdout: only one channel keeps the order of the writes.
+	SeparateStderr bool
+}
 
 var _ runner.Runtime = Runtime{}
 
 // Open returns the session of a job: its phases run in
 // Workspace/<project_root> with the job's environment (see the package
 // documentation).
-func (Runtime) Open(job *runner.Job) (runner.Session, error) {
+func (rt Runtime) Open(job *runner.Job) (runner.Session, error) {
 	if job.Adopt != nil {
 		return nil, errors.New("the process runtime cannot re-adopt a run")
 	}
@@ -75,13 +82,14 @@ func (Runtime) Open(job *runner.Job) (runner.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &session{job: job, dir: dir, env: phaseEnv(job.Env)}, nil
+	return &session{job: job, dir: dir, env: phaseEnv(job.Env), separate: rt.SeparateStderr}, nil
 }
 
 type session struct {
-	job *runner.Job
-	dir string
-	env []string
+	job      *runner.Job
+	dir      string
+	env      []string
+	separate bool
 }
 
 // Prepare has nothing to do: the workspace is the host directory.
@@ -90,7 +98,7 @@ func (s *session) Prepare(context.Context) error { return nil }
 // RunPhase runs the phase's script as a process group and returns once the
 // group is gone and its output has been passed on.
 func (s *session) RunPhase(ctx context.Context, _ int, p *runv1.Phase, out runner.Output) (runner.Exit, error) {
-	st, err := runPhase(ctx, s.job.StopGrace, out, runner.PhaseScript(p), s.dir, s.env)
+	st, err := runPhase(ctx, s.job.StopGrace, out, runner.PhaseScript(p), s.dir, s.env, s.separate)
 	if err != nil {
 		return runner.Exit{Code: -1}, err
 	}
@@ -152,7 +160,7 @@ type phaseStatus struct {
 
 // runPhase runs one phase script and returns once its process group is gone and
 // its output has been passed on.
-func runPhase(ctx context.Context, grace time.Duration, out runner.Output, script, dir string, env []string) (phaseStatus, error) {
+func runPhase(ctx context.Context, grace time.Duration, out runner.Output, script, dir string, env []string, separate bool) (phaseStatus, error) {
 	// Own pipes rather than os/exec's: cmd.Wait then returns when the shell
 	// exits, even if a process it left behind still holds the pipes, so that
 	// the leftovers can be killed.
@@ -160,10 +168,17 @@ func runPhase(ctx context.Context, grace time.Duration, out runner.Output, scrip
 	if err != nil {
 		return phaseStatus{}, fmt.Errorf("stdout pipe: %w", err)
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		closeAll(outR, outW)
-		return phaseStatus{}, fmt.Errorf("stderr pipe: %w", err)
+	// One pipe for fd 1 and fd 2 unless told otherwise (ADR 0020).
+	readers := []*os.File{outR}
+	errW := outW
+	if separate {
+		var errR *os.File
+		errR, errW, err = os.Pipe()
+		if err != nil {
+			closeAll(outR, outW)
+			return phaseStatus{}, fmt.Errorf("stderr pipe: %w", err)
+		}
+		readers = append(readers, errR)
 	}
 	cmd := exec.Command(Shell, "-c", script)
 	cmd.Dir = dir
@@ -172,17 +187,22 @@ func runPhase(ctx context.Context, grace time.Duration, out runner.Output, scrip
 	cmd.Stderr = errW
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = cmd.Start()
-	closeAll(outW, errW)
+	closeAll(outW)
+	if separate {
+		closeAll(errW)
+	}
 	if err != nil {
-		closeAll(outR, errR)
+		closeAll(readers...)
 		return phaseStatus{}, fmt.Errorf("start %s: %w", Shell, err)
 	}
 	pgid := cmd.Process.Pid
 
 	var copies sync.WaitGroup
-	copies.Add(2)
+	copies.Add(len(readers))
 	go func() { defer copies.Done(); passOn(out.Stdout, outR) }()
-	go func() { defer copies.Done(); passOn(out.Stderr, errR) }()
+	if separate {
+		go func() { defer copies.Done(); passOn(out.Stderr, readers[1]) }()
+	}
 
 	exited := make(chan struct{})
 	var waitErr error
@@ -209,10 +229,10 @@ func runPhase(ctx context.Context, grace time.Duration, out runner.Output, scrip
 	case <-copiesDone:
 	case <-time.After(outputWait):
 		// A process outside the group holds the pipes: stop reading.
-		closeAll(outR, errR)
+		closeAll(readers...)
 		<-copiesDone
 	}
-	closeAll(outR, errR)
+	closeAll(readers...)
 
 	var exitErr *exec.ExitError
 	if waitErr != nil && !errors.As(waitErr, &exitErr) {

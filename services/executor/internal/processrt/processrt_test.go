@@ -61,6 +61,18 @@ func (o *output) waitFor(t *testing.T, s string) string {
 	}
 }
 
+// withoutTraces is out without the runtime's "+ command" lines, which come
+// on the same pipe as the commands' output by default (ADR 0020).
+func withoutTraces(out string) string {
+	var b strings.Builder
+	for _, l := range strings.SplitAfter(out, "\n") {
+		if !strings.HasPrefix(l, "+ ") {
+			b.WriteString(l)
+		}
+	}
+	return b.String()
+}
+
 func phase(name string, commands ...string) *runv1.Phase {
 	return &runv1.Phase{Name: name, Commands: commands}
 }
@@ -79,31 +91,49 @@ func newJob(t *testing.T, phases ...*runv1.Phase) (*runner.Job, *output, *output
 	}, stdout, stderr
 }
 
+// TestRunPhasesAndHooksInOrder: phases and their hooks run in order; by
+// default a phase's stdout and stderr are one pipe, so the "+ command"
+// traces (stderr) come before each command's output, as in a terminal
+// (ADR 0020); with SeparateStderr they go to the output's Stderr.
 func TestRunPhasesAndHooksInOrder(t *testing.T) {
-	job, stdout, stderr := newJob(t,
-		&runv1.Phase{Name: "init", Before: []string{"echo before-init"}, Commands: []string{"echo init"}, After: []string{"echo after-init"}},
-		&runv1.Phase{Name: "plan"}, // nothing to run: skipped
-		&runv1.Phase{Name: "apply", Before: []string{"echo before-apply"}, Commands: []string{"echo apply", "echo apply-2"}},
-	)
-	var phases []string
-	job.OnPhase = func(p string) {
-		phases = append(phases, p)
-		_, _ = stdout.Write([]byte("phase " + p + "\n"))
+	tests := []struct {
+		name             string
+		rt               Runtime
+		wantOut, wantErr string
+	}{
+		{"one pipe (default)", Runtime{},
+			"phase init\n+ echo before-init\nbefore-init\n+ echo init\ninit\n+ echo after-init\nafter-init\n" +
+				"phase apply\n+ echo before-apply\nbefore-apply\n+ echo apply\napply\n+ echo apply-2\napply-2\n", ""},
+		{"separate stderr", Runtime{SeparateStderr: true},
+			"phase init\nbefore-init\ninit\nafter-init\nphase apply\nbefore-apply\napply\napply-2\n",
+			"+ echo before-init\n+ echo init\n+ echo after-init\n+ echo before-apply\n+ echo apply\n+ echo apply-2\n"},
 	}
-	res := supervise.Run(context.Background(), Runtime{}, job, supervise.Limits{})
-	if res.Outcome != eventv1.Outcome_OUTCOME_FINISHED || res.ExitCode != 0 || res.Reason != "" {
-		t.Fatalf("result = %+v, want FINISHED, exit 0", res)
-	}
-	if want := []string{"init", "apply"}; !slices.Equal(phases, want) {
-		t.Errorf("OnPhase calls = %q, want %q", phases, want)
-	}
-	wantOut := "phase init\nbefore-init\ninit\nafter-init\nphase apply\nbefore-apply\napply\napply-2\n"
-	if got := stdout.String(); got != wantOut {
-		t.Errorf("stdout = %q, want %q", got, wantOut)
-	}
-	wantErr := "+ echo before-init\n+ echo init\n+ echo after-init\n+ echo before-apply\n+ echo apply\n+ echo apply-2\n"
-	if got := stderr.String(); got != wantErr {
-		t.Errorf("stderr = %q, want %q", got, wantErr)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			job, stdout, stderr := newJob(t,
+				&runv1.Phase{Name: "init", Before: []string{"echo before-init"}, Commands: []string{"echo init"}, After: []string{"echo after-init"}},
+				&runv1.Phase{Name: "plan"}, // nothing to run: skipped
+				&runv1.Phase{Name: "apply", Before: []string{"echo before-apply"}, Commands: []string{"echo apply", "echo apply-2"}},
+			)
+			var phases []string
+			job.OnPhase = func(p string) {
+				phases = append(phases, p)
+				_, _ = stdout.Write([]byte("phase " + p + "\n"))
+			}
+			res := supervise.Run(context.Background(), tc.rt, job, supervise.Limits{})
+			if res.Outcome != eventv1.Outcome_OUTCOME_FINISHED || res.ExitCode != 0 || res.Reason != "" {
+				t.Fatalf("result = %+v, want FINISHED, exit 0", res)
+			}
+			if want := []string{"init", "apply"}; !slices.Equal(phases, want) {
+				t.Errorf("OnPhase calls = %q, want %q", phases, want)
+			}
+			if got := stdout.String(); got != tc.wantOut {
+				t.Errorf("stdout = %q, want %q", got, tc.wantOut)
+			}
+			if got := stderr.String(); got != tc.wantErr {
+				t.Errorf("stderr = %q, want %q", got, tc.wantErr)
+			}
+		})
 	}
 }
 
@@ -181,7 +211,7 @@ func TestRunResult(t *testing.T) {
 			if res.Outcome != tt.wantOutcome || res.ExitCode != tt.wantCode || res.Reason != tt.wantReason {
 				t.Errorf("result = %+v, want %v, %d, %q", res, tt.wantOutcome, tt.wantCode, tt.wantReason)
 			}
-			if got := stdout.String(); got != tt.wantStdout {
+			if got := withoutTraces(stdout.String()); got != tt.wantStdout {
 				t.Errorf("stdout = %q, want %q", got, tt.wantStdout)
 			}
 		})
@@ -224,7 +254,7 @@ func TestRunEnvironment(t *testing.T) {
 				t.Fatalf("result = %+v", res)
 			}
 			var got []string
-			for _, kv := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+			for _, kv := range strings.Split(strings.TrimSpace(withoutTraces(stdout.String())), "\n") {
 				if !strings.HasPrefix(kv, "PWD=") { // set by the shell itself
 					got = append(got, kv)
 				}
@@ -265,7 +295,7 @@ func groupMembers(t *testing.T, pgid int) []int {
 // pgidFrom reads the "pgid=N" line the test scripts print.
 func pgidFrom(t *testing.T, out string) int {
 	t.Helper()
-	_, rest, _ := strings.Cut(out, "pgid=")
+	_, rest, _ := strings.Cut(withoutTraces(out), "pgid=")
 	line, _, _ := strings.Cut(rest, "\n")
 	pgid, err := strconv.Atoi(line)
 	if err != nil {
@@ -320,7 +350,7 @@ func TestRunStop(t *testing.T) {
 			done := make(chan runner.Result, 1)
 			go func() { done <- supervise.Run(ctx, Runtime{}, job, supervise.Limits{}) }()
 
-			pgid := pgidFrom(t, stdout.waitFor(t, "pgid="))
+			pgid := pgidFrom(t, stdout.waitFor(t, "\npgid="))
 			time.Sleep(100 * time.Millisecond) // let the script reach its sleep
 			start := time.Now()
 			cancel(runner.ErrCancelled)
@@ -340,7 +370,7 @@ func TestRunStop(t *testing.T) {
 			if pids := groupMembers(t, pgid); len(pids) > 0 {
 				t.Errorf("processes %v of group %d still run after Run returned", pids, pgid)
 			}
-			out := stdout.String()
+			out := withoutTraces(stdout.String())
 			if !strings.Contains(out, tt.wantOut) {
 				t.Errorf("stdout %q lacks %q", out, tt.wantOut)
 			}
@@ -366,7 +396,7 @@ func TestRunKillsLeftoversAtPhaseEnd(t *testing.T) {
 	if res.Outcome != eventv1.Outcome_OUTCOME_FINISHED {
 		t.Fatalf("result = %+v", res)
 	}
-	out := stdout.String()
+	out := withoutTraces(stdout.String())
 	if pids := groupMembers(t, pgidFrom(t, out)); len(pids) > 0 {
 		t.Errorf("leftover processes %v", pids)
 	}

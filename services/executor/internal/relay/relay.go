@@ -1,6 +1,6 @@
 // Package relay is the output relay of a run container (ADR 0016): a small
 // process, the container's entrypoint (under the engine's init), that runs the
-// phase's command with its stdout and stderr on pipes, and hands what it prints
+// phase's command with its output on a pipe, and hands what it prints
 // to the executor over a unix socket the executor listens on and bind-mounts
 // into the container. It keeps every byte until the executor says it is stored
 // durably, so the executor may die and come back (a new process, the same
@@ -8,6 +8,12 @@
 // executor names the offset to resend from. When its buffer is full it stops
 // reading the pipes: the command blocks on a full pipe; nothing is dropped.
 // Output never touches a disk: pipes, memory and a socket.
+//
+// By default the command's stdout and stderr are the same pipe, as on a
+// terminal (ADR 0020): one channel keeps the exact order of the writes of
+// both, and everything is relayed as KindStdout. With SeparateStderr they
+// are two pipes, relayed as KindStdout and KindStderr; the order across the
+// two is then only the order the relay read them in (ADR 0016).
 //
 // This package holds the relay side and the wire format; it uses only the
 // standard library without package net, so that the relay binary is static
@@ -35,6 +41,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -81,6 +88,10 @@ type Shim struct {
 	OutputWait time.Duration
 	// Log receives the relay's own diagnostics (never output); nil: stderr.
 	Log io.Writer
+	// SeparateStderr gives the command's stderr a pipe of its own, relayed
+	// as KindStderr. By default stdout and stderr share one pipe (one
+	// channel, in write order, like a terminal), relayed as KindStdout.
+	SeparateStderr bool
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -118,10 +129,26 @@ func (s *Shim) Run(argv []string) int {
 		fmt.Fprintln(s.Log, "hangar-relay: pipe:", err)
 		return 127
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		fmt.Fprintln(s.Log, "hangar-relay: pipe:", err)
-		return 127
+	// One pipe for fd 1 and fd 2 unless told otherwise: only one channel
+	// keeps the order in which the command wrote to the two.
+	readers, kinds := []*os.File{outR}, []byte{KindStdout}
+	errW := outW
+	if s.SeparateStderr {
+		var errR *os.File
+		errR, errW, err = os.Pipe()
+		if err != nil {
+			_ = outR.Close()
+			_ = outW.Close()
+			fmt.Fprintln(s.Log, "hangar-relay: pipe:", err)
+			return 127
+		}
+		readers, kinds = append(readers, errR), append(kinds, KindStderr)
+	}
+	closeWriters := func() {
+		_ = outW.Close()
+		if errW != outW {
+			_ = errW.Close()
+		}
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, outW, errW
@@ -129,20 +156,21 @@ func (s *Shim) Run(argv []string) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
 	if err := cmd.Start(); err != nil {
-		_ = outW.Close()
-		_ = errW.Close()
+		closeWriters()
+		for _, r := range readers {
+			_ = r.Close()
+		}
 		// Said in the run's log, as its only output.
 		msg := fmt.Sprintf("hangar-relay: cannot start %s: %v\n", argv[0], err)
 		s.mu.Lock()
-		s.segs = append(s.segs, segment{kind: KindStderr, data: []byte(msg)})
+		s.segs = append(s.segs, segment{kind: kinds[len(kinds)-1], data: []byte(msg)})
 		s.produced = uint64(len(msg))
 		s.exited, s.code = true, 127
 		s.mu.Unlock()
 		s.connectLoop()
 		return 127
 	}
-	_ = outW.Close()
-	_ = errW.Close()
+	closeWriters()
 	pgid := cmd.Process.Pid
 	go func() {
 		for sig := range sigs {
@@ -152,7 +180,7 @@ func (s *Shim) Run(argv []string) int {
 
 	pumped := make(chan struct{})
 	var abandon atomic.Bool
-	go func() { defer close(pumped); s.pump(outR, errR, &abandon) }()
+	go func() { defer close(pumped); s.pump(readers, kinds, &abandon) }()
 	go s.connectLoop()
 
 	waitErr := cmd.Wait()
@@ -163,8 +191,9 @@ func (s *Shim) Run(argv []string) int {
 		abandon.Store(true)
 		<-pumped
 	}
-	_ = outR.Close()
-	_ = errR.Close()
+	for _, r := range readers {
+		_ = r.Close()
+	}
 	code, sig := exitStatus(cmd, waitErr)
 	s.mu.Lock()
 	s.exited, s.code, s.signal = true, int32(code), int32(sig)
@@ -187,18 +216,23 @@ func exitStatus(cmd *exec.Cmd, err error) (int, int) {
 	return cmd.ProcessState.ExitCode(), 0
 }
 
-// pump reads the command's stdout and stderr pipes from one goroutine, in
-// the order they become readable, and appends
-// what it reads to the buffer, waiting while the buffer is full. One reader
-// for both keeps the order across the two streams as close as the kernel
-// lets it be seen: two readers would let the scheduler reorder them.
-func (s *Shim) pump(out, errOut *os.File, abandon *atomic.Bool) {
-	fds := [2]int{int(out.Fd()), int(errOut.Fd())}
-	kinds := [2]byte{KindStdout, KindStderr}
-	open := [2]bool{true, true}
-	partial := [2]bool{}
+// pump reads the command's output pipes (one, or stdout's and stderr's)
+// from one goroutine, in the order they become readable, and appends what it
+// reads to the buffer as kinds[i], waiting while the buffer is full. With
+// one pipe the order is the order of the writes. With two, one reader for
+// both keeps the order across the two streams as close as the kernel lets
+// it be seen: two readers would let the scheduler reorder them.
+func (s *Shim) pump(files []*os.File, kinds []byte, abandon *atomic.Bool) {
+	n := len(files)
+	fds := make([]int, n)
+	open := make([]bool, n)
+	partial := make([]bool, n)
+	for i, f := range files {
+		fds[i], open[i] = int(f.Fd()), true
+	}
+	anyOpen := func() bool { return slices.Contains(open, true) }
 	buf := make([]byte, 32<<10)
-	for (open[0] || open[1]) && !abandon.Load() {
+	for anyOpen() && !abandon.Load() {
 		var set syscall.FdSet
 		top := 0
 		for i, fd := range fds {
@@ -218,21 +252,24 @@ func (s *Shim) pump(out, errOut *os.File, abandon *atomic.Bool) {
 		// read ended inside a line goes first (a line is finished before
 		// the other stream's output), else stderr (a shell traces a
 		// command on stderr before the command prints).
-		order := [2]int{1, 0}
-		if partial[0] && !partial[1] {
-			order = [2]int{0, 1}
+		order := []int{0}
+		if n == 2 {
+			order = []int{1, 0}
+			if partial[0] && !partial[1] {
+				order = []int{0, 1}
+			}
 		}
 		for _, i := range order {
 			fd := fds[i]
 			if !open[i] || set.Bits[fd/64]&(1<<(uint(fd)%64)) == 0 {
 				continue
 			}
-			n, err := syscall.Read(fd, buf)
-			if n > 0 {
-				s.appendOutput(kinds[i], buf[:n])
-				partial[i] = buf[n-1] != '\n'
+			got, err := syscall.Read(fd, buf)
+			if got > 0 {
+				s.appendOutput(kinds[i], buf[:got])
+				partial[i] = buf[got-1] != '\n'
 			}
-			if n == 0 || (err != nil && err != syscall.EINTR && err != syscall.EAGAIN) {
+			if got == 0 || (err != nil && err != syscall.EINTR && err != syscall.EAGAIN) {
 				open[i] = false
 			}
 		}

@@ -38,9 +38,15 @@ func shim(t *testing.T, sock, script string, bufSize int) <-chan int {
 func shimFor(sock, script string) <-chan int { return shimBuf(sock, script, 0) }
 
 func shimBuf(sock, script string, bufSize int) <-chan int {
+	return shimMode(sock, script, bufSize, false)
+}
+
+// shimMode starts a relay running script, with stderr on a pipe of its own
+// when separate is set.
+func shimMode(sock, script string, bufSize int, separate bool) <-chan int {
 	done := make(chan int, 1)
 	go func() {
-		s := &relay.Shim{Socket: sock, Buffer: bufSize}
+		s := &relay.Shim{Socket: sock, Buffer: bufSize, SeparateStderr: separate}
 		done <- s.Run([]string{"/bin/sh", "-c", script})
 	}()
 	return done
@@ -49,16 +55,20 @@ func shimBuf(sock, script string, bufSize int) <-chan int {
 func TestRelayPassesOutputAndExit(t *testing.T) {
 	tests := []struct {
 		name       string
+		separate   bool
 		script     string
 		wantOut    string
 		wantErr    string
 		wantCode   int
 		wantSignal int
 	}{
-		{"exit 0", "echo out; echo err >&2; echo out2", "out\nout2\n", "err\n", 0, 0},
-		{"exit 3", "echo a; exit 3", "a\n", "", 3, 0},
-		{"killed", "echo a; kill -9 $$", "a\n", "", 137, 9},
-		{"binary output", `printf '\000\377x'`, "\x00\xffx", "", 0, 0},
+		// By default stderr is the same pipe as stdout: one stream, in
+		// write order (ADR 0020).
+		{"exit 0", false, "echo out; echo err >&2; echo out2", "out\nerr\nout2\n", "", 0, 0},
+		{"exit 0, separate stderr", true, "echo out; echo err >&2; echo out2", "out\nout2\n", "err\n", 0, 0},
+		{"exit 3", false, "echo a; exit 3", "a\n", "", 3, 0},
+		{"killed", false, "echo a; kill -9 $$", "a\n", "", 137, 9},
+		{"binary output", false, `printf '\000\377x'`, "\x00\xffx", "", 0, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -68,7 +78,7 @@ func TestRelayPassesOutputAndExit(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ln.Close()
-			code := shim(t, sock, tc.script, 0)
+			code := shimMode(sock, tc.script, 0, tc.separate)
 			var out, errOut buffer
 			ex, err := ln.Receive(make(chan struct{}), Sink{Stdout: &out, Stderr: &errOut})
 			if err != nil {
@@ -82,6 +92,61 @@ func TestRelayPassesOutputAndExit(t *testing.T) {
 			}
 			if out.String() != tc.wantOut || errOut.String() != tc.wantErr {
 				t.Errorf("stdout %q stderr %q, want %q %q", out.String(), errOut.String(), tc.wantOut, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestRelayKeepsWriteOrderOfStdoutAndStderr: by default the command's fd 1
+// and fd 2 are one pipe (ADR 0020), so what it writes to the two arrives in
+// exactly the order written, partial lines included, all as stdout; with
+// SeparateStderr each stream arrives on its own, in its own order. The
+// script alternates the two streams a line (and a part of a line) at a time,
+// faster than any reader of two pipes can tell their order apart.
+func TestRelayKeepsWriteOrderOfStdoutAndStderr(t *testing.T) {
+	const rounds = 2000
+	script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do echo out-$i; echo err-$i >&2; printf 'p-'; printf 'q-' >&2; echo r-$i; i=$((i+1)); done`, rounds)
+	var merged, outOnly, errOnly strings.Builder
+	for i := range rounds {
+		fmt.Fprintf(&merged, "out-%d\nerr-%d\np-q-r-%d\n", i, i, i)
+		fmt.Fprintf(&outOnly, "out-%d\np-r-%d\n", i, i)
+		fmt.Fprintf(&errOnly, "err-%d\nq-", i)
+	}
+	tests := []struct {
+		name             string
+		separate         bool
+		wantOut, wantErr string
+	}{
+		{"one pipe (default)", false, merged.String(), ""},
+		{"separate stderr", true, outOnly.String(), errOnly.String()},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "r.sock")
+			ln, err := Listen(sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			code := shimMode(sock, script, 0, tc.separate)
+			var out, errOut buffer
+			ex, err := ln.Receive(make(chan struct{}), Sink{Stdout: &out, Stderr: &errOut})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := <-code; c != 0 || ex.Code != 0 {
+				t.Fatalf("exit codes %d (relay) and %+v, want 0", c, ex)
+			}
+			if got := out.String(); got != tc.wantOut {
+				i := 0
+				for i < min(len(got), len(tc.wantOut)) && got[i] == tc.wantOut[i] {
+					i++
+				}
+				t.Errorf("stdout (%d bytes, want %d) differs from byte %d: got %q, want %q",
+					len(got), len(tc.wantOut), i, got[i:min(len(got), i+40)], tc.wantOut[i:min(len(tc.wantOut), i+40)])
+			}
+			if got := errOut.String(); got != tc.wantErr {
+				t.Errorf("stderr: %d bytes, want %d (%.80q…)", len(got), len(tc.wantErr), got)
 			}
 		})
 	}
