@@ -2,7 +2,7 @@
 # Runs Hangar's benchmarks and prints them as Markdown tables (stdout); the raw
 # `go test` output goes to stderr. `make bench` runs this script.
 #
-#   bench/run.sh                 # micro-benchmarks + end to end, ~5 minutes on 2 cores
+#   bench/run.sh                 # micro-benchmarks + end to end, ~6-9 minutes on 2 cores
 #   BENCH_FULL=1 bench/run.sh    # the log benchmark prints 1 GiB instead of 256 MiB
 #   BENCH_SKIP_E2E=1 bench/run.sh
 #
