@@ -2,8 +2,6 @@ package runlog
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"time"
@@ -116,11 +114,11 @@ func (r *run) closeLocked(footer string) error {
 		}
 	}
 	size := r.sp.Size()
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(r.sp, 0, size)); err != nil {
+	sum, err := r.sp.SHA256()
+	if err != nil {
 		return fmt.Errorf("hash log: %w", err)
 	}
-	st.MaskedBytes, st.Closed, st.SHA256 = size, true, hex.EncodeToString(h.Sum(nil))
+	st.MaskedBytes, st.Closed, st.SHA256 = size, true, sum
 	st.Incomplete = footer != ""
 	if err := r.commitLocked(st); err != nil {
 		return fmt.Errorf("commit close: %w", err)

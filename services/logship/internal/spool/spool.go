@@ -37,9 +37,12 @@
 package spool
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -165,6 +168,12 @@ type Run struct {
 	// in bytes, committed or not.
 	tail     *os.File
 	tailSize int64
+	// sum is the SHA-256 of the log file's bytes [0, summed), kept up to
+	// date by Write for a log written from its start in this process, so
+	// that SHA256 at close reads back only what it did not see (all of a
+	// reopened run's earlier bytes); nil when it must start over.
+	sum    hash.Hash
+	summed int64
 }
 
 // OpenRun opens (creating if needed) the spool of run id. The log file is
@@ -206,6 +215,9 @@ func (s *Spool) OpenRun(id string) (*Run, error) {
 	if err := r.Truncate(r.state.MaskedBytes); err != nil {
 		f.Close()
 		return nil, err
+	}
+	if r.size == 0 {
+		r.sum = sha256.New()
 	}
 	if err := r.openTail(); err != nil {
 		f.Close()
@@ -476,6 +488,10 @@ func (r *Run) Write(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n, err := r.f.WriteAt(p, r.size)
+	if r.sum != nil && r.summed == r.size {
+		r.sum.Write(p[:n])
+		r.summed += int64(n)
+	}
 	r.size += int64(n)
 	if err != nil {
 		return n, fmt.Errorf("write spool: %w", err)
@@ -483,10 +499,32 @@ func (r *Run) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// SHA256 returns the hex SHA-256 of the log file's bytes [0, Size()). Bytes
+// written by Write since the run's spool was created empty were hashed as
+// they were written; only the others are read back from the file.
+func (r *Run) SHA256() (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sum == nil {
+		r.sum, r.summed = sha256.New(), 0
+	}
+	if r.summed < r.size {
+		if _, err := io.Copy(r.sum, io.NewSectionReader(r.f, r.summed, r.size-r.summed)); err != nil {
+			r.sum = nil
+			return "", fmt.Errorf("hash spool: %w", err)
+		}
+		r.summed = r.size
+	}
+	return hex.EncodeToString(r.sum.Sum(nil)), nil
+}
+
 // Truncate cuts the log file to n bytes, dropping bytes not committed.
 func (r *Run) Truncate(n int64) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if n < r.summed {
+		r.sum = nil // the hashed bytes change
+	}
 	if err := r.f.Truncate(n); err != nil {
 		return fmt.Errorf("truncate spool: %w", err)
 	}
