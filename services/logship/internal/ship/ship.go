@@ -35,8 +35,8 @@ type FinalReader interface {
 // Defaults of Deps.CommitBytes and Deps.CommitDelay. 4 MiB is half the
 // executor's window of unacknowledged output (logclient's MaxUnacked, 8 MiB):
 // the sender goes on with the other half while a group commits, and a
-// commit covers 4 MiB with its fsyncs (about 25% more MB/s in BenchmarkShip
-// than 1 MiB groups; acks still come only after the commit).
+// commit covers 4 MiB with its fsyncs (a quarter of the fsyncs of 1 MiB
+// groups; acks still come only after the commit). Measured in bench/README.
 const (
 	DefaultCommitBytes = 4 << 20
 	DefaultCommitDelay = 20 * time.Millisecond
