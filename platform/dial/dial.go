@@ -30,22 +30,38 @@ const (
 	KeepaliveTimeout = 10 * time.Second
 )
 
+// Security is how Dial secures a connection.
+type Security struct {
+	// TLS is the client's mutual TLS configuration; nil means plaintext.
+	TLS *tls.Config
+	// InsecurePlaintext allows plaintext to a target off loopback
+	// (HANGAR_INSECURE_PLAINTEXT).
+	InsecurePlaintext bool
+}
+
 // Dial returns a client connection to target (a gRPC target such as
 // "gateway:7443" or "dns:///gateway:7443"). The connection is made lazily,
 // on the first RPC.
 //
-// tlsConf secures the connection (see tlsconfig.ClientConfig); nil means
-// plaintext. tel traces each RPC with a client span and propagates the
+// sec secures the connection: mutual TLS (sec.TLS, see
+// tlsconfig.ClientConfig), or, with a nil sec.TLS, plaintext, which Dial
+// refuses to a target off loopback unless sec.InsecurePlaintext (see
+// CheckPlaintext): no caller can reach another host in clear by forgetting
+// a check. tel traces each RPC with a client span and propagates the
 // caller's trace context; with a nil tel no span is recorded, but the trace
 // context of the caller's ctx still travels to the server. opts come last
 // and so override the defaults.
-func Dial(target string, tlsConf *tls.Config, tel *telemetry.Telemetry, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+func Dial(target string, sec Security, tel *telemetry.Telemetry, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	if target == "" {
 		return nil, errors.New("dial: empty target")
 	}
-	creds := insecure.NewCredentials()
-	if tlsConf != nil {
-		creds = credentials.NewTLS(tlsConf)
+	var creds credentials.TransportCredentials
+	if sec.TLS != nil {
+		creds = credentials.NewTLS(sec.TLS)
+	} else if err := CheckPlaintext(target, sec.InsecurePlaintext); err != nil {
+		return nil, err
+	} else {
+		creds = insecure.NewCredentials()
 	}
 	all := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(creds),

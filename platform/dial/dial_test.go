@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,7 +72,7 @@ func startServer(t *testing.T, tlsConf *tls.Config, tel *telemetry.Telemetry) (s
 
 func dialT(t *testing.T, target string, tlsConf *tls.Config, tel *telemetry.Telemetry) *grpc.ClientConn {
 	t.Helper()
-	conn, err := dial.Dial(target, tlsConf, tel)
+	conn, err := dial.Dial(target, dial.Security{TLS: tlsConf}, tel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,12 +220,34 @@ func TestTraceContextPassesThroughWithoutTelemetry(t *testing.T) {
 }
 
 func TestDialErrors(t *testing.T) {
-	if _, err := dial.Dial("", nil, nil); err == nil {
+	if _, err := dial.Dial("", dial.Security{}, nil); err == nil {
 		t.Error("Dial(\"\") succeeded")
 	}
 	if dial.KeepaliveTime < serve.MinClientPingInterval {
 		t.Errorf("KeepaliveTime %v below the servers' minimum %v", dial.KeepaliveTime, serve.MinClientPingInterval)
 	}
+}
+
+// TestDialRefusesPlaintextOffLoopback: Dial itself enforces the plaintext
+// rule, so a caller that forgets CheckPlaintext still cannot reach another
+// host in clear.
+func TestDialRefusesPlaintextOffLoopback(t *testing.T) {
+	if _, err := dial.Dial("gateway:7300", dial.Security{}, nil); err == nil || !strings.Contains(err.Error(), "plaintext") {
+		t.Errorf("plaintext Dial off loopback: %v, want a refusal", err)
+	}
+	for _, sec := range []dial.Security{{InsecurePlaintext: true}, {TLS: &tls.Config{MinVersion: tls.VersionTLS13}}} {
+		conn, err := dial.Dial("gateway:7300", sec, nil)
+		if err != nil {
+			t.Errorf("Dial off loopback with %+v: %v", sec, err)
+			continue
+		}
+		conn.Close()
+	}
+	conn, err := dial.Dial("127.0.0.1:7300", dial.Security{}, nil)
+	if err != nil {
+		t.Fatalf("plaintext Dial on loopback: %v", err)
+	}
+	conn.Close()
 }
 
 func TestCheckPlaintext(t *testing.T) {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -108,19 +107,20 @@ func addOperatorTLS(fs *flag.FlagSet) operatorTLS {
 	}
 }
 
-// config returns the TLS configuration towards logship at addr: mutual TLS
-// with the operator certificate, or nil (plaintext) for a loopback logship
-// without certificates or with --insecure-plaintext.
-func (o operatorTLS) config(addr string) (*tls.Config, error) {
+// security returns how to reach logship at addr: mutual TLS with the
+// operator certificate, or plaintext for a loopback logship without
+// certificates or with --insecure-plaintext (dial.Dial enforces the same
+// rule; checking it here names the flags before anything is submitted).
+func (o operatorTLS) security(addr string) (dial.Security, error) {
 	p, err := tlsconfig.LoadPoolFiles(*o.ca, *o.cert, *o.key, tlsconfig.RoleOperator)
 	if err != nil {
-		return nil, fmt.Errorf("--tls-ca, --tls-cert, --tls-key: %w", err)
+		return dial.Security{}, fmt.Errorf("--tls-ca, --tls-cert, --tls-key: %w", err)
 	}
 	if p != nil {
-		return p.ClientConfig(tlsconfig.RoleLogship), nil
+		return dial.Security{TLS: p.ClientConfig(tlsconfig.RoleLogship)}, nil
 	}
 	if err := dial.CheckPlaintext(addr, *o.insecure); err != nil {
-		return nil, errors.New("--logship " + addr + ": give an operator certificate (--tls-ca, --tls-cert, --tls-key) or --insecure-plaintext")
+		return dial.Security{}, errors.New("--logship " + addr + ": give an operator certificate (--tls-ca, --tls-cert, --tls-key) or --insecure-plaintext")
 	}
-	return nil, nil
+	return dial.Security{InsecurePlaintext: *o.insecure}, nil
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -18,8 +17,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -29,6 +26,7 @@ import (
 	eventv1 "github.com/hangar-dev/hangar/gen/go/hangar/event/v1"
 	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
+	"github.com/hangar-dev/hangar/platform/dial"
 	"github.com/hangar-dev/hangar/platform/mqtttopic"
 	"github.com/hangar-dev/hangar/platform/runenvelope"
 	"github.com/hangar-dev/hangar/platform/telemetry"
@@ -54,10 +52,10 @@ func runSubmit(ctx context.Context, e env) error {
 	if err := parseFlags(fs, e, 0); err != nil {
 		return err
 	}
-	var logshipTLS *tls.Config
+	var logshipSec dial.Security
 	if *follow && *logship != "" {
 		var err error
-		if logshipTLS, err = opTLS.config(*logship); err != nil {
+		if logshipSec, err = opTLS.security(*logship); err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 	}
@@ -175,7 +173,7 @@ func runSubmit(ctx context.Context, e env) error {
 	if !*follow {
 		return nil
 	}
-	return f.wait(ctx, *logship, logshipTLS, *corrupt == "replay")
+	return f.wait(ctx, *logship, logshipSec, *corrupt == "replay")
 }
 
 // LoadSpec reads a run spec in its JSON form (protojson: field names as in the
@@ -337,7 +335,7 @@ func (f *follower) print(format string, args ...any) {
 }
 
 // wait follows until the run's final event, with its live log from logship.
-func (f *follower) wait(ctx context.Context, logship string, logshipTLS *tls.Config, replay bool) error {
+func (f *follower) wait(ctx context.Context, logship string, logshipSec dial.Security, replay bool) error {
 	defer f.live.stop()
 	tailDone := make(chan struct{})
 	if logship != "" {
@@ -348,7 +346,7 @@ func (f *follower) wait(ctx context.Context, logship string, logshipTLS *tls.Con
 			case <-ctx.Done():
 				return
 			}
-			if err := f.tail(ctx, logship, logshipTLS); err != nil && ctx.Err() == nil {
+			if err := f.tail(ctx, logship, logshipSec); err != nil && ctx.Err() == nil {
 				f.print("live log unavailable: %v", err)
 			}
 		}()
@@ -389,13 +387,9 @@ func (f *follower) wait(ctx context.Context, logship string, logshipTLS *tls.Con
 }
 
 // tail prints the run's live log from logship, as an operator (mutual TLS)
-// or, with a nil tlsConf, over plaintext.
-func (f *follower) tail(ctx context.Context, addr string, tlsConf *tls.Config) error {
-	creds := insecure.NewCredentials()
-	if tlsConf != nil {
-		creds = credentials.NewTLS(tlsConf)
-	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+// or, where sec allows it, over plaintext.
+func (f *follower) tail(ctx context.Context, addr string, sec dial.Security) error {
+	conn, err := dial.Dial(addr, sec, nil)
 	if err != nil {
 		return err
 	}

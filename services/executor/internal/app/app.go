@@ -90,20 +90,14 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 		gwTLS, lsTLS = cfg.PoolTLS.ClientConfig(tlsconfig.RoleGateway), cfg.PoolTLS.ClientConfig(tlsconfig.RoleLogship)
 		log.Info("in-pool gRPC uses mutual TLS", "identity", cfg.PoolTLS.Identity.String())
 	} else {
-		if err := dial.CheckPlaintext(cfg.GatewayAddr, cfg.InsecurePlaintext); err != nil {
-			return fmt.Errorf("HANGAR_GATEWAY_ADDR: %w", err)
-		}
-		if err := dial.CheckPlaintext(cfg.LogshipAddr, cfg.InsecurePlaintext); err != nil {
-			return fmt.Errorf("HANGAR_LOGSHIP_ADDR: %w", err)
-		}
 		log.Warn("in-pool gRPC in PLAINTEXT: no encryption, no authentication (no HANGAR_TLS_*)", "insecure_plaintext", cfg.InsecurePlaintext)
 	}
-	gwConn, err := dial.Dial(cfg.GatewayAddr, gwTLS, tel)
+	gwConn, err := dial.Dial(cfg.GatewayAddr, dial.Security{TLS: gwTLS, InsecurePlaintext: cfg.InsecurePlaintext}, tel)
 	if err != nil {
 		return fmt.Errorf("HANGAR_GATEWAY_ADDR: %w", err)
 	}
 	defer gwConn.Close()
-	lsConn, err := dial.Dial(cfg.LogshipAddr, lsTLS, tel)
+	lsConn, err := dial.Dial(cfg.LogshipAddr, dial.Security{TLS: lsTLS, InsecurePlaintext: cfg.InsecurePlaintext}, tel)
 	if err != nil {
 		return fmt.Errorf("HANGAR_LOGSHIP_ADDR: %w", err)
 	}

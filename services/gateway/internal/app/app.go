@@ -78,12 +78,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 		creds = issuer
 		log.Info("in-pool gRPC uses mutual TLS", "identity", poolTLS.Identity.String())
-	} else if err := dial.CheckPlaintext(cfg.PolicyAddr, cfg.InsecurePlaintext); err != nil {
-		return fmt.Errorf("HANGAR_POLICY_ADDR: %w", err)
 	}
-	policyConn, err := dial.Dial(cfg.PolicyAddr, policyTLS, tel)
+	policyConn, err := dial.Dial(cfg.PolicyAddr, dial.Security{TLS: policyTLS, InsecurePlaintext: cfg.InsecurePlaintext}, tel)
 	if err != nil {
-		return fmt.Errorf("policy client: %w", err)
+		return fmt.Errorf("HANGAR_POLICY_ADDR: %w", err)
 	}
 	defer policyConn.Close()
 

@@ -91,7 +91,7 @@ func BenchmarkIntake(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	conn, err := dial.Dial(lis.Addr().String(), nil, tel)
+	conn, err := dial.Dial(lis.Addr().String(), dial.Security{}, tel)
 	if err != nil {
 		b.Fatal(err)
 	}
