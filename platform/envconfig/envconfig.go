@@ -404,36 +404,30 @@ func checkAddr(v string) error {
 // ExistingDir returns a directory that must exist (def when unset),
 // recording "NAME: ..." when it does not or is not a directory.
 func (r *Reader) ExistingDir(name, def string) string {
-	v := r.String(name, def)
-	if v == "" {
-		return v
-	}
-	st, err := os.Stat(v)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		r.fail(name, "directory %s does not exist (create it, or point %s at one that does)", v, name)
-	case err != nil:
-		r.fail(name, "%v", err)
-	case !st.IsDir():
-		r.fail(name, "%s is not a directory", v)
-	}
-	return v
+	return r.dir(name, def, false)
 }
 
 // StateDir returns a directory the service keeps its state in (def when
 // unset): created (0700, with its parents) when missing, recording
 // "NAME: ..." when it cannot be, or when the path is a file.
 func (r *Reader) StateDir(name, def string) string {
+	return r.dir(name, def, true)
+}
+
+// dir is ExistingDir, or StateDir with create.
+func (r *Reader) dir(name, def string, create bool) string {
 	v := r.String(name, def)
 	if v == "" {
 		return v
 	}
 	st, err := os.Stat(v)
 	switch {
-	case errors.Is(err, os.ErrNotExist):
+	case errors.Is(err, os.ErrNotExist) && create:
 		if err := os.MkdirAll(v, 0o700); err != nil {
 			r.fail(name, "cannot create directory %s: %v", v, err)
 		}
+	case errors.Is(err, os.ErrNotExist):
+		r.fail(name, "directory %s does not exist (create it, or point %s at one that does)", v, name)
 	case err != nil:
 		r.fail(name, "%v", err)
 	case !st.IsDir():
