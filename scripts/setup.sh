@@ -19,6 +19,7 @@
 #   docker-compose               the compose stack (deploy/compose)
 #   jq                           scripts and CI reading JSON
 #   gcc libc6-dev                cgo, which `go test -race` needs
+#   iptables                     the documented host firewall rule for run networks (dockerrt test)
 #   docker.io                    only when the docker command is missing (its CLI)
 # and, not installable here: Go (go.mod's version), a running Docker engine.
 set -euo pipefail
@@ -35,7 +36,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 fail() { printf 'setup: %s\n' "$*" >&2; exit 1; }
 
 packages=(mosquitto mosquitto-clients busybox-static docker-registry apache2-utils git openssl
-  ca-certificates jq prometheus docker-compose gcc libc6-dev)
+  ca-certificates jq prometheus docker-compose gcc libc6-dev iptables)
 if ! command -v docker >/dev/null 2>&1; then
   packages+=(docker.io)
 fi
