@@ -68,6 +68,9 @@ func TestKubernetes(t *testing.T) {
 	kube.TrustRegistry(t, reg.Addr)
 	x.privateImage = kube.PushFromNode(t, reg, kubeImage, "hangar/private-runner:1")
 	kube.PullSecret(t, kubeNamespace, "regcred", reg)
+	// A private git host (git http-backend on loopback), reached through the
+	// executors' private VCS mapping.
+	vcsBase, _ := harness.GitServer(t, "acme/infra.git", map[string]string{"infra/prod/main.tf": "# private-vcs-file: kube stack\n"})
 
 	x.cp = harness.NewControlPlane(t, bins.Path(t, "hangarctl"))
 	broker, _ := x.cp.StartEmbeddedBroker(t)
@@ -90,6 +93,8 @@ func TestKubernetes(t *testing.T) {
 		// registry's is pulled through the pull Secret.
 		"HANGAR_KUBE_IMAGE_PULL_POLICY=IfNotPresent",
 		"HANGAR_KUBE_IMAGE_PULL_SECRETS=regcred",
+		"HANGAR_PRIVATEVCS_MAPPING_NAME_1=vcs-kube",
+		"HANGAR_PRIVATEVCS_MAPPING_BASE_ENDPOINT_1=" + vcsBase,
 		"HANGAR_EXECUTOR_SLOTS=3",
 		"HANGAR_CANCEL_GRACE=2s",
 		"HANGAR_WORKER_MEMORY_MB=48",
@@ -110,6 +115,7 @@ func TestKubernetes(t *testing.T) {
 		t.Run("OOM-killed", x.testOOM)
 		t.Run("image from a private registry through imagePullSecrets", x.testPrivateImage)
 		t.Run("evicted", x.testEvicted)
+		t.Run("source from a private VCS host", x.testPrivateVCS)
 	})
 	t.Run("executor killed and restarted mid-run, next to another's run", x.testRestart)
 	t.Run("nothing left in the namespace", func(t *testing.T) {
@@ -268,6 +274,21 @@ func (x *kubeEnv) testPrivateImage(t *testing.T) {
 	}
 	if log := x.storedLog(t, runID, fin); !hasLine(log, "from the private image") {
 		t.Errorf("stored log:\n%s", log)
+	}
+}
+
+// testPrivateVCS: the executor fetches the run's source through its private
+// VCS mapping and streams it into the pod; the phase runs in the project root.
+func (x *kubeEnv) testPrivateVCS(t *testing.T) {
+	spec := harness.Task(kubeImage, "pwd", "cat main.tf")
+	spec.Source = &harness.Source{URL: "https://vcs-kube/acme/infra.git", Ref: "main", ProjectRoot: "infra/prod"}
+	runID, _ := x.submit(t, spec, false)
+	fin := x.finished(t, runID)
+	if fin.GetOutcome() != eventv1.Outcome_OUTCOME_FINISHED {
+		t.Fatalf("run %s: %s %q, want finished", runID, fin.GetOutcome(), fin.GetReason())
+	}
+	if log := x.storedLog(t, runID, fin); !hasLine(log, "# private-vcs-file: kube stack") || !hasLine(log, "/workspace/infra/prod") {
+		t.Errorf("the run did not cat infra/prod/main.tf of the private repository in /workspace/infra/prod:\n%s", log)
 	}
 }
 
