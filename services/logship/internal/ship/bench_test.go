@@ -111,7 +111,7 @@ func startBenchLogship(b *testing.B, limit int64, stdout io.Writer, sink bool) l
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(ship.ServerOptions()...)
 	logsv1.RegisterLogServiceServer(srv, ship.New(ship.Deps{Runs: mgr, Finals: store, Tracer: noop.NewTracerProvider().Tracer(""),
 		Propagator: telemetry.NewPropagator(), Logger: log}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -174,6 +174,13 @@ type Run struct {
 	// reopened run's earlier bytes); nil when it must start over.
 	sum    hash.Hash
 	summed int64
+	// tsum is the SHA-256 of the log file's bytes [0, summed) followed by
+	// the tail segment's first tsummed bytes: kept up to date by WriteTail
+	// while the tail is written from its start right after a head hashed
+	// whole, so that a log that was not cut has its digest once
+	// AppendTail put its tail after its head (nil otherwise).
+	tsum    hash.Hash
+	tsummed int64
 }
 
 // OpenRun opens (creating if needed) the spool of run id. The log file is
@@ -288,11 +295,87 @@ func (r *Run) WriteTail(p []byte) (int, error) {
 		r.tail, r.tailSize = f, 0
 	}
 	n, err := r.tail.WriteAt(p, r.tailSize)
+	r.hashTailLocked(p[:n])
 	r.tailSize += int64(n)
 	if err != nil {
 		return n, fmt.Errorf("write tail segment: %w", err)
 	}
 	return n, nil
+}
+
+// hashTailLocked hashes b, written to the tail segment at its end, after
+// the head (see Run.tsum): it starts once the first tail byte follows a
+// head hashed whole, and stops for good at any other write.
+func (r *Run) hashTailLocked(b []byte) {
+	switch {
+	case r.tsum != nil && r.tsummed == r.tailSize:
+	case r.tailSize == 0 && r.state.TailBase == 0 && r.sum != nil && r.summed == r.size:
+		r.tsum, r.tsummed = cloneHash(r.sum), 0
+		if r.tsum == nil {
+			return
+		}
+	default:
+		r.tsum = nil
+		return
+	}
+	r.tsum.Write(b)
+	r.tsummed += int64(len(b))
+}
+
+// cloneHash returns a copy of h's state, nil if it cannot.
+func cloneHash(h hash.Hash) hash.Hash {
+	if c, ok := h.(hash.Cloner); ok {
+		if d, err := c.Clone(); err == nil {
+			return d
+		}
+	}
+	return nil
+}
+
+// AppendTail appends the tail bytes [from, from+n) (positions past the
+// head, as TailEnd) to the log file, copied by the kernel where it can
+// (copy_file_range), not durably until Commit: at close, the kept tail
+// after the head. When the log file holds the head whole and these are
+// all the tail's bytes from its start, as hashed while they were written,
+// the log's digest is known without reading anything back (SHA256);
+// otherwise SHA256 reads the appended bytes back.
+func (r *Run) AppendTail(from, n int64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	base := r.state.TailBase
+	if r.tail == nil || from < base || n < 0 || from+n > base+r.tailSize {
+		return fmt.Errorf("append tail: bytes %d to %d are not in the tail segment (%d to %d)", from, from+n, base, base+r.tailSize)
+	}
+	// A descriptor of its own, whose offset nobody else uses; the log
+	// file's own is used by nothing else (writes and reads give positions).
+	src, err := os.Open(r.tail.Name())
+	if err != nil {
+		return fmt.Errorf("append tail: %w", err)
+	}
+	defer src.Close()
+	if _, err := src.Seek(from-base, io.SeekStart); err != nil {
+		return fmt.Errorf("append tail: %w", err)
+	}
+	if _, err := r.f.Seek(r.size, io.SeekStart); err != nil {
+		return fmt.Errorf("append tail: %w", err)
+	}
+	hashed := r.tsum != nil && r.sum != nil && r.summed == r.size && from == 0 && base == 0 && n == r.tsummed
+	copied, err := r.f.ReadFrom(io.LimitReader(src, n))
+	r.size += copied
+	if err == nil && copied < n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return fmt.Errorf("append tail: %w", err)
+	}
+	if hashed {
+		r.sum, r.summed = r.tsum, r.size
+	}
+	r.tsum = nil
+	return nil
 }
 
 // TailEnd returns the position, past the head, after the last byte written
@@ -328,6 +411,9 @@ func (r *Run) TruncateTail(end int64) error {
 	defer r.mu.Unlock()
 	if r.tail == nil {
 		return nil
+	}
+	if r.tsum != nil && end-r.state.TailBase < r.tsummed {
+		r.tsum = nil // the hashed bytes change
 	}
 	if err := r.tail.Truncate(end - r.state.TailBase); err != nil {
 		return fmt.Errorf("truncate tail segment: %w", err)
@@ -438,6 +524,7 @@ func (c *TailCompaction) Finish() (State, error) {
 	}
 	r.mu.Lock()
 	r.tail, r.tailSize = c.f, end-c.st.TailBase
+	r.tsum = nil // the segment starts past the head's end now
 	r.mu.Unlock()
 	// The new segment is recorded: the old one is a leftover, removed here
 	// or at the next open.
@@ -457,7 +544,7 @@ func (c *TailCompaction) Abort() {
 func (r *Run) RemoveTail() error {
 	r.mu.Lock()
 	f := r.tail
-	r.tail, r.tailSize = nil, 0
+	r.tail, r.tailSize, r.tsum = nil, 0, nil
 	r.mu.Unlock()
 	if f == nil {
 		return nil
@@ -488,6 +575,7 @@ func (r *Run) Write(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n, err := r.f.WriteAt(p, r.size)
+	r.tsum = nil // a head byte after tail bytes: the order tsum hashed is not the log's
 	if r.sum != nil && r.summed == r.size {
 		r.sum.Write(p[:n])
 		r.summed += int64(n)
@@ -523,7 +611,7 @@ func (r *Run) Truncate(n int64) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if n < r.summed {
-		r.sum = nil // the hashed bytes change
+		r.sum, r.tsum = nil, nil // the hashed bytes change
 	}
 	if err := r.f.Truncate(n); err != nil {
 		return fmt.Errorf("truncate spool: %w", err)
