@@ -9,6 +9,7 @@
 package dockerrt
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -215,20 +216,24 @@ type session struct {
 
 // Prepare checks the run network (EnsureNetwork), makes the runner image
 // present (pulling it with the configured registry credentials) and creates
-// the run's workspace volume.
+// the run's workspace volume. The three are independent and asked of the
+// engine at once: a run's start waits for the slowest, not for their sum.
+// The first error (network, image, volume, in that order) is returned; a
+// volume created meanwhile is removed with the session.
 func (s *session) Prepare(ctx context.Context) error {
-	if err := s.r.EnsureNetwork(ctx); err != nil {
-		return err
-	}
-	user, err := ensureImage(ctx, s.r.cli, s.job.Spec.GetRunnerImage(), s.r.opts.DockerConfigDir)
-	if err != nil {
-		return err
-	}
-	s.user = user
 	if err := os.MkdirAll(s.ioDir, 0o755); err != nil {
 		return fmt.Errorf("relay directory: %w", err)
 	}
-	return s.createVolume(ctx)
+	netErr, volErr := make(chan error, 1), make(chan error, 1)
+	go func() { netErr <- s.r.EnsureNetwork(ctx) }()
+	go func() { volErr <- s.createVolume(ctx) }()
+	user, imgErr := ensureImage(ctx, s.r.cli, s.job.Spec.GetRunnerImage(), s.r.opts.DockerConfigDir)
+	nerr, verr := <-netErr, <-volErr
+	if err := cmp.Or(nerr, imgErr, verr); err != nil {
+		return err
+	}
+	s.user = user
+	return nil
 }
 
 // RunPhase creates the phase's container (the first one also receives the
