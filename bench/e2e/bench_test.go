@@ -28,6 +28,14 @@ const firstLine = "hello"
 // alternates), so that load on the host weighs on both sides alike; the
 // metrics are the median and the spread (min, max) of the per-pair ratios
 // hangar/docker, and the medians of each side. Goal: ratio ≤ 1.2.
+//
+// A third side, "docker-run-hardened", is for reference: `docker run` of the
+// same image with the settings the executor gives a run container (its
+// network, an init process, the dropped capabilities, no new privileges, a
+// PID limit, no log driver, a fresh workspace volume and two bind mounts as
+// the relay's; see hardenedFlags): what the container's own start costs with
+// Hangar's isolation, without Hangar. Its ratio (hangar/hardened) is
+// reported beside the goal's.
 func BenchmarkFirstOutput(b *testing.B) {
 	requireImage(b)
 	s := stack(b)
@@ -50,23 +58,36 @@ func BenchmarkFirstOutput(b *testing.B) {
 	docker := func() (time.Duration, time.Duration) {
 		return firstAndExit(b, exec.Command("docker", "run", "--rm", benchImage, "echo", firstLine))
 	}
-	// Untimed warm-up of both sides.
+	flags, err := hardenedFlags()
+	if err != nil {
+		b.Fatal(err)
+	}
+	hardened := func() (time.Duration, time.Duration) {
+		args := append(append([]string{"run", "--rm"}, flags...), benchImage, "echo", firstLine)
+		return firstAndExit(b, exec.Command("docker", args...))
+	}
+	// Untimed warm-up of every side.
 	hangar()
 	docker()
-	var hf, he, df, de, rf, re []float64
+	hardened()
+	var hf, he, df, de, xf, xe, rf, re, rxf, rxe []float64
 	i := 0
 	for b.Loop() {
-		var h1, h2, d1, d2 time.Duration
-		if i%2 == 0 {
-			h1, h2 = hangar()
-			d1, d2 = docker()
-		} else {
-			d1, d2 = docker()
-			h1, h2 = hangar()
+		// The order rotates, so that no side always follows another.
+		var h1, h2, d1, d2, x1, x2 time.Duration
+		sides := []func(){
+			func() { h1, h2 = hangar() },
+			func() { d1, d2 = docker() },
+			func() { x1, x2 = hardened() },
+		}
+		for j := range sides {
+			sides[(i+j)%len(sides)]()
 		}
 		i++
 		hf, he, df, de = append(hf, ms(h1)), append(he, ms(h2)), append(df, ms(d1)), append(de, ms(d2))
+		xf, xe = append(xf, ms(x1)), append(xe, ms(x2))
 		rf, re = append(rf, ms(h1)/ms(d1)), append(re, ms(h2)/ms(d2))
+		rxf, rxe = append(rxf, ms(h1)/ms(x1)), append(rxe, ms(h2)/ms(x2))
 	}
 	b.ReportMetric(median(hf), "hangar-first-ms")
 	b.ReportMetric(median(df), "docker-first-ms")
@@ -79,6 +100,37 @@ func BenchmarkFirstOutput(b *testing.B) {
 	b.ReportMetric(slices.Min(re), "ratio-exit-min")
 	b.ReportMetric(slices.Max(re), "ratio-exit-max")
 	b.ReportMetric(float64(len(rf)), "pairs")
+	b.ReportMetric(median(xf), "hardened-first-ms")
+	b.ReportMetric(median(xe), "hardened-exit-ms")
+	b.ReportMetric(median(rxf), "ratio-hardened-first-p50")
+	b.ReportMetric(median(rxe), "ratio-hardened-exit-p50")
+}
+
+// hardenedFlags are `docker run` flags that give a container the settings
+// the executor gives each run container (dockerrt's phaseContainer and
+// hostConfig; the benchmark drives binaries only and repeats them here): the
+// stack's run network, an init process, all capabilities dropped but the
+// eight a run keeps, no new privileges, a private IPC namespace, a PID limit,
+// no log driver, a fresh anonymous volume at /workspace (removed with the
+// container) and two bind mounts where the relay and its socket directory go.
+func hardenedFlags() ([]string, error) {
+	io := filepath.Join(tmpRoot, "hardened-io")
+	if err := os.MkdirAll(io, 0o755); err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	flags := []string{"--label", "hangar-bench=first-output", "--network", "hangar-runs", "--init",
+		"--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--ipc", "private", "--pids-limit", "4096", "--log-driver", "none",
+		"--mount", "type=volume,dst=/workspace,volume-nocopy",
+		"--mount", "type=bind,src=" + self + ",dst=/.hangar/relay,readonly",
+		"--mount", "type=bind,src=" + io + ",dst=/.hangar/io"}
+	for _, c := range []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETGID", "SETUID", "KILL", "NET_BIND_SERVICE"} {
+		flags = append(flags, "--cap-add", c)
+	}
+	return flags, nil
 }
 
 // firstAndExit starts cmd and returns the time until firstLine is on its
