@@ -61,7 +61,7 @@ func (d *Dispatcher) Recover(reopen Reopen) {
 			continue
 		}
 		run := &job{
-			Run:     &intake.Run{ID: r.RunID, Spec: spec, TraceContext: tc, AdmittedAt: r.AdmittedAt, Envelope: r.Envelope, ReceivedAt: r.ReceivedAt},
+			Run:      &intake.Run{ID: r.RunID, Spec: spec, TraceContext: tc, AdmittedAt: r.AdmittedAt, Envelope: r.Envelope, ReceivedAt: r.ReceivedAt},
 			handOff:  handOffFromRecord(r.HandOff),
 			recorded: true,
 		}
