@@ -34,6 +34,9 @@ type Policy interface {
 // Seen remembers run ids across restarts.
 type Seen interface {
 	Record(runID string, forgetAfter time.Time) (bool, error)
+	// Known reports whether the run id is remembered (from memory, without
+	// a write).
+	Known(runID string) bool
 	Done(runID string) error
 	// Decided reports whether the run's decision is recorded; a known run
 	// that is not decided is in the intake right now.
@@ -162,7 +165,24 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 	// Remember the id until well after the envelope expires; a later copy is then
 	// refused as expired rather than handled again.
 	forget := time.UnixMilli(v.Envelope.GetExpiresAtUnixMs()).Add(in.opener.ClockSkew + time.Hour)
+	// A run id not seen before is decrypted (the pool key's private
+	// operation) while its record is made durable: neither waits for the
+	// other. A copy of a known one is decided by the seen store first, as
+	// before, so that a replayed envelope costs no private-key operation.
+	var decrypted chan struct{}
+	var spec *runv1.RunSpec
+	var decryptErr error
+	if !in.seen.Known(v.RunID) {
+		decrypted = make(chan struct{})
+		go func() {
+			defer close(decrypted)
+			spec, decryptErr = in.opener.Decrypt(v)
+		}()
+	}
 	first, err := in.seen.Record(v.RunID, forget)
+	if decrypted != nil {
+		<-decrypted
+	}
 	if err != nil {
 		span.SetStatus(codes.Error, "seen store")
 		return fmt.Errorf("intake: record run %s: %w", v.RunID, err)
@@ -204,10 +224,12 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 		in.log.Info("redelivered run already recovered; nothing to do", "run_id", v.RunID)
 		return nil
 	}
-	spec, err := in.opener.Decrypt(v)
-	if err != nil {
+	if decrypted == nil {
+		spec, decryptErr = in.opener.Decrypt(v)
+	}
+	if decryptErr != nil {
 		span.SetStatus(codes.Error, "decrypt")
-		in.reject(payload, err)
+		in.reject(payload, decryptErr)
 		return nil
 	}
 	if err := validSpec(v.RunID, spec); err != nil {
@@ -215,8 +237,21 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 		in.reject(payload, err)
 		return nil
 	}
+	// The policy decides while "received" is journaled.
+	secretsErr := checkSecretBytes(spec)
+	type verdict struct {
+		res *policyv1.EvaluateResponse
+		err error
+	}
+	policy := make(chan verdict, 1)
+	if secretsErr == nil {
+		go func() {
+			res, err := in.evaluate(ctx, v.RunID, spec)
+			policy <- verdict{res, err}
+		}()
+	}
 	in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Received{Received: &eventv1.RunReceived{}}})
-	if err := checkSecretBytes(spec); err != nil {
+	if err := secretsErr; err != nil {
 		in.results.WithLabelValues("failed").Inc()
 		span.SetStatus(codes.Error, "secrets too large")
 		in.log.Warn("run refused: secrets too large", "run_id", v.RunID, "err", err)
@@ -224,7 +259,8 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 		return nil
 	}
 
-	decision, err := in.evaluate(ctx, v.RunID, spec)
+	d := <-policy
+	decision, err := d.res, d.err
 	if err != nil && ctx.Err() != nil {
 		// The gateway is stopping: the run stays undecided and its message
 		// unacknowledged, so that it is taken up again after the restart.
