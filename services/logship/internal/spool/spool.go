@@ -11,14 +11,17 @@
 //	                     bytes); once closed: the whole stored log
 //	<run_id>/tail.<n>    the tail segment (0600): masked bytes past the
 //	                     head, once the head is full (see below)
-//	<run_id>/state.json  the run's durable state (see State)
+//	<run_id>/state       the run's durable state (see State), in two
+//	                     slots written in turn (see state.go; an older
+//	                     logship's state.json is read and replaced)
 //
 // The log file may hold more bytes than State.MaskedBytes, and the tail
 // segment more than State.TailBytes-State.TailBase: those were written
 // after the last commit and are not acknowledged; reopening a run
-// truncates them. A commit fsyncs the log and the tail segment, then
-// replaces state.json atomically (write, fsync, rename, fsync of the
-// directory).
+// truncates them. A commit fdatasyncs the log and the tail segment, then
+// saves the state: it overwrites the older of the state file's two slots
+// and fdatasyncs it, so a crash leaves the state before or after the
+// save, never a mix.
 //
 // # The tail segment
 //
@@ -31,15 +34,14 @@
 // compaction (CompactTail, or StartCompaction and Finish) at commit
 // points: the bytes still needed, and those written since the commit, are
 // copied into the next segment tail.<n+1>, whose committed part is
-// fsynced, then state.json names it (TailSegment, TailBase), then the old
-// segment is removed. A crash at any point leaves state.json naming a complete
+// fsynced, then the state names it (TailSegment, TailBase), then the old
+// segment is removed. A crash at any point leaves the state naming a complete
 // segment; a segment it does not name is a leftover, removed at open.
 package spool
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -51,7 +53,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/hangar-dev/hangar/platform/atomicfile"
 	"github.com/hangar-dev/hangar/platform/ids"
 )
 
@@ -61,7 +62,6 @@ var ErrInvalidRunID = fmt.Errorf("%w (%s)", ids.ErrInvalidRunID, ids.Rule)
 
 const (
 	logName    = "log"
-	stateName  = "state.json"
 	tailPrefix = "tail."
 )
 
@@ -159,6 +159,7 @@ func (s *Spool) Runs() ([]string, error) {
 // but Append, Truncate and Commit are meant for one writer at a time.
 type Run struct {
 	dir string
+	sf  *stateFile
 
 	mu    sync.Mutex
 	f     *os.File
@@ -193,16 +194,9 @@ func (s *Spool) OpenRun(id string) (*Run, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open run spool: %w", err)
 	}
-	r := &Run{dir: dir, state: State{RunID: id}}
-	b, err := os.ReadFile(filepath.Join(dir, stateName))
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		return nil, fmt.Errorf("read run state: %w", err)
-	default:
-		if err := json.Unmarshal(b, &r.state); err != nil {
-			return nil, fmt.Errorf("read run state %s: %w", filepath.Join(dir, stateName), err)
-		}
+	r := &Run{dir: dir, state: State{RunID: id}, sf: &stateFile{path: filepath.Join(dir, stateName)}}
+	if err := r.sf.read(&r.state); err != nil {
+		return nil, err
 	}
 	f, err := os.OpenFile(filepath.Join(dir, logName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -517,7 +511,7 @@ func (c *TailCompaction) Finish() (State, error) {
 		return State{}, fmt.Errorf("compact tail segment: %w", err)
 	}
 	if err := r.SaveState(c.st); err != nil {
-		// state.json may or may not name the new segment: keep both; the
+		// the state may or may not name the new segment: keep both; the
 		// one it does not name is removed at the next open.
 		c.f.Close()
 		return State{}, fmt.Errorf("compact tail segment: %w", err)
@@ -628,14 +622,14 @@ func (r *Run) ReadAt(p []byte, off int64) (int, error) {
 
 // SyncLog makes the log and tail bytes written so far durable.
 func (r *Run) SyncLog() error {
-	if err := r.f.Sync(); err != nil {
+	if err := fdatasync(r.f); err != nil {
 		return fmt.Errorf("sync spool: %w", err)
 	}
 	r.mu.Lock()
 	tail := r.tail
 	r.mu.Unlock()
 	if tail != nil {
-		if err := tail.Sync(); err != nil {
+		if err := fdatasync(tail); err != nil {
 			return fmt.Errorf("sync tail segment: %w", err)
 		}
 	}
@@ -653,11 +647,7 @@ func (r *Run) Commit(st State) error {
 // SaveState records st atomically without syncing the log, for changes
 // that do not cover new log bytes (upload progress).
 func (r *Run) SaveState(st State) error {
-	b, err := json.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("save run state: %w", err)
-	}
-	if err := atomicfile.Write(filepath.Join(r.dir, stateName), b, 0o600); err != nil {
+	if err := r.sf.save(st); err != nil {
 		return fmt.Errorf("save run state: %w", err)
 	}
 	r.mu.Lock()
@@ -684,6 +674,7 @@ func (r *Run) Close() error {
 	if tail != nil {
 		_ = tail.Close()
 	}
+	r.sf.close()
 	if err := r.f.Close(); err != nil {
 		return fmt.Errorf("close spool: %w", err)
 	}
