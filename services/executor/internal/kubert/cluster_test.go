@@ -420,11 +420,11 @@ wait:
 func TestClusterDeadline(t *testing.T) {
 	requireCluster(t)
 	ns := namespace(t)
-	rt := newRuntime(t, ns, "exec-a", func(o *Options) { o.RunTimeout, o.DeadlineMargin = 3*time.Second, time.Millisecond })
+	rt := newRuntime(t, ns, "exec-a", func(o *Options) { o.RunTimeout, o.DeadlineMargin = 8*time.Second, time.Millisecond })
 	j, out := job(t, "deadline-1", &runv1.Phase{Name: "apply", Commands: []string{"echo started", "sleep 300", "echo never"}})
 	res := supervise.Run(context.Background(), rt, j, supervise.Limits{})
 	want := runner.Result{Outcome: eventv1.Outcome_OUTCOME_TIMED_OUT, ExitCode: -1,
-		Reason: "phase apply: the run's pod ran past its activeDeadlineSeconds (4s: the run timeout and a margin) and the kubelet stopped it"}
+		Reason: "phase apply: the run's pod ran past its activeDeadlineSeconds (9s: the run timeout and a margin) and the kubelet stopped it"}
 	if res != want {
 		t.Errorf("result = %+v\nwant     %+v\noutput:\n%s", res, want, out)
 	}
