@@ -36,6 +36,11 @@ const firstLine = "hello"
 // the relay's; see hardenedFlags): what the container's own start costs with
 // Hangar's isolation, without Hangar. Its ratio (hangar/hardened) is
 // reported beside the goal's.
+//
+// With HANGAR_BENCH_BASELINE naming another hangarctl binary (an earlier
+// build), a fourth side, "baseline", runs it against a second stack that
+// binary starts (`dev` in tmpRoot/dev-baseline): before and after a change
+// in the same run, interleaved with the others, ratio baseline/docker.
 func BenchmarkFirstOutput(b *testing.B) {
 	requireImage(b)
 	s := stack(b)
@@ -48,12 +53,22 @@ func BenchmarkFirstOutput(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	hangar := func() (time.Duration, time.Duration) {
+	submit := func(ctl string, s *devStack) (time.Duration, time.Duration) {
 		args := []string{"run", "submit", "--dir", s.cpDir, "--pool", s.poolName, "--spec", spec, "--follow", "--logship", s.logship}
 		if s.tlsCA != "" {
 			args = append(args, "--tls-ca", s.tlsCA, "--tls-cert", s.tlsCert, "--tls-key", s.tlsKey)
 		}
 		return firstAndExit(b, exec.Command(ctl, args...))
+	}
+	hangar := func() (time.Duration, time.Duration) { return submit(ctl, s) }
+	var baseline func() (time.Duration, time.Duration)
+	if base := os.Getenv("HANGAR_BENCH_BASELINE"); base != "" {
+		if baseStack == nil {
+			if baseStack, err = startStackWith(base, "dev-baseline"); err != nil {
+				b.Fatalf("baseline stack (HANGAR_BENCH_BASELINE=%s): %v", base, err)
+			}
+		}
+		baseline = func() (time.Duration, time.Duration) { return submit(base, baseStack) }
 	}
 	docker := func() (time.Duration, time.Duration) {
 		return firstAndExit(b, exec.Command("docker", "run", "--rm", benchImage, "echo", firstLine))
@@ -70,15 +85,21 @@ func BenchmarkFirstOutput(b *testing.B) {
 	hangar()
 	docker()
 	hardened()
-	var hf, he, df, de, xf, xe, rf, re, rxf, rxe []float64
+	if baseline != nil {
+		baseline()
+	}
+	var hf, he, df, de, xf, xe, rf, re, rxf, rxe, bf, be, rbf, rbe []float64
 	i := 0
 	for b.Loop() {
 		// The order rotates, so that no side always follows another.
-		var h1, h2, d1, d2, x1, x2 time.Duration
+		var h1, h2, d1, d2, x1, x2, b1, b2 time.Duration
 		sides := []func(){
 			func() { h1, h2 = hangar() },
 			func() { d1, d2 = docker() },
 			func() { x1, x2 = hardened() },
+		}
+		if baseline != nil {
+			sides = append(sides, func() { b1, b2 = baseline() })
 		}
 		for j := range sides {
 			sides[(i+j)%len(sides)]()
@@ -88,6 +109,10 @@ func BenchmarkFirstOutput(b *testing.B) {
 		xf, xe = append(xf, ms(x1)), append(xe, ms(x2))
 		rf, re = append(rf, ms(h1)/ms(d1)), append(re, ms(h2)/ms(d2))
 		rxf, rxe = append(rxf, ms(h1)/ms(x1)), append(rxe, ms(h2)/ms(x2))
+		if baseline != nil {
+			bf, be = append(bf, ms(b1)), append(be, ms(b2))
+			rbf, rbe = append(rbf, ms(b1)/ms(d1)), append(rbe, ms(b2)/ms(d2))
+		}
 	}
 	b.ReportMetric(median(hf), "hangar-first-ms")
 	b.ReportMetric(median(df), "docker-first-ms")
@@ -104,6 +129,16 @@ func BenchmarkFirstOutput(b *testing.B) {
 	b.ReportMetric(median(xe), "hardened-exit-ms")
 	b.ReportMetric(median(rxf), "ratio-hardened-first-p50")
 	b.ReportMetric(median(rxe), "ratio-hardened-exit-p50")
+	if baseline != nil {
+		b.ReportMetric(median(bf), "baseline-first-ms")
+		b.ReportMetric(median(be), "baseline-exit-ms")
+		b.ReportMetric(median(rbf), "ratio-baseline-first-p50")
+		b.ReportMetric(slices.Min(rbf), "ratio-baseline-first-min")
+		b.ReportMetric(slices.Max(rbf), "ratio-baseline-first-max")
+		b.ReportMetric(median(rbe), "ratio-baseline-exit-p50")
+		b.ReportMetric(slices.Min(rbe), "ratio-baseline-exit-min")
+		b.ReportMetric(slices.Max(rbe), "ratio-baseline-exit-max")
+	}
 }
 
 // hardenedFlags are `docker run` flags that give a container the settings
