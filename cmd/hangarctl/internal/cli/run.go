@@ -86,8 +86,8 @@ func runSubmit(ctx context.Context, e env) error {
 		defer cancel()
 	}
 
-	// The broker's session (TLS, MQTT connect) and, to follow, logship's
-	// connection are set up while the envelope is sealed: neither needs it.
+	// The broker's session (TLS, MQTT connect) is set up while the envelope
+	// is sealed, which it does not need.
 	tlsConf, err := d.ClientTLS("")
 	if err != nil {
 		return err
@@ -116,7 +116,6 @@ func runSubmit(ctx context.Context, e env) error {
 			return err
 		}
 		defer logConn.Close()
-		logConn.Connect()
 	}
 
 	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "hangarctl", OTLPEndpoint: *otlp, Insecure: true})
@@ -195,6 +194,12 @@ func runSubmit(ctx context.Context, e env) error {
 		if err := conn.Publish(ctx, mqtttopic.Runs(p.ID), payload); err != nil {
 			return err
 		}
+	}
+	if logConn != nil {
+		// Logship's TLS handshake runs while the pool takes the run, off
+		// the way to the publish (on a busy host the two would share the
+		// CPU), and is done when the "started" event comes.
+		logConn.Connect()
 	}
 	span.End()
 	submitted = true
