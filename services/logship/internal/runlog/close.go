@@ -3,10 +3,7 @@ package runlog
 import (
 	"context"
 	"fmt"
-	"io"
 	"time"
-
-	"github.com/hangar-dev/hangar/services/logship/internal/spool"
 )
 
 // Close ends the log: flushes the maskers, commits, and waits for the
@@ -106,12 +103,11 @@ func (r *run) closeLocked(footer string) error {
 			return fmt.Errorf("close log: %w", err)
 		}
 	}
+	// The kept tail is copied by the kernel; a log that was not cut has
+	// its digest already (the tail was hashed as written after the head).
 	kept := st.TailBytes - st.Cut()
-	if kept > 0 {
-		tail := io.NewSectionReader(tailReader{r.sp}, st.TailBytes-kept, kept)
-		if _, err := io.Copy(r.sp, tail); err != nil {
-			return fmt.Errorf("close log: copy the tail: %w", err)
-		}
+	if err := r.sp.AppendTail(st.TailBytes-kept, kept); err != nil {
+		return fmt.Errorf("close log: copy the tail: %w", err)
 	}
 	size := r.sp.Size()
 	sum, err := r.sp.SHA256()
@@ -131,11 +127,6 @@ func (r *run) closeLocked(footer string) error {
 	r.streams, r.merge = [numStreams]streamMasker{}, merger{}
 	return nil
 }
-
-// tailReader reads the tail segment by position past the head.
-type tailReader struct{ sp *spool.Run }
-
-func (t tailReader) ReadAt(p []byte, off int64) (int, error) { return t.sp.ReadTailAt(p, off) }
 
 func (r *run) closedLocked() Closed {
 	return Closed{Key: r.m.opts.Store.FinalKey(r.id), Bytes: r.state.MaskedBytes, SHA256: r.state.SHA256,

@@ -34,6 +34,13 @@
 // value of the set appears contiguous in the spool, hence in the live
 // chunks, the final object, Tail and standard output.
 //
+// The streams' maskers are skipped where they cannot matter (ADR 0021,
+// direct.go): from a clean point, chunks of one stream go into the merge
+// unmasked and the last pass alone masks them, which stores the same
+// bytes; a chunk of another stream before the next clean point rolls the
+// run back to that clean point and masks those chunks again through their
+// stream's masker. A run on one stream is thus scanned once.
+//
 // A chunk of the system stream (the executor's own lines: phase headers,
 // the closing footer) is a boundary of the job's output: the other
 // streams' maskers are flushed before it, so what they held back comes

@@ -11,14 +11,17 @@
 //	                     bytes); once closed: the whole stored log
 //	<run_id>/tail.<n>    the tail segment (0600): masked bytes past the
 //	                     head, once the head is full (see below)
-//	<run_id>/state.json  the run's durable state (see State)
+//	<run_id>/state       the run's durable state (see State), in two
+//	                     slots written in turn (see state.go; an older
+//	                     logship's state.json is read and replaced)
 //
 // The log file may hold more bytes than State.MaskedBytes, and the tail
 // segment more than State.TailBytes-State.TailBase: those were written
 // after the last commit and are not acknowledged; reopening a run
-// truncates them. A commit fsyncs the log and the tail segment, then
-// replaces state.json atomically (write, fsync, rename, fsync of the
-// directory).
+// truncates them. A commit fdatasyncs the log and the tail segment, then
+// saves the state: it overwrites the older of the state file's two slots
+// and fdatasyncs it, so a crash leaves the state before or after the
+// save, never a mix.
 //
 // # The tail segment
 //
@@ -31,15 +34,14 @@
 // compaction (CompactTail, or StartCompaction and Finish) at commit
 // points: the bytes still needed, and those written since the commit, are
 // copied into the next segment tail.<n+1>, whose committed part is
-// fsynced, then state.json names it (TailSegment, TailBase), then the old
-// segment is removed. A crash at any point leaves state.json naming a complete
+// fsynced, then the state names it (TailSegment, TailBase), then the old
+// segment is removed. A crash at any point leaves the state naming a complete
 // segment; a segment it does not name is a leftover, removed at open.
 package spool
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -51,7 +53,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/hangar-dev/hangar/platform/atomicfile"
 	"github.com/hangar-dev/hangar/platform/ids"
 )
 
@@ -61,7 +62,6 @@ var ErrInvalidRunID = fmt.Errorf("%w (%s)", ids.ErrInvalidRunID, ids.Rule)
 
 const (
 	logName    = "log"
-	stateName  = "state.json"
 	tailPrefix = "tail."
 )
 
@@ -159,6 +159,7 @@ func (s *Spool) Runs() ([]string, error) {
 // but Append, Truncate and Commit are meant for one writer at a time.
 type Run struct {
 	dir string
+	sf  *stateFile
 
 	mu    sync.Mutex
 	f     *os.File
@@ -174,6 +175,13 @@ type Run struct {
 	// reopened run's earlier bytes); nil when it must start over.
 	sum    hash.Hash
 	summed int64
+	// tsum is the SHA-256 of the log file's bytes [0, summed) followed by
+	// the tail segment's first tsummed bytes: kept up to date by WriteTail
+	// while the tail is written from its start right after a head hashed
+	// whole, so that a log that was not cut has its digest once
+	// AppendTail put its tail after its head (nil otherwise).
+	tsum    hash.Hash
+	tsummed int64
 }
 
 // OpenRun opens (creating if needed) the spool of run id. The log file is
@@ -186,16 +194,9 @@ func (s *Spool) OpenRun(id string) (*Run, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open run spool: %w", err)
 	}
-	r := &Run{dir: dir, state: State{RunID: id}}
-	b, err := os.ReadFile(filepath.Join(dir, stateName))
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		return nil, fmt.Errorf("read run state: %w", err)
-	default:
-		if err := json.Unmarshal(b, &r.state); err != nil {
-			return nil, fmt.Errorf("read run state %s: %w", filepath.Join(dir, stateName), err)
-		}
+	r := &Run{dir: dir, state: State{RunID: id}, sf: &stateFile{path: filepath.Join(dir, stateName)}}
+	if err := r.sf.read(&r.state); err != nil {
+		return nil, err
 	}
 	f, err := os.OpenFile(filepath.Join(dir, logName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -288,11 +289,87 @@ func (r *Run) WriteTail(p []byte) (int, error) {
 		r.tail, r.tailSize = f, 0
 	}
 	n, err := r.tail.WriteAt(p, r.tailSize)
+	r.hashTailLocked(p[:n])
 	r.tailSize += int64(n)
 	if err != nil {
 		return n, fmt.Errorf("write tail segment: %w", err)
 	}
 	return n, nil
+}
+
+// hashTailLocked hashes b, written to the tail segment at its end, after
+// the head (see Run.tsum): it starts once the first tail byte follows a
+// head hashed whole, and stops for good at any other write.
+func (r *Run) hashTailLocked(b []byte) {
+	switch {
+	case r.tsum != nil && r.tsummed == r.tailSize:
+	case r.tailSize == 0 && r.state.TailBase == 0 && r.sum != nil && r.summed == r.size:
+		r.tsum, r.tsummed = cloneHash(r.sum), 0
+		if r.tsum == nil {
+			return
+		}
+	default:
+		r.tsum = nil
+		return
+	}
+	r.tsum.Write(b)
+	r.tsummed += int64(len(b))
+}
+
+// cloneHash returns a copy of h's state, nil if it cannot.
+func cloneHash(h hash.Hash) hash.Hash {
+	if c, ok := h.(hash.Cloner); ok {
+		if d, err := c.Clone(); err == nil {
+			return d
+		}
+	}
+	return nil
+}
+
+// AppendTail appends the tail bytes [from, from+n) (positions past the
+// head, as TailEnd) to the log file, copied by the kernel where it can
+// (copy_file_range), not durably until Commit: at close, the kept tail
+// after the head. When the log file holds the head whole and these are
+// all the tail's bytes from its start, as hashed while they were written,
+// the log's digest is known without reading anything back (SHA256);
+// otherwise SHA256 reads the appended bytes back.
+func (r *Run) AppendTail(from, n int64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	base := r.state.TailBase
+	if r.tail == nil || from < base || n < 0 || from+n > base+r.tailSize {
+		return fmt.Errorf("append tail: bytes %d to %d are not in the tail segment (%d to %d)", from, from+n, base, base+r.tailSize)
+	}
+	// A descriptor of its own, whose offset nobody else uses; the log
+	// file's own is used by nothing else (writes and reads give positions).
+	src, err := os.Open(r.tail.Name())
+	if err != nil {
+		return fmt.Errorf("append tail: %w", err)
+	}
+	defer src.Close()
+	if _, err := src.Seek(from-base, io.SeekStart); err != nil {
+		return fmt.Errorf("append tail: %w", err)
+	}
+	if _, err := r.f.Seek(r.size, io.SeekStart); err != nil {
+		return fmt.Errorf("append tail: %w", err)
+	}
+	hashed := r.tsum != nil && r.sum != nil && r.summed == r.size && from == 0 && base == 0 && n == r.tsummed
+	copied, err := r.f.ReadFrom(io.LimitReader(src, n))
+	r.size += copied
+	if err == nil && copied < n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return fmt.Errorf("append tail: %w", err)
+	}
+	if hashed {
+		r.sum, r.summed = r.tsum, r.size
+	}
+	r.tsum = nil
+	return nil
 }
 
 // TailEnd returns the position, past the head, after the last byte written
@@ -328,6 +405,9 @@ func (r *Run) TruncateTail(end int64) error {
 	defer r.mu.Unlock()
 	if r.tail == nil {
 		return nil
+	}
+	if r.tsum != nil && end-r.state.TailBase < r.tsummed {
+		r.tsum = nil // the hashed bytes change
 	}
 	if err := r.tail.Truncate(end - r.state.TailBase); err != nil {
 		return fmt.Errorf("truncate tail segment: %w", err)
@@ -431,13 +511,14 @@ func (c *TailCompaction) Finish() (State, error) {
 		return State{}, fmt.Errorf("compact tail segment: %w", err)
 	}
 	if err := r.SaveState(c.st); err != nil {
-		// state.json may or may not name the new segment: keep both; the
+		// the state may or may not name the new segment: keep both; the
 		// one it does not name is removed at the next open.
 		c.f.Close()
 		return State{}, fmt.Errorf("compact tail segment: %w", err)
 	}
 	r.mu.Lock()
 	r.tail, r.tailSize = c.f, end-c.st.TailBase
+	r.tsum = nil // the segment starts past the head's end now
 	r.mu.Unlock()
 	// The new segment is recorded: the old one is a leftover, removed here
 	// or at the next open.
@@ -457,7 +538,7 @@ func (c *TailCompaction) Abort() {
 func (r *Run) RemoveTail() error {
 	r.mu.Lock()
 	f := r.tail
-	r.tail, r.tailSize = nil, 0
+	r.tail, r.tailSize, r.tsum = nil, 0, nil
 	r.mu.Unlock()
 	if f == nil {
 		return nil
@@ -488,6 +569,7 @@ func (r *Run) Write(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n, err := r.f.WriteAt(p, r.size)
+	r.tsum = nil // a head byte after tail bytes: the order tsum hashed is not the log's
 	if r.sum != nil && r.summed == r.size {
 		r.sum.Write(p[:n])
 		r.summed += int64(n)
@@ -523,7 +605,7 @@ func (r *Run) Truncate(n int64) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if n < r.summed {
-		r.sum = nil // the hashed bytes change
+		r.sum, r.tsum = nil, nil // the hashed bytes change
 	}
 	if err := r.f.Truncate(n); err != nil {
 		return fmt.Errorf("truncate spool: %w", err)
@@ -540,14 +622,14 @@ func (r *Run) ReadAt(p []byte, off int64) (int, error) {
 
 // SyncLog makes the log and tail bytes written so far durable.
 func (r *Run) SyncLog() error {
-	if err := r.f.Sync(); err != nil {
+	if err := fdatasync(r.f); err != nil {
 		return fmt.Errorf("sync spool: %w", err)
 	}
 	r.mu.Lock()
 	tail := r.tail
 	r.mu.Unlock()
 	if tail != nil {
-		if err := tail.Sync(); err != nil {
+		if err := fdatasync(tail); err != nil {
 			return fmt.Errorf("sync tail segment: %w", err)
 		}
 	}
@@ -565,11 +647,7 @@ func (r *Run) Commit(st State) error {
 // SaveState records st atomically without syncing the log, for changes
 // that do not cover new log bytes (upload progress).
 func (r *Run) SaveState(st State) error {
-	b, err := json.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("save run state: %w", err)
-	}
-	if err := atomicfile.Write(filepath.Join(r.dir, stateName), b, 0o600); err != nil {
+	if err := r.sf.save(st); err != nil {
 		return fmt.Errorf("save run state: %w", err)
 	}
 	r.mu.Lock()
@@ -596,6 +674,7 @@ func (r *Run) Close() error {
 	if tail != nil {
 		_ = tail.Close()
 	}
+	r.sf.close()
 	if err := r.f.Close(); err != nil {
 		return fmt.Errorf("close spool: %w", err)
 	}
