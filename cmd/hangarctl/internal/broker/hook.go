@@ -5,7 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -16,19 +16,57 @@ import (
 // applies the topic rules of acl. It keeps the identity (the certificate CN) in
 // the client's username, as Mosquitto's use_identity_as_username does, so that
 // it is persisted with the session and restored after a restart.
+//
+// It also closes two windows in which mochi v2.7.9 loses QoS 1 messages that it
+// acknowledged to their publisher:
+//
+//   - Shutdown. mochi acknowledges a QoS 1 publish before it hands the message
+//     to the subscribers (and to the session store). On shutdown the broker
+//     stops taking publishes (closing: no PUBACK, so publishers resend after
+//     the restart) and waits for the ones being handed over before the store
+//     closes.
+//   - Session takeover. When a client connects to an existing persistent
+//     session, mochi's inheritClientSession (server.go:562) marks the old
+//     client object taken over, copies its in-flight messages to the new one
+//     and clears them from the old one, and only then registers the new object
+//     (s.Clients.Add, server.go:458). A publish handed over meanwhile finds the
+//     old object in s.Clients (publishToSubscribers, server.go:1017) and is
+//     queued there (publishToClient, server.go:1077), after the copy: it is
+//     never sent, and with the session store the clearing even takes one
+//     fsync per queued message, so the window lasts milliseconds. The hook
+//     holds new publishes back from the moment a session is about to be
+//     inherited until the new client object is registered, and waits for the
+//     publishes already being handed over before mochi copies the session
+//     (OnSessionEstablish).
 type certHook struct {
 	mqtt.HookBase
 	acl    acl
 	server *mqtt.Server
 	log    *slog.Logger
 
-	// mochi acknowledges a QoS 1 publish before it hands the message to the
-	// subscribers (and to the session store). On shutdown the broker stops
-	// taking publishes (closing: no PUBACK, so publishers resend after the
-	// restart) and waits for the ones being handed over (active) before the
-	// store closes, so that no acknowledged message is lost.
-	closing atomic.Bool
-	active  atomic.Int64
+	mu   sync.Mutex
+	cond *sync.Cond // signalled when active, takeovers or closing change
+	// active counts, per publishing client, the publishes between OnPublish
+	// and OnPublished (or the publisher's disconnection, when mochi could not
+	// acknowledge and so never hands the message over).
+	active map[*mqtt.Client]int
+	// takeovers counts the sessions being inherited: publishes wait in
+	// OnPublish while it is not zero.
+	takeovers int
+	closing   bool
+}
+
+// takeoverWait bounds how long a session takeover waits for the publishes
+// being handed over, and how long publishes are held back during one. Both
+// normally take microseconds to milliseconds; the bound only keeps a stuck
+// connection (a publisher blocked writing its acknowledgement) from stopping
+// the broker.
+const takeoverWait = 5 * time.Second
+
+func newCertHook(a acl, server *mqtt.Server, log *slog.Logger) *certHook {
+	h := &certHook{acl: a, server: server, log: log, active: map[*mqtt.Client]int{}}
+	h.cond = sync.NewCond(&h.mu)
+	return h
 }
 
 // ID returns the id of the hook.
@@ -36,7 +74,10 @@ func (h *certHook) ID() string { return "hangar-cert-acl" }
 
 // Provides reports which hook methods certHook implements.
 func (h *certHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnPublished}, []byte{b})
+	return bytes.Contains([]byte{
+		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish,
+		mqtt.OnPublish, mqtt.OnPublished, mqtt.OnDisconnect,
+	}, []byte{b})
 }
 
 // OnConnectAuthenticate allows a CONNECT only on a TLS connection with a verified
@@ -80,12 +121,12 @@ func (h *certHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 }
 
 // OnPublish drops a publication to a topic the client's identity may not write:
-// the client gets its acknowledgement, no subscriber gets the message.
+// the client gets its acknowledgement, no subscriber gets the message. A
+// publish waits here while a session is being taken over, and is refused
+// unacknowledged (so resent after the restart) once the broker is closing.
 func (h *certHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	h.active.Add(1)
-	if h.closing.Load() {
-		h.active.Add(-1)
-		return pk, packets.ErrRejectPacket // not acknowledged: resent after the restart
+	if !h.enter(cl) {
+		return pk, packets.ErrRejectPacket
 	}
 	if cl.Net.Inline || h.acl.allowed(string(cl.Properties.Username), pk.TopicName, true) {
 		return pk, nil
@@ -95,15 +136,128 @@ func (h *certHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 }
 
 // OnPublished is called once a publish was handed to the subscribers.
-func (h *certHook) OnPublished(*mqtt.Client, packets.Packet) { h.active.Add(-1) }
+func (h *certHook) OnPublished(cl *mqtt.Client, _ packets.Packet) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if n := h.active[cl]; n > 1 {
+		h.active[cl] = n - 1
+	} else {
+		delete(h.active, cl)
+	}
+	h.cond.Broadcast()
+}
+
+// OnDisconnect forgets a publish of cl that mochi never handed over (it
+// could not write the acknowledgement, so the publisher resends it).
+func (h *certHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.active[cl]; ok {
+		delete(h.active, cl)
+		h.cond.Broadcast()
+	}
+}
+
+// enter waits while a session is being taken over and counts the publish of
+// cl as active; it returns false once the broker is closing.
+func (h *certHook) enter(cl *mqtt.Client) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for h.takeovers > 0 && !h.closing {
+		h.cond.Wait()
+	}
+	if h.closing {
+		return false
+	}
+	h.active[cl]++
+	return true
+}
+
+// OnSessionEstablish is called just before mochi inherits the session of an
+// existing client object with the same client id (see certHook). For a
+// connection that resumes a session (clean session off), it holds new
+// publishes back, waits for those being handed over to the subscribers
+// (other than the replaced connection's own: mochi closes that connection
+// during the takeover), and releases the publishes once mochi has registered
+// the new client object, so that every publish reaches either the old object
+// before its session is copied or the new one.
+func (h *certHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	if pk.Connect.Clean {
+		return // nothing is inherited: what the old session held is discarded
+	}
+	existing, ok := h.server.Clients.Get(cl.ID)
+	if !ok || existing == cl {
+		return
+	}
+	deadline := time.Now().Add(takeoverWait)
+	wake := time.AfterFunc(takeoverWait, func() {
+		h.mu.Lock()
+		h.cond.Broadcast()
+		h.mu.Unlock()
+	})
+	defer wake.Stop()
+	h.mu.Lock()
+	h.takeovers++
+	for h.busy(existing) && time.Now().Before(deadline) {
+		h.cond.Wait()
+	}
+	stuck := h.busy(existing)
+	h.mu.Unlock()
+	if stuck {
+		h.log.Warn("mqtt session takeover: publishes still being handed over after the wait; going on", "client", cl.ID, "waited", takeoverWait)
+	}
+	go h.releaseAfterTakeover(cl.ID, existing, deadline.Add(takeoverWait))
+}
+
+// busy reports whether a publish of a client other than except is active.
+// Call with h.mu held.
+func (h *certHook) busy(except *mqtt.Client) bool {
+	for cl := range h.active {
+		if cl != except {
+			return true
+		}
+	}
+	return false
+}
+
+// releaseAfterTakeover lets publishes go on once the client id no longer
+// names the replaced client object (mochi registered its successor), or at
+// the deadline.
+func (h *certHook) releaseAfterTakeover(id string, replaced *mqtt.Client, deadline time.Time) {
+	defer func() {
+		h.mu.Lock()
+		h.takeovers--
+		h.cond.Broadcast()
+		h.mu.Unlock()
+	}()
+	for {
+		if cur, ok := h.server.Clients.Get(id); !ok || cur != replaced {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.log.Warn("mqtt session takeover: the new connection was not registered in time; releasing publishes", "client", id)
+			return
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
 
 // drain stops taking publishes and waits, up to timeout, for those being
 // handed over to the subscribers.
 func (h *certHook) drain(timeout time.Duration) {
-	h.closing.Store(true)
+	wake := time.AfterFunc(timeout, func() {
+		h.mu.Lock()
+		h.cond.Broadcast()
+		h.mu.Unlock()
+	})
+	defer wake.Stop()
 	deadline := time.Now().Add(timeout)
-	for h.active.Load() > 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closing = true
+	h.cond.Broadcast()
+	for len(h.active) > 0 && time.Now().Before(deadline) {
+		h.cond.Wait()
 	}
 }
 
