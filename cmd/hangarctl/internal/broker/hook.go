@@ -28,10 +28,11 @@ import (
 //   - Session takeover. When a client connects to an existing persistent
 //     session, mochi's inheritClientSession (server.go:562) marks the old
 //     client object taken over, copies its in-flight messages to the new one
-//     and clears them from the old one, and only then registers the new object
-//     (s.Clients.Add, server.go:458). A publish handed over meanwhile finds the
-//     old object in s.Clients (publishToSubscribers, server.go:1017) and is
-//     queued there (publishToClient, server.go:1077), after the copy: it is
+//     (server.go:574) and clears them from the old one (server.go:592), and
+//     only then registers the new object (s.Clients.Add, server.go:458). A
+//     publish handed over meanwhile finds the old object in s.Clients
+//     (publishToSubscribers, server.go:1015) and is queued there
+//     (publishToClient, server.go:1083), after the copy: it is
 //     never sent, and with the session store the clearing even takes one
 //     fsync per queued message, so the window lasts milliseconds. The hook
 //     holds new publishes back from the moment a session is about to be
@@ -53,6 +54,9 @@ type certHook struct {
 	// takeovers counts the sessions being inherited: publishes wait in
 	// OnPublish while it is not zero.
 	takeovers int
+	// connacked records, for the client objects taking a session over,
+	// whether their CONNACK was sent.
+	connacked map[*mqtt.Client]bool
 	closing   bool
 }
 
@@ -64,7 +68,7 @@ type certHook struct {
 const takeoverWait = 5 * time.Second
 
 func newCertHook(a acl, server *mqtt.Server, log *slog.Logger) *certHook {
-	h := &certHook{acl: a, server: server, log: log, active: map[*mqtt.Client]int{}}
+	h := &certHook{acl: a, server: server, log: log, active: map[*mqtt.Client]int{}, connacked: map[*mqtt.Client]bool{}}
 	h.cond = sync.NewCond(&h.mu)
 	return h
 }
@@ -76,7 +80,7 @@ func (h *certHook) ID() string { return "hangar-cert-acl" }
 func (h *certHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish,
-		mqtt.OnPublish, mqtt.OnPublished, mqtt.OnDisconnect,
+		mqtt.OnPacketSent, mqtt.OnPublish, mqtt.OnPublished, mqtt.OnDisconnect,
 	}, []byte{b})
 }
 
@@ -179,8 +183,11 @@ func (h *certHook) enter(cl *mqtt.Client) bool {
 // publishes back, waits for those being handed over to the subscribers
 // (other than the replaced connection's own: mochi closes that connection
 // during the takeover), and releases the publishes once mochi has registered
-// the new client object, so that every publish reaches either the old object
-// before its session is copied or the new one.
+// the new client object and sent it its CONNACK, so that every publish
+// reaches either the old object before its session is copied or the new one,
+// and none is written to the new connection before its CONNACK (mochi
+// registers the object before it sends the CONNACK, and a publish written
+// first makes the client drop the connection).
 func (h *certHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if pk.Connect.Clean {
 		return // nothing is inherited: what the old session held is discarded
@@ -198,6 +205,7 @@ func (h *certHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	defer wake.Stop()
 	h.mu.Lock()
 	h.takeovers++
+	h.connacked[cl] = false
 	for h.busy(existing) && time.Now().Before(deadline) {
 		h.cond.Wait()
 	}
@@ -206,7 +214,19 @@ func (h *certHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if stuck {
 		h.log.Warn("mqtt session takeover: publishes still being handed over after the wait; going on", "client", cl.ID, "waited", takeoverWait)
 	}
-	go h.releaseAfterTakeover(cl.ID, existing, deadline.Add(takeoverWait))
+	go h.releaseAfterTakeover(cl, existing, deadline.Add(takeoverWait))
+}
+
+// OnPacketSent records the CONNACK of a connection taking a session over.
+func (h *certHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
+	if pk.FixedHeader.Type != packets.Connack {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.connacked[cl]; ok {
+		h.connacked[cl] = true
+	}
 }
 
 // busy reports whether a publish of a client other than except is active.
@@ -221,21 +241,27 @@ func (h *certHook) busy(except *mqtt.Client) bool {
 }
 
 // releaseAfterTakeover lets publishes go on once the client id no longer
-// names the replaced client object (mochi registered its successor), or at
-// the deadline.
-func (h *certHook) releaseAfterTakeover(id string, replaced *mqtt.Client, deadline time.Time) {
+// names the replaced client object (mochi registered its successor) and the
+// successor cl was sent its CONNACK or is closed (the CONNACK could not be
+// sent), or at the deadline.
+func (h *certHook) releaseAfterTakeover(cl, replaced *mqtt.Client, deadline time.Time) {
 	defer func() {
 		h.mu.Lock()
 		h.takeovers--
+		delete(h.connacked, cl)
 		h.cond.Broadcast()
 		h.mu.Unlock()
 	}()
 	for {
-		if cur, ok := h.server.Clients.Get(id); !ok || cur != replaced {
+		cur, ok := h.server.Clients.Get(cl.ID)
+		h.mu.Lock()
+		connacked := h.connacked[cl]
+		h.mu.Unlock()
+		if (!ok || cur != replaced) && (connacked || cl.Closed()) {
 			return
 		}
 		if time.Now().After(deadline) {
-			h.log.Warn("mqtt session takeover: the new connection was not registered in time; releasing publishes", "client", id)
+			h.log.Warn("mqtt session takeover: the new connection was not set up in time; releasing publishes", "client", cl.ID)
 			return
 		}
 		time.Sleep(200 * time.Microsecond)

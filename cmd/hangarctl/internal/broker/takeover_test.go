@@ -24,10 +24,10 @@ import (
 // pool publishes a stream of numbered events. Each reconnection takes the
 // session over (the previous connection's, or the offline session restored
 // from the store after a broker restart); every event the broker
-// acknowledged must reach the session at least once. On the embedded broker
-// with its session store, mochi v2.7.9 handed events published during a
-// takeover to the connection being replaced, where they were dropped (see
-// certHook.OnSessionEstablish).
+// acknowledged must reach the session at least once. On the embedded broker,
+// with or without its session store, mochi v2.7.9 queued events published
+// during a takeover on the client object being replaced, where nothing sent
+// them (see certHook).
 func TestSessionTakeoverLosesNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("publishes a few thousand events")
