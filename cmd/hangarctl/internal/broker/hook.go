@@ -35,10 +35,10 @@ import (
 //     (publishToClient, server.go:1083), after the copy: it is
 //     never sent, and with the session store the clearing even takes one
 //     fsync per queued message, so the window lasts milliseconds. The hook
-//     holds new publishes back from the moment a session is about to be
-//     inherited until the new client object is registered, and waits for the
-//     publishes already being handed over before mochi copies the session
-//     (OnSessionEstablish).
+//     holds new publishes to the session back from the moment it is about to
+//     be inherited until the new client object is registered and
+//     acknowledged, and waits for the publishes to it already being handed
+//     over before mochi copies the session (OnSessionEstablish).
 type certHook struct {
 	mqtt.HookBase
 	acl    acl
@@ -47,28 +47,32 @@ type certHook struct {
 
 	mu   sync.Mutex
 	cond *sync.Cond // signalled when active, takeovers or closing change
-	// active counts, per publishing client, the publishes between OnPublish
+	// active holds, per publishing client, the publishes between OnPublish
 	// and OnPublished (or the publisher's disconnection, when mochi could not
-	// acknowledge and so never hands the message over).
-	active map[*mqtt.Client]int
-	// takeovers counts the sessions being inherited: publishes wait in
-	// OnPublish while it is not zero.
-	takeovers int
-	// connacked records, for the client objects taking a session over,
-	// whether their CONNACK was sent.
-	connacked map[*mqtt.Client]bool
+	// acknowledge and so never hands the message over), each as the client
+	// ids it goes to.
+	active map[*mqtt.Client][]map[string]bool
+	// takeovers holds the sessions being inherited, by the client object
+	// taking each over: publishes to its client id wait in OnPublish.
+	takeovers map[*mqtt.Client]*takeover
 	closing   bool
+}
+
+// takeover is a session being inherited.
+type takeover struct {
+	id        string
+	connacked bool // the new connection was sent its CONNACK
 }
 
 // takeoverWait bounds how long a session takeover waits for the publishes
 // being handed over, and how long publishes are held back during one. Both
 // normally take microseconds to milliseconds; the bound only keeps a stuck
-// connection (a publisher blocked writing its acknowledgement) from stopping
-// the broker.
+// connection (a publisher blocked writing its acknowledgement, a client not
+// reading its CONNACK) from stopping the publishes to a session for long.
 const takeoverWait = 5 * time.Second
 
 func newCertHook(a acl, server *mqtt.Server, log *slog.Logger) *certHook {
-	h := &certHook{acl: a, server: server, log: log, active: map[*mqtt.Client]int{}, connacked: map[*mqtt.Client]bool{}}
+	h := &certHook{acl: a, server: server, log: log, active: map[*mqtt.Client][]map[string]bool{}, takeovers: map[*mqtt.Client]*takeover{}}
 	h.cond = sync.NewCond(&h.mu)
 	return h
 }
@@ -126,25 +130,47 @@ func (h *certHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 
 // OnPublish drops a publication to a topic the client's identity may not write:
 // the client gets its acknowledgement, no subscriber gets the message. A
-// publish waits here while a session is being taken over, and is refused
-// unacknowledged (so resent after the restart) once the broker is closing.
+// publish to a session being taken over waits here until the takeover is
+// done (see OnSessionEstablish); once the broker is closing, publishes are
+// refused unacknowledged (so resent after the restart).
 func (h *certHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if !h.enter(cl) {
+	allowed := cl.Net.Inline || h.acl.allowed(string(cl.Properties.Username), pk.TopicName, true)
+	var to map[string]bool
+	if allowed {
+		to = h.subscribers(pk.TopicName)
+	}
+	if !h.enter(cl, to) {
 		return pk, packets.ErrRejectPacket
 	}
-	if cl.Net.Inline || h.acl.allowed(string(cl.Properties.Username), pk.TopicName, true) {
+	if allowed {
 		return pk, nil
 	}
 	h.log.Info("mqtt publish refused", "client", cl.ID, "identity", string(cl.Properties.Username), "topic", pk.TopicName)
 	return pk, packets.CodeSuccessIgnore
 }
 
+// subscribers returns the client ids with a subscription, shared or not,
+// that matches topic.
+func (h *certHook) subscribers(topic string) map[string]bool {
+	subs := h.server.Topics.Subscribers(topic)
+	ids := make(map[string]bool, len(subs.Subscriptions))
+	for id := range subs.Subscriptions {
+		ids[id] = true
+	}
+	for _, group := range subs.Shared {
+		for id := range group {
+			ids[id] = true
+		}
+	}
+	return ids
+}
+
 // OnPublished is called once a publish was handed to the subscribers.
 func (h *certHook) OnPublished(cl *mqtt.Client, _ packets.Packet) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if n := h.active[cl]; n > 1 {
-		h.active[cl] = n - 1
+	if pubs := h.active[cl]; len(pubs) > 1 {
+		h.active[cl] = pubs[1:]
 	} else {
 		delete(h.active, cl)
 	}
@@ -162,32 +188,45 @@ func (h *certHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	}
 }
 
-// enter waits while a session is being taken over and counts the publish of
-// cl as active; it returns false once the broker is closing.
-func (h *certHook) enter(cl *mqtt.Client) bool {
+// enter waits while a session that the publish of cl goes to (the client
+// ids to) is being taken over, and counts the publish as active; it returns
+// false once the broker is closing.
+func (h *certHook) enter(cl *mqtt.Client, to map[string]bool) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for h.takeovers > 0 && !h.closing {
+	for h.takingOver(to) && !h.closing {
 		h.cond.Wait()
 	}
 	if h.closing {
 		return false
 	}
-	h.active[cl]++
+	h.active[cl] = append(h.active[cl], to)
 	return true
+}
+
+// takingOver reports whether one of the client ids to is being taken over.
+// Call with h.mu held.
+func (h *certHook) takingOver(to map[string]bool) bool {
+	for _, t := range h.takeovers {
+		if to[t.id] {
+			return true
+		}
+	}
+	return false
 }
 
 // OnSessionEstablish is called just before mochi inherits the session of an
 // existing client object with the same client id (see certHook). For a
 // connection that resumes a session (clean session off), it holds new
-// publishes back, waits for those being handed over to the subscribers
-// (other than the replaced connection's own: mochi closes that connection
-// during the takeover), and releases the publishes once mochi has registered
-// the new client object and sent it its CONNACK, so that every publish
-// reaches either the old object before its session is copied or the new one,
-// and none is written to the new connection before its CONNACK (mochi
-// registers the object before it sends the CONNACK, and a publish written
-// first makes the client drop the connection).
+// publishes to that client id back, waits for those to it being handed over
+// to the subscribers (other than the replaced connection's own: mochi closes
+// that connection during the takeover), and releases the publishes once
+// mochi has registered the new client object and sent it its CONNACK, so
+// that every publish reaches either the old object before its session is
+// copied or the new one, and none is written to the new connection before
+// its CONNACK (mochi registers the object before it sends the CONNACK, and a
+// publish written first makes the client drop the connection). Publishes to
+// other sessions go on meanwhile.
 func (h *certHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if pk.Connect.Clean {
 		return // nothing is inherited: what the old session held is discarded
@@ -204,17 +243,17 @@ func (h *certHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	})
 	defer wake.Stop()
 	h.mu.Lock()
-	h.takeovers++
-	h.connacked[cl] = false
-	for h.busy(existing) && time.Now().Before(deadline) {
+	t := &takeover{id: cl.ID}
+	h.takeovers[cl] = t
+	for h.busy(cl.ID, existing) && time.Now().Before(deadline) {
 		h.cond.Wait()
 	}
-	stuck := h.busy(existing)
+	stuck := h.busy(cl.ID, existing)
 	h.mu.Unlock()
 	if stuck {
-		h.log.Warn("mqtt session takeover: publishes still being handed over after the wait; going on", "client", cl.ID, "waited", takeoverWait)
+		h.log.Warn("mqtt session takeover: publishes to the session still being handed over after the wait; going on", "client", cl.ID, "waited", takeoverWait)
 	}
-	go h.releaseAfterTakeover(cl, existing, deadline.Add(takeoverWait))
+	go h.releaseAfterTakeover(cl, t, existing, deadline.Add(takeoverWait))
 }
 
 // OnPacketSent records the CONNACK of a connection taking a session over.
@@ -224,38 +263,42 @@ func (h *certHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := h.connacked[cl]; ok {
-		h.connacked[cl] = true
+	if t, ok := h.takeovers[cl]; ok {
+		t.connacked = true
 	}
 }
 
-// busy reports whether a publish of a client other than except is active.
-// Call with h.mu held.
-func (h *certHook) busy(except *mqtt.Client) bool {
-	for cl := range h.active {
-		if cl != except {
-			return true
+// busy reports whether a publish to client id, by a client other than
+// except, is active. Call with h.mu held.
+func (h *certHook) busy(id string, except *mqtt.Client) bool {
+	for cl, pubs := range h.active {
+		if cl == except {
+			continue
+		}
+		for _, to := range pubs {
+			if to[id] {
+				return true
+			}
 		}
 	}
 	return false
 }
 
-// releaseAfterTakeover lets publishes go on once the client id no longer
-// names the replaced client object (mochi registered its successor) and the
-// successor cl was sent its CONNACK or is closed (the CONNACK could not be
-// sent), or at the deadline.
-func (h *certHook) releaseAfterTakeover(cl, replaced *mqtt.Client, deadline time.Time) {
+// releaseAfterTakeover ends takeover t once the client id no longer names
+// the replaced client object (mochi registered its successor cl) and cl was
+// sent its CONNACK or is closed (the CONNACK could not be sent), or at the
+// deadline.
+func (h *certHook) releaseAfterTakeover(cl *mqtt.Client, t *takeover, replaced *mqtt.Client, deadline time.Time) {
 	defer func() {
 		h.mu.Lock()
-		h.takeovers--
-		delete(h.connacked, cl)
+		delete(h.takeovers, cl)
 		h.cond.Broadcast()
 		h.mu.Unlock()
 	}()
 	for {
 		cur, ok := h.server.Clients.Get(cl.ID)
 		h.mu.Lock()
-		connacked := h.connacked[cl]
+		connacked := t.connacked
 		h.mu.Unlock()
 		if (!ok || cur != replaced) && (connacked || cl.Closed()) {
 			return
