@@ -64,11 +64,13 @@ type takeover struct {
 	connacked bool // the new connection was sent its CONNACK
 }
 
-// takeoverWait bounds how long a session takeover waits for the publishes
-// being handed over, and how long publishes are held back during one. Both
-// normally take microseconds to milliseconds; the bound only keeps a stuck
-// connection (a publisher blocked writing its acknowledgement, a client not
-// reading its CONNACK) from stopping the publishes to a session for long.
+// takeoverWait bounds each of the two waits of a session takeover: for the
+// publishes to the session being handed over, then for the new connection to
+// be registered and sent its CONNACK (so publishes to the session are held
+// back for at most twice as long). Both normally take microseconds to
+// milliseconds; the bound only keeps a stuck connection (a publisher blocked
+// writing its acknowledgement, a client not reading its CONNACK) from
+// stopping the publishes to a session for long.
 const takeoverWait = 5 * time.Second
 
 func newCertHook(a acl, server *mqtt.Server, log *slog.Logger) *certHook {
