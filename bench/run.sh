@@ -15,6 +15,12 @@
 #   HANGAR_BENCH_COST_SLEEP seconds each of BenchmarkCost's 50 runs sleeps after its
 #                          first line (default 20: long enough for all 50 to be in flight)
 #   BENCH_SKIP_E2E         skip the end-to-end benchmarks (they need Docker)
+#   BENCH_KUBE_N           A/B pairs of BenchmarkKubeFirstOutput, default 10
+#   BENCH_SKIP_KUBE        skip the Kubernetes benchmarks (they boot a single-node
+#                          cluster from scripts/kube/build.sh's binaries, as root;
+#                          without them they skip, saying why)
+#   HANGAR_KUBE_CACHE      where those binaries are (default .cache/kube/v1.34.4, else
+#                          CI's /var/cache/hangar/kube/v1.34.4 when that one is built)
 #
 # Timings are reported, never judged: nothing here fails on a slow number.
 set -euo pipefail
@@ -102,10 +108,16 @@ if [[ -z "${BENCH_SKIP_E2E:-}" ]]; then
 	bench cost bench/e2e . -bench Cost -benchtime 1x -timeout 20m
 fi
 
-# Kubernetes runtime (helper kube): needs the cluster binaries of
-# scripts/kube/build.sh; skipped, saying why, without them.
+# Kubernetes: needs the cluster binaries of scripts/kube/build.sh and root;
+# skipped, saying why (-v prints a benchmark's skip message), without them.
+# Each of the two boots its own cluster (one at a time, ~25 s).
+if [[ -z "${HANGAR_KUBE_CACHE:-}" && ! -x "$root/.cache/kube/v1.34.4/bin/kube-apiserver" &&
+	-x /var/cache/hangar/kube/v1.34.4/bin/kube-apiserver ]]; then
+	export HANGAR_KUBE_CACHE=/var/cache/hangar/kube/v1.34.4
+fi
 if [[ -z "${BENCH_SKIP_E2E:-}" && -z "${BENCH_SKIP_KUBE:-}" ]]; then
-	bench kube-first-output services/executor ./internal/kubert/ -bench FirstOutput -benchtime "${BENCH_KUBE_N:-10}x" -timeout 30m || true
+	bench kube-first-output bench/e2e . -v -bench KubeFirstOutput -benchtime "${BENCH_KUBE_N:-10}x" -timeout 30m || true
+	bench kube-session services/executor ./internal/kubert/ -v -bench FirstOutput -benchtime "${BENCH_KUBE_N:-10}x" -timeout 30m || true
 fi
 
 cpu="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)"
@@ -219,20 +231,40 @@ if [[ -z "${BENCH_SKIP_E2E:-}" ]]; then
 		}' "$raw"/cost.txt
 fi
 
+# kube_skip FILE: the reason a Kubernetes benchmark skipped, from its -v output.
+kube_skip() {
+	grep -m1 -o 'Kubernetes[^:]*: .*\|the Kubernetes binaries are not built.*\|the Kubernetes cluster tests boot a kubelet and need root\|HANGAR_KUBE_TESTS=.*' "$1" 2>/dev/null || echo 'failed or not run: see stderr'
+}
 if [[ -z "${BENCH_SKIP_E2E:-}" && -z "${BENCH_SKIP_KUBE:-}" ]]; then
 	echo
-	echo "## Kubernetes runtime: start to first output line (real single-node cluster, A/B interleaved)"
+	echo "## Kubernetes: start to first output line (real single-node cluster, A/B interleaved)"
 	echo
-	if grep -q '^BenchmarkFirstOutput' "$raw/kube-first-output.txt" 2>/dev/null; then
-		awk '/^BenchmarkFirstOutput/ {
+	if grep -q '^BenchmarkKubeFirstOutput.*pairs' "$raw/kube-first-output.txt" 2>/dev/null; then
+		awk '/^BenchmarkKubeFirstOutput.*pairs/ {
 			for (i = 3; i < NF; i += 2) v[$(i+1)] = $i
-			print "| side | median time to first line |"
-			print "|---|--:|"
-			printf "| hangar (kubernetes runtime session: pod, Secret, workspace, logs API) | %s ms |\n", v["hangar-ms"]
-			printf "| kubectl run --rm -i (CLI start to the line on stdout) | %s ms |\n", v["kubectl-run-ms"]
-			printf "\nhangar / kubectl run: %s× over %s pairs. It measures the runtime, not the gateway and logship in front of it.\n", v["ratio"], $2
+			printf "| side | to first output line (median) | to exit (median) |\n|---|--:|--:|\n"
+			printf "| hangar (`hangarctl run submit --follow`, executor with the kubernetes runtime) | %.0f ms | %.0f ms |\n", v["hangar-first-ms"], v["hangar-exit-ms"]
+			printf "| `kubectl run --rm -i --restart=Never` | %.0f ms | %.0f ms |\n\n", v["kubectl-first-ms"], v["kubectl-exit-ms"]
+			printf "| ratio hangar / kubectl run, per pair (%d pairs, A/B interleaved) | median | min | max |\n|---|--:|--:|--:|\n", v["pairs"]
+			printf "| to first output line | %.2f× | %.2f× | %.2f× |\n", v["ratio-first-p50"], v["ratio-first-min"], v["ratio-first-max"]
+			printf "| to exit | %.2f× | %.2f× | %.2f× |\n", v["ratio-exit-p50"], v["ratio-exit-min"], v["ratio-exit-max"]
 		}' "$raw/kube-first-output.txt"
+		echo
+		echo "Both sides from starting a process, the same image (static busybox, never pulled) and command (/bin/sh -c 'echo hello')."
 	else
-		echo "(skipped: $(grep -m1 -o 'the Kubernetes binaries are not built.*\|need root\|switched off' "$raw/kube-first-output.txt" 2>/dev/null || echo 'see stderr'))"
+		echo "(BenchmarkKubeFirstOutput skipped: $(kube_skip "$raw/kube-first-output.txt"))"
+	fi
+	echo
+	if grep -q '^BenchmarkFirstOutput.*ratio' "$raw/kube-session.txt" 2>/dev/null; then
+		awk '/^BenchmarkFirstOutput.*ratio/ {
+			for (i = 3; i < NF; i += 2) v[$(i+1)] = $i
+			print "| the runtime alone (`kubert` session in-process, no gateway or logship) | median to first line |"
+			print "|---|--:|"
+			printf "| hangar (pod, Secret, workspace, logs API) | %s ms |\n", v["hangar-ms"]
+			printf "| kubectl run --rm -i | %s ms |\n", v["kubectl-run-ms"]
+			printf "\nhangar / kubectl run: %s× (ratio of the medians) over %s pairs.\n", v["ratio"], $2
+		}' "$raw/kube-session.txt"
+	else
+		echo "(kubert BenchmarkFirstOutput skipped: $(kube_skip "$raw/kube-session.txt"))"
 	fi
 fi

@@ -380,12 +380,52 @@ func TestContainers(t *testing.T) {
 			if v.HostPath == nil {
 				continue
 			}
-			if w.name != "DaemonSet hangar-executor" || v.HostPath.Path != "/var/run/docker.sock" ||
-				v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathSocket {
-				t.Errorf("%s: hostPath %s: only the executor may mount a host path, the Docker socket, as type Socket", w.name, v.HostPath.Path)
+			want, ok := executorHostPaths[v.HostPath.Path]
+			if w.name != "DaemonSet hangar-executor" || !ok || v.HostPath.Type == nil || *v.HostPath.Type != want {
+				t.Errorf("%s: hostPath %s: only the executor may mount host paths, the Docker socket (type Socket) and the output relay's directory (type Directory)", w.name, v.HostPath.Path)
 			}
 		}
 	}
+}
+
+// executorHostPaths are the only host paths a pod may mount (the Docker
+// overlay's executor DaemonSet), with their hostPath type.
+var executorHostPaths = map[string]corev1.HostPathType{
+	"/var/run/docker.sock":        corev1.HostPathSocket,
+	"/var/lib/hangar/executor-io": corev1.HostPathDirectory,
+}
+
+// TestExecutorRelayDir: the Docker executor's HANGAR_EXECUTOR_IO_DIR (the
+// output relay's binary and the runs' sockets, ADR 0016) is a host path
+// mounted at the same path, because the node's Engine, not the executor,
+// resolves it when it bind-mounts it into the run containers.
+func TestExecutorRelayDir(t *testing.T) {
+	objs := build(t)
+	ds := findNamed[*appsv1.DaemonSet](t, objs, "DaemonSet", "hangar-executor")
+	pod := &ds.Spec.Template.Spec
+	c := &pod.Containers[0]
+	e := envVar(c, "HANGAR_EXECUTOR_IO_DIR")
+	if e == nil || e.Value == "" {
+		t.Fatal("executor: HANGAR_EXECUTOR_IO_DIR is not set: the relay's sockets would be under the work directory, which the Engine cannot see")
+	}
+	var mount *corev1.VolumeMount
+	for i := range c.VolumeMounts {
+		if c.VolumeMounts[i].MountPath == e.Value {
+			mount = &c.VolumeMounts[i]
+		}
+	}
+	if mount == nil || mount.ReadOnly || mount.SubPath != "" {
+		t.Fatalf("executor: nothing writable mounted at HANGAR_EXECUTOR_IO_DIR %s", e.Value)
+	}
+	for _, v := range pod.Volumes {
+		if v.Name == mount.Name {
+			if v.HostPath == nil || v.HostPath.Path != e.Value {
+				t.Errorf("executor: volume %s at HANGAR_EXECUTOR_IO_DIR must be the host path %s (the same path on the node)", v.Name, e.Value)
+			}
+			return
+		}
+	}
+	t.Errorf("executor: no volume %s", mount.Name)
 }
 
 func envVar(c *corev1.Container, name string) *corev1.EnvVar {

@@ -77,6 +77,9 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful part of shutdown. Zero means
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// GRPCOptions are a service's own options of its gRPC server (a buffer
+	// pool sized for its messages, say), applied after serve's.
+	GRPCOptions []grpc.ServerOption
 }
 
 // Deps are what a Server uses but does not own.
@@ -195,7 +198,7 @@ func grpcOptions(cfg Config, deps Deps, m *metrics) []grpc.ServerOption {
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
-	return opts
+	return append(opts, cfg.GRPCOptions...)
 }
 
 // GRPC returns the gRPC server to register services on, before Run; nil

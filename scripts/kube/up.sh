@@ -191,7 +191,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$dir/cni"
+  # Registry host configuration (containerd's hosts.toml), one directory per
+  # registry (HOST:PORT/hosts.toml), read at each pull: a test adds its
+  # private registry there (plain HTTP on loopback).
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$ctrd/certs.d"
 C
+mkdir -p "$ctrd/certs.d"
 cat > "$dir/cni/10-hangar-kube.conflist" <<N
 {"cniVersion": "1.0.0", "name": "hangar-kube", "plugins": [
   {"type": "bridge", "bridge": "hkube0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
@@ -277,5 +283,6 @@ cat > "$dir/env" <<E
 export KUBECONFIG=$dir/kubeconfig
 export HANGAR_KUBE_DIR=$dir
 export HANGAR_KUBE_CONTAINERD=$sock
+export HANGAR_KUBE_REGISTRY_HOSTS=$ctrd/certs.d
 E
 log "cluster up in $dir ($(( SECONDS ))s): export KUBECONFIG=$dir/kubeconfig"

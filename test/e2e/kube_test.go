@@ -34,6 +34,8 @@ type kubeEnv struct {
 	executor string // binary
 	env      []string
 	ex1, ex2 *harness.Executor
+	// privateImage is the runner image in the test's private registry.
+	privateImage string
 
 	mu     sync.Mutex
 	runIDs []string
@@ -59,6 +61,17 @@ func TestKubernetes(t *testing.T) {
 	kube.Kubectl(t, "-n", kubeNamespace, "apply", "-f", filepath.Join(ovl, "rbac.yaml"))
 	saConfig := kube.ServiceAccountKubeconfig(t, kubeNamespace, "hangar-executor")
 
+	// A private registry with basic auth (Debian's docker-registry), holding
+	// a runner image pushed from the node and untagged there, and its pull
+	// Secret, which the executors name (HANGAR_KUBE_IMAGE_PULL_SECRETS).
+	reg := harness.StartRegistry(t, "hangar-puller", "kube-Pull-7Wq3-secret")
+	kube.TrustRegistry(t, reg.Addr)
+	x.privateImage = kube.PushFromNode(t, reg, kubeImage, "hangar/private-runner:1")
+	kube.PullSecret(t, kubeNamespace, "regcred", reg)
+	// A private git host (git http-backend on loopback), reached through the
+	// executors' private VCS mapping.
+	vcsBase, _ := harness.GitServer(t, "acme/infra.git", map[string]string{"infra/prod/main.tf": "# private-vcs-file: kube stack\n"})
+
 	x.cp = harness.NewControlPlane(t, bins.Path(t, "hangarctl"))
 	broker, _ := x.cp.StartEmbeddedBroker(t)
 	key, csr := x.cp.Keygen(t, t.TempDir())
@@ -76,7 +89,12 @@ func TestKubernetes(t *testing.T) {
 		"HANGAR_EXECUTOR_RUNTIME=kubernetes",
 		"HANGAR_KUBECONFIG=" + saConfig,
 		"HANGAR_KUBE_NAMESPACE=" + kubeNamespace,
-		"HANGAR_KUBE_IMAGE_PULL_POLICY=Never",
+		// The node's images are there (never pulled); the private
+		// registry's is pulled through the pull Secret.
+		"HANGAR_KUBE_IMAGE_PULL_POLICY=IfNotPresent",
+		"HANGAR_KUBE_IMAGE_PULL_SECRETS=regcred",
+		"HANGAR_PRIVATEVCS_MAPPING_NAME_1=vcs-kube",
+		"HANGAR_PRIVATEVCS_MAPPING_BASE_ENDPOINT_1=" + vcsBase,
 		"HANGAR_EXECUTOR_SLOTS=3",
 		"HANGAR_CANCEL_GRACE=2s",
 		"HANGAR_WORKER_MEMORY_MB=48",
@@ -95,6 +113,9 @@ func TestKubernetes(t *testing.T) {
 		t.Run("cancelled", x.testCancel)
 		t.Run("missing image", x.testMissingImage)
 		t.Run("OOM-killed", x.testOOM)
+		t.Run("image from a private registry through imagePullSecrets", x.testPrivateImage)
+		t.Run("evicted", x.testEvicted)
+		t.Run("source from a private VCS host", x.testPrivateVCS)
 	})
 	t.Run("executor killed and restarted mid-run, next to another's run", x.testRestart)
 	t.Run("nothing left in the namespace", func(t *testing.T) {
@@ -239,6 +260,57 @@ func (x *kubeEnv) testOOM(t *testing.T) {
 	fin := x.finished(t, runID)
 	if fin.GetOutcome() != eventv1.Outcome_OUTCOME_FAILED || !strings.Contains(fin.GetReason(), "OOMKilled") {
 		t.Errorf("run %s: %s %q, want failed: OOMKilled", runID, fin.GetOutcome(), fin.GetReason())
+	}
+}
+
+// testPrivateImage: a run whose runner image is in a registry with basic auth
+// goes through: the kubelet pulls it with the pull Secret the executors name.
+func (x *kubeEnv) testPrivateImage(t *testing.T) {
+	spec := harness.Task(x.privateImage, "echo from the private image")
+	runID, sub := x.submit(t, spec, true)
+	fin := x.finished(t, runID)
+	if fin.GetOutcome() != eventv1.Outcome_OUTCOME_FINISHED || fin.GetExitCode() != 0 {
+		t.Fatalf("run %s: %s %d %q\n%s", runID, fin.GetOutcome(), fin.GetExitCode(), fin.GetReason(), sub.Output())
+	}
+	if log := x.storedLog(t, runID, fin); !hasLine(log, "from the private image") {
+		t.Errorf("stored log:\n%s", log)
+	}
+}
+
+// testPrivateVCS: the executor fetches the run's source through its private
+// VCS mapping and streams it into the pod; the phase runs in the project root.
+func (x *kubeEnv) testPrivateVCS(t *testing.T) {
+	spec := harness.Task(kubeImage, "pwd", "cat main.tf")
+	spec.Source = &harness.Source{URL: "https://vcs-kube/acme/infra.git", Ref: "main", ProjectRoot: "infra/prod"}
+	runID, _ := x.submit(t, spec, false)
+	fin := x.finished(t, runID)
+	if fin.GetOutcome() != eventv1.Outcome_OUTCOME_FINISHED {
+		t.Fatalf("run %s: %s %q, want finished", runID, fin.GetOutcome(), fin.GetReason())
+	}
+	if log := x.storedLog(t, runID, fin); !hasLine(log, "# private-vcs-file: kube stack") || !hasLine(log, "/workspace/infra/prod") {
+		t.Errorf("the run did not cat infra/prod/main.tf of the private repository in /workspace/infra/prod:\n%s", log)
+	}
+}
+
+// testEvicted: the run's pod evicted through the Eviction API (a node drain,
+// an autoscaler) ends the run as failed, and `hangarctl run submit --follow`
+// says it was evicted.
+func (x *kubeEnv) testEvicted(t *testing.T) {
+	spec := harness.Task(kubeImage, "echo waiting", "sleep 300")
+	runID, sub := x.submit(t, spec, true)
+	sub.WaitOutput(regexp.MustCompile(`(?m)^waiting$`), 2*wait)
+	pod := strings.TrimSpace(x.kube.Kubectl(t, "-n", kubeNamespace, "get", "pods", "-l", "hangar.dev/run-id="+runID, "-o", "jsonpath={.items[0].metadata.name}"))
+	eviction := harness.WriteFile(t, t.TempDir(), "eviction.json",
+		fmt.Sprintf(`{"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": %q, "namespace": %q}}`, pod, kubeNamespace))
+	x.kube.Kubectl(t, "create", "--raw", "/api/v1/namespaces/"+kubeNamespace+"/pods/"+pod+"/eviction", "-f", eviction)
+	fin := x.finished(t, runID)
+	const reason = "phase perform: the run's pod was evicted through the Eviction API (a node drain, or an autoscaler removing the node): Eviction API: evicting"
+	if fin.GetOutcome() != eventv1.Outcome_OUTCOME_FAILED || fin.GetReason() != reason {
+		t.Errorf("run %s: %s %q, want failed: %q", runID, fin.GetOutcome(), fin.GetReason(), reason)
+	}
+	sub.WaitExit(time.Minute)
+	if line := "failed (exit code -1): " + reason; !strings.Contains(sub.Output(), line) {
+		t.Errorf("hangarctl run submit --follow does not print %q:\n%s", line, sub.Output())
 	}
 }
 

@@ -153,3 +153,45 @@ func (k *Kube) ImportImage(t testing.TB, image string) {
 		t.Fatalf("import %s into the node: %v\n%s", image, err, out)
 	}
 }
+
+// TrustRegistry tells the node's containerd to reach the registry at addr
+// (a loopback HOST:PORT) over plain HTTP: a hosts.toml under the CRI registry
+// config_path that up.sh sets, read at each pull. Removed in t.Cleanup.
+func (k *Kube) TrustRegistry(t testing.TB, addr string) {
+	t.Helper()
+	dir := filepath.Join(k.Dir, "containerd", "certs.d", addr)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	WriteFile(t, dir, "hosts.toml", fmt.Sprintf("server = \"http://%s\"\n\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", addr, addr))
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+}
+
+// PushFromNode tags the node's image local as ADDR/repo in the node's
+// containerd, pushes it to r with r's credentials, and removes that name from
+// the node again, so that a pod of it must be pulled through a pull Secret.
+// It returns the pushed image name.
+func (k *Kube) PushFromNode(t testing.TB, r *Registry, local, repo string) string {
+	t.Helper()
+	image := r.Addr + "/" + repo
+	sock := filepath.Join(k.Dir, "containerd", "containerd.sock")
+	for _, args := range [][]string{
+		{"tag", "--force", local, image},
+		{"push", "--plain-http", "--user", r.User + ":" + r.Password, image},
+		{"rm", image},
+	} {
+		out, err := exec.Command("ctr", append([]string{"-a", sock, "-n", "k8s.io", "images"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ctr images %s: %v\n%s", args[0], err, out)
+		}
+	}
+	return image
+}
+
+// PullSecret creates the kubernetes.io/dockerconfigjson Secret name in ns
+// with r's credentials.
+func (k *Kube) PullSecret(t testing.TB, ns, name string, r *Registry) {
+	t.Helper()
+	k.Kubectl(t, "-n", ns, "create", "secret", "docker-registry", name,
+		"--docker-server="+r.Addr, "--docker-username="+r.User, "--docker-password="+r.Password)
+}

@@ -4,10 +4,15 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +20,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -406,4 +412,197 @@ wait:
 	if res.Outcome != eventv1.Outcome_OUTCOME_FAILED || !strings.Contains(res.Reason, "could not be scheduled within 3s") {
 		t.Errorf("result = %+v", res)
 	}
+}
+
+// TestClusterDeadline: a pod whose executor does not stop it at the run
+// timeout (the executor is gone; here supervise has no run timeout) ends at
+// its activeDeadlineSeconds, and the run is reported timed out, saying so.
+func TestClusterDeadline(t *testing.T) {
+	requireCluster(t)
+	ns := namespace(t)
+	rt := newRuntime(t, ns, "exec-a", func(o *Options) { o.RunTimeout, o.DeadlineMargin = 8*time.Second, time.Millisecond })
+	j, out := job(t, "deadline-1", &runv1.Phase{Name: "apply", Commands: []string{"echo started", "sleep 300", "echo never"}})
+	res := supervise.Run(context.Background(), rt, j, supervise.Limits{})
+	want := runner.Result{Outcome: eventv1.Outcome_OUTCOME_TIMED_OUT, ExitCode: -1,
+		Reason: "phase apply: the run's pod ran past its activeDeadlineSeconds (9s: the run timeout and a margin) and the kubelet stopped it"}
+	if res != want {
+		t.Errorf("result = %+v\nwant     %+v\noutput:\n%s", res, want, out)
+	}
+	if !strings.Contains(out.String(), "started") || strings.Contains(out.String(), "never") {
+		t.Errorf("output:\n%s", out)
+	}
+}
+
+// TestClusterEvicted: the run's pod evicted through the Eviction API (what a
+// node drain or a cluster autoscaler does) ends the run as failed, saying it
+// was evicted, rather than as a phase killed by SIGTERM or a pod deleted by
+// someone.
+func TestClusterEvicted(t *testing.T) {
+	requireCluster(t)
+	ns := namespace(t)
+	rt := newRuntime(t, ns, "exec-a", nil)
+	j, out := job(t, "evict-1", &runv1.Phase{Name: "apply", Commands: []string{"echo started", "sleep 300"}})
+	done := make(chan runner.Result)
+	go func() { done <- supervise.Run(context.Background(), rt, j, supervise.Limits{}) }()
+	for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(out.String(), "started"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the phase never started; output:\n%s", out)
+		}
+	}
+	ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: podName(j.RunID), Namespace: ns}}
+	if err := clientset.CoreV1().Pods(ns).EvictV1(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	want := runner.Result{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: -1,
+		Reason: "phase apply: the run's pod was evicted through the Eviction API (a node drain, or an autoscaler removing the node): Eviction API: evicting"}
+	if res != want {
+		t.Errorf("result = %+v\nwant     %+v", res, want)
+	}
+}
+
+// TestClusterPrivateRegistry: the runner image in a private registry with
+// basic auth (Debian's docker-registry, htpasswd), pushed there from the
+// node's containerd and untagged in it, so that the kubelet must pull it:
+// without HANGAR_KUBE_IMAGE_PULL_SECRETS the run fails saying the registry
+// refused the pull; with the pull Secret the run goes through.
+func TestClusterPrivateRegistry(t *testing.T) {
+	requireCluster(t)
+	ns := namespace(t)
+	reg := startRegistry(t, "hangar-puller", "Pull-9xQ2-secret")
+	image := reg.push(t, testImage, "hangar/private-runner:1")
+	cfg, err := json.Marshal(map[string]any{"auths": map[string]any{reg.addr: map[string]string{
+		"username": reg.user, "password": reg.password, "auth": base64.StdEncoding.EncodeToString([]byte(reg.user + ":" + reg.password)),
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := clientset.CoreV1().Secrets(ns).Create(context.Background(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "regcred"}, Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: cfg},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		secrets []string
+		outcome eventv1.Outcome
+		reason  []string
+	}{
+		{"without the pull secret", nil, eventv1.Outcome_OUTCOME_FAILED, []string{
+			"the runner image " + image + " could not be pulled (ImagePullBackOff)", "401 Unauthorized",
+			"(the registry refused the credentials: check HANGAR_KUBE_IMAGE_PULL_SECRETS and that Secret)"}},
+		{"with the pull secret", []string{"regcred"}, eventv1.Outcome_OUTCOME_FINISHED, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rt := newRuntime(t, ns, "exec-a", func(o *Options) { o.PullPolicy, o.PullSecrets = corev1.PullAlways, tc.secrets })
+			j, out := job(t, "private-"+strings.ReplaceAll(tc.name, " ", "-"), &runv1.Phase{Name: "plan", Commands: []string{"echo from the private image"}})
+			j.Spec.RunnerImage = image
+			res := supervise.Run(context.Background(), rt, j, supervise.Limits{})
+			if res.Outcome != tc.outcome {
+				t.Fatalf("result = %+v, want %v\noutput:\n%s", res, tc.outcome, out)
+			}
+			for _, want := range tc.reason {
+				if !strings.Contains(res.Reason, want) {
+					t.Errorf("reason %q lacks %q", res.Reason, want)
+				}
+			}
+			if tc.outcome == eventv1.Outcome_OUTCOME_FINISHED && !strings.Contains(out.String(), "from the private image") {
+				t.Errorf("output:\n%s", out)
+			}
+			if strings.Contains(res.Reason, reg.password) || strings.Contains(out.String(), reg.password) {
+				t.Error("the registry's password is in the result or the output")
+			}
+		})
+	}
+}
+
+// registry is Debian's docker-registry on a loopback port with htpasswd basic
+// auth, known to the node's containerd as a plain-HTTP registry (hosts.toml).
+type registry struct {
+	addr, user, password string
+}
+
+func startRegistry(t *testing.T, user, password string) *registry {
+	t.Helper()
+	bin, err := exec.LookPath("docker-registry")
+	if err != nil {
+		t.Fatal("docker-registry is not installed (scripts/setup.sh installs it: apt-get install docker-registry)")
+	}
+	htpasswd, err := exec.LookPath("htpasswd")
+	if err != nil {
+		t.Fatal("htpasswd is not installed (scripts/setup.sh installs it: apt-get install apache2-utils)")
+	}
+	dir := t.TempDir()
+	hash, err := exec.Command(htpasswd, "-Bbn", user, password).Output()
+	if err != nil {
+		t.Fatalf("htpasswd: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "htpasswd"), bytes.TrimSpace(hash), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	conf := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n  secret: kubert-test\nauth:\n  htpasswd:\n    realm: kubert-test\n    path: %s\n",
+		filepath.Join(dir, "data"), addr, filepath.Join(dir, "htpasswd"))
+	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
+	var logs syncBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		resp, err := http.Get("http://" + addr + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusUnauthorized {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("docker-registry on %s not ready (GET /v2/ = 401) after 1m:\n%s", addr, logs.String())
+		}
+	}
+	// The node's containerd reaches it over plain HTTP (hosts.toml under
+	// the CRI registry config_path that up.sh sets).
+	hosts := filepath.Join(cluster.Dir, "containerd", "certs.d", addr)
+	if err := os.MkdirAll(hosts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	toml := fmt.Sprintf("server = \"http://%s\"\n\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", addr, addr)
+	if err := os.WriteFile(filepath.Join(hosts, "hosts.toml"), []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(hosts) })
+	return &registry{addr: addr, user: user, password: password}
+}
+
+// push tags the node's image local as ADDR/repo in the node's containerd,
+// pushes it with the registry's credentials, and removes that name again,
+// so that the kubelet has to pull it. It returns the pushed name.
+func (r *registry) push(t *testing.T, local, repo string) string {
+	t.Helper()
+	image := r.addr + "/" + repo
+	ctr := func(args ...string) {
+		t.Helper()
+		out, err := exec.Command("ctr", append([]string{"-a", cluster.Containerd, "-n", "k8s.io", "images"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ctr images %s: %v\n%s", args[0], err, out)
+		}
+	}
+	ctr("tag", "--force", local, image)
+	ctr("push", "--plain-http", "--user", r.user+":"+r.password, image)
+	ctr("rm", image)
+	return image
 }

@@ -104,8 +104,13 @@ type Options struct {
 	Memory, MilliCPUs int64
 	// RunTimeout is the executor's run timeout: the pod's
 	// activeDeadlineSeconds is the run's timeout (the shorter of this and
-	// the spec's) plus a margin, so that a pod whose executor is gone ends.
+	// the spec's) plus DeadlineMargin, so that a pod whose executor is gone
+	// ends; a run whose pod reaches it is reported timed out.
 	RunTimeout time.Duration
+	// DeadlineMargin is added to the run's timeout for the pod's
+	// activeDeadlineSeconds (0: 2 minutes): the executor stops a run at its
+	// timeout itself; the deadline bounds a pod whose executor is gone.
+	DeadlineMargin time.Duration
 	// PendingTimeout is how long a pod may stay unschedulable before its run
 	// fails (HANGAR_KUBE_PENDING_TIMEOUT, default 10m).
 	PendingTimeout time.Duration
@@ -147,6 +152,11 @@ func New(opts Options) (*Runtime, error) {
 		return nil, errors.New("kubernetes runtime: empty namespace")
 	case opts.Memory < 0 || opts.MilliCPUs < 0:
 		return nil, errors.New("kubernetes runtime: negative memory or CPU limit")
+	case opts.DeadlineMargin < 0:
+		return nil, errors.New("kubernetes runtime: negative deadline margin")
+	}
+	if opts.DeadlineMargin == 0 {
+		opts.DeadlineMargin = defaultDeadlineMargin
 	}
 	if opts.PullPolicy == "" {
 		opts.PullPolicy = corev1.PullIfNotPresent
@@ -318,7 +328,7 @@ func (r *Runtime) Open(job *runner.Job) (runner.Session, error) {
 		Namespace: r.opts.Namespace, Name: podName(job.RunID), RunID: job.RunID,
 		ExecutorID: r.opts.ExecutorID, PoolID: cmp.Or(job.PoolID, r.opts.PoolID),
 		Image: job.Spec.GetRunnerImage(), Workdir: workdir, Phases: runner.Selected(job),
-		Hold: job.ExportTo != nil, Grace: job.StopGrace, Deadline: timeout,
+		Hold: job.ExportTo != nil, Grace: job.StopGrace, Deadline: timeout, DeadlineMargin: r.opts.DeadlineMargin,
 		Memory: r.opts.Memory, MilliCPUs: r.opts.MilliCPUs,
 		PullPolicy: r.opts.PullPolicy, PullSecrets: r.opts.PullSecrets,
 		ServiceAccount: r.opts.ServiceAccount, Owner: r.owner,
@@ -517,10 +527,16 @@ func (rn *run) waitTerminated(ctx context.Context, name string) (*corev1.Contain
 func (rn *run) waitPod(ctx context.Context, cond func(*corev1.Pod) bool) error {
 	var prob *podProblem
 	check := func(pod *corev1.Pod, gone bool) bool {
-		if pod != nil && cond(pod) {
+		// An eviction or the deadline wins over a container that ended
+		// at the same moment: it was killed for it.
+		prob = problem(pod, time.Now(), rn.r.opts.PendingTimeout)
+		if prob != nil && prob.final {
 			return true
 		}
-		prob = problem(pod, time.Now(), rn.r.opts.PendingTimeout)
+		if pod != nil && cond(pod) {
+			prob = nil
+			return true
+		}
 		return prob != nil
 	}
 	tick := time.NewTicker(5 * time.Second) // re-checks the pending timeout

@@ -41,10 +41,11 @@ const (
 	// workspace) alive after the phases for an export, or ends at once.
 	holdContainer   = "hangar-done"
 	workspaceVolume = "workspace"
-	// deadlineSlack is added to the run timeout for the pod's
-	// activeDeadlineSeconds: the executor stops a run itself at its
-	// timeout; the deadline only bounds a pod whose executor is gone.
-	deadlineSlack = 2 * time.Minute
+	// defaultDeadlineMargin is added to the run timeout for the pod's
+	// activeDeadlineSeconds (Options.DeadlineMargin): the executor stops a
+	// run itself at its timeout; the deadline only bounds a pod whose
+	// executor is gone.
+	defaultDeadlineMargin = 2 * time.Minute
 )
 
 // phaseContainer names the container of phase i: container names are DNS
@@ -65,7 +66,8 @@ type podSpec struct {
 	// export of the workspace (runner.Job.AfterPhases).
 	Hold           bool
 	Grace          time.Duration
-	Deadline       time.Duration // activeDeadlineSeconds; 0: none
+	Deadline       time.Duration // the run timeout; 0: no activeDeadlineSeconds
+	DeadlineMargin time.Duration // added to Deadline for activeDeadlineSeconds
 	Memory         int64         // bytes, requests = limits; 0: none
 	MilliCPUs      int64         // requests = limits; 0: none
 	PullPolicy     corev1.PullPolicy
@@ -235,7 +237,7 @@ func (s *podSpec) pod() *corev1.Pod {
 		},
 	}
 	if s.Deadline > 0 {
-		pod.Spec.ActiveDeadlineSeconds = ptr(int64((s.Deadline + deadlineSlack).Seconds()))
+		pod.Spec.ActiveDeadlineSeconds = ptr(int64((s.Deadline + s.DeadlineMargin + time.Second - 1) / time.Second))
 	}
 	if s.Owner != nil {
 		pod.OwnerReferences = []metav1.OwnerReference{*s.Owner}

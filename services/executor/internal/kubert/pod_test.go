@@ -1,6 +1,7 @@
 package kubert
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	runv1 "github.com/hangar-dev/hangar/gen/go/hangar/run/v1"
+	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 )
 
 func TestNames(t *testing.T) {
@@ -45,7 +47,7 @@ func TestNames(t *testing.T) {
 func TestPodSpec(t *testing.T) {
 	s := &podSpec{
 		Namespace: "runs", Name: podName("r1"), RunID: "r1", ExecutorID: "exec-a", PoolID: "pool-a",
-		Image: "img:1", Workdir: "/workspace/infra", Grace: 1500 * time.Millisecond, Deadline: 10 * time.Minute,
+		Image: "img:1", Workdir: "/workspace/infra", Grace: 1500 * time.Millisecond, Deadline: 10 * time.Minute, DeadlineMargin: 2500 * time.Millisecond,
 		Memory: 64 << 20, MilliCPUs: 250, PullPolicy: corev1.PullNever, PullSecrets: []string{"regcred"},
 		Phases: []*runv1.Phase{{Name: "init", Commands: []string{"echo a"}}, {Name: "plan", Commands: []string{"echo b"}}},
 		Owner:  ownerReference("executor-0", "uid-1"),
@@ -61,7 +63,7 @@ func TestPodSpec(t *testing.T) {
 	if sp.SecurityContext.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 		t.Errorf("pod seccomp = %v", sp.SecurityContext.SeccompProfile)
 	}
-	if *sp.ActiveDeadlineSeconds != int64((10*time.Minute+deadlineSlack)/time.Second) || *sp.TerminationGracePeriodSeconds != 2 {
+	if *sp.ActiveDeadlineSeconds != 603 || *sp.TerminationGracePeriodSeconds != 2 {
 		t.Errorf("deadline %d, grace %d", *sp.ActiveDeadlineSeconds, *sp.TerminationGracePeriodSeconds)
 	}
 	if len(pod.OwnerReferences) != 1 || pod.OwnerReferences[0].Name != "executor-0" {
@@ -161,9 +163,19 @@ func TestProblem(t *testing.T) {
 		deadline bool
 	}{
 		{"running", corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodRunning}}, "", false},
-		{"evicted", corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "Evicted", Message: "The node was low on resource: memory."}}, "evicted: The node was low", false},
-		{"deadline", corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "DeadlineExceeded"}}, "deadline", true},
-		{"pull back-off", corev1.Pod{Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{waiting("hangar-workspace", "ImagePullBackOff", "Back-off pulling image")}}}, "runner image img:1 could not be pulled (ImagePullBackOff)", false},
+		{"evicted", corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "Evicted", Message: "The node was low on resource: memory."}}, "the run's pod was evicted by the kubelet: The node was low", false},
+		{"deadline", corev1.Pod{Spec: corev1.PodSpec{ActiveDeadlineSeconds: ptr(int64(125))}, Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "DeadlineExceeded"}},
+			"the run's pod ran past its activeDeadlineSeconds (125s: the run timeout and a margin) and the kubelet stopped it", true},
+		{"Eviction API", corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: "EvictionByEvictionAPI", Message: "Eviction API: evicting"}}}},
+			"the run's pod was evicted through the Eviction API (a node drain, or an autoscaler removing the node): Eviction API: evicting", false},
+		{"preempted", corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: "PreemptionByScheduler", Message: "m"}}}},
+			"evicted: preempted by the scheduler", false},
+		{"unknown disruption", corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: "SomethingNew", Message: "m"}}}},
+			"the run's pod was evicted (SomethingNew): m", false},
+		{"disruption condition cleared", corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.DisruptionTarget, Status: corev1.ConditionFalse, Reason: "EvictionByEvictionAPI"}}}}, "", false},
+		{"pull back-off", corev1.Pod{Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{waiting("hangar-workspace", "ImagePullBackOff", "Back-off pulling image")}}}, "runner image img:1 could not be pulled (ImagePullBackOff): Back-off pulling image", false},
+		{"pull refused credentials", corev1.Pod{Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{waiting("hangar-workspace", "ImagePullBackOff", `Back-off pulling image "r/i:1": ErrImagePull: failed to resolve reference: 401 Unauthorized`)}}},
+			"401 Unauthorized (the registry refused the credentials: check HANGAR_KUBE_IMAGE_PULL_SECRETS and that Secret)", false},
 		{"first pull error waits for the back-off", corev1.Pod{Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{waiting("hangar-workspace", "ErrImagePull", "x")}}}, "", false},
 		{"never pull", corev1.Pod{Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{waiting("phase-0", "ErrImageNeverPull", "not present")}}}, "ErrImageNeverPull", false},
 		{"config error", corev1.Pod{Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{waiting("phase-0", "CreateContainerConfigError", "secret \"x\" not found")}}}, "could not be created", false},
@@ -179,6 +191,10 @@ func TestProblem(t *testing.T) {
 				t.Errorf("problem = %v, want %q", p, tc.want)
 			case p != nil && p.deadline != tc.deadline:
 				t.Errorf("deadline = %v", p.deadline)
+			case p != nil && errors.Is(p, runner.ErrRunTimeout) != tc.deadline:
+				t.Errorf("errors.Is(problem, runner.ErrRunTimeout) = %v: only the deadline is a timeout", !tc.deadline)
+			case p != nil && p.final != (tc.deadline || strings.Contains(tc.want, "evicted")):
+				t.Errorf("final = %v: only evictions and the deadline stop the pod whatever its containers do", p.final)
 			}
 		})
 	}

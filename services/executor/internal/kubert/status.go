@@ -7,21 +7,46 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/hangar-dev/hangar/services/executor/internal/runner"
 )
 
 // errPodGone: the run's pod was deleted by someone other than this run.
 var errPodGone = errors.New("the run's pod was deleted outside the executor")
 
-// podProblem is a pod state that ends the run as failed before its phases
-// are done: an image that cannot be pulled, an eviction, the pod's deadline,
-// a configuration the kubelet refuses, or no node for longer than
-// pendingTimeout. nil: nothing wrong (yet).
+// podProblem is a pod state that ends the run before its phases are done:
+// an image that cannot be pulled, an eviction (by the kubelet, the Eviction
+// API, a preemption, the taint manager), the pod's deadline, a configuration
+// the kubelet refuses, or no node for longer than pendingTimeout. nil:
+// nothing wrong (yet).
 type podProblem struct {
-	reason   string // human-readable, no secret: names and Kubernetes messages
-	deadline bool   // activeDeadlineSeconds passed
+	reason string // human-readable, no secret: names and Kubernetes messages
+	// deadline: activeDeadlineSeconds passed; the error then wraps
+	// runner.ErrRunTimeout, so that the run is reported timed out.
+	deadline bool
+	// final: the pod is being stopped whatever its containers do; it wins
+	// over a container that ends at the same moment (killed for it).
+	final bool
 }
 
 func (p *podProblem) Error() string { return p.reason }
+
+func (p *podProblem) Unwrap() error {
+	if p.deadline {
+		return runner.ErrRunTimeout
+	}
+	return nil
+}
+
+// disruptions words the reasons of a pod's DisruptionTarget condition: the
+// pod is about to be deleted by someone other than its executor.
+var disruptions = map[string]string{
+	"EvictionByEvictionAPI":               "evicted through the Eviction API (a node drain, or an autoscaler removing the node)",
+	corev1.PodReasonPreemptionByScheduler: "evicted: preempted by the scheduler for a pod of higher priority",
+	"DeletionByTaintManager":              "evicted by the taint manager (its node has a NoExecute taint the pod does not tolerate)",
+	corev1.PodReasonTerminationByKubelet:  "evicted by the kubelet (node pressure or node shutdown)",
+	"DeletionByPodGC":                     "evicted: deleted by the pod garbage collector (its node is gone)",
+}
 
 // imageErrors are waiting reasons that mean the image will not come: the
 // kubelet retries a pull with back-off, so the first back-off ends the run.
@@ -41,9 +66,23 @@ func problem(pod *corev1.Pod, now time.Time, pendingTimeout time.Duration) *podP
 	st := pod.Status
 	switch {
 	case st.Reason == "Evicted":
-		return &podProblem{reason: "the run's pod was evicted: " + oneLine(st.Message)}
+		return &podProblem{reason: "the run's pod was evicted by the kubelet: " + oneLine(st.Message), final: true}
 	case st.Reason == "DeadlineExceeded":
-		return &podProblem{reason: "the run's pod reached its deadline (activeDeadlineSeconds)", deadline: true}
+		limit := "its activeDeadlineSeconds"
+		if d := pod.Spec.ActiveDeadlineSeconds; d != nil {
+			limit = fmt.Sprintf("its activeDeadlineSeconds (%ds: the run timeout and a margin)", *d)
+		}
+		return &podProblem{reason: "the run's pod ran past " + limit + " and the kubelet stopped it", deadline: true, final: true}
+	}
+	for _, c := range st.Conditions {
+		if c.Type != corev1.DisruptionTarget || c.Status != corev1.ConditionTrue {
+			continue
+		}
+		what, ok := disruptions[c.Reason]
+		if !ok {
+			what = "evicted (" + c.Reason + ")"
+		}
+		return &podProblem{reason: fmt.Sprintf("the run's pod was %s: %s", what, oneLine(c.Message)), final: true}
 	}
 	all := append(append([]corev1.ContainerStatus{}, st.InitContainerStatuses...), st.ContainerStatuses...)
 	for _, cs := range all {
@@ -52,7 +91,7 @@ func problem(pod *corev1.Pod, now time.Time, pendingTimeout time.Duration) *podP
 			continue
 		}
 		if imageErrors[w.Reason] {
-			return &podProblem{reason: fmt.Sprintf("the runner image %s could not be pulled (%s): %s", cs.Image, w.Reason, oneLine(w.Message))}
+			return &podProblem{reason: fmt.Sprintf("the runner image %s could not be pulled (%s): %s%s", cs.Image, w.Reason, oneLine(w.Message), pullHint(w.Message))}
 		}
 		if configErrors[w.Reason] {
 			return &podProblem{reason: fmt.Sprintf("container %s could not be created (%s): %s", cs.Name, w.Reason, oneLine(w.Message))}
@@ -67,6 +106,17 @@ func problem(pod *corev1.Pod, now time.Time, pendingTimeout time.Duration) *podP
 		}
 	}
 	return nil
+}
+
+// pullHint adds what to check when a registry refused the pull's
+// credentials.
+func pullHint(msg string) string {
+	m := strings.ToLower(msg)
+	if strings.Contains(m, "401 unauthorized") || strings.Contains(m, "403 forbidden") || strings.Contains(m, "authorization failed") ||
+		strings.Contains(m, "no basic auth credentials") || strings.Contains(m, "denied") {
+		return " (the registry refused the credentials: check HANGAR_KUBE_IMAGE_PULL_SECRETS and that Secret)"
+	}
+	return ""
 }
 
 // containerStatus returns the status of the named (init) container.

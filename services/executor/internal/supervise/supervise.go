@@ -89,7 +89,9 @@ func shorter(pool time.Duration, specSeconds uint32) time.Duration {
 //     3", and the later phases do not run; a phase killed by a signal: "phase
 //     plan killed by signal 9 (killed)" with 128+signal as exit code;
 //   - nothing could be prepared or started, or the export failed:
-//     OUTCOME_FAILED with the error as reason;
+//     OUTCOME_FAILED with the error as reason (OUTCOME_TIMED_OUT when the
+//     error of Prepare or RunPhase wraps runner.ErrRunTimeout: the runtime
+//     ended the run for its time);
 //   - the job's context ended: by the cause, see FromCause (parent context
 //     ended with runner.ErrCancelled: OUTCOME_STOPPED, "cancelled: <cause>";
 //     runner.ErrLeaseLost: OUTCOME_LOST; the run timeout: OUTCOME_TIMED_OUT,
@@ -154,7 +156,7 @@ func loop(ctx context.Context, rt runner.Runtime, job *runner.Job, act *activity
 		if ctx.Err() != nil {
 			return stopped(ctx, -1, "while preparing")
 		}
-		return failed(-1, err.Error())
+		return failedBy(-1, err.Error(), err)
 	}
 	out := runner.Output{
 		Stdout:  &countingWriter{w: activityWriter{w: orDiscard(job.Stdout), act: act}},
@@ -193,7 +195,7 @@ func loop(ctx context.Context, rt runner.Runtime, job *runner.Job, act *activity
 			if ctx.Err() != nil {
 				return stopped(ctx, exit, "in phase "+p.GetName())
 			}
-			return failed(exit, fmt.Sprintf("phase %s: %v", p.GetName(), err))
+			return failedBy(exit, fmt.Sprintf("phase %s: %v", p.GetName(), err), err)
 		}
 		exit = st.Code
 		switch {
@@ -216,6 +218,18 @@ func loop(ctx context.Context, rt runner.Runtime, job *runner.Job, act *activity
 
 func failed(code int, reason string) runner.Result {
 	return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: code, Reason: reason}
+}
+
+// failedBy is failed, or OUTCOME_TIMED_OUT when the session's error wraps
+// runner.ErrRunTimeout: the runtime itself ended the run for its time (the
+// Kubernetes runtime: the pod's activeDeadlineSeconds, which can pass while
+// the executor was not there to stop the run at its timeout).
+func failedBy(code int, reason string, err error) runner.Result {
+	res := failed(code, reason)
+	if errors.Is(err, runner.ErrRunTimeout) {
+		res.Outcome = eventv1.Outcome_OUTCOME_TIMED_OUT
+	}
+	return res
 }
 
 // stopped is the result of a job whose context ended; Run then sets Outcome

@@ -269,6 +269,28 @@ func TestRunPassesOutputThrough(t *testing.T) {
 	}
 }
 
+// TestRunRuntimeTimeout: a session error wrapping runner.ErrRunTimeout (a
+// pod past its activeDeadlineSeconds) is a timed-out run, with the error as
+// reason; other session errors are failures.
+func TestRunRuntimeTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		err     error
+		outcome eventv1.Outcome
+	}{
+		{fmt.Errorf("the pod ran past its deadline: %w", runner.ErrRunTimeout), eventv1.Outcome_OUTCOME_TIMED_OUT},
+		{errors.New("the pod was evicted"), eventv1.Outcome_OUTCOME_FAILED},
+	} {
+		rt := phaseFunc(func(ctx context.Context, out runner.Output) (runner.Exit, error) {
+			return runner.Exit{Code: -1}, tc.err
+		})
+		res := Run(context.Background(), rt, &runner.Job{Spec: onePhase()}, Limits{})
+		want := runner.Result{Outcome: tc.outcome, ExitCode: -1, Reason: "phase plan: " + tc.err.Error()}
+		if res != want {
+			t.Errorf("result = %+v, want %+v", res, want)
+		}
+	}
+}
+
 func TestRunNilWritersAndNoLimits(t *testing.T) {
 	job := &runner.Job{Spec: onePhase()}
 	rt := phaseFunc(func(ctx context.Context, out runner.Output) (runner.Exit, error) {

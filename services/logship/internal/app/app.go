@@ -97,7 +97,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Wr
 		InsecurePlaintext: cfg.InsecurePlaintext, Access: serve.Access{
 			logsv1.LogService_Ship_FullMethodName: {tlsconfig.RoleExecutor},
 			logsv1.LogService_Tail_FullMethodName: {tlsconfig.RoleOperator},
-		}},
+		}, GRPCOptions: ship.ServerOptions()},
 		serve.Deps{Logger: log, Registry: reg, Telemetry: tel})
 	if err != nil {
 		return err

@@ -35,9 +35,10 @@ type cleanPoint struct {
 // markCleanLocked records the point after the last chunk written, where
 // no masker holds anything back, as the last clean point.
 func (r *run) markCleanLocked() {
+	r.cleanedLocked()
 	// The masks that reach the log: the last pass's, and the streams'
 	// (the last pass passes a mask string through unchanged).
-	masks := r.merge.last.w.Stats().Masks
+	masks := r.masksBase + r.merge.last.w.Stats().Masks
 	for i := range r.streams {
 		masks += r.streams[i].w.Stats().Masks
 	}

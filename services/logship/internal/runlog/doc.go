@@ -34,6 +34,13 @@
 // value of the set appears contiguous in the spool, hence in the live
 // chunks, the final object, Tail and standard output.
 //
+// The streams' maskers are skipped where they cannot matter (ADR 0021,
+// direct.go): from a clean point, chunks of one stream go into the merge
+// unmasked and the last pass alone masks them, which stores the same
+// bytes; a chunk of another stream before the next clean point rolls the
+// run back to that clean point and masks those chunks again through their
+// stream's masker. A run on one stream is thus scanned once.
+//
 // A chunk of the system stream (the executor's own lines: phase headers,
 // the closing footer) is a boundary of the job's output: the other
 // streams' maskers are flushed before it, so what they held back comes
@@ -126,12 +133,14 @@
 // reopen work on the head and the tail alike. The run goes on whatever
 // its size: chunks are still acknowledged.
 //
-// At Close the log file becomes the stored log: the head, then, if bytes
-// were cut, a newline and the line
+// At Close the stored log is: the head, then, if bytes were cut, a newline
+// and the line
 //
 //	[hangar] log truncated: <n> bytes cut from the middle (limit <limit> bytes)
 //
-// then the kept tail. Closed.Bytes, Closed.SHA256 and the final object's
+// then the kept tail. The kept tail is not copied: it is read in place
+// from the tail segment, already durable, and the notice is recorded in
+// the closed state (spool.State.StoredHead, Notice). Closed.Bytes, Closed.SHA256 and the final object's
 // metadata describe exactly that; a log within the limit is stored whole,
 // without the notice. Live chunk objects and Tail follow the log file's
 // committed bytes: they show the head live; the rest (the notice and the

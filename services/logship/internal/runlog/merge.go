@@ -71,6 +71,10 @@ func (g *merger) close(r *run) error {
 // noticeLocked writes a line of logship's own into the log, as the system
 // stream, after what every masker held back.
 func (r *run) noticeLocked(text string) error {
+	// Not a chunk: a direct segment could not be masked again after it.
+	if err := r.toStreamsLocked(); err != nil {
+		return err
+	}
 	if err := r.flushStreamsLocked(-1); err != nil {
 		return err
 	}
@@ -79,6 +83,8 @@ func (r *run) noticeLocked(text string) error {
 	}
 	if r.dirty == 0 {
 		r.markCleanLocked()
+	} else {
+		r.seg = segStreams
 	}
 	return nil
 }

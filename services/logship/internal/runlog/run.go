@@ -25,7 +25,7 @@ type run struct {
 
 	// commitMu serializes the writers of the run's state (commits, Open's
 	// rollback, Close, upload progress, the clean shutdown) so that
-	// state.json only ever moves forward; a commit holds it, but not mu,
+	// the state only ever moves forward; a commit holds it, but not mu,
 	// while it fsyncs, so that chunks keep being masked into the spool
 	// meanwhile. Lock order: commitMu, then mu.
 	commitMu sync.Mutex
@@ -58,11 +58,19 @@ type run struct {
 	// lines writes the committed masked lines to standard output (nil when
 	// off); out holds the masked bytes written since the last commit, for
 	// it, and outRuns says which stream's masker wrote them, and when.
-	lines      *lineEmitter
-	out        []byte
-	outRuns    []outRun
-	outSpare   []byte        // a buffer for out, given back by the commit that took out
-	masksDone  int64         // maskers' mask count at the last commit
+	lines     *lineEmitter
+	out       []byte
+	outRuns   []outRun
+	outSpare  []byte // a buffer for out, given back by the commit that took out
+	masksDone int64  // maskers' mask count at the last commit
+	masksBase int64  // masks of last passes replaced since the Open (direct.go)
+	// seg is the kind of the chunks written since the last clean point,
+	// segStream their stream in a direct segment, kept those chunks then,
+	// keptBytes their size (see direct.go).
+	seg        segKind
+	segStream  int
+	kept       []keptChunk
+	keptBytes  int64
 	changed    chan struct{} // closed and replaced when state grows
 	finished   bool          // final object uploaded (or manager closed)
 	readers    int
@@ -226,7 +234,8 @@ func (r *run) resetLocked(set *mask.Set) error {
 	}
 	r.merge = merger{last: tracked{w: set.NewWriter(sink{r})}, owner: r.state.OpenLine - 1}
 	r.dirty, r.in = 0, 0
-	r.out, r.outRuns, r.lastReceived, r.masksDone = nil, nil, r.state.AckedSequence, 0
+	r.out, r.outRuns, r.lastReceived, r.masksDone, r.masksBase = nil, nil, r.state.AckedSequence, 0, 0
+	r.seg, r.kept, r.keptBytes = segNone, nil, 0
 	r.clean = cleanPoint{seq: r.state.AckedSequence, masked: r.state.MaskedBytes, tailEnd: r.state.TailBytes,
 		line: r.merge.owner}
 	return nil

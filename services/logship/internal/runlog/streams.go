@@ -87,12 +87,12 @@ func (k streamSink) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// writeChunkLocked masks one chunk's data through its stream's masker
+// writeStreamsLocked masks one chunk's data through its stream's masker
 // into the merge. A chunk of the system stream (the executor's own lines:
 // phase headers, the closing footer) is a boundary of the job's output:
 // the other streams' maskers are flushed first, so that what they held
 // back comes before it.
-func (r *run) writeChunkLocked(seq uint64, i int, data []byte) error {
+func (r *run) writeStreamsLocked(seq uint64, i int, data []byte) error {
 	if i == idxSystem {
 		if err := r.flushStreamsLocked(idxSystem); err != nil {
 			return err

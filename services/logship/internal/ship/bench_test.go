@@ -80,11 +80,14 @@ func BenchmarkShip(b *testing.B) {
 			b.SetBytes(int64(len(data)))
 			b.ReportAllocs()
 			b.ResetTimer()
-			var closing time.Duration
+			var closing, waiting time.Duration
 			for i := range b.N {
-				closing += benchRun(b, client, "bench-"+strconv.Itoa(i), secrets, data)
+				c, w := benchRun(b, client, "bench-"+strconv.Itoa(i), secrets, data)
+				closing += c
+				waiting += w
 			}
 			b.ReportMetric(float64(closing.Milliseconds())/float64(b.N), "ms-close/op")
+			b.ReportMetric(float64(waiting.Milliseconds())/float64(b.N), "ms-window/op")
 		})
 	}
 }
@@ -111,7 +114,7 @@ func startBenchLogship(b *testing.B, limit int64, stdout io.Writer, sink bool) l
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(ship.ServerOptions()...)
 	logsv1.RegisterLogServiceServer(srv, ship.New(ship.Deps{Runs: mgr, Finals: store, Tracer: noop.NewTracerProvider().Tracer(""),
 		Propagator: telemetry.NewPropagator(), Logger: log}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -162,8 +165,9 @@ func startS3Sink(b *testing.B) *s3.Client {
 // benchRun ships data as one run, as logclient does: chunks are sent as
 // long as at most benchMaxUnacked bytes wait for an acknowledgement. It
 // returns the time from sending Close to receiving Closed (the last
-// commit, the stored log's hash and the final upload).
-func benchRun(b *testing.B, client logsv1.LogServiceClient, runID string, secrets [][]byte, data []byte) time.Duration {
+// commit, the stored log's hash and the final upload), and the time the
+// sender waited for acknowledgements with its window full.
+func benchRun(b *testing.B, client logsv1.LogServiceClient, runID string, secrets [][]byte, data []byte) (closing, waiting time.Duration) {
 	ctx, cancel := context.WithCancel(b.Context())
 	defer cancel()
 	st, err := client.Ship(ctx)
@@ -212,8 +216,12 @@ func benchRun(b *testing.B, client logsv1.LogServiceClient, runID string, secret
 	for i := range nChunks {
 		seq := uint64(i + 1)
 		mu.Lock()
-		for int(seq-1-acked)*benchChunk >= benchMaxUnacked && rerr == nil {
-			cond.Wait()
+		if int(seq-1-acked)*benchChunk >= benchMaxUnacked {
+			start := time.Now()
+			for int(seq-1-acked)*benchChunk >= benchMaxUnacked && rerr == nil {
+				cond.Wait()
+			}
+			waiting += time.Since(start)
 		}
 		err := rerr
 		mu.Unlock()
@@ -238,7 +246,7 @@ func benchRun(b *testing.B, client logsv1.LogServiceClient, runID string, secret
 	if closed == nil {
 		b.Fatalf("Close: %v", rerr)
 	}
-	return time.Since(closeStart)
+	return time.Since(closeStart), waiting
 }
 
 // benchLog returns size bytes of a plausible terraform apply log; about one
