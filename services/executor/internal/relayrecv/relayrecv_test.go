@@ -112,13 +112,18 @@ func TestRelayKeepsWriteOrderOfStdoutAndStderr(t *testing.T) {
 		fmt.Fprintf(&outOnly, "out-%d\np-r-%d\n", i, i)
 		fmt.Fprintf(&errOnly, "err-%d\nq-", i)
 	}
+	// A buffer of 999 bytes wraps around the relay's ring thousands of
+	// times, in the middle of lines and of runs of one stream.
 	tests := []struct {
 		name             string
 		separate         bool
+		buffer           int
 		wantOut, wantErr string
 	}{
-		{"one pipe (default)", false, merged.String(), ""},
-		{"separate stderr", true, outOnly.String(), errOnly.String()},
+		{"one pipe (default)", false, 0, merged.String(), ""},
+		{"separate stderr", true, 0, outOnly.String(), errOnly.String()},
+		{"one pipe, small buffer", false, 999, merged.String(), ""},
+		{"separate stderr, small buffer", true, 999, outOnly.String(), errOnly.String()},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -128,7 +133,7 @@ func TestRelayKeepsWriteOrderOfStdoutAndStderr(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ln.Close()
-			code := shimMode(sock, script, 0, tc.separate)
+			code := shimMode(sock, script, tc.buffer, tc.separate)
 			var out, errOut buffer
 			ex, err := ln.Receive(make(chan struct{}), Sink{Stdout: &out, Stderr: &errOut})
 			if err != nil {
