@@ -48,6 +48,10 @@ type Events interface {
 	Run(runID string, trace map[string]string, ev *eventv1.Event)
 	Rejected(payload []byte, runID string, rej *eventv1.EnvelopeRejected)
 	RejectedDigest(sum [32]byte, runID string, rej *eventv1.EnvelopeRejected)
+	// Announced returns the sequence number of the run's last event taken
+	// so far, by this life of the gateway or (journaled) by an earlier one;
+	// 0 if none, or once the run's final event was taken.
+	Announced(runID string) uint64
 }
 
 // Queue takes admitted runs for dispatch to executors.
@@ -224,18 +228,40 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 		in.log.Info("redelivered run already recovered; nothing to do", "run_id", v.RunID)
 		return nil
 	}
+	// What an earlier life of the gateway announced of this run before it
+	// stopped in the middle of the intake (killed, or shut down before the
+	// run was stored): the intake's events are the run's first two, so 1 is
+	// "received", and 2 is "admitted" (a denial or failure is final and ends
+	// the numbering, which leaves 0). This life goes on from there and never
+	// announces the run received or admitted twice. In a first intake it is
+	// 0: the seen store lets one delivery of a run id this far.
+	announced := in.events.Announced(v.RunID)
 	if decrypted == nil {
 		spec, decryptErr = in.opener.Decrypt(v)
+	}
+	if decryptErr == nil {
+		decryptErr = validSpec(v.RunID, spec)
+	}
+	if decryptErr != nil && announced > 0 {
+		// Opened before, not now (e.g. the pool key changed meanwhile): the
+		// run was announced, so it ends with a final event.
+		span.SetStatus(codes.Error, "reopen")
+		in.results.WithLabelValues("failed").Inc()
+		in.log.Error("a run taken up again after a restart could not be opened; it fails", "run_id", v.RunID, "err", decryptErr)
+		in.events.Run(v.RunID, tc, finished(eventv1.Outcome_OUTCOME_FAILED, "the gateway restarted in the middle of the run's intake and could not open its envelope again"))
+		return nil
 	}
 	if decryptErr != nil {
 		span.SetStatus(codes.Error, "decrypt")
 		in.reject(payload, decryptErr)
 		return nil
 	}
-	if err := validSpec(v.RunID, spec); err != nil {
-		span.SetStatus(codes.Error, "invalid spec")
-		in.reject(payload, err)
-		return nil
+	if announced >= 2 {
+		// Admitted and announced by the earlier life, not yet stored: the
+		// decision stands (the policy is not asked again); the run is queued.
+		in.log.Info("run admitted before a restart taken up again; queued without announcing it twice", "run_id", v.RunID)
+		span.SetAttributes(attribute.String("hangar.result", "admitted"))
+		return in.admit(ctx, span, v.RunID, tc, spec, payload, start, &decided)
 	}
 	// The policy decides while "received" is journaled.
 	secretsErr := checkSecretBytes(spec)
@@ -250,7 +276,9 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 			policy <- verdict{res, err}
 		}()
 	}
-	in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Received{Received: &eventv1.RunReceived{}}})
+	if announced == 0 {
+		in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Received{Received: &eventv1.RunReceived{}}})
+	}
 	if err := secretsErr; err != nil {
 		in.results.WithLabelValues("failed").Inc()
 		span.SetStatus(codes.Error, "secrets too large")
@@ -287,13 +315,20 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 	span.SetAttributes(attribute.String("hangar.result", "admitted"))
 	in.log.Info("run admitted", "run_id", v.RunID)
 	in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Admitted{Admitted: &eventv1.RunAdmitted{}}})
-	if err := in.queue.Admit(ctx, &Run{ID: v.RunID, Spec: spec, TraceContext: tc, AdmittedAt: in.now(), Envelope: payload, ReceivedAt: start}); err != nil {
+	return in.admit(ctx, span, v.RunID, tc, spec, payload, start, &decided)
+}
+
+// admit hands an admitted run (announced) to the queue. If the gateway stops
+// meanwhile, the run stays undecided (*decided = false) and its message
+// unacknowledged: the next life takes it up again from what was announced.
+func (in *Intake) admit(ctx context.Context, span trace.Span, runID string, tc map[string]string, spec *runv1.RunSpec, payload []byte, received time.Time, decided *bool) error {
+	if err := in.queue.Admit(ctx, &Run{ID: runID, Spec: spec, TraceContext: tc, AdmittedAt: in.now(), Envelope: payload, ReceivedAt: received}); err != nil {
 		if ctx.Err() != nil {
-			decided = false
-			return fmt.Errorf("intake: run %s interrupted by shutdown: %w", v.RunID, ctx.Err())
+			*decided = false
+			return fmt.Errorf("intake: run %s interrupted by shutdown: %w", runID, ctx.Err())
 		}
 		span.SetStatus(codes.Error, "queue")
-		in.events.Run(v.RunID, tc, finished(eventv1.Outcome_OUTCOME_FAILED, "could not queue the run: "+err.Error()))
+		in.events.Run(runID, tc, finished(eventv1.Outcome_OUTCOME_FAILED, "could not queue the run: "+err.Error()))
 	}
 	return nil
 }
