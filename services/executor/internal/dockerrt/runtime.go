@@ -41,7 +41,7 @@ const (
 	// LabelPoolID is the pool of the executor that created the object
 	// (Options.PoolID), absent when it knew none.
 	LabelPoolID = "hangar.pool-id"
-	LabelPhase      = "hangar.phase"
+	LabelPhase  = "hangar.phase"
 	// LabelPhaseIndex is the phase's index among the run's selected phases.
 	LabelPhaseIndex = "hangar.phase-index"
 )
