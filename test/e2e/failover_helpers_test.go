@@ -273,38 +273,6 @@ func (p *foPool) checkRun(t *testing.T, runID string, wantStarts int) runReport 
 	return r
 }
 
-// checkRunAcrossBrokerRestart is checkRun for the two runs of the broker-down
-// case whose events are published around a restart of the embedded broker
-// while the control plane's observer is away. One cause of missing events
-// there was found and fixed (a lease saved before its started event was
-// journaled; see dispatch's reserved numbers), and the gateway-restart cases
-// are checked with no tolerance. Intermediate events of these two runs still
-// go missing now and then (e.g. events 3-5 of 6, published by the gateway
-// after the broker came back, never reached the observer's persistent session
-// on the embedded mochi broker); the cause is not found yet, and
-// docs/ARCHITECTURE.md says so. What users rely on is still checked: exactly
-// one final event, last; no run started twice; no event id reused with
-// another content or producer. Missing intermediate events are logged.
-func (p *foPool) checkRunAcrossBrokerRestart(t *testing.T, runID string) runReport {
-	t.Helper()
-	r := p.inspectRun(runID, 1)
-	var problems []string
-	for _, pr := range r.problems {
-		if strings.HasPrefix(pr, "sequences are not 1..n") || pr == "0 started events (on []), want 1" {
-			t.Logf("run %s: %s (intermediate events missing across the embedded broker's restart: open gap)", runID, pr)
-			continue
-		}
-		problems = append(problems, pr)
-	}
-	if len(r.starts) > 1 {
-		problems = append(problems, fmt.Sprintf("started %d times", len(r.starts)))
-	}
-	if len(problems) > 0 {
-		t.Errorf("run %s:\n  %s\nevents:\n%s", runID, strings.Join(problems, "\n  "), describe(r.events))
-	}
-	return r
-}
-
 // runLog reads the final log object of a run from S3: the key in its final
 // event, which must be wantKey.
 func (s *foStack) runLog(t *testing.T, runID string, fin *eventv1.RunFinished, wantKey string) string {

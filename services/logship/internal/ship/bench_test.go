@@ -35,8 +35,8 @@ import (
 
 // Shape of BenchmarkShip's runs: what the executor's logclient sends.
 const (
-	benchChunk      = 64 << 10 // logclient.MaxChunk
-	benchMaxUnacked = 8 << 20  // logclient's default window
+	benchChunk      = 32<<10 - 256 // logclient.MaxChunk
+	benchMaxUnacked = 8 << 20      // logclient's default window
 	benchSecrets    = 10
 )
 
@@ -47,7 +47,8 @@ var benchLogBytes = 64 << 20
 // which about one line in 500 prints one of 10 secrets, raw or in base64)
 // per iteration, over a real loopback gRPC connection to a logship with a
 // real spool in a temporary directory (so real fsyncs) and the in-process
-// S3 server: 64 KiB chunks sent without waiting for acknowledgements, at
+// S3 server: chunks of logclient.MaxChunk (32 KiB less 256 bytes) sent
+// without waiting for acknowledgements, at
 // most 8 MiB unacknowledged (as the executor's logclient does), then Close,
 // which answers once the final object is uploaded. MB/s counts raw bytes.
 func BenchmarkShip(b *testing.B) {

@@ -12,53 +12,73 @@ import (
 )
 
 // ServerOptions are the options Ship wants of the gRPC server it is
-// registered on: messages are read into buffers of a pool that fits a
-// chunk message and does not zero them (see chunkPool), by the transport
+// registered on: messages are read into buffers of a pool that does not
+// zero the buffers a chunk message takes (see chunkPool), by the transport
 // and by the proto codec (grpc-go's own codec materializes a message into
-// a buffer of the default pool, whatever the server's pool: for a chunk
-// message a 1 MiB buffer, zeroed whole at each Get, 16 bytes zeroed per
-// byte received).
+// a buffer of the default pool, whatever the server's pool; that pool
+// zeroes each buffer whole at each Get, and between its 32 KiB and 1 MiB
+// sizes has none: a message of 64 KiB took a 1 MiB buffer, 16 bytes zeroed
+// per byte received).
 func ServerOptions() []grpc.ServerOption {
 	pool := newChunkPool()
 	return []grpc.ServerOption{experimental.BufferPool(pool), grpc.ForceServerCodecV2(protoCodec{pool: pool})}
 }
 
-// chunkBufSize is the size of chunkPool's own buffers: a chunk message
-// (up to 64 KiB of data, logclient.MaxChunk, and its fields) fits.
-const chunkBufSize = 128 << 10
+// chunkPool's own buffer sizes: a chunk message (logclient.MaxChunk of
+// data, 32 KiB less 256 bytes, and its fields) takes a 32 KiB buffer; the
+// larger ones take chunks of up to 128 KiB, as older executors sent 64 KiB.
+var chunkSizes = [...]int{32 << 10, 64 << 10, 128 << 10}
 
-// chunkPool is a mem.BufferPool that keeps buffers of chunkBufSize for
-// requests from half that size up to it and does not zero them: every
-// user of a buffer from Get (the transport reading a frame, a message
-// copied whole into it) writes all of its length before reading it, and
-// nothing reads past its length. Other sizes go to grpc-go's default pool.
+// chunkPool is a mem.BufferPool that keeps buffers of chunkSizes for
+// requests above 16 KiB (grpc-go's frame size, read into buffers of their
+// exact size) up to 128 KiB, and does not zero them: every user of a
+// buffer from Get (the transport reading a frame, a message copied whole
+// into it) writes all of its length before reading it, and nothing reads
+// past its length. Other sizes go to grpc-go's default pool.
 type chunkPool struct {
-	pool sync.Pool
-	rest mem.BufferPool
+	pools [len(chunkSizes)]sync.Pool
+	rest  mem.BufferPool
 }
 
 func newChunkPool() *chunkPool {
 	return &chunkPool{rest: mem.DefaultBufferPool()}
 }
 
+// tier returns the index in chunkSizes of the buffers for a request of n
+// bytes, -1 for the default pool's.
+func (p *chunkPool) tier(n int) int {
+	if n <= 16<<10 {
+		return -1
+	}
+	for i, size := range chunkSizes {
+		if n <= size {
+			return i
+		}
+	}
+	return -1
+}
+
 func (p *chunkPool) Get(n int) *[]byte {
-	if n < chunkBufSize/2 || n > chunkBufSize {
+	i := p.tier(n)
+	if i < 0 {
 		return p.rest.Get(n)
 	}
-	if b, ok := p.pool.Get().(*[]byte); ok {
+	if b, ok := p.pools[i].Get().(*[]byte); ok {
 		*b = (*b)[:n]
 		return b
 	}
-	b := make([]byte, n, chunkBufSize)
+	b := make([]byte, n, chunkSizes[i])
 	return &b
 }
 
 func (p *chunkPool) Put(b *[]byte) {
-	if cap(*b) != chunkBufSize {
-		p.rest.Put(b)
-		return
+	for i, size := range chunkSizes {
+		if cap(*b) == size {
+			p.pools[i].Put(b)
+			return
+		}
 	}
-	p.pool.Put(b)
+	p.rest.Put(b)
 }
 
 // protoCodec is grpc-go's proto codec, but for the pool it reads messages

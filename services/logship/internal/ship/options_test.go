@@ -9,18 +9,21 @@ import (
 	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
 )
 
-// TestChunkPool: a chunk message of logclient's largest size gets a
-// 128 KiB buffer of the pool's own, given back and taken again (not the
-// default pool's 1 MiB, zeroed at each Get); other sizes come from the
-// default pool.
+// TestChunkPool: a chunk message gets a buffer of the pool's own, of the
+// smallest of its sizes that fits (a 64 KiB chunk no longer the default
+// pool's 1 MiB, zeroed at each Get), given back and taken again; other
+// sizes come from the default pool.
 func TestChunkPool(t *testing.T) {
 	p := newChunkPool()
 	for _, tc := range []struct {
 		n       int
 		wantCap int
 	}{
-		{64<<10 + 64, chunkBufSize},
-		{chunkBufSize, chunkBufSize},
+		{32<<10 - 256 + 32, 32 << 10}, // logclient.MaxChunk and the fields
+		{16<<10 + 1, 32 << 10},
+		{64<<10 + 64, 128 << 10},
+		{128 << 10, 128 << 10},
+		{40 << 10, 64 << 10},
 		{100, 256},
 		{16 << 10, 16 << 10},
 		{200 << 10, 1 << 20},
