@@ -38,7 +38,10 @@ const (
 	LabelManaged    = "hangar.managed"
 	LabelRunID      = "hangar.run-id"
 	LabelExecutorID = "hangar.executor-id"
-	LabelPhase      = "hangar.phase"
+	// LabelPoolID is the pool of the executor that created the object
+	// (Options.PoolID), absent when it knew none.
+	LabelPoolID = "hangar.pool-id"
+	LabelPhase  = "hangar.phase"
 	// LabelPhaseIndex is the phase's index among the run's selected phases.
 	LabelPhaseIndex = "hangar.phase-index"
 )
@@ -87,6 +90,15 @@ type Options struct {
 	PidsLimit int64
 	// ExecutorID identifies this executor in the labels; required.
 	ExecutorID string
+	// PoolID is the pool this executor serves (from its certificate); it
+	// is a label of everything the runtime creates, and what the runtime
+	// treats as its own is what carries its executor id and either this
+	// pool or no pool label (created before the label existed, or by a
+	// plaintext executor, which knows no pool at start). So the executors
+	// of two pools on one engine never reap or adopt each other's runs,
+	// even when their executor ids are the same (the host name is the
+	// default id). "" (plaintext): only objects without a pool label.
+	PoolID string
 	// Logger receives the runtime's own diagnostics (never a run's output
 	// or environment); nil discards them.
 	Logger *slog.Logger
@@ -492,7 +504,7 @@ func (rn *session) cleanup(grace time.Duration) {
 	// reached us (a create interrupted after the engine acted).
 	if list, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: rn.r.filters(rn.job.RunID)}); err == nil {
 		for _, c := range list.Items {
-			if !slices.Contains(ids, c.ID) {
+			if rn.r.owns(c.Labels) && !slices.Contains(ids, c.ID) {
 				ids = append(ids, c.ID)
 			}
 		}

@@ -104,10 +104,16 @@ type Shim struct {
 	marks    []mark
 	kept     uint64 // acknowledged below
 	produced uint64
-	exited   bool
-	code     int32
-	signal   int32
-	done     bool
+	// writing: a session is writing the frame from offset writeFrom;
+	// the pump does not reuse it before the write returned, even if it is
+	// acknowledged meanwhile (the race detector sees a write's buffer read
+	// when the write returns).
+	writing   bool
+	writeFrom uint64
+	exited    bool
+	code      int32
+	signal    int32
+	done      bool
 }
 
 // Run starts argv with its output on pipes, relays it, and returns the
@@ -322,11 +328,17 @@ func (s *Shim) room() []byte {
 		s.ring = make([]byte, s.Buffer)
 	}
 	size := uint64(len(s.ring))
-	for s.produced-s.kept >= size {
+	low := func() uint64 {
+		if s.writing {
+			return min(s.kept, s.writeFrom)
+		}
+		return s.kept
+	}
+	for s.produced-low() >= size {
 		s.cond.Wait()
 	}
 	at := s.produced % size
-	free := size - (s.produced - s.kept)
+	free := size - (s.produced - low())
 	return s.ring[at : at+min(free, size-at)]
 }
 
@@ -439,6 +451,7 @@ func (s *Shim) session(c *os.File) {
 		var data []byte
 		if sent < s.produced {
 			kind, data = s.frameLocked(sent)
+			s.writing, s.writeFrom = true, sent
 		} else {
 			kind = KindExit
 			data = binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, uint32(s.code)), uint32(s.signal))
@@ -447,13 +460,18 @@ func (s *Shim) session(c *os.File) {
 		hdr[0] = kind
 		binary.BigEndian.PutUint32(hdr[1:], uint32(len(data)))
 		// data is not changed while it is sent: the pump writes only
-		// past produced, and into what is acknowledged (an
-		// acknowledgement never covers what was not sent).
-		if _, err := c.Write(hdr); err != nil {
-			brk()
-			return
+		// past produced, into what is acknowledged (an acknowledgement
+		// never covers what was not sent), and not into the frame being
+		// written (writing).
+		_, err := c.Write(hdr)
+		if err == nil {
+			_, err = c.Write(data)
 		}
-		if _, err := c.Write(data); err != nil {
+		s.mu.Lock()
+		s.writing = false
+		s.cond.Broadcast()
+		s.mu.Unlock()
+		if err != nil {
 			brk()
 			return
 		}
