@@ -28,6 +28,19 @@ const firstLine = "hello"
 // alternates), so that load on the host weighs on both sides alike; the
 // metrics are the median and the spread (min, max) of the per-pair ratios
 // hangar/docker, and the medians of each side. Goal: ratio ≤ 1.2.
+//
+// A third side, "docker-run-hardened", is for reference: `docker run` of the
+// same image with the settings the executor gives a run container (its
+// network, an init process, the dropped capabilities, no new privileges, a
+// PID limit, no log driver, a fresh workspace volume and two bind mounts as
+// the relay's; see hardenedFlags): what the container's own start costs with
+// Hangar's isolation, without Hangar. Its ratio (hangar/hardened) is
+// reported beside the goal's.
+//
+// With HANGAR_BENCH_BASELINE naming another hangarctl binary (an earlier
+// build), a fourth side, "baseline", runs it against a second stack that
+// binary starts (`dev` in tmpRoot/dev-baseline): before and after a change
+// in the same run, interleaved with the others, ratio baseline/docker.
 func BenchmarkFirstOutput(b *testing.B) {
 	requireImage(b)
 	s := stack(b)
@@ -40,33 +53,74 @@ func BenchmarkFirstOutput(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	hangar := func() (time.Duration, time.Duration) {
+	submit := func(ctl string, s *devStack) (time.Duration, time.Duration) {
 		args := []string{"run", "submit", "--dir", s.cpDir, "--pool", s.poolName, "--spec", spec, "--follow", "--logship", s.logship}
 		if s.tlsCA != "" {
 			args = append(args, "--tls-ca", s.tlsCA, "--tls-cert", s.tlsCert, "--tls-key", s.tlsKey)
 		}
 		return firstAndExit(b, exec.Command(ctl, args...))
 	}
+	hangar := func() (time.Duration, time.Duration) { return submit(ctl, s) }
+	var baseline func() (time.Duration, time.Duration)
+	if base := os.Getenv("HANGAR_BENCH_BASELINE"); base != "" {
+		if baseStack == nil {
+			if baseStack, err = startStackWith(base, "dev-baseline"); err != nil {
+				b.Fatalf("baseline stack (HANGAR_BENCH_BASELINE=%s): %v", base, err)
+			}
+		}
+		baseline = func() (time.Duration, time.Duration) { return submit(base, baseStack) }
+	}
 	docker := func() (time.Duration, time.Duration) {
 		return firstAndExit(b, exec.Command("docker", "run", "--rm", benchImage, "echo", firstLine))
 	}
-	// Untimed warm-up of both sides.
+	flags, err := hardenedFlags()
+	if err != nil {
+		b.Fatal(err)
+	}
+	hardened := func() (time.Duration, time.Duration) {
+		args := append(append([]string{"run", "--rm"}, flags...), benchImage, "echo", firstLine)
+		return firstAndExit(b, exec.Command("docker", args...))
+	}
+	// Untimed warm-up of every side.
 	hangar()
 	docker()
-	var hf, he, df, de, rf, re []float64
+	hardened()
+	if baseline != nil {
+		baseline()
+	}
+	var hf, he, df, de, xf, xe, rf, re, rxf, rxe, bf, be, rbf, rbe []float64
 	i := 0
 	for b.Loop() {
-		var h1, h2, d1, d2 time.Duration
-		if i%2 == 0 {
-			h1, h2 = hangar()
-			d1, d2 = docker()
-		} else {
-			d1, d2 = docker()
-			h1, h2 = hangar()
+		var h1, h2, d1, d2, x1, x2, b1, b2 time.Duration
+		sides := []func(){
+			func() { h1, h2 = hangar() },
+			func() { d1, d2 = docker() },
+			func() { x1, x2 = hardened() },
+		}
+		if baseline != nil {
+			sides = append(sides, func() { b1, b2 = baseline() })
+		}
+		// Rotated, and reversed in every other block of len(sides)
+		// iterations, so that no side always runs right after the same
+		// other one (what one run leaves the engine and the host to do
+		// weighs on the next).
+		n := len(sides)
+		for j := range n {
+			k := j
+			if (i/n)%2 == 1 {
+				k = n - 1 - j
+			}
+			sides[(i+k)%n]()
 		}
 		i++
 		hf, he, df, de = append(hf, ms(h1)), append(he, ms(h2)), append(df, ms(d1)), append(de, ms(d2))
+		xf, xe = append(xf, ms(x1)), append(xe, ms(x2))
 		rf, re = append(rf, ms(h1)/ms(d1)), append(re, ms(h2)/ms(d2))
+		rxf, rxe = append(rxf, ms(h1)/ms(x1)), append(rxe, ms(h2)/ms(x2))
+		if baseline != nil {
+			bf, be = append(bf, ms(b1)), append(be, ms(b2))
+			rbf, rbe = append(rbf, ms(b1)/ms(d1)), append(rbe, ms(b2)/ms(d2))
+		}
 	}
 	b.ReportMetric(median(hf), "hangar-first-ms")
 	b.ReportMetric(median(df), "docker-first-ms")
@@ -79,6 +133,47 @@ func BenchmarkFirstOutput(b *testing.B) {
 	b.ReportMetric(slices.Min(re), "ratio-exit-min")
 	b.ReportMetric(slices.Max(re), "ratio-exit-max")
 	b.ReportMetric(float64(len(rf)), "pairs")
+	b.ReportMetric(median(xf), "hardened-first-ms")
+	b.ReportMetric(median(xe), "hardened-exit-ms")
+	b.ReportMetric(median(rxf), "ratio-hardened-first-p50")
+	b.ReportMetric(median(rxe), "ratio-hardened-exit-p50")
+	if baseline != nil {
+		b.ReportMetric(median(bf), "baseline-first-ms")
+		b.ReportMetric(median(be), "baseline-exit-ms")
+		b.ReportMetric(median(rbf), "ratio-baseline-first-p50")
+		b.ReportMetric(slices.Min(rbf), "ratio-baseline-first-min")
+		b.ReportMetric(slices.Max(rbf), "ratio-baseline-first-max")
+		b.ReportMetric(median(rbe), "ratio-baseline-exit-p50")
+		b.ReportMetric(slices.Min(rbe), "ratio-baseline-exit-min")
+		b.ReportMetric(slices.Max(rbe), "ratio-baseline-exit-max")
+	}
+}
+
+// hardenedFlags are `docker run` flags that give a container the settings
+// the executor gives each run container (dockerrt's phaseContainer and
+// hostConfig; the benchmark drives binaries only and repeats them here): the
+// stack's run network, an init process, all capabilities dropped but the
+// eight a run keeps, no new privileges, a private IPC namespace, a PID limit,
+// no log driver, a fresh anonymous volume at /workspace (removed with the
+// container) and two bind mounts where the relay and its socket directory go.
+func hardenedFlags() ([]string, error) {
+	io := filepath.Join(tmpRoot, "hardened-io")
+	if err := os.MkdirAll(io, 0o755); err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	flags := []string{"--label", "hangar-bench=first-output", "--network", "hangar-runs", "--init",
+		"--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--ipc", "private", "--pids-limit", "4096", "--log-driver", "none",
+		"--mount", "type=volume,dst=/workspace,volume-nocopy",
+		"--mount", "type=bind,src=" + self + ",dst=/.hangar/relay,readonly",
+		"--mount", "type=bind,src=" + io + ",dst=/.hangar/io"}
+	for _, c := range []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETGID", "SETUID", "KILL", "NET_BIND_SERVICE"} {
+		flags = append(flags, "--cap-add", c)
+	}
+	return flags, nil
 }
 
 // firstAndExit starts cmd and returns the time until firstLine is on its
@@ -164,10 +259,14 @@ func BenchmarkLogThroughput(b *testing.B) {
 		hangarLog(b, s, 1<<20, nil) // warm-up
 		b.SetBytes(n)
 		var stored int64
+		var cpu time.Duration
 		for b.Loop() {
-			hangarLog(b, s, n, &stored)
+			cpu += hangarLog(b, s, n, &stored)
 		}
 		b.ReportMetric(float64(stored)/(1<<20), "MiB-stored")
+		// The stack's CPU time per byte printed does not depend on what
+		// else the host runs, as the elapsed time does.
+		b.ReportMetric(float64(cpu)/float64(b.N)/float64(n), "stack-cpu-ns/B")
 	})
 	b.Run("docker-run", func(b *testing.B) {
 		dockerLog(b, 1<<20, false)
@@ -185,7 +284,10 @@ func BenchmarkLogThroughput(b *testing.B) {
 	})
 }
 
-func hangarLog(b *testing.B, s *devStack, n int64, storedBytes *int64) {
+// hangarLog runs one run printing n bytes and returns the CPU time the
+// stack's process (hangarctl dev: every service, the S3 server) spent
+// meanwhile.
+func hangarLog(b *testing.B, s *devStack, n int64, storedBytes *int64) time.Duration {
 	b.StopTimer()
 	// Untimed setup and cleanup; b.Loop needs the timer running when called.
 	defer b.StartTimer()
@@ -194,6 +296,7 @@ func hangarLog(b *testing.B, s *devStack, n int64, storedBytes *int64) {
 	offset := s.logshipLogSize()
 	timeout := 5*time.Minute + time.Duration(n>>20)*time.Second
 
+	cpu0 := procCPU(b, s.cmd.Process.Pid)
 	b.StartTimer()
 	if err := s.publish(r); err != nil {
 		b.Fatal(err)
@@ -207,6 +310,7 @@ func hangarLog(b *testing.B, s *devStack, n int64, storedBytes *int64) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
+	cpu := procCPU(b, s.cmd.Process.Pid) - cpu0
 
 	// The stored log is the whole output plus Hangar's own lines (phase,
 	// result): the stack runs with logship's size limit raised (logMaxBytes).
@@ -217,6 +321,27 @@ func hangarLog(b *testing.B, s *devStack, n int64, storedBytes *int64) {
 		*storedBytes = stored
 	}
 	s.dropStoredLog(r.id)
+	return cpu
+}
+
+// procCPU is the user and system CPU time of process pid so far, from
+// /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s).
+func procCPU(b *testing.B, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The command name (field 2) may hold spaces: count from its ')'.
+	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+	if len(f) < 13 {
+		b.Fatalf("/proc/%d/stat: %q", pid, raw)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("/proc/%d/stat: %q", pid, raw)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // logMaxBytes is logship's HANGAR_LOG_MAX_BYTES in the benchmark stack: far

@@ -21,6 +21,9 @@ func runMain(m *testing.M) int {
 	if theStack != nil {
 		theStack.stop()
 	}
+	if baseStack != nil {
+		baseStack.stop()
+	}
 	if code != 0 || os.Getenv("HANGAR_BENCH_KEEP_DIR") != "" {
 		// The stack's directory has every service's log (dev/logs).
 		fmt.Fprintf(os.Stderr, "bench: kept %s (hangarctl dev output in hangarctl-dev.out, service logs in dev/logs)\n", tmpRoot)

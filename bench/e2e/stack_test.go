@@ -82,6 +82,9 @@ type devStack struct {
 var (
 	stackOnce sync.Once
 	theStack  *devStack
+	// baseStack is the second stack of BenchmarkFirstOutput with
+	// HANGAR_BENCH_BASELINE (see there).
+	baseStack *devStack
 	stackErr  error
 	tmpRoot   string
 )
@@ -108,8 +111,14 @@ func startStack() (*devStack, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &devStack{dir: filepath.Join(tmpRoot, "dev"), out: &syncBuffer{}, done: make(chan struct{}), waiters: map[string]chan *eventv1.Event{}}
-	logFile, err := os.Create(filepath.Join(tmpRoot, "hangarctl-dev.out"))
+	return startStackWith(ctl, "dev")
+}
+
+// startStackWith starts `ctl dev` in tmpRoot/name (its output in
+// tmpRoot/hangarctl-name.out).
+func startStackWith(ctl, name string) (*devStack, error) {
+	s := &devStack{dir: filepath.Join(tmpRoot, name), out: &syncBuffer{}, done: make(chan struct{}), waiters: map[string]chan *eventv1.Event{}}
+	logFile, err := os.Create(filepath.Join(tmpRoot, "hangarctl-"+name+".out"))
 	if err != nil {
 		return nil, err
 	}

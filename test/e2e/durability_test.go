@@ -702,19 +702,34 @@ func durRelayAlone(t *testing.T, ctr string) (bool, string) {
 }
 
 // durSpoolState describes, for the test's log, what logship's spool holds of
-// a run (layout of package spool: <run>/log and <run>/state.json): the
-// committed (acknowledged) bytes and sequence, and the bytes written after
-// the last commit, which a reopen rolls back. Informational only.
+// a run (layout of package spool: <run>/log, and <run>/state with two slots
+// of 4096 bytes, each the state's JSON on its first line and "generation
+// checksum" on its second; the slot of the highest generation is the last
+// save): the committed (acknowledged) bytes and sequence, and the bytes
+// written after the last commit, which a reopen rolls back. Informational
+// only (the slots' checksums are not checked here).
 func durSpoolState(spoolDir, runID string) string {
 	var st struct {
 		AckedSequence uint64 `json:"acked_sequence"`
 		MaskedBytes   int64  `json:"masked_bytes"`
 	}
-	b, err := os.ReadFile(filepath.Join(spoolDir, runID, "state.json"))
+	b, err := os.ReadFile(filepath.Join(spoolDir, runID, "state"))
 	if err != nil {
 		return "spool state unknown: " + err.Error()
 	}
-	if err := json.Unmarshal(b, &st); err != nil {
+	var best []byte
+	var bestGen uint64
+	for k := 0; k*4096 < len(b); k++ {
+		lines := strings.SplitN(string(b[k*4096:min(len(b), (k+1)*4096)]), "\n", 3)
+		if len(lines) < 3 {
+			continue
+		}
+		gen, _, _ := strings.Cut(lines[1], " ")
+		if g, err := strconv.ParseUint(gen, 10, 64); err == nil && g >= bestGen {
+			best, bestGen = []byte(lines[0]), g
+		}
+	}
+	if err := json.Unmarshal(best, &st); err != nil {
 		return "spool state unknown: " + err.Error()
 	}
 	fi, err := os.Stat(filepath.Join(spoolDir, runID, "log"))

@@ -31,6 +31,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/pebble"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // Config configures the embedded broker.
@@ -105,12 +106,12 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		Capabilities: caps,
 		Logger:       mlog,
 	})
-	hook := &certHook{acl: acl{controlPlaneCN: cfg.ControlPlaneCN}, server: server, log: mlog}
+	hook := newCertHook(acl{controlPlaneCN: cfg.ControlPlaneCN}, server, mlog)
 	if err := server.AddHook(hook, nil); err != nil {
 		return nil, fmt.Errorf("start broker: add auth hook: %w", err)
 	}
 	if cfg.DataDir != "" {
-		if err := server.AddHook(new(pebble.Hook), &pebble.Options{Path: cfg.DataDir, Mode: pebble.Sync}); err != nil {
+		if err := server.AddHook(sessionStore{new(pebble.Hook)}, &pebble.Options{Path: cfg.DataDir, Mode: pebble.Sync}); err != nil {
 			_ = server.Close()
 			return nil, fmt.Errorf("start broker: open session store %s: %w", cfg.DataDir, err)
 		}
@@ -145,6 +146,31 @@ func (b *Broker) Close() error {
 		}
 	})
 	return b.closeErr
+}
+
+// sessionStore is mochi's pebble storage hook, except that it keeps the
+// stored in-flight messages of a session that another connection took over.
+// mochi's inheritClientSession (server.go:562) copies the old client object's
+// in-flight messages to the new object and then clears them from the old one
+// (ClearInflights, server.go:592), which tells the store they were dropped;
+// but the new object holds them under the same keys (client id and packet
+// id), and they are stored again only as they are resent, one by one, once
+// the new connection is acknowledged (ResendInflightMessages): a connection
+// that is gone before that, then a restart, lost them. Dropping them also cost
+// an fsync each while publishes to the session were held back (see certHook).
+// A clean session's takeover clears the old messages before marking the old
+// object taken over, so they are still deleted.
+type sessionStore struct {
+	*pebble.Hook
+}
+
+// OnQosDropped deletes the stored message unless cl was taken over by a
+// connection that inherited its session.
+func (s sessionStore) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	if cl.IsTakenOver() {
+		return
+	}
+	s.Hook.OnQosDropped(cl, pk)
 }
 
 // quietHandler demotes mochi's per-connection warnings (a disconnect, a failed

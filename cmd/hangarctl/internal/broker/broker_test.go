@@ -336,29 +336,13 @@ var cases = []struct {
 		testPersistentSession(t, tg, true)
 	}},
 	{"another pool cannot take a session over", func(t *testing.T, tg *target) {
-		session := brokertest.ClientOptions{ID: "pool-a-gateway", Persistent: true}
-		a := tg.dial(t, "pool-a", session)
-		wantRC(t, a, runsOf("pool-a"), 1)
-		a.Disconnect(100)
-		ctl := tg.dial(t, cp, brokertest.ClientOptions{})
-		ctl.Publish(t, runsOf("pool-a"), "queued-run")
-
-		b, err := brokertest.Dial(tg.addr, tg.pki.ClientTLS(t, tg.pki, "pool-b"), session)
-		if err != nil {
-			t.Logf("refused: %v", err)
-		} else {
-			noneOn(t, "pool-b", drain(b, quietly), runsOf("pool-a"))
-			ctl.Publish(t, runsOf("pool-a"), "run-while-b")
-			noneOn(t, "pool-b", drain(b, quietly), runsOf("pool-a"))
-			b.Disconnect(100)
-			if tg.strict {
-				t.Fatal("pool-b connected with the client id of pool-a's session")
-			}
-			t.Log("Mosquitto let pool-b take over pool-a's session (it read nothing; pool-a's queue is lost)")
-			return
+		testForeignTakeover(t, tg, false)
+	}},
+	{"another pool cannot take a restored session over", func(t *testing.T, tg *target) {
+		if tg.restart == nil {
+			t.Skip("sessions of the in-memory broker do not survive a restart (see embedded-pebble)")
 		}
-		a = tg.dial(t, "pool-a", session)
-		a.Expect(t, runsOf("pool-a"), "queued-run", wait)
+		testForeignTakeover(t, tg, true)
 	}},
 	{"a packet above the size limit disconnects its sender", func(t *testing.T, tg *target) {
 		a := tg.dial(t, "pool-a", brokertest.ClientOptions{})
@@ -405,6 +389,42 @@ var cases = []struct {
 		b.ExpectNone(t, quietly)
 		ctl.ExpectNone(t, 0)
 	}},
+}
+
+// testForeignTakeover checks that pool-b cannot take over pool-a's persistent
+// session by its client id (ADR 0011) on a strict broker, and reads nothing
+// of it on Mosquitto; after a restart (the session restored from the store)
+// if restart is set.
+func testForeignTakeover(t *testing.T, tg *target, restart bool) {
+	t.Helper()
+	session := brokertest.ClientOptions{ID: "pool-a-gateway", Persistent: true}
+	a := tg.dial(t, "pool-a", session)
+	wantRC(t, a, runsOf("pool-a"), 1)
+	a.Disconnect(100)
+	ctl := tg.dial(t, cp, brokertest.ClientOptions{})
+	ctl.Publish(t, runsOf("pool-a"), "queued-run")
+	if restart {
+		ctl.Disconnect(100)
+		tg.restart(t)
+		ctl = tg.dial(t, cp, brokertest.ClientOptions{})
+	}
+
+	b, err := brokertest.Dial(tg.addr, tg.pki.ClientTLS(t, tg.pki, "pool-b"), session)
+	if err != nil {
+		t.Logf("refused: %v", err)
+	} else {
+		noneOn(t, "pool-b", drain(b, quietly), runsOf("pool-a"))
+		ctl.Publish(t, runsOf("pool-a"), "run-while-b")
+		noneOn(t, "pool-b", drain(b, quietly), runsOf("pool-a"))
+		b.Disconnect(100)
+		if tg.strict {
+			t.Fatal("pool-b connected with the client id of pool-a's session")
+		}
+		t.Log("Mosquitto let pool-b take over pool-a's session (it read nothing; pool-a's queue is lost)")
+		return
+	}
+	a = tg.dial(t, "pool-a", session)
+	a.Expect(t, runsOf("pool-a"), "queued-run", wait)
 }
 
 // testPersistentSession checks that a QoS 1 run published while a pool is

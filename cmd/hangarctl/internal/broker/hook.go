@@ -5,7 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -16,19 +16,67 @@ import (
 // applies the topic rules of acl. It keeps the identity (the certificate CN) in
 // the client's username, as Mosquitto's use_identity_as_username does, so that
 // it is persisted with the session and restored after a restart.
+//
+// It also closes two windows in which mochi v2.7.9 loses QoS 1 messages that it
+// acknowledged to their publisher:
+//
+//   - Shutdown. mochi acknowledges a QoS 1 publish before it hands the message
+//     to the subscribers (and to the session store). On shutdown the broker
+//     stops taking publishes (closing: no PUBACK, so publishers resend after
+//     the restart) and waits for the ones being handed over before the store
+//     closes.
+//   - Session takeover. When a client connects to an existing persistent
+//     session, mochi's inheritClientSession (server.go:562) marks the old
+//     client object taken over, copies its in-flight messages to the new one
+//     (server.go:574) and clears them from the old one (server.go:592), and
+//     only then registers the new object (s.Clients.Add, server.go:458). A
+//     publish handed over meanwhile finds the old object in s.Clients
+//     (publishToSubscribers, server.go:1015) and is queued there
+//     (publishToClient, server.go:1083), after the copy: it is
+//     never sent, and with the session store the clearing even takes one
+//     fsync per queued message, so the window lasts milliseconds. The hook
+//     holds new publishes to the session back from the moment it is about to
+//     be inherited until the new client object is registered and
+//     acknowledged, and waits for the publishes to it already being handed
+//     over before mochi copies the session (OnSessionEstablish).
 type certHook struct {
 	mqtt.HookBase
 	acl    acl
 	server *mqtt.Server
 	log    *slog.Logger
 
-	// mochi acknowledges a QoS 1 publish before it hands the message to the
-	// subscribers (and to the session store). On shutdown the broker stops
-	// taking publishes (closing: no PUBACK, so publishers resend after the
-	// restart) and waits for the ones being handed over (active) before the
-	// store closes, so that no acknowledged message is lost.
-	closing atomic.Bool
-	active  atomic.Int64
+	mu   sync.Mutex
+	cond *sync.Cond // signalled when active, takeovers or closing change
+	// active holds, per publishing client, the publishes between OnPublish
+	// and OnPublished (or the publisher's disconnection, when mochi could not
+	// acknowledge and so never hands the message over), each as the client
+	// ids it goes to.
+	active map[*mqtt.Client][]map[string]bool
+	// takeovers holds the sessions being inherited, by the client object
+	// taking each over: publishes to its client id wait in OnPublish.
+	takeovers map[*mqtt.Client]*takeover
+	closing   bool
+}
+
+// takeover is a session being inherited.
+type takeover struct {
+	id        string
+	connacked bool // the new connection was sent its CONNACK
+}
+
+// takeoverWait bounds each of the two waits of a session takeover: for the
+// publishes to the session being handed over, then for the new connection to
+// be registered and sent its CONNACK (so publishes to the session are held
+// back for at most twice as long). Both normally take microseconds to
+// milliseconds; the bound only keeps a stuck connection (a publisher blocked
+// writing its acknowledgement, a client not reading its CONNACK) from
+// stopping the publishes to a session for long.
+const takeoverWait = 5 * time.Second
+
+func newCertHook(a acl, server *mqtt.Server, log *slog.Logger) *certHook {
+	h := &certHook{acl: a, server: server, log: log, active: map[*mqtt.Client][]map[string]bool{}, takeovers: map[*mqtt.Client]*takeover{}}
+	h.cond = sync.NewCond(&h.mu)
+	return h
 }
 
 // ID returns the id of the hook.
@@ -36,7 +84,10 @@ func (h *certHook) ID() string { return "hangar-cert-acl" }
 
 // Provides reports which hook methods certHook implements.
 func (h *certHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnPublished}, []byte{b})
+	return bytes.Contains([]byte{
+		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish,
+		mqtt.OnPacketSent, mqtt.OnPublish, mqtt.OnPublished, mqtt.OnDisconnect,
+	}, []byte{b})
 }
 
 // OnConnectAuthenticate allows a CONNECT only on a TLS connection with a verified
@@ -80,30 +131,204 @@ func (h *certHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 }
 
 // OnPublish drops a publication to a topic the client's identity may not write:
-// the client gets its acknowledgement, no subscriber gets the message.
+// the client gets its acknowledgement, no subscriber gets the message. A
+// publish to a session being taken over waits here until the takeover is
+// done (see OnSessionEstablish); once the broker is closing, publishes are
+// refused unacknowledged (so resent after the restart).
 func (h *certHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	h.active.Add(1)
-	if h.closing.Load() {
-		h.active.Add(-1)
-		return pk, packets.ErrRejectPacket // not acknowledged: resent after the restart
+	allowed := cl.Net.Inline || h.acl.allowed(string(cl.Properties.Username), pk.TopicName, true)
+	var to map[string]bool
+	if allowed {
+		to = h.subscribers(pk.TopicName)
 	}
-	if cl.Net.Inline || h.acl.allowed(string(cl.Properties.Username), pk.TopicName, true) {
+	if !h.enter(cl, to) {
+		return pk, packets.ErrRejectPacket
+	}
+	if allowed {
 		return pk, nil
 	}
 	h.log.Info("mqtt publish refused", "client", cl.ID, "identity", string(cl.Properties.Username), "topic", pk.TopicName)
 	return pk, packets.CodeSuccessIgnore
 }
 
+// subscribers returns the client ids with a subscription, shared or not,
+// that matches topic.
+func (h *certHook) subscribers(topic string) map[string]bool {
+	subs := h.server.Topics.Subscribers(topic)
+	ids := make(map[string]bool, len(subs.Subscriptions))
+	for id := range subs.Subscriptions {
+		ids[id] = true
+	}
+	for _, group := range subs.Shared {
+		for id := range group {
+			ids[id] = true
+		}
+	}
+	return ids
+}
+
 // OnPublished is called once a publish was handed to the subscribers.
-func (h *certHook) OnPublished(*mqtt.Client, packets.Packet) { h.active.Add(-1) }
+func (h *certHook) OnPublished(cl *mqtt.Client, _ packets.Packet) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if pubs := h.active[cl]; len(pubs) > 1 {
+		h.active[cl] = pubs[1:]
+	} else {
+		delete(h.active, cl)
+	}
+	h.cond.Broadcast()
+}
+
+// OnDisconnect forgets a publish of cl that mochi never handed over (it
+// could not write the acknowledgement, so the publisher resends it).
+func (h *certHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.active[cl]; ok {
+		delete(h.active, cl)
+		h.cond.Broadcast()
+	}
+}
+
+// enter waits while a session that the publish of cl goes to (the client
+// ids to) is being taken over, and counts the publish as active; it returns
+// false once the broker is closing.
+func (h *certHook) enter(cl *mqtt.Client, to map[string]bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for h.takingOver(to) && !h.closing {
+		h.cond.Wait()
+	}
+	if h.closing {
+		return false
+	}
+	h.active[cl] = append(h.active[cl], to)
+	return true
+}
+
+// takingOver reports whether one of the client ids to is being taken over.
+// Call with h.mu held.
+func (h *certHook) takingOver(to map[string]bool) bool {
+	for _, t := range h.takeovers {
+		if to[t.id] {
+			return true
+		}
+	}
+	return false
+}
+
+// OnSessionEstablish is called just before mochi inherits the session of an
+// existing client object with the same client id (see certHook). For a
+// connection that resumes a session (clean session off), it holds new
+// publishes to that client id back, waits for those to it being handed over
+// to the subscribers (other than the replaced connection's own: mochi closes
+// that connection during the takeover), and releases the publishes once
+// mochi has registered the new client object and sent it its CONNACK, so
+// that every publish reaches either the old object before its session is
+// copied or the new one, and none is written to the new connection before
+// its CONNACK (mochi registers the object before it sends the CONNACK, and a
+// publish written first makes the client drop the connection). Publishes to
+// other sessions go on meanwhile.
+func (h *certHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	if pk.Connect.Clean {
+		return // nothing is inherited: what the old session held is discarded
+	}
+	existing, ok := h.server.Clients.Get(cl.ID)
+	if !ok || existing == cl {
+		return
+	}
+	deadline := time.Now().Add(takeoverWait)
+	wake := time.AfterFunc(takeoverWait, func() {
+		h.mu.Lock()
+		h.cond.Broadcast()
+		h.mu.Unlock()
+	})
+	defer wake.Stop()
+	h.mu.Lock()
+	t := &takeover{id: cl.ID}
+	h.takeovers[cl] = t
+	for h.busy(cl.ID, existing) && time.Now().Before(deadline) {
+		h.cond.Wait()
+	}
+	stuck := h.busy(cl.ID, existing)
+	h.mu.Unlock()
+	if stuck {
+		h.log.Warn("mqtt session takeover: publishes to the session still being handed over after the wait; going on", "client", cl.ID, "waited", takeoverWait)
+	}
+	go h.releaseAfterTakeover(cl, t, existing, deadline.Add(takeoverWait))
+}
+
+// OnPacketSent records the CONNACK of a connection taking a session over.
+func (h *certHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
+	if pk.FixedHeader.Type != packets.Connack {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if t, ok := h.takeovers[cl]; ok {
+		t.connacked = true
+	}
+}
+
+// busy reports whether a publish to client id, by a client other than
+// except, is active. Call with h.mu held.
+func (h *certHook) busy(id string, except *mqtt.Client) bool {
+	for cl, pubs := range h.active {
+		if cl == except {
+			continue
+		}
+		for _, to := range pubs {
+			if to[id] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// releaseAfterTakeover ends takeover t once the client id no longer names
+// the replaced client object (mochi registered its successor cl) and cl was
+// sent its CONNACK or is closed (the CONNACK could not be sent), or at the
+// deadline.
+func (h *certHook) releaseAfterTakeover(cl *mqtt.Client, t *takeover, replaced *mqtt.Client, deadline time.Time) {
+	defer func() {
+		h.mu.Lock()
+		delete(h.takeovers, cl)
+		h.cond.Broadcast()
+		h.mu.Unlock()
+	}()
+	for {
+		cur, ok := h.server.Clients.Get(cl.ID)
+		h.mu.Lock()
+		connacked := t.connacked
+		h.mu.Unlock()
+		if (!ok || cur != replaced) && (connacked || cl.Closed()) {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.log.Warn("mqtt session takeover: the new connection was not set up in time; releasing publishes", "client", cl.ID)
+			return
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
 
 // drain stops taking publishes and waits, up to timeout, for those being
 // handed over to the subscribers.
 func (h *certHook) drain(timeout time.Duration) {
-	h.closing.Store(true)
+	wake := time.AfterFunc(timeout, func() {
+		h.mu.Lock()
+		h.cond.Broadcast()
+		h.mu.Unlock()
+	})
+	defer wake.Stop()
 	deadline := time.Now().Add(timeout)
-	for h.active.Load() > 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closing = true
+	h.cond.Broadcast()
+	for len(h.active) > 0 && time.Now().Before(deadline) {
+		h.cond.Wait()
 	}
 }
 

@@ -147,9 +147,12 @@ func runDev(ctx context.Context, e env) error {
 	// The pool-internal CA and one certificate per service (ADR 0008): every
 	// gRPC link of the pool is mutual TLS, as in any deployment.
 	tlsDir := pki.PoolTLSDir(filepath.Join(*dir, "pool-tls"))
+	// Executor ids name the pool: the Docker runtime reaps, at start, every
+	// container labelled with its id that it does not re-adopt, so two dev
+	// stacks on one engine with the same ids removed each other's runs.
 	execIDs := make([]string, *executors)
 	for i := range execIDs {
-		execIDs[i] = fmt.Sprintf("dev-executor-%d", i+1)
+		execIDs[i] = fmt.Sprintf("%s-executor-%d", pool.Name, i+1)
 	}
 	tlsEnv, err := devPoolTLS(tlsDir, pool.Name, execIDs)
 	if err != nil {

@@ -86,6 +86,38 @@ func runSubmit(ctx context.Context, e env) error {
 		defer cancel()
 	}
 
+	// The broker's session (TLS, MQTT connect) is set up while the envelope
+	// is sealed, which it does not need.
+	tlsConf, err := d.ClientTLS("")
+	if err != nil {
+		return err
+	}
+	type connected struct {
+		conn *controlplane.Conn
+		err  error
+	}
+	connCh := make(chan connected, 1)
+	connectCtx, stopConnect := context.WithCancel(ctx)
+	defer stopConnect()
+	go func() {
+		c, err := controlplane.Connect(connectCtx, p.Broker, tlsConf)
+		connCh <- connected{c, err}
+	}()
+	defer func() {
+		// Whatever happens below, the session is closed once it is up.
+		stopConnect()
+		if c := <-connCh; c.conn != nil {
+			c.conn.Close()
+		}
+	}()
+	var logConn *grpc.ClientConn
+	if *follow && *logship != "" {
+		if logConn, err = dial.Dial(*logship, logshipSec, nil); err != nil {
+			return err
+		}
+		defer logConn.Close()
+	}
+
 	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "hangarctl", OTLPEndpoint: *otlp, Insecure: true})
 	if err != nil {
 		return fmt.Errorf("telemetry: %w", err)
@@ -137,15 +169,12 @@ func runSubmit(ctx context.Context, e env) error {
 		return err
 	}
 
-	tlsConf, err := d.ClientTLS("")
-	if err != nil {
-		return err
+	c := <-connCh
+	connCh <- c // for the deferred Close
+	if c.err != nil {
+		return c.err
 	}
-	conn, err := controlplane.Connect(ctx, p.Broker, tlsConf)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
+	conn := c.conn
 
 	var f *follower
 	if *follow {
@@ -166,6 +195,12 @@ func runSubmit(ctx context.Context, e env) error {
 			return err
 		}
 	}
+	if logConn != nil {
+		// Logship's TLS handshake runs while the pool takes the run, off
+		// the way to the publish (on a busy host the two would share the
+		// CPU), and is done when the "started" event comes.
+		logConn.Connect()
+	}
 	span.End()
 	submitted = true
 	_ = tel.ForceFlush(ctx)
@@ -173,7 +208,7 @@ func runSubmit(ctx context.Context, e env) error {
 	if !*follow {
 		return nil
 	}
-	return f.wait(ctx, *logship, logshipSec, *corrupt == "replay")
+	return f.wait(ctx, logConn, *corrupt == "replay")
 }
 
 // LoadSpec reads a run spec in its JSON form (protojson: field names as in the
@@ -334,11 +369,12 @@ func (f *follower) print(format string, args ...any) {
 	f.live.write(f.out, fmt.Appendf(nil, "[event] "+format+"\n", args...), false)
 }
 
-// wait follows until the run's final event, with its live log from logship.
-func (f *follower) wait(ctx context.Context, logship string, logshipSec dial.Security, replay bool) error {
+// wait follows until the run's final event, with its live log from logship
+// over logConn (none when nil).
+func (f *follower) wait(ctx context.Context, logConn *grpc.ClientConn, replay bool) error {
 	defer f.live.stop()
 	tailDone := make(chan struct{})
-	if logship != "" {
+	if logConn != nil {
 		go func() {
 			defer close(tailDone)
 			select {
@@ -346,7 +382,7 @@ func (f *follower) wait(ctx context.Context, logship string, logshipSec dial.Sec
 			case <-ctx.Done():
 				return
 			}
-			if err := f.tail(ctx, logship, logshipSec); err != nil && ctx.Err() == nil {
+			if err := f.tail(ctx, logConn); err != nil && ctx.Err() == nil {
 				f.print("live log unavailable: %v", err)
 			}
 		}()
@@ -386,16 +422,21 @@ func (f *follower) wait(ctx context.Context, logship string, logshipSec dial.Sec
 	}
 }
 
-// tail prints the run's live log from logship, as an operator (mutual TLS)
-// or, where sec allows it, over plaintext.
-func (f *follower) tail(ctx context.Context, addr string, sec dial.Security) error {
-	conn, err := dial.Dial(addr, sec, nil)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
+// notOpenRetry is how soon tail asks again while logship does not know the
+// run yet (the executor opens its log as it takes the run, about when the
+// "started" event comes), and notOpenRetries how often, before the usual
+// pace of retries applies.
+const (
+	notOpenRetry   = 20 * time.Millisecond
+	notOpenRetries = 100
+)
+
+// tail prints the run's live log from logship, over conn (as an operator,
+// mutual TLS, or, where allowed, plaintext).
+func (f *follower) tail(ctx context.Context, conn *grpc.ClientConn) error {
 	c := logsv1.NewLogServiceClient(conn)
 	var offset uint64
+	notOpen := 0
 	for attempt := 0; ; attempt++ {
 		st, err := c.Tail(ctx, &logsv1.TailRequest{RunId: f.runID, Offset: offset}, grpc.WaitForReady(true))
 		if err == nil {
@@ -414,13 +455,23 @@ func (f *follower) tail(ctx context.Context, addr string, sec dial.Security) err
 				}
 			}
 		}
-		if ctx.Err() != nil || attempt > 50 || permanent(err) {
+		if ctx.Err() != nil || permanent(err) {
+			return err
+		}
+		delay := 200 * time.Millisecond
+		if status.Code(err) == codes.NotFound && offset == 0 && notOpen < notOpenRetries {
+			// Not a failure: the log is not open yet.
+			notOpen++
+			attempt--
+			delay = notOpenRetry
+		}
+		if attempt > 50 {
 			return err
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(delay):
 		}
 	}
 }

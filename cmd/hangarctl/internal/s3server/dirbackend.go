@@ -2,8 +2,10 @@ package s3server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -11,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -182,30 +185,29 @@ func (b *dirBackend) DeleteBucket(_ context.Context, name string) error {
 	return nil
 }
 
-// open opens an object file and reads its header; the returned reader is
-// positioned at the body.
-func (b *dirBackend) open(bucket, key string) (*os.File, *bufio.Reader, objectHeader, error) {
+// open opens an object file and reads its header; it returns the offset
+// of the body in the file.
+func (b *dirBackend) open(bucket, key string) (*os.File, int64, objectHeader, error) {
 	var hdr objectHeader
 	if !b.exists(bucket) {
-		return nil, nil, hdr, gofakes3.BucketNotFound(bucket)
+		return nil, 0, hdr, gofakes3.BucketNotFound(bucket)
 	}
 	f, err := os.Open(b.objectPath(bucket, key))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, hdr, gofakes3.KeyNotFound(key)
+		return nil, 0, hdr, gofakes3.KeyNotFound(key)
 	}
 	if err != nil {
-		return nil, nil, hdr, fmt.Errorf("open object: %w", err)
+		return nil, 0, hdr, fmt.Errorf("open object: %w", err)
 	}
-	r := bufio.NewReader(f)
-	line, err := r.ReadBytes('\n')
+	line, err := bufio.NewReader(f).ReadBytes('\n')
 	if err == nil {
 		err = json.Unmarshal(line, &hdr)
 	}
 	if err != nil {
 		f.Close()
-		return nil, nil, hdr, fmt.Errorf("read object header: %w", err)
+		return nil, 0, hdr, fmt.Errorf("read object header: %w", err)
 	}
-	return f, r, hdr, nil
+	return f, int64(len(line)), hdr, nil
 }
 
 func (b *dirBackend) readHeader(bucket, key string) (objectHeader, error) {
@@ -225,7 +227,7 @@ type readCloser struct {
 func (b *dirBackend) object(bucket, key string, rng *gofakes3.ObjectRangeRequest, withBody bool) (*gofakes3.Object, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	f, r, hdr, err := b.open(bucket, key)
+	f, at, hdr, err := b.open(bucket, key)
 	if err != nil {
 		return nil, err
 	}
@@ -241,14 +243,16 @@ func (b *dirBackend) object(bucket, key string, rng *gofakes3.ObjectRangeRequest
 		f.Close()
 		return nil, err
 	}
-	var body io.Reader = r
+	length := hdr.Size
 	if rnge != nil {
-		if _, err := io.CopyN(io.Discard, r, rnge.Start); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("read object: %w", err)
-		}
-		body = io.LimitReader(r, rnge.Length)
+		at += rnge.Start
+		length = rnge.Length
 	}
+	if _, err := f.Seek(at, io.SeekStart); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("read object: %w", err)
+	}
+	body := io.LimitReader(f, length)
 	obj.Range = rnge
 	obj.Contents = readCloser{Reader: body, Closer: f}
 	return obj, nil
@@ -278,11 +282,41 @@ func (b *dirBackend) remove(bucket, key string) error {
 	return nil
 }
 
+// PutObject streams the body into a temporary file in the bucket's
+// directory (never the whole object in memory: logship's final logs are
+// as large as a run's output), fsyncs it, and renames it into place under
+// the lock, where conditional writes are checked. The header line is
+// written first with room to spare and rewritten in place once the body's
+// size and ETag are known (JSON allows the spaces that pad it).
+//
+// The ETag is the body's MD5 when gofakes3 hands over its MD5-hashing
+// reader (it hashes every body anyway); when a checksum reader wraps that
+// (the SDK's default CRC32), it is 16 random bytes instead of a second MD5
+// pass over the body: S3 does not promise that an ETag is the MD5 of the
+// body either (multipart and KMS-encrypted objects), and nothing here
+// relies on it; it changes with every write, which If-Match needs.
 func (b *dirBackend) PutObject(ctx context.Context, bucket, key string, meta map[string]string, input io.Reader, size int64) (gofakes3.PutObjectResult, error) {
-	body, err := gofakes3.ReadAll(input, size)
-	if err != nil {
-		return gofakes3.PutObjectResult{}, err
+	b.mu.RLock()
+	ok := b.exists(bucket)
+	b.mu.RUnlock()
+	if !ok {
+		return gofakes3.PutObjectResult{}, gofakes3.BucketNotFound(bucket)
 	}
+	path := b.objectPath(bucket, key)
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // a no-op once renamed
+	hdr, n, err := writeObject(f, objectHeader{Key: key, Metadata: meta}, input)
+	if err == nil && size >= 0 && n != size {
+		err = fmt.Errorf("body of %d bytes, expected %d", n, size)
+	}
+	if err = errors.Join(err, f.Chmod(0o600), f.Sync(), f.Close()); err != nil {
+		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
+	}
+
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.exists(bucket) {
@@ -292,32 +326,69 @@ func (b *dirBackend) PutObject(ctx context.Context, bucket, key string, meta map
 		// If-None-Match / If-Match, checked again under the lock so that
 		// two conditional writes cannot both succeed (gofakes3 checks
 		// before calling the backend, without it).
-		hdr, herr := b.readHeader(bucket, key)
+		old, herr := b.readHeader(bucket, key)
 		exists := herr == nil
 		if herr != nil && !errors.Is(herr, fs.ErrNotExist) && !gofakes3.HasErrorCode(herr, gofakes3.ErrNoSuchKey) {
 			return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", herr)
 		}
-		if err := gofakes3.CheckWriteConditions(ctx, exists, hdr.MD5); err != nil {
+		if err := gofakes3.CheckWriteConditions(ctx, exists, old.MD5); err != nil {
 			return gofakes3.PutObjectResult{}, err
 		}
 	}
-	sum := md5.Sum(body)
-	hdr, err := json.Marshal(objectHeader{Key: key, Metadata: meta, MD5: hex.EncodeToString(sum[:]),
-		Size: int64(len(body)), Modified: time.Now().UTC()})
-	if err != nil {
+	if err := os.Rename(tmp, path); err != nil {
 		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
 	}
-	err = atomicfile.WriteWith(b.objectPath(bucket, key), 0o600, func(w io.Writer) error {
-		if _, err := w.Write(append(hdr, '\n')); err != nil {
-			return err
+	if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
+		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
+	}
+	return gofakes3.PutObjectResult{ETag: `"` + hdr.MD5 + `"`}, nil
+}
+
+// headerRoom is what the header line reserves beyond its size with a
+// placeholder ETag, the largest size and a time: enough for any time's
+// length.
+const headerRoom = 64
+
+// writeObject writes an object file to f: the header line (hdr with its
+// MD5, Size and Modified set here), then the body read from input. It
+// returns the header written and the body's size.
+func writeObject(f *os.File, hdr objectHeader, input io.Reader) (objectHeader, int64, error) {
+	hdr.MD5, hdr.Size, hdr.Modified = strings.Repeat("0", 2*md5.Size), math.MaxInt64, time.Now().UTC()
+	first, err := json.Marshal(hdr)
+	if err != nil {
+		return hdr, 0, err
+	}
+	reserved := len(first) + headerRoom
+	if _, err := f.Write(append(bytes.Repeat([]byte{' '}, reserved), '\n')); err != nil {
+		return hdr, 0, err
+	}
+	n, err := io.Copy(f, input)
+	if err != nil {
+		return hdr, n, err
+	}
+	// gofakes3's reader has hashed the body when it is the outermost one.
+	var etag []byte
+	if h, ok := input.(interface{ Sum([]byte) []byte }); ok {
+		if sum := h.Sum(nil); len(sum) == md5.Size {
+			etag = sum
 		}
-		_, err := w.Write(body)
-		return err
-	})
-	if err != nil {
-		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
 	}
-	return gofakes3.PutObjectResult{}, nil
+	if etag == nil {
+		etag = make([]byte, md5.Size)
+		_, _ = rand.Read(etag)
+	}
+	hdr.MD5 = hex.EncodeToString(etag)
+	hdr.Size, hdr.Modified = n, time.Now().UTC()
+	line, err := json.Marshal(hdr)
+	if err != nil {
+		return hdr, n, err
+	}
+	if len(line) > reserved {
+		return hdr, n, fmt.Errorf("object header of %d bytes, %d reserved", len(line), reserved)
+	}
+	line = append(line, bytes.Repeat([]byte{' '}, reserved-len(line))...)
+	_, err = f.WriteAt(line, 0)
+	return hdr, n, err
 }
 
 func (b *dirBackend) DeleteMulti(_ context.Context, bucket string, keys ...string) (gofakes3.MultiDeleteResult, error) {

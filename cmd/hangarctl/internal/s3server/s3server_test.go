@@ -3,8 +3,11 @@ package s3server
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -207,5 +210,103 @@ func TestPutIfNoneMatch(t *testing.T) {
 				t.Errorf("object = %q, want the first one kept", got)
 			}
 		})
+	}
+}
+
+// TestDirObjects: objects under a directory are streamed to their file
+// (the header line rewritten in place once the body is known), read back
+// whole and by ranges, keep their ETag from the PUT to HEAD, GET and
+// If-Match, and files in the format of earlier versions (the header line
+// unpadded) are still read.
+func TestDirObjects(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	srv := start(t, dir)
+	c := client(srv.Endpoint(), testAccess, testSecret)
+
+	body := make([]byte, 3<<20+17)
+	for i := range body {
+		body[i] = byte(i * 7)
+	}
+	out, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(testBucket), Key: aws.String("runs/r/log"),
+		Body: bytes.NewReader(body), Metadata: map[string]string{"hangar-bytes": "3145745"}})
+	if err != nil {
+		t.Fatalf("PutObject: %v", err)
+	}
+	etag := aws.ToString(out.ETag)
+	if len(etag) != 34 {
+		t.Fatalf("ETag %q: want 32 hex digits in quotes", etag)
+	}
+	got, meta := get(ctx, t, c, "runs/r/log")
+	if !bytes.Equal(got, body) || meta["hangar-bytes"] != "3145745" {
+		t.Fatalf("GET: %d bytes (want %d), metadata %v", len(got), len(body), meta)
+	}
+	for _, tc := range []struct {
+		rng        string
+		start, end int
+	}{
+		{"bytes=0-0", 0, 1},
+		{"bytes=1000-1999", 1000, 2000},
+		{"bytes=3145700-", 3145700, len(body)},
+		{"bytes=-10", len(body) - 10, len(body)},
+	} {
+		r, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(testBucket), Key: aws.String("runs/r/log"), Range: aws.String(tc.rng)})
+		if err != nil {
+			t.Fatalf("GET %s: %v", tc.rng, err)
+		}
+		b, err := io.ReadAll(r.Body)
+		r.Body.Close()
+		if err != nil || !bytes.Equal(b, body[tc.start:tc.end]) {
+			t.Errorf("GET %s: %d bytes, err %v; want bytes %d-%d", tc.rng, len(b), err, tc.start, tc.end)
+		}
+	}
+	head, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(testBucket), Key: aws.String("runs/r/log")})
+	if err != nil {
+		t.Fatalf("HeadObject: %v", err)
+	}
+	if aws.ToString(head.ETag) != etag || aws.ToInt64(head.ContentLength) != int64(len(body)) {
+		t.Errorf("HEAD: ETag %q, %d bytes; want %q, %d", aws.ToString(head.ETag), aws.ToInt64(head.ContentLength), etag, len(body))
+	}
+	// If-Match with the ETag of the PUT replaces the object; with another
+	// one it fails.
+	if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(testBucket), Key: aws.String("runs/r/log"),
+		Body: strings.NewReader("second"), IfMatch: aws.String(`"00000000000000000000000000000000"`)}); err == nil {
+		t.Error("PUT with If-Match of another ETag succeeded")
+	}
+	if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(testBucket), Key: aws.String("runs/r/log"),
+		Body: strings.NewReader("second"), IfMatch: aws.String(etag)}); err != nil {
+		t.Errorf("PUT with If-Match of the stored ETag: %v", err)
+	}
+	if got, _ := get(ctx, t, c, "runs/r/log"); string(got) != "second" {
+		t.Errorf("after the If-Match PUT: %q", got)
+	}
+
+	// An object file as earlier versions wrote it: the header line, unpadded.
+	old := `{"key":"runs/old/log","metadata":{"Hangar-Bytes":"5"},"md5":"5d41402abc4b2a76b9719d911017c592","size":5,"modified":"2026-01-02T03:04:05Z"}` + "\n" + "hello"
+	name := filepath.Join(dir, testBucket, base64.RawURLEncoding.EncodeToString([]byte("runs/old/log")))
+	if err := os.WriteFile(name, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := get(ctx, t, c, "runs/old/log"); string(got) != "hello" {
+		t.Errorf("an object of the earlier format: %q", got)
+	}
+	r, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(testBucket), Key: aws.String("runs/old/log"), Range: aws.String("bytes=1-3")})
+	if err != nil {
+		t.Fatalf("GET range of an object of the earlier format: %v", err)
+	}
+	b, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if string(b) != "ell" || aws.ToString(r.ETag) != `"5d41402abc4b2a76b9719d911017c592"` {
+		t.Errorf("range of an object of the earlier format: %q, ETag %s", b, aws.ToString(r.ETag))
+	}
+	// No temporary file is left behind.
+	entries, err := os.ReadDir(filepath.Join(dir, testBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("temporary file left: %s", e.Name())
+		}
 	}
 }

@@ -209,7 +209,7 @@ func newRuntime(ctx context.Context, cfg *config.Config, reg prometheus.Register
 		Network: cfg.WorkerNetwork, CreateNetwork: runNetworkSpec(cfg.WorkerNetwork), AllowHostNetwork: cfg.AllowHostNetwork,
 		ExtraMounts: mounts, MountGuard: guard, Runtime: cfg.WorkerRuntime, DockerConfigDir: cfg.DockerConfigDir,
 		Memory: cfg.WorkerMemory << 20, NanoCPUs: int64(cfg.WorkerCPUs * 1e9), PidsLimit: cfg.WorkerPids,
-		ExecutorID: cfg.ExecutorID, Logger: log, RelayPath: relay, IODir: ioDir,
+		ExecutorID: cfg.ExecutorID, PoolID: poolOf(cfg), Logger: log, RelayPath: relay, IODir: ioDir,
 		SeparateStderr: cfg.SeparateStderr,
 	})
 	if err != nil {
@@ -366,4 +366,13 @@ func NewLogger(level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
 	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})).With("service", "executor")
+}
+
+// poolOf is the pool in the executor's certificate, "" without TLS (the
+// runtime then owns only objects without a pool label).
+func poolOf(cfg *config.Config) string {
+	if cfg.PoolTLS == nil {
+		return ""
+	}
+	return cfg.PoolTLS.Identity.Pool
 }

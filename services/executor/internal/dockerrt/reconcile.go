@@ -8,11 +8,13 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 )
 
 // Reap removes every container and volume that this executor's runtime
-// created (labels hangar.managed=true and hangar.executor-id=<ExecutorID>),
+// created (labels hangar.managed=true and hangar.executor-id=<ExecutorID>,
+// and hangar.pool-id absent or Options.PoolID: see owns),
 // except those of the runs in keep (re-adopted), and the relay directories
 // of the runs it removes, and returns the ids of the runs they belonged to,
 // sorted. Call it at start, after a crash, once the runs to re-adopt are
@@ -26,7 +28,7 @@ func (r *Runtime) Reap(ctx context.Context, keep ...string) ([]string, error) {
 		return nil, fmt.Errorf("reap: list containers: %w", err)
 	}
 	for _, c := range list.Items {
-		if slices.Contains(keep, c.Labels[LabelRunID]) {
+		if !r.owns(c.Labels) || slices.Contains(keep, c.Labels[LabelRunID]) {
 			continue
 		}
 		runs[c.Labels[LabelRunID]] = true
@@ -39,7 +41,7 @@ func (r *Runtime) Reap(ctx context.Context, keep ...string) ([]string, error) {
 		errs = append(errs, fmt.Errorf("reap: list volumes: %w", err))
 	} else {
 		for _, v := range vols.Items {
-			if slices.Contains(keep, v.Labels[LabelRunID]) {
+			if !r.owns(v.Labels) || slices.Contains(keep, v.Labels[LabelRunID]) {
 				continue
 			}
 			runs[v.Labels[LabelRunID]] = true
@@ -65,8 +67,16 @@ func (r *Runtime) Reap(ctx context.Context, keep ...string) ([]string, error) {
 	return ids, errors.Join(errs...)
 }
 
-// filters select what this executor created; runID, if given, narrows them
-// to one run.
+// owns reports whether an object that filters selected is this executor's:
+// the engine's label filter cannot say "this pool or no pool label", so the
+// pool is checked here (Options.PoolID).
+func (r *Runtime) owns(labels map[string]string) bool {
+	p, ok := labels[LabelPoolID]
+	return !ok || p == r.opts.PoolID
+}
+
+// filters select what this executor created, but for the pool (see owns);
+// runID, if given, narrows them to one run.
 func (r *Runtime) filters(runID ...string) client.Filters {
 	f := client.Filters{}
 	f.Add("label", LabelManaged+"=true", LabelExecutorID+"="+r.opts.ExecutorID)
@@ -107,6 +117,7 @@ func (r *Runtime) runningPhase(ctx context.Context, runID string, phase int) (st
 	if err != nil {
 		return "", fmt.Errorf("find the container of run %s: %w", runID, err)
 	}
+	list.Items = slices.DeleteFunc(list.Items, func(c container.Summary) bool { return !r.owns(c.Labels) })
 	if len(list.Items) != 1 {
 		return "", fmt.Errorf("%w (run %s, phase %d: %d running containers)", ErrNotRunning, runID, phase, len(list.Items))
 	}

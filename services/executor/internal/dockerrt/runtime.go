@@ -9,6 +9,7 @@
 package dockerrt
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,7 +38,10 @@ const (
 	LabelManaged    = "hangar.managed"
 	LabelRunID      = "hangar.run-id"
 	LabelExecutorID = "hangar.executor-id"
-	LabelPhase      = "hangar.phase"
+	// LabelPoolID is the pool of the executor that created the object
+	// (Options.PoolID), absent when it knew none.
+	LabelPoolID = "hangar.pool-id"
+	LabelPhase  = "hangar.phase"
 	// LabelPhaseIndex is the phase's index among the run's selected phases.
 	LabelPhaseIndex = "hangar.phase-index"
 )
@@ -86,6 +90,15 @@ type Options struct {
 	PidsLimit int64
 	// ExecutorID identifies this executor in the labels; required.
 	ExecutorID string
+	// PoolID is the pool this executor serves (from its certificate); it
+	// is a label of everything the runtime creates, and what the runtime
+	// treats as its own is what carries its executor id and either this
+	// pool or no pool label (created before the label existed, or by a
+	// plaintext executor, which knows no pool at start). So the executors
+	// of two pools on one engine never reap or adopt each other's runs,
+	// even when their executor ids are the same (the host name is the
+	// default id). "" (plaintext): only objects without a pool label.
+	PoolID string
 	// Logger receives the runtime's own diagnostics (never a run's output
 	// or environment); nil discards them.
 	Logger *slog.Logger
@@ -215,20 +228,24 @@ type session struct {
 
 // Prepare checks the run network (EnsureNetwork), makes the runner image
 // present (pulling it with the configured registry credentials) and creates
-// the run's workspace volume.
+// the run's workspace volume. The three are independent and asked of the
+// engine at once: a run's start waits for the slowest, not for their sum.
+// The first error (network, image, volume, in that order) is returned; a
+// volume created meanwhile is removed with the session.
 func (s *session) Prepare(ctx context.Context) error {
-	if err := s.r.EnsureNetwork(ctx); err != nil {
-		return err
-	}
-	user, err := ensureImage(ctx, s.r.cli, s.job.Spec.GetRunnerImage(), s.r.opts.DockerConfigDir)
-	if err != nil {
-		return err
-	}
-	s.user = user
 	if err := os.MkdirAll(s.ioDir, 0o755); err != nil {
 		return fmt.Errorf("relay directory: %w", err)
 	}
-	return s.createVolume(ctx)
+	netErr, volErr := make(chan error, 1), make(chan error, 1)
+	go func() { netErr <- s.r.EnsureNetwork(ctx) }()
+	go func() { volErr <- s.createVolume(ctx) }()
+	user, imgErr := ensureImage(ctx, s.r.cli, s.job.Spec.GetRunnerImage(), s.r.opts.DockerConfigDir)
+	nerr, verr := <-netErr, <-volErr
+	if err := cmp.Or(nerr, imgErr, verr); err != nil {
+		return err
+	}
+	s.user = user
+	return nil
 }
 
 // RunPhase creates the phase's container (the first one also receives the
@@ -487,7 +504,7 @@ func (rn *session) cleanup(grace time.Duration) {
 	// reached us (a create interrupted after the engine acted).
 	if list, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: rn.r.filters(rn.job.RunID)}); err == nil {
 		for _, c := range list.Items {
-			if !slices.Contains(ids, c.ID) {
+			if rn.r.owns(c.Labels) && !slices.Contains(ids, c.ID) {
 				ids = append(ids, c.ID)
 			}
 		}

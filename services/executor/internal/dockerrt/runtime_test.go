@@ -769,3 +769,67 @@ func TestRunNonRootImageOwnsTheWorkspace(t *testing.T) {
 		}
 	})
 }
+
+// TestReapKeepsToItsPool: executors of two pools on one engine with the same
+// executor id (the host name is the default id) never reap each other's
+// runs; objects without a pool label (made before the label existed) are
+// still reaped by an executor of that id, so an upgrade loses nothing.
+func TestReapKeepsToItsPool(t *testing.T) {
+	t.Parallel()
+	cli := engine(t)
+	ctx := context.Background()
+	id := uniqueID("exec-shared")
+	poolA := newRuntime(t, cli, Options{ExecutorID: id, PoolID: "pool-a"})
+	poolB := newRuntime(t, cli, Options{ExecutorID: id, PoolID: "pool-b"})
+	plain := newRuntime(t, cli, Options{ExecutorID: id})
+
+	// A run of pool B, made by its runtime: the labels name the pool.
+	tj := newJob(phase("plan", "sleep 300"))
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan runner.Result, 1)
+	go func() { done <- supervise.Run(runCtx, poolB, tj.Job, supervise.Limits{}) }()
+	var cid string
+	deadline := time.Now().Add(2 * time.Minute)
+	for cid == "" && time.Now().Before(deadline) {
+		f := client.Filters{}
+		f.Add("label", LabelRunID+"="+tj.Job.RunID)
+		f.Add("status", "running")
+		list, err := cli.ContainerList(ctx, client.ContainerListOptions{Filters: f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Items) == 1 {
+			cid = list.Items[0].ID
+			if got := list.Items[0].Labels[LabelPoolID]; got != "pool-b" {
+				t.Errorf("label %s = %q, want pool-b", LabelPoolID, got)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if cid == "" {
+		stop()
+		t.Fatalf("run %s: no running container after 2 minutes", tj.Job.RunID)
+	}
+	// A leftover without a pool label (an executor before the label).
+	legacyRun := uniqueID("run-legacy")
+	labels := map[string]string{LabelManaged: "true", LabelExecutorID: id, LabelRunID: legacyRun}
+	if _, err := cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: "hangar-ws-" + legacyRun, Labels: labels}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Pool A's and the plaintext executor's reaps take neither pool B's
+	// run nor (for pool A) leave the legacy volume.
+	if ids, err := poolA.Reap(ctx); err != nil || !slices.Equal(ids, []string{legacyRun}) {
+		t.Errorf("pool A's Reap = %v, %v; want [%s] (the unlabelled leftover only)", ids, err, legacyRun)
+	}
+	if ids, err := plain.Reap(ctx); err != nil || len(ids) != 0 {
+		t.Errorf("plaintext executor's Reap = %v, %v; want nothing (pool B's run carries a pool label)", ids, err)
+	}
+	if c, err := cli.ContainerInspect(ctx, cid, client.ContainerInspectOptions{}); err != nil || !c.Container.State.Running {
+		t.Errorf("pool B's run container after the other reaps: %v (running: %v)", err, err == nil && c.Container.State.Running)
+	}
+	stop()
+	if res := <-done; res.Outcome == eventv1.Outcome_OUTCOME_FINISHED {
+		t.Errorf("cancelled run finished: %+v", res)
+	}
+}

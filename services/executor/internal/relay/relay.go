@@ -42,6 +42,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -70,11 +71,10 @@ const MaxFrame = 64 << 10
 // DefaultBuffer is how much unacknowledged output the relay keeps.
 const DefaultBuffer = 4 << 20
 
-// segment is output read from one pipe, at offset start.
-type segment struct {
-	kind  byte
-	start uint64
-	data  []byte
+// mark says that output from offset at on is of kind (until the next mark).
+type mark struct {
+	at   uint64
+	kind byte
 }
 
 // Shim is the relay side. Zero values of the tunables take the defaults.
@@ -93,15 +93,27 @@ type Shim struct {
 	// channel, in write order, like a terminal), relayed as KindStdout.
 	SeparateStderr bool
 
-	mu       sync.Mutex
-	cond     *sync.Cond
-	segs     []segment
-	kept     uint64 // offset of segs[0] (acknowledged below)
+	mu   sync.Mutex
+	cond *sync.Cond
+	// ring holds the output kept, [kept, produced): offset o is at
+	// ring[o%len(ring)]. It is allocated with the first output, Buffer
+	// bytes, and read into directly from the pipes.
+	ring []byte
+	// marks are where the kind of output changes, the first at or below
+	// kept (one mark with a single pipe).
+	marks    []mark
+	kept     uint64 // acknowledged below
 	produced uint64
-	exited   bool
-	code     int32
-	signal   int32
-	done     bool
+	// writing: a session is writing the frame from offset writeFrom;
+	// the pump does not reuse it before the write returned, even if it is
+	// acknowledged meanwhile (the race detector sees a write's buffer read
+	// when the write returns).
+	writing   bool
+	writeFrom uint64
+	exited    bool
+	code      int32
+	signal    int32
+	done      bool
 }
 
 // Run starts argv with its output on pipes, relays it, and returns the
@@ -163,7 +175,8 @@ func (s *Shim) Run(argv []string) int {
 		// Said in the run's log, as its only output.
 		msg := fmt.Sprintf("hangar-relay: cannot start %s: %v\n", argv[0], err)
 		s.mu.Lock()
-		s.segs = append(s.segs, segment{kind: kinds[len(kinds)-1], data: []byte(msg)})
+		s.ring = []byte(msg)
+		s.marks = []mark{{0, kinds[len(kinds)-1]}}
 		s.produced = uint64(len(msg))
 		s.exited, s.code = true, 127
 		s.mu.Unlock()
@@ -216,37 +229,36 @@ func exitStatus(cmd *exec.Cmd, err error) (int, int) {
 	return cmd.ProcessState.ExitCode(), 0
 }
 
+// pipeSize is what the relay asks of its pipes (F_SETPIPE_SZ): fewer,
+// larger reads, and fewer wake-ups of a command printing fast, than with the
+// 64 KiB default. Linux allows unprivileged processes up to 1 MiB
+// (fs.pipe-max-size); a refusal keeps the default.
+const pipeSize = 1 << 20
+
 // pump reads the command's output pipes (one, or stdout's and stderr's)
-// from one goroutine, in the order they become readable, and appends what it
-// reads to the buffer as kinds[i], waiting while the buffer is full. With
-// one pipe the order is the order of the writes. With two, one reader for
-// both keeps the order across the two streams as close as the kernel lets
-// it be seen: two readers would let the scheduler reorder them.
+// from one goroutine, straight into the ring, waiting while it is full.
+// Reads do not block: a pipe is read until it is empty, and only then does
+// the pump wait (select) for one to become readable. With one pipe the order
+// is the order of the writes. With two, one reader for both keeps the order
+// across the two streams as close as the kernel lets it be seen: two readers
+// would let the scheduler reorder them.
 func (s *Shim) pump(files []*os.File, kinds []byte, abandon *atomic.Bool) {
 	n := len(files)
 	fds := make([]int, n)
 	open := make([]bool, n)
+	ready := make([]bool, n) // not known to be empty
 	partial := make([]bool, n)
 	for i, f := range files {
-		fds[i], open[i] = int(f.Fd()), true
+		fds[i], open[i], ready[i] = int(f.Fd()), true, true
+		_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, uintptr(fds[i]), syscall.F_SETPIPE_SZ, pipeSize)
+		if err := syscall.SetNonblock(fds[i], true); err != nil {
+			fmt.Fprintln(s.Log, "hangar-relay: pipe:", err)
+		}
 	}
 	anyOpen := func() bool { return slices.Contains(open, true) }
-	buf := make([]byte, 32<<10)
 	for anyOpen() && !abandon.Load() {
-		var set syscall.FdSet
-		top := 0
-		for i, fd := range fds {
-			if open[i] {
-				set.Bits[fd/64] |= 1 << (uint(fd) % 64)
-				top = max(top, fd)
-			}
-		}
-		tv := syscall.Timeval{Usec: 100_000}
-		if _, err := syscall.Select(top+1, &set, nil, nil, &tv); err != nil {
-			if err == syscall.EINTR {
-				continue
-			}
-			return
+		if !s.waitReadable(fds, open, ready) {
+			continue
 		}
 		// When both are ready their order is unknown: a stream whose last
 		// read ended inside a line goes first (a line is finished before
@@ -260,35 +272,82 @@ func (s *Shim) pump(files []*os.File, kinds []byte, abandon *atomic.Bool) {
 			}
 		}
 		for _, i := range order {
-			fd := fds[i]
-			if !open[i] || set.Bits[fd/64]&(1<<(uint(fd)%64)) == 0 {
+			if !open[i] || !ready[i] {
 				continue
 			}
-			got, err := syscall.Read(fd, buf)
-			if got > 0 {
-				s.appendOutput(kinds[i], buf[:got])
-				partial[i] = buf[got-1] != '\n'
-			}
-			if got == 0 || (err != nil && err != syscall.EINTR && err != syscall.EAGAIN) {
+			room := s.room()
+			got, err := syscall.Read(fds[i], room)
+			switch {
+			case got > 0:
+				s.produce(kinds[i], got)
+				partial[i] = room[got-1] != '\n'
+			case err == syscall.EAGAIN:
+				ready[i] = false
+			case err == syscall.EINTR:
+			default: // end of file, or an error
 				open[i] = false
 			}
 		}
 	}
 }
 
-// appendOutput appends p to the buffer, waiting while it is full.
-func (s *Shim) appendOutput(kind byte, p []byte) {
-	n := len(p)
+// waitReadable returns at once if an open pipe may hold output; else it
+// waits up to 100 ms for one to become readable and marks which are.
+func (s *Shim) waitReadable(fds []int, open, ready []bool) bool {
+	var set syscall.FdSet
+	top := 0
+	for i, fd := range fds {
+		if open[i] && ready[i] {
+			return true
+		}
+		if open[i] {
+			set.Bits[fd/64] |= 1 << (uint(fd) % 64)
+			top = max(top, fd)
+		}
+	}
+	tv := syscall.Timeval{Usec: 100_000}
+	if _, err := syscall.Select(top+1, &set, nil, nil, &tv); err != nil {
+		return false // EINTR; another error ends with the pipes
+	}
+	any := false
+	for i, fd := range fds {
+		if open[i] && set.Bits[fd/64]&(1<<(uint(fd)%64)) != 0 {
+			ready[i], any = true, true
+		}
+	}
+	return any
+}
+
+// room waits until the ring has room and returns the free part of it that
+// starts at produced and does not wrap. The pump reads into it without the
+// lock: no one else touches that part until produce publishes it.
+func (s *Shim) room() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.produced-s.kept >= uint64(s.Buffer) {
+	if s.ring == nil {
+		s.ring = make([]byte, s.Buffer)
+	}
+	size := uint64(len(s.ring))
+	low := func() uint64 {
+		if s.writing {
+			return min(s.kept, s.writeFrom)
+		}
+		return s.kept
+	}
+	for s.produced-low() >= size {
 		s.cond.Wait()
 	}
-	last := len(s.segs) - 1
-	if last >= 0 && s.segs[last].kind == kind && len(s.segs[last].data)+n <= MaxFrame {
-		s.segs[last].data = append(s.segs[last].data, p...)
-	} else {
-		s.segs = append(s.segs, segment{kind: kind, start: s.produced, data: append(make([]byte, 0, max(n, 4<<10)), p...)})
+	at := s.produced % size
+	free := size - (s.produced - low())
+	return s.ring[at : at+min(free, size-at)]
+}
+
+// produce publishes n bytes of kind read into the ring at produced.
+func (s *Shim) produce(kind byte, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if last := len(s.marks) - 1; last < 0 || s.marks[last].kind != kind {
+		s.marks = append(s.marks, mark{s.produced, kind})
 	}
 	s.produced += uint64(n)
 	s.cond.Broadcast()
@@ -391,9 +450,8 @@ func (s *Shim) session(c *os.File) {
 		var kind byte
 		var data []byte
 		if sent < s.produced {
-			i := s.find(sent)
-			seg := s.segs[i]
-			kind, data = seg.kind, seg.data[sent-seg.start:]
+			kind, data = s.frameLocked(sent)
+			s.writing, s.writeFrom = true, sent
 		} else {
 			kind = KindExit
 			data = binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, uint32(s.code)), uint32(s.signal))
@@ -401,14 +459,19 @@ func (s *Shim) session(c *os.File) {
 		s.mu.Unlock()
 		hdr[0] = kind
 		binary.BigEndian.PutUint32(hdr[1:], uint32(len(data)))
-		// data is not changed while it is sent: segments are only appended
-		// to past their length, or dropped once acknowledged (and an
-		// acknowledgement never covers what was not sent).
-		if _, err := c.Write(hdr); err != nil {
-			brk()
-			return
+		// data is not changed while it is sent: the pump writes only
+		// past produced, into what is acknowledged (an acknowledgement
+		// never covers what was not sent), and not into the frame being
+		// written (writing).
+		_, err := c.Write(hdr)
+		if err == nil {
+			_, err = c.Write(data)
 		}
-		if _, err := c.Write(data); err != nil {
+		s.mu.Lock()
+		s.writing = false
+		s.cond.Broadcast()
+		s.mu.Unlock()
+		if err != nil {
 			brk()
 			return
 		}
@@ -429,18 +492,20 @@ func isClosed(c chan struct{}) bool {
 	}
 }
 
-// find returns the index of the segment holding offset off (kept <= off < produced).
-func (s *Shim) find(off uint64) int {
-	lo, hi := 0, len(s.segs)-1
-	for lo < hi {
-		mid := (lo + hi + 1) / 2
-		if s.segs[mid].start <= off {
-			lo = mid
-		} else {
-			hi = mid - 1
-		}
+// frameLocked returns the next frame's kind and payload from offset off
+// (kept <= off < produced): at most MaxFrame bytes of one kind that do not
+// wrap around the ring.
+func (s *Shim) frameLocked(off uint64) (byte, []byte) {
+	// The last mark at or below off (marks[0] is).
+	i := sort.Search(len(s.marks), func(j int) bool { return s.marks[j].at > off }) - 1
+	end := min(s.produced, off+MaxFrame)
+	if i+1 < len(s.marks) {
+		end = min(end, s.marks[i+1].at)
 	}
-	return lo
+	size := uint64(len(s.ring))
+	at := off % size
+	end = min(end, off+size-at)
+	return s.marks[i].kind, s.ring[at : at+end-off]
 }
 
 // ack drops what is acknowledged.
@@ -458,16 +523,9 @@ func (s *Shim) ack(through uint64) {
 	if through <= s.kept {
 		return
 	}
-	i := 0
-	for i < len(s.segs) && s.segs[i].start+uint64(len(s.segs[i].data)) <= through {
-		i++
-	}
-	s.segs = s.segs[i:]
-	if len(s.segs) > 0 && s.segs[0].start < through {
-		cut := through - s.segs[0].start
-		s.segs[0].data = s.segs[0].data[cut:]
-		s.segs[0].start = through
-	}
 	s.kept = through
+	for len(s.marks) > 1 && s.marks[1].at <= through {
+		s.marks = s.marks[1:]
+	}
 	s.cond.Broadcast()
 }

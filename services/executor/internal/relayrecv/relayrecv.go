@@ -142,7 +142,7 @@ func serve(c *net.UnixConn, gone <-chan struct{}, sink Sink, from uint64) (Exit,
 	exitSeen := make(chan struct{})
 	quit := make(chan struct{})
 	ackDone := make(chan error, 1)
-	go func() { ackDone <- acknowledge(c, sink, &received, exitSeen, quit, gone) }()
+	go func() { ackDone <- acknowledge(c, sink, &received, kept, exitSeen, quit, gone) }()
 	var quitOnce sync.Once
 	fail := func(err error) (Exit, uint64, error) {
 		closeConn()
@@ -191,10 +191,14 @@ func serve(c *net.UnixConn, gone <-chan struct{}, sink Sink, from uint64) (Exit,
 	}
 }
 
-// acknowledge sends the durable offset whenever it grows, and Done once the
-// exit was seen and everything is durable.
-func acknowledge(c *net.UnixConn, sink Sink, received *atomic.Uint64, exitSeen, quit, gone <-chan struct{}) error {
-	acked := received.Load()
+// acknowledge sends the durable offset whenever it grows past what the relay
+// holds as acknowledged (kept, from its hello), and Done once the exit was
+// seen and everything is durable. It starts from kept, not from what was
+// received when it started: frames received before it ran (it is a
+// goroutine) are acknowledged too, and so is a resume offset above kept, or
+// a relay whose buffer is full of them would wait for ever.
+func acknowledge(c *net.UnixConn, sink Sink, received *atomic.Uint64, kept uint64, exitSeen, quit, gone <-chan struct{}) error {
+	acked := kept
 	exited := false
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()

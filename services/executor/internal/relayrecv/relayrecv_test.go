@@ -2,11 +2,15 @@ package relayrecv
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"net"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hangar-dev/hangar/services/executor/internal/relay"
 	"github.com/hangar-dev/hangar/services/executor/internal/runner"
@@ -112,13 +116,18 @@ func TestRelayKeepsWriteOrderOfStdoutAndStderr(t *testing.T) {
 		fmt.Fprintf(&outOnly, "out-%d\np-r-%d\n", i, i)
 		fmt.Fprintf(&errOnly, "err-%d\nq-", i)
 	}
+	// A buffer of 999 bytes wraps around the relay's ring thousands of
+	// times, in the middle of lines and of runs of one stream.
 	tests := []struct {
 		name             string
 		separate         bool
+		buffer           int
 		wantOut, wantErr string
 	}{
-		{"one pipe (default)", false, merged.String(), ""},
-		{"separate stderr", true, outOnly.String(), errOnly.String()},
+		{"one pipe (default)", false, 0, merged.String(), ""},
+		{"separate stderr", true, 0, outOnly.String(), errOnly.String()},
+		{"one pipe, small buffer", false, 999, merged.String(), ""},
+		{"separate stderr, small buffer", true, 999, outOnly.String(), errOnly.String()},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -128,7 +137,7 @@ func TestRelayKeepsWriteOrderOfStdoutAndStderr(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ln.Close()
-			code := shimMode(sock, script, 0, tc.separate)
+			code := shimMode(sock, script, tc.buffer, tc.separate)
 			var out, errOut buffer
 			ex, err := ln.Receive(make(chan struct{}), Sink{Stdout: &out, Stderr: &errOut})
 			if err != nil {
@@ -241,4 +250,44 @@ func (w *limitWriter) bytes() []byte {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([]byte(nil), w.buf.Bytes()...)
+}
+
+// TestResumeAcknowledgesWhatIsStored: a relay that reconnects holding
+// output the executor had stored already (its hello: produced 100, kept 0;
+// the executor resumes at 100) gets that acknowledged at once, without
+// sending anything more: else a relay whose buffer is full of such output
+// would wait for ever.
+func TestResumeAcknowledgesWhatIsStored(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "r.sock")
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	gone := make(chan struct{})
+	defer close(gone)
+	go func() { _, _ = ln.Receive(gone, Sink{Stdout: &buffer{}, Stderr: &buffer{}, Resume: 100}) }()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	hello := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64([]byte(relay.Magic), 100), 0)
+	if _, err := c.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var b [8]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		t.Fatal(err)
+	}
+	if from := binary.BigEndian.Uint64(b[:]); from != 100 {
+		t.Fatalf("resume from %d, want 100", from)
+	}
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		t.Fatalf("no acknowledgement of the stored output: %v", err)
+	}
+	if ack := binary.BigEndian.Uint64(b[:]); ack != 100 {
+		t.Fatalf("acknowledged %d, want 100", ack)
+	}
 }

@@ -73,6 +73,11 @@ type Job struct {
 	// (directories, regular files and symbolic links). It is a step of the
 	// phase loop (the hand-off of a run waiting for confirmation).
 	ExportTo io.Writer
+	// Ended, when set, is called by the phase loop with the job's final
+	// result as soon as it is known, before the session is torn down (the
+	// runtime's containers and volume removed): the teardown then overlaps
+	// whatever Ended starts. Run returns once the teardown is done.
+	Ended func(Result)
 	// Adopt, when set, continues a run an earlier life of this executor
 	// started: its phase Adopt.Phase is running and is re-attached to rather
 	// than started; the phases before it are done.

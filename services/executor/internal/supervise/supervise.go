@@ -9,6 +9,10 @@
 // (wrapping them is fine: "by operator alice: %w"). The runtime then stops the
 // job (signal, grace, kill) and returns; Run sets Outcome and Reason from the
 // cause.
+//
+// The session is torn down (containers and volume removed) after the result
+// is known: Job.Ended hears of the result first, so that what follows a run
+// (closing its log) overlaps the teardown.
 package supervise
 
 import (
@@ -79,7 +83,8 @@ func shorter(pool time.Duration, specSeconds uint32) time.Duration {
 // Run is the executor's one phase loop, shared by every runtime: it opens a
 // session of rt for job, prepares it, runs the selected phases in order
 // (runner.Selected), calling job.OnPhase before each, exports the workspace to
-// job.ExportTo when every phase exited 0, and closes the session. It does so
+// job.ExportTo when every phase exited 0, calls job.Ended with the result,
+// and closes the session. It does so
 // under lim.ForSpec(job.Spec) and returns the Result:
 //
 //   - every phase exited 0: OUTCOME_FINISHED with exit code 0 (-1 and "no
@@ -120,18 +125,28 @@ func Run(ctx context.Context, rt runner.Runtime, job *runner.Job, lim Limits) ru
 	}
 	act := newActivity(lim.LogsTimeout, func() { cancel(runner.ErrLogsTimeout) })
 
-	res := loop(ctx, rt, job, act)
+	var sess runner.Session
+	res := loop(ctx, rt, job, act, &sess)
 
-	// A limit passing after the loop returned does not change the result.
+	// A limit passing after the loop returned does not change the result,
+	// nor does one passing while the session is torn down.
 	stopRunTimer()
 	act.stop()
-	if ctx.Err() == nil {
-		return res
+	if ctx.Err() != nil {
+		res = FromCause(res, context.Cause(ctx), lim)
 	}
-	return FromCause(res, context.Cause(ctx), lim)
+	if job.Ended != nil {
+		job.Ended(res)
+	}
+	if sess != nil {
+		sess.Close()
+	}
+	return res
 }
 
-func loop(ctx context.Context, rt runner.Runtime, job *runner.Job, act *activity) runner.Result {
+// loop runs the phases; the session it opened is left in *opened for Run to
+// close once the result is known.
+func loop(ctx context.Context, rt runner.Runtime, job *runner.Job, act *activity, opened *runner.Session) runner.Result {
 	phases := runner.Selected(job)
 	if len(phases) == 0 {
 		if job.ExportTo != nil && job.Workspace != "" {
@@ -145,7 +160,7 @@ func loop(ctx context.Context, rt runner.Runtime, job *runner.Job, act *activity
 	if err != nil {
 		return failed(-1, err.Error())
 	}
-	defer sess.Close()
+	*opened = sess
 	first := 0
 	if job.Adopt != nil {
 		first = job.Adopt.Phase

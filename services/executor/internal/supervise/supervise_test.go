@@ -411,3 +411,59 @@ func TestLimitsNotes(t *testing.T) {
 		})
 	}
 }
+
+// closeSession records when it is closed.
+type closeSession struct {
+	funcSession
+	closed func()
+}
+
+func (s closeSession) Close() { s.closed() }
+
+type closeRuntime struct {
+	f      phaseFunc
+	closed func()
+}
+
+func (r closeRuntime) Open(*runner.Job) (runner.Session, error) {
+	return closeSession{funcSession{r.f}, r.closed}, nil
+}
+
+// TestRunEndedBeforeTeardown: Job.Ended hears of the final result (the
+// cause's, for a run timeout) before the session is torn down, and Run
+// returns only after the teardown.
+func TestRunEndedBeforeTeardown(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		code    int
+		timeout time.Duration
+		want    eventv1.Outcome
+	}{
+		{"finished", 0, 0, eventv1.Outcome_OUTCOME_FINISHED},
+		{"failed", 3, 0, eventv1.Outcome_OUTCOME_FAILED},
+		{"timed out", 0, 50 * time.Millisecond, eventv1.Outcome_OUTCOME_TIMED_OUT},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var events []string
+			note := func(s string) { mu.Lock(); events = append(events, s); mu.Unlock() }
+			rt := closeRuntime{f: func(ctx context.Context, _ runner.Output) (runner.Exit, error) {
+				if tc.timeout > 0 {
+					<-ctx.Done()
+					return runner.Exit{Code: 143, Stopped: true}, nil
+				}
+				return runner.Exit{Code: tc.code}, nil
+			}, closed: func() { note("closed") }}
+			var ended runner.Result
+			job := &runner.Job{RunID: "run-1", Spec: onePhase(), Ended: func(r runner.Result) { ended = r; note("ended") }}
+			res := Run(context.Background(), rt, job, Limits{RunTimeout: tc.timeout})
+			note("returned")
+			if res.Outcome != tc.want || ended != res {
+				t.Errorf("Run = %+v, Ended got %+v; want outcome %v in both", res, ended, tc.want)
+			}
+			if want := []string{"ended", "closed", "returned"}; !slices.Equal(events, want) {
+				t.Errorf("order %v, want %v", events, want)
+			}
+		})
+	}
+}

@@ -122,6 +122,8 @@ type Dispatcher struct {
 type job struct {
 	*intake.Run
 	handOff *workv1.HandOff
+	// recorded: the run store holds a record of the run (see Admit).
+	recorded bool
 }
 
 type lease struct {
@@ -214,6 +216,13 @@ func New(cfg Config, events Events) *Dispatcher {
 }
 
 // Admit queues an admitted run and assigns it if an executor has a free slot.
+//
+// A run that waits is recorded in the run store as queued before Admit
+// returns. A run assigned at once is recorded once, with its lease, before
+// its Assign is sent: the queued record would be replaced a moment later
+// (two fsyncs of the file and its directory less on the way to the run's
+// start). If that lease record cannot be written, the run is not assigned
+// and finishes failed, as a run whose queued record cannot be written.
 func (d *Dispatcher) Admit(_ context.Context, admitted *intake.Run) error {
 	run := &job{Run: admitted}
 	d.mu.Lock()
@@ -221,8 +230,10 @@ func (d *Dispatcher) Admit(_ context.Context, admitted *intake.Run) error {
 	if d.closed {
 		return ErrShuttingDown
 	}
-	if err := d.saveLocked(run, nil); err != nil {
-		return err
+	if len(d.queue) > 0 || d.pickLocked() == nil {
+		if err := d.saveLocked(run, nil); err != nil {
+			return err
+		}
 	}
 	d.queue = append(d.queue, run)
 	d.queued.Set(float64(len(d.queue)))
@@ -352,17 +363,7 @@ func (d *Dispatcher) expire() {
 func (d *Dispatcher) assignLocked() {
 	defer d.updateWorkersLocked()
 	for len(d.queue) > 0 {
-		var best *executor
-		for _, ex := range d.executors {
-			if d.freeLocked(ex) == 0 {
-				continue
-			}
-			if best == nil || d.freeLocked(ex) > d.freeLocked(best) ||
-				(d.freeLocked(ex) == d.freeLocked(best) && (len(ex.held) < len(best.held) ||
-					(len(ex.held) == len(best.held) && ex.id < best.id))) {
-				best = ex
-			}
-		}
+		best := d.pickLocked()
 		if best == nil {
 			return
 		}
@@ -384,6 +385,18 @@ func (d *Dispatcher) assignLocked() {
 		d.runs[run.ID] = l
 		best.held[l.id] = l
 		if err := d.saveLocked(run, l); err != nil {
+			if !run.recorded {
+				// Admit left the record to this save: the run is refused
+				// as it would have been without a queued record, its
+				// final event in the place reserved for "started".
+				d.log.Error("run not recorded; it fails", "run_id", run.ID, "err", err)
+				d.releaseLocked(l)
+				delete(d.epochs, run.ID)
+				d.finishedBy.WithLabelValues(outcomeName(eventv1.Outcome_OUTCOME_FAILED)).Inc()
+				d.events.RunAt(run.ID, l.startedSeq, run.TraceContext, &eventv1.Event{Kind: &eventv1.Event_Finished{Finished: &eventv1.RunFinished{
+					Outcome: eventv1.Outcome_OUTCOME_FAILED, ExitCode: -1, Reason: "could not queue the run: " + err.Error()}}})
+				continue
+			}
 			d.log.Error("lease not recorded: a gateway restart now would report this run lost", "run_id", run.ID, "err", err)
 		}
 		d.busy.WithLabelValues(best.id).Set(float64(len(best.held)))
@@ -404,6 +417,23 @@ func (d *Dispatcher) assignLocked() {
 		d.log.Info("run assigned", "run_id", run.ID, "executor", best.id, "lease_id", l.id, "epoch", l.epoch, "resumed", resume != nil)
 		d.events.RunAt(run.ID, l.startedSeq, run.TraceContext, started(best.id))
 	}
+}
+
+// pickLocked is the available executor with the most free slots (ties:
+// fewest leased runs, then id), nil if none has a free slot.
+func (d *Dispatcher) pickLocked() *executor {
+	var best *executor
+	for _, ex := range d.executors {
+		if d.freeLocked(ex) == 0 {
+			continue
+		}
+		if best == nil || d.freeLocked(ex) > d.freeLocked(best) ||
+			(d.freeLocked(ex) == d.freeLocked(best) && (len(ex.held) < len(best.held) ||
+				(len(ex.held) == len(best.held) && ex.id < best.id))) {
+			best = ex
+		}
+	}
+	return best
 }
 
 func started(executor string) *eventv1.Event {
@@ -537,6 +567,7 @@ func (d *Dispatcher) saveLocked(run *job, l *lease) error {
 	if err := d.cfg.Store.Save(rec); err != nil {
 		return fmt.Errorf("dispatch: record run %s: %w", run.ID, err)
 	}
+	run.recorded = true
 	return nil
 }
 

@@ -418,3 +418,117 @@ func TestRecoverFailsARunWhoseEnvelopeNoLongerOpens(t *testing.T) {
 		t.Fatalf("records left: %+v", recs)
 	}
 }
+
+// savesStore is a run store that keeps the records it is asked to save, or
+// refuses every save.
+type savesStore struct {
+	mu    sync.Mutex
+	saved []runstore.Record
+	fail  error
+}
+
+func (s *savesStore) Save(r *runstore.Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return s.fail
+	}
+	s.saved = append(s.saved, *r)
+	return nil
+}
+
+func (s *savesStore) Delete(string) error                 { return nil }
+func (s *savesStore) Load() ([]*runstore.Record, []error) { return nil, nil }
+
+func (s *savesStore) records() []runstore.Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]runstore.Record(nil), s.saved...)
+}
+
+func startWithStore(t *testing.T, store Store) (*Dispatcher, *recorder, workv1.WorkServiceClient) {
+	t.Helper()
+	rec := &recorder{}
+	d := New(Config{PoolID: "pool-a", LeaseDuration: 10 * time.Second, Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(), Store: store}, rec)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	workv1.RegisterWorkServiceServer(srv, d)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return d, rec, workv1.NewWorkServiceClient(conn)
+}
+
+// TestAdmitRecordsARunOnce: a run assigned at once is recorded once, with its
+// lease, before its Assign; a run that waits is recorded as queued, then
+// with its lease when it is assigned.
+func TestAdmitRecordsARunOnce(t *testing.T) {
+	store := &savesStore{}
+	d, _, c := startWithStore(t, store)
+	a := attach(t, c, &workv1.Hello{ExecutorId: "a", Slots: 1})
+	if err := d.Admit(context.Background(), run("r1")); err != nil {
+		t.Fatal(err)
+	}
+	as := a.next().GetAssign()
+	if got := store.records(); len(got) != 1 || got[0].RunID != "r1" || got[0].LeaseID != as.GetLeaseId() || got[0].StartedSeq == 0 {
+		t.Fatalf("records after an immediate assignment = %+v, want one with the lease %s", got, as.GetLeaseId())
+	}
+	if err := d.Admit(context.Background(), run("r2")); err != nil { // no free slot: waits
+		t.Fatal(err)
+	}
+	if got := store.records(); len(got) != 2 || got[1].RunID != "r2" || got[1].LeaseID != "" {
+		t.Fatalf("records after a queued run = %+v, want r2 queued", got)
+	}
+	a.send(&workv1.AttachRequest{Kind: &workv1.AttachRequest_Finish{Finish: &workv1.Finish{LeaseId: as.GetLeaseId(), Epoch: as.GetEpoch(),
+		Result: &eventv1.RunFinished{Outcome: eventv1.Outcome_OUTCOME_FINISHED}}}})
+	var as2 *workv1.Assign
+	for as2 == nil {
+		as2 = a.next().GetAssign()
+	}
+	if got := store.records(); as2.GetRunId() != "r2" || len(got) != 3 || got[2].RunID != "r2" || got[2].LeaseID != as2.GetLeaseId() {
+		t.Fatalf("records after r2's assignment = %+v (assigned %v)", got, as2)
+	}
+}
+
+// TestAdmitUnrecordableRunFails: a run that would be assigned at once but
+// whose lease cannot be recorded is not assigned; it finishes failed, its
+// final event numbered where "started" would have been (no gap in the run's
+// sequence).
+func TestAdmitUnrecordableRunFails(t *testing.T) {
+	store := &savesStore{fail: errors.New("disk full")}
+	d, rec, c := startWithStore(t, store)
+	a := attach(t, c, &workv1.Hello{ExecutorId: "a", Slots: 1})
+	if err := d.Admit(context.Background(), run("r1")); err != nil {
+		t.Fatal(err)
+	}
+	fins := rec.finals("r1")
+	if len(fins) != 1 || fins[0].GetOutcome() != eventv1.Outcome_OUTCOME_FAILED {
+		t.Fatalf("final events = %v, want one failed", fins)
+	}
+	rec.mu.Lock()
+	seq := rec.ev[len(rec.ev)-1].GetSequence()
+	rec.mu.Unlock()
+	if seq != 1 {
+		t.Errorf("the failure has sequence %d, want the reserved 1", seq)
+	}
+	if d.Known("r1") {
+		t.Error("the failed run is still known")
+	}
+	// The slot is free: a later run is assigned once its record is written.
+	store.mu.Lock()
+	store.fail = nil
+	store.mu.Unlock()
+	if err := d.Admit(context.Background(), run("r2")); err != nil {
+		t.Fatal(err)
+	}
+	if as := a.next().GetAssign(); as.GetRunId() != "r2" {
+		t.Fatalf("next message %v, want r2's Assign", as)
+	}
+}

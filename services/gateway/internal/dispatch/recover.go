@@ -61,8 +61,9 @@ func (d *Dispatcher) Recover(reopen Reopen) {
 			continue
 		}
 		run := &job{
-			Run:     &intake.Run{ID: r.RunID, Spec: spec, TraceContext: tc, AdmittedAt: r.AdmittedAt, Envelope: r.Envelope, ReceivedAt: r.ReceivedAt},
-			handOff: handOffFromRecord(r.HandOff),
+			Run:      &intake.Run{ID: r.RunID, Spec: spec, TraceContext: tc, AdmittedAt: r.AdmittedAt, Envelope: r.Envelope, ReceivedAt: r.ReceivedAt},
+			handOff:  handOffFromRecord(r.HandOff),
+			recorded: true,
 		}
 		if r.State == runstore.StateUnconfirmed && run.handOff != nil {
 			d.restore(run, "", r.Epoch, "", 0, true)

@@ -103,6 +103,16 @@ func (o *Outbox) Run(runID string, trace map[string]string, ev *eventv1.Event) {
 	o.enqueue(ev)
 }
 
+// Announced returns the sequence number of the run's last event taken so far
+// (in this life or, with a journal, in an earlier one: the journal keeps the
+// counter of every run without a final event); 0 if none, or once the run's
+// final event was taken.
+func (o *Outbox) Announced(runID string) uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.seq[runID]
+}
+
 // Reserve takes the run's next sequence number without emitting an event;
 // RunAt emits the event that uses it.
 func (o *Outbox) Reserve(runID string) uint64 {

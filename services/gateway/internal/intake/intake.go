@@ -34,6 +34,9 @@ type Policy interface {
 // Seen remembers run ids across restarts.
 type Seen interface {
 	Record(runID string, forgetAfter time.Time) (bool, error)
+	// Known reports whether the run id is remembered (from memory, without
+	// a write).
+	Known(runID string) bool
 	Done(runID string) error
 	// Decided reports whether the run's decision is recorded; a known run
 	// that is not decided is in the intake right now.
@@ -45,6 +48,10 @@ type Events interface {
 	Run(runID string, trace map[string]string, ev *eventv1.Event)
 	Rejected(payload []byte, runID string, rej *eventv1.EnvelopeRejected)
 	RejectedDigest(sum [32]byte, runID string, rej *eventv1.EnvelopeRejected)
+	// Announced returns the sequence number of the run's last event taken
+	// so far, by this life of the gateway or (journaled) by an earlier one;
+	// 0 if none, or once the run's final event was taken.
+	Announced(runID string) uint64
 }
 
 // Queue takes admitted runs for dispatch to executors.
@@ -162,7 +169,24 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 	// Remember the id until well after the envelope expires; a later copy is then
 	// refused as expired rather than handled again.
 	forget := time.UnixMilli(v.Envelope.GetExpiresAtUnixMs()).Add(in.opener.ClockSkew + time.Hour)
+	// A run id not seen before is decrypted (the pool key's private
+	// operation) while its record is made durable: neither waits for the
+	// other. A copy of a known one is decided by the seen store first, as
+	// before, so that a replayed envelope costs no private-key operation.
+	var decrypted chan struct{}
+	var spec *runv1.RunSpec
+	var decryptErr error
+	if !in.seen.Known(v.RunID) {
+		decrypted = make(chan struct{})
+		go func() {
+			defer close(decrypted)
+			spec, decryptErr = in.opener.Decrypt(v)
+		}()
+	}
 	first, err := in.seen.Record(v.RunID, forget)
+	if decrypted != nil {
+		<-decrypted
+	}
 	if err != nil {
 		span.SetStatus(codes.Error, "seen store")
 		return fmt.Errorf("intake: record run %s: %w", v.RunID, err)
@@ -204,19 +228,58 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 		in.log.Info("redelivered run already recovered; nothing to do", "run_id", v.RunID)
 		return nil
 	}
-	spec, err := in.opener.Decrypt(v)
-	if err != nil {
+	// What an earlier life of the gateway announced of this run before it
+	// stopped in the middle of the intake (killed, or shut down before the
+	// run was stored): the intake's events are the run's first two, so 1 is
+	// "received", and 2 is "admitted" (a denial or failure is final and ends
+	// the numbering, which leaves 0). This life goes on from there and never
+	// announces the run received or admitted twice. In a first intake it is
+	// 0: the seen store lets one delivery of a run id this far.
+	announced := in.events.Announced(v.RunID)
+	if decrypted == nil {
+		spec, decryptErr = in.opener.Decrypt(v)
+	}
+	if decryptErr == nil {
+		decryptErr = validSpec(v.RunID, spec)
+	}
+	if decryptErr != nil && announced > 0 {
+		// Opened before, not now (e.g. the pool key changed meanwhile): the
+		// run was announced, so it ends with a final event.
+		span.SetStatus(codes.Error, "reopen")
+		in.results.WithLabelValues("failed").Inc()
+		in.log.Error("a run taken up again after a restart could not be opened; it fails", "run_id", v.RunID, "err", decryptErr)
+		in.events.Run(v.RunID, tc, finished(eventv1.Outcome_OUTCOME_FAILED, "the gateway restarted in the middle of the run's intake and could not open its envelope again"))
+		return nil
+	}
+	if decryptErr != nil {
 		span.SetStatus(codes.Error, "decrypt")
-		in.reject(payload, err)
+		in.reject(payload, decryptErr)
 		return nil
 	}
-	if err := validSpec(v.RunID, spec); err != nil {
-		span.SetStatus(codes.Error, "invalid spec")
-		in.reject(payload, err)
-		return nil
+	if announced >= 2 {
+		// Admitted and announced by the earlier life, not yet stored: the
+		// decision stands (the policy is not asked again); the run is queued.
+		in.log.Info("run admitted before a restart taken up again; queued without announcing it twice", "run_id", v.RunID)
+		span.SetAttributes(attribute.String("hangar.result", "admitted"))
+		return in.admit(ctx, span, v.RunID, tc, spec, payload, start, &decided)
 	}
-	in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Received{Received: &eventv1.RunReceived{}}})
-	if err := checkSecretBytes(spec); err != nil {
+	// The policy decides while "received" is journaled.
+	secretsErr := checkSecretBytes(spec)
+	type verdict struct {
+		res *policyv1.EvaluateResponse
+		err error
+	}
+	policy := make(chan verdict, 1)
+	if secretsErr == nil {
+		go func() {
+			res, err := in.evaluate(ctx, v.RunID, spec)
+			policy <- verdict{res, err}
+		}()
+	}
+	if announced == 0 {
+		in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Received{Received: &eventv1.RunReceived{}}})
+	}
+	if err := secretsErr; err != nil {
 		in.results.WithLabelValues("failed").Inc()
 		span.SetStatus(codes.Error, "secrets too large")
 		in.log.Warn("run refused: secrets too large", "run_id", v.RunID, "err", err)
@@ -224,7 +287,8 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 		return nil
 	}
 
-	decision, err := in.evaluate(ctx, v.RunID, spec)
+	d := <-policy
+	decision, err := d.res, d.err
 	if err != nil && ctx.Err() != nil {
 		// The gateway is stopping: the run stays undecided and its message
 		// unacknowledged, so that it is taken up again after the restart.
@@ -251,13 +315,20 @@ func (in *Intake) Handle(ctx context.Context, payload []byte) error {
 	span.SetAttributes(attribute.String("hangar.result", "admitted"))
 	in.log.Info("run admitted", "run_id", v.RunID)
 	in.events.Run(v.RunID, tc, &eventv1.Event{Kind: &eventv1.Event_Admitted{Admitted: &eventv1.RunAdmitted{}}})
-	if err := in.queue.Admit(ctx, &Run{ID: v.RunID, Spec: spec, TraceContext: tc, AdmittedAt: in.now(), Envelope: payload, ReceivedAt: start}); err != nil {
+	return in.admit(ctx, span, v.RunID, tc, spec, payload, start, &decided)
+}
+
+// admit hands an admitted run (announced) to the queue. If the gateway stops
+// meanwhile, the run stays undecided (*decided = false) and its message
+// unacknowledged: the next life takes it up again from what was announced.
+func (in *Intake) admit(ctx context.Context, span trace.Span, runID string, tc map[string]string, spec *runv1.RunSpec, payload []byte, received time.Time, decided *bool) error {
+	if err := in.queue.Admit(ctx, &Run{ID: runID, Spec: spec, TraceContext: tc, AdmittedAt: in.now(), Envelope: payload, ReceivedAt: received}); err != nil {
 		if ctx.Err() != nil {
-			decided = false
-			return fmt.Errorf("intake: run %s interrupted by shutdown: %w", v.RunID, ctx.Err())
+			*decided = false
+			return fmt.Errorf("intake: run %s interrupted by shutdown: %w", runID, ctx.Err())
 		}
 		span.SetStatus(codes.Error, "queue")
-		in.events.Run(v.RunID, tc, finished(eventv1.Outcome_OUTCOME_FAILED, "could not queue the run: "+err.Error()))
+		in.events.Run(runID, tc, finished(eventv1.Outcome_OUTCOME_FAILED, "could not queue the run: "+err.Error()))
 	}
 	return nil
 }

@@ -65,6 +65,27 @@ func (e *events) RejectedDigest(_ [32]byte, runID string, rej *eventv1.EnvelopeR
 	e.all = append(e.all, recorded{runID: runID, ev: &eventv1.Event{Kind: &eventv1.Event_Rejected{Rejected: rej}}})
 }
 
+// Announced counts the run's events as the outbox numbers them: a final
+// event ends the numbering.
+func (e *events) Announced(runID string) uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var n uint64
+	for _, r := range e.all {
+		if r.runID != runID {
+			continue
+		}
+		switch r.ev.Kind.(type) {
+		case *eventv1.Event_Rejected:
+		case *eventv1.Event_Denied, *eventv1.Event_Finished:
+			n = 0
+		default:
+			n++
+		}
+	}
+	return n
+}
+
 func (e *events) kinds(runID string) []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -97,6 +118,9 @@ type queue struct {
 	mu   sync.Mutex
 	runs []*Run
 	err  error
+	// admitHook, if set, is called as Admit begins (e.g. the gateway stops
+	// while the run is being stored).
+	admitHook func()
 }
 
 func (q *queue) Known(id string) bool {
@@ -118,6 +142,9 @@ func (q *queue) end(id string) {
 }
 
 func (q *queue) Admit(_ context.Context, r *Run) error {
+	if q.admitHook != nil {
+		q.admitHook()
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.err != nil {

@@ -66,8 +66,9 @@ func (r *run) close(gen, lastSeq uint64) (Closed, error) {
 // the last pass's), then footer if any (the log is then marked
 // incomplete: logship closed it, not the executor), and commits like any clean point
 // (acked through the last chunk) and writes the last lines to standard
-// output. The second turns the log file into the stored log (head,
-// notice, kept tail), hashes it and records it closed. A crash between
+// output. The second records the stored log (head in the log file,
+// notice, kept tail read in place from the tail segment), its digest,
+// and that it is closed. A crash between
 // them leaves a run whose Close, sent again, does the second step only.
 func (r *run) closeLocked(footer string) error {
 	if err := r.flushStreamsLocked(-1); err != nil {
@@ -97,30 +98,32 @@ func (r *run) closeLocked(footer string) error {
 	if err := r.sp.Truncate(st.MaskedBytes); err != nil {
 		return fmt.Errorf("close log: %w", err)
 	}
+	var notice string
 	if cut := st.Cut(); cut > 0 {
-		notice := fmt.Sprintf("\n[hangar] log truncated: %d bytes cut from the middle (limit %d bytes)\n", cut, st.HeadLimit+st.TailLimit)
-		if _, err := r.sp.Write([]byte(notice)); err != nil {
-			return fmt.Errorf("close log: %w", err)
-		}
+		notice = fmt.Sprintf("\n[hangar] log truncated: %d bytes cut from the middle (limit %d bytes)\n", cut, st.HeadLimit+st.TailLimit)
 	}
-	// The kept tail is copied by the kernel; a log that was not cut has
-	// its digest already (the tail was hashed as written after the head).
+	// The stored log is the head in the log file, the notice, and the
+	// kept tail read in place from the tail segment (already durable):
+	// nothing is copied or written again. A log that was not cut has its
+	// digest already (the tail was hashed as written after the head).
 	kept := st.TailBytes - st.Cut()
-	if err := r.sp.AppendTail(st.TailBytes-kept, kept); err != nil {
-		return fmt.Errorf("close log: copy the tail: %w", err)
-	}
-	size := r.sp.Size()
-	sum, err := r.sp.SHA256()
+	sum, err := r.sp.StoredSHA256([]byte(notice), st.TailBytes-kept, kept)
 	if err != nil {
 		return fmt.Errorf("hash log: %w", err)
 	}
-	st.MaskedBytes, st.Closed, st.SHA256 = size, true, sum
+	if kept > 0 || notice != "" {
+		st.StoredHead, st.Notice = st.MaskedBytes, notice
+	}
+	st.MaskedBytes += int64(len(notice)) + kept
+	st.Closed, st.SHA256 = true, sum
 	st.Incomplete = footer != ""
 	if err := r.commitLocked(st); err != nil {
 		return fmt.Errorf("commit close: %w", err)
 	}
-	if err := r.sp.RemoveTail(); err != nil {
-		r.m.log.Warn("removing the tail segment of a closed log", "run_id", r.id, "err", err)
+	if st.StoredHead == 0 {
+		if err := r.sp.RemoveTail(); err != nil {
+			r.m.log.Warn("removing the tail segment of a closed log", "run_id", r.id, "err", err)
+		}
 	}
 	r.m.met.runsOpen.Dec()
 	r.set, r.lines, r.out, r.outRuns = nil, nil, nil, nil

@@ -133,12 +133,14 @@
 // reopen work on the head and the tail alike. The run goes on whatever
 // its size: chunks are still acknowledged.
 //
-// At Close the log file becomes the stored log: the head, then, if bytes
-// were cut, a newline and the line
+// At Close the stored log is: the head, then, if bytes were cut, a newline
+// and the line
 //
 //	[hangar] log truncated: <n> bytes cut from the middle (limit <limit> bytes)
 //
-// then the kept tail. Closed.Bytes, Closed.SHA256 and the final object's
+// then the kept tail. The kept tail is not copied: it is read in place
+// from the tail segment, already durable, and the notice is recorded in
+// the closed state (spool.State.StoredHead, Notice). Closed.Bytes, Closed.SHA256 and the final object's
 // metadata describe exactly that; a log within the limit is stored whole,
 // without the notice. Live chunk objects and Tail follow the log file's
 // committed bytes: they show the head live; the rest (the notice and the

@@ -40,7 +40,7 @@ func (rd *Reader) Next(ctx context.Context, offset int64, max int) (data []byte,
 		r.mu.Unlock()
 		if offset < size {
 			buf := make([]byte, min(int64(max), size-offset))
-			n, err := r.sp.ReadAt(buf, offset)
+			n, err := r.sp.ReadStoredAt(buf, offset)
 			if n < len(buf) {
 				return nil, false, fmt.Errorf("read spool: %w", err)
 			}

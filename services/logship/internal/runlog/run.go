@@ -25,7 +25,7 @@ type run struct {
 
 	// commitMu serializes the writers of the run's state (commits, Open's
 	// rollback, Close, upload progress, the clean shutdown) so that
-	// state.json only ever moves forward; a commit holds it, but not mu,
+	// the state only ever moves forward; a commit holds it, but not mu,
 	// while it fsyncs, so that chunks keep being masked into the spool
 	// meanwhile. Lock order: commitMu, then mu.
 	commitMu sync.Mutex

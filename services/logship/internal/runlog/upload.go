@@ -88,7 +88,7 @@ func (r *run) uploadOnce(ctx context.Context) (final bool, err error) {
 		_, err := r.uploadChunks(ctx, st)
 		return false, err
 	}
-	body := io.NewSectionReader(r.sp, 0, st.MaskedBytes)
+	body := io.NewSectionReader(storedLog{r.sp}, 0, st.MaskedBytes)
 	err = store.PutFinal(ctx, r.id, body, s3log.Final{Bytes: st.MaskedBytes, SHA256: st.SHA256, LastSequence: st.AckedSequence,
 		Truncated: st.Cut(), Incomplete: st.Incomplete})
 	if errors.Is(err, s3log.ErrFinalExists) {
@@ -125,7 +125,7 @@ func (r *run) uploadChunks(ctx context.Context, st spool.State) (spool.State, er
 	store := r.m.opts.Store
 	for st.UploadedBytes < st.MaskedBytes {
 		n := min(st.MaskedBytes-st.UploadedBytes, r.m.opts.MaxChunkObject)
-		body := io.NewSectionReader(r.sp, st.UploadedBytes, n)
+		body := io.NewSectionReader(storedLog{r.sp}, st.UploadedBytes, n)
 		if err := store.PutChunk(ctx, r.id, st.ChunkObjects+1, body, n); err != nil {
 			return st, err
 		}
@@ -154,6 +154,13 @@ func (r *run) uploadChunks(ctx context.Context, st spool.State) (spool.State, er
 	}
 	return st, nil
 }
+
+// storedLog reads the log as stored (spool.Run.ReadStoredAt): the log
+// file, or once closed, the stored log whose tail may be in the tail
+// segment.
+type storedLog struct{ sp *spool.Run }
+
+func (l storedLog) ReadAt(p []byte, off int64) (int, error) { return l.sp.ReadStoredAt(p, off) }
 
 // finish records a run whose final object is uploaded and removes its
 // spool.

@@ -35,8 +35,8 @@ import (
 
 // Shape of BenchmarkShip's runs: what the executor's logclient sends.
 const (
-	benchChunk      = 64 << 10 // logclient.MaxChunk
-	benchMaxUnacked = 8 << 20  // logclient's default window
+	benchChunk      = 32<<10 - 256 // logclient.MaxChunk
+	benchMaxUnacked = 8 << 20      // logclient's default window
 	benchSecrets    = 10
 )
 
@@ -47,7 +47,8 @@ var benchLogBytes = 64 << 20
 // which about one line in 500 prints one of 10 secrets, raw or in base64)
 // per iteration, over a real loopback gRPC connection to a logship with a
 // real spool in a temporary directory (so real fsyncs) and the in-process
-// S3 server: 64 KiB chunks sent without waiting for acknowledgements, at
+// S3 server: chunks of logclient.MaxChunk (32 KiB less 256 bytes) sent
+// without waiting for acknowledgements, at
 // most 8 MiB unacknowledged (as the executor's logclient does), then Close,
 // which answers once the final object is uploaded. MB/s counts raw bytes.
 func BenchmarkShip(b *testing.B) {
@@ -80,11 +81,14 @@ func BenchmarkShip(b *testing.B) {
 			b.SetBytes(int64(len(data)))
 			b.ReportAllocs()
 			b.ResetTimer()
-			var closing time.Duration
+			var closing, waiting time.Duration
 			for i := range b.N {
-				closing += benchRun(b, client, "bench-"+strconv.Itoa(i), secrets, data)
+				c, w := benchRun(b, client, "bench-"+strconv.Itoa(i), secrets, data)
+				closing += c
+				waiting += w
 			}
 			b.ReportMetric(float64(closing.Milliseconds())/float64(b.N), "ms-close/op")
+			b.ReportMetric(float64(waiting.Milliseconds())/float64(b.N), "ms-window/op")
 		})
 	}
 }
@@ -162,8 +166,9 @@ func startS3Sink(b *testing.B) *s3.Client {
 // benchRun ships data as one run, as logclient does: chunks are sent as
 // long as at most benchMaxUnacked bytes wait for an acknowledgement. It
 // returns the time from sending Close to receiving Closed (the last
-// commit, the stored log's hash and the final upload).
-func benchRun(b *testing.B, client logsv1.LogServiceClient, runID string, secrets [][]byte, data []byte) time.Duration {
+// commit, the stored log's hash and the final upload), and the time the
+// sender waited for acknowledgements with its window full.
+func benchRun(b *testing.B, client logsv1.LogServiceClient, runID string, secrets [][]byte, data []byte) (closing, waiting time.Duration) {
 	ctx, cancel := context.WithCancel(b.Context())
 	defer cancel()
 	st, err := client.Ship(ctx)
@@ -212,8 +217,12 @@ func benchRun(b *testing.B, client logsv1.LogServiceClient, runID string, secret
 	for i := range nChunks {
 		seq := uint64(i + 1)
 		mu.Lock()
-		for int(seq-1-acked)*benchChunk >= benchMaxUnacked && rerr == nil {
-			cond.Wait()
+		if int(seq-1-acked)*benchChunk >= benchMaxUnacked {
+			start := time.Now()
+			for int(seq-1-acked)*benchChunk >= benchMaxUnacked && rerr == nil {
+				cond.Wait()
+			}
+			waiting += time.Since(start)
 		}
 		err := rerr
 		mu.Unlock()
@@ -238,7 +247,7 @@ func benchRun(b *testing.B, client logsv1.LogServiceClient, runID string, secret
 	if closed == nil {
 		b.Fatalf("Close: %v", rerr)
 	}
-	return time.Since(closeStart)
+	return time.Since(closeStart), waiting
 }
 
 // benchLog returns size bytes of a plausible terraform apply log; about one

@@ -9,7 +9,7 @@ import (
 
 // groupCommit commits a Ship stream's chunks in groups: the handler writes
 // each chunk into the spool (Session.Write) and reports it here; a
-// goroutine of the stream commits (Session.Commit: fsyncs and state.json)
+// goroutine of the stream commits (Session.Commit: fsyncs and the state)
 // and sends the Ack once bytes were written since the last commit, or
 // delay after the first chunk written since then, whichever comes first.
 // The handler keeps receiving and writing chunks while a commit runs;

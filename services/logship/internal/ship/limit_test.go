@@ -1,7 +1,6 @@
 package ship_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -79,12 +78,8 @@ func tailSegments(t *testing.T, dir, runID string) map[string]int64 {
 
 func readState(t *testing.T, dir, runID string) spool.State {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, runID, "state.json"))
+	st, err := spool.ReadState(filepath.Join(dir, runID))
 	if err != nil {
-		t.Fatal(err)
-	}
-	var st spool.State
-	if err := json.Unmarshal(b, &st); err != nil {
 		t.Fatal(err)
 	}
 	return st

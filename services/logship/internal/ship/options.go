@@ -1,29 +1,104 @@
 package ship
 
 import (
+	"fmt"
+	"sync"
+
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 )
 
-// recvPoolExponents are the buffer sizes (powers of two) of the Ship
-// server's buffer pool: grpc-go's default ones (256 B, 4, 16 and 32 KiB,
-// 1 MiB) and 128 KiB. A chunk message (up to 64 KiB of data and its
-// header, logclient.MaxChunk) is read into one buffer of the pool, which
-// the pool zeroes whole at each Get: with the default sizes that is a
-// 1 MiB buffer, 16 bytes zeroed per byte received; with 128 KiB, 2.
-var recvPoolExponents = []uint8{8, 12, 14, 15, 17, 20}
-
 // ServerOptions are the options Ship wants of the gRPC server it is
-// registered on: a buffer pool with a size that fits a chunk message.
+// registered on: messages are read into buffers of a pool that does not
+// zero the buffers a chunk message takes (see chunkPool), by the transport
+// and by the proto codec (grpc-go's own codec materializes a message into
+// a buffer of the default pool, whatever the server's pool; that pool
+// zeroes each buffer whole at each Get, and between its 32 KiB and 1 MiB
+// sizes has none: a message of 64 KiB took a 1 MiB buffer, 16 bytes zeroed
+// per byte received).
 func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{experimental.BufferPool(newRecvPool())}
+	pool := newChunkPool()
+	return []grpc.ServerOption{experimental.BufferPool(pool), grpc.ForceServerCodecV2(protoCodec{pool: pool})}
 }
 
-func newRecvPool() mem.BufferPool {
-	pool, err := mem.NewBinaryTieredBufferPool(recvPoolExponents...)
-	if err != nil {
-		panic("ship: buffer pool sizes: " + err.Error()) // constant sizes: a bug
-	}
-	return pool
+// chunkPool's own buffer sizes: a chunk message (logclient.MaxChunk of
+// data, 32 KiB less 256 bytes, and its fields) takes a 32 KiB buffer; the
+// larger ones take chunks of up to 128 KiB, as older executors sent 64 KiB.
+var chunkSizes = [...]int{32 << 10, 64 << 10, 128 << 10}
+
+// chunkPool is a mem.BufferPool that keeps buffers of chunkSizes for
+// requests above 16 KiB (grpc-go's frame size, read into buffers of their
+// exact size) up to 128 KiB, and does not zero them: every user of a
+// buffer from Get (the transport reading a frame, a message copied whole
+// into it) writes all of its length before reading it, and nothing reads
+// past its length. Other sizes go to grpc-go's default pool.
+type chunkPool struct {
+	pools [len(chunkSizes)]sync.Pool
+	rest  mem.BufferPool
 }
+
+func newChunkPool() *chunkPool {
+	return &chunkPool{rest: mem.DefaultBufferPool()}
+}
+
+// tier returns the index in chunkSizes of the buffers for a request of n
+// bytes, -1 for the default pool's.
+func (p *chunkPool) tier(n int) int {
+	if n <= 16<<10 {
+		return -1
+	}
+	for i, size := range chunkSizes {
+		if n <= size {
+			return i
+		}
+	}
+	return -1
+}
+
+func (p *chunkPool) Get(n int) *[]byte {
+	i := p.tier(n)
+	if i < 0 {
+		return p.rest.Get(n)
+	}
+	if b, ok := p.pools[i].Get().(*[]byte); ok {
+		*b = (*b)[:n]
+		return b
+	}
+	b := make([]byte, n, chunkSizes[i])
+	return &b
+}
+
+func (p *chunkPool) Put(b *[]byte) {
+	for i, size := range chunkSizes {
+		if cap(*b) == size {
+			p.pools[i].Put(b)
+			return
+		}
+	}
+	p.rest.Put(b)
+}
+
+// protoCodec is grpc-go's proto codec, but for the pool it reads messages
+// through.
+type protoCodec struct {
+	pool mem.BufferPool
+}
+
+func (c protoCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return encoding.GetCodecV2(c.Name()).Marshal(v)
+}
+
+func (c protoCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return fmt.Errorf("failed to unmarshal, message is %T, want proto.Message", v)
+	}
+	buf := data.MaterializeToBuffer(c.pool)
+	defer buf.Free()
+	return proto.Unmarshal(buf.ReadOnlyData(), m)
+}
+
+func (protoCodec) Name() string { return "proto" }

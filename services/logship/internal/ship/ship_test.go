@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -670,31 +671,59 @@ func TestSpanContinuesTraceContext(t *testing.T) {
 
 // TestRestartResumesFinalUpload closes a run while S3 is down, restarts
 // logship, brings S3 back: the new logship uploads the final log from the
-// spool, and a late reopen of the run is answered as closed.
+// spool (with a log past the head limit, its tail read in place from the
+// tail segment: spool.State.StoredHead),
+// and a late reopen of the run is answered as closed.
 func TestRestartResumesFinalUpload(t *testing.T) {
-	s3 := s3test.Start(t)
-	dir := t.TempDir()
-	l := startLogship(t, s3, dir, options{closeWait: 100 * time.Millisecond})
-	secrets := map[string]string{"X": "resume-secret"}
-	s := l.open(t, "run-resume", secrets, nil)
-	s.send(1, "a resume-secret\n")
-	s.send(2, "b\n")
-	s.waitAck(2)
-	s3.Stop()
-	closed := s.close(2)
-	l.stop()
+	const limit = 64 << 10 // runlog.MinMaxLogBytes: a 32 KiB head, a 32 KiB tail
+	for _, tc := range []struct {
+		name  string
+		lines int // of 16 bytes, after the secret's line
+	}{
+		{"within the head", 1},
+		{"tail kept whole", 2500},
+		{"cut in the middle", 6000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s3 := s3test.Start(t)
+			dir := t.TempDir()
+			l := startLogship(t, s3, dir, options{closeWait: 100 * time.Millisecond, maxLogBytes: limit})
+			secrets := map[string]string{"X": "resume-secret"}
+			s := l.open(t, "run-resume", secrets, nil)
+			var raw strings.Builder
+			raw.WriteString("a resume-secret\n")
+			for i := range tc.lines {
+				fmt.Fprintf(&raw, "line %09d b\n", i)
+			}
+			var seq uint64
+			for rest := raw.String(); rest != ""; {
+				n := min(len(rest), 8<<10)
+				seq++
+				s.send(seq, rest[:n])
+				rest = rest[n:]
+			}
+			s.waitAck(seq)
+			s3.Stop()
+			closed := s.close(seq)
+			l.stop()
 
-	s3.Restart()
-	l = startLogship(t, s3, dir, options{})
-	want := maskAll("a resume-secret\nb\n", secrets)
-	checkFinal(t, s3, "run-resume", closed, want)
-	waitSpoolGone(t, dir, "run-resume")
+			s3.Restart()
+			l = startLogship(t, s3, dir, options{maxLogBytes: limit})
+			want := maskAll(raw.String(), secrets)
+			if cut := len(want) - limit; cut > 0 {
+				want = want[:limit/2] + fmt.Sprintf("\n[hangar] log truncated: %d bytes cut from the middle (limit %d bytes)\n", cut, limit) +
+					want[len(want)-limit/2:]
+			}
+			checkFinal(t, s3, "run-resume", closed, want)
+			waitSpoolGone(t, dir, "run-resume")
 
-	s = l.open(t, "run-resume", secrets, nil)
-	if s.next != 3 {
-		t.Fatalf("next_sequence of a finished run = %d, want 3", s.next)
-	}
-	if again := s.close(2); again.GetSha256() != closed.GetSha256() || again.GetLogKey() != closed.GetLogKey() {
-		t.Errorf("second Close = %v, want %v", again, closed)
+			s = l.open(t, "run-resume", secrets, nil)
+			if s.next != seq+1 {
+				t.Fatalf("next_sequence of a finished run = %d, want %d", s.next, seq+1)
+			}
+			if again := s.close(seq); again.GetSha256() != closed.GetSha256() || again.GetLogKey() != closed.GetLogKey() {
+				t.Errorf("second Close = %v, want %v", again, closed)
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package spool
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -86,16 +87,18 @@ func TestSHA256(t *testing.T) {
 	}
 }
 
-// TestAppendTail checks that AppendTail puts the chosen tail bytes after
-// the log file's bytes, and that SHA256 is then that of the file, whether
-// the digest came from hashing the tail as it was written (a log not cut:
-// all of the tail after a whole head) or from reading the appended bytes
-// back (a kept part of the tail, a notice between, a tail cut back, a
-// compacted segment, a reopened run).
-func TestAppendTail(t *testing.T) {
+// TestStoredLog checks the stored log of a closed run whose tail stays in
+// the tail segment: StoredSHA256 is the SHA-256 of the log file's bytes,
+// the notice and the chosen tail bytes, whether it came from hashing the
+// tail as it was written (a log not cut: all of the tail after a whole
+// head, no notice) or from reading bytes back (a kept part of the tail, a
+// notice, a tail cut back, a compacted segment, a reopened run); and
+// ReadStoredAt reads exactly those bytes, in any pieces, also after the
+// run is reopened.
+func TestStoredLog(t *testing.T) {
 	type step struct {
 		head, tail string // append to the log file / the tail segment
-		truncTail  int64  // cut the tail segment back to this end (when >= 0 and nothing else)
+		truncTail  int64  // cut the tail segment back to this end (when nothing else)
 		commit     bool   // commit what is written
 		reopen     bool   // close and open the run again
 		compact    int64  // compact the tail from this position (> 0)
@@ -103,17 +106,17 @@ func TestAppendTail(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		steps      []step
-		from, n    int64 // the tail bytes appended
+		notice     string
+		from, n    int64 // the tail bytes kept
 		wantLog    string
 		wantHashed bool // the digest needs no read back
 	}{
-		{"whole tail after the head", []step{{head: "head "}, {tail: "tail-1 "}, {tail: "tail-2"}}, 0, 13, "head tail-1 tail-2", true},
-		{"empty tail", []step{{head: "head"}}, 0, 0, "head", true},
-		{"part of the tail", []step{{head: "head "}, {tail: "cut kept"}}, 4, 4, "head kept", false},
-		{"notice between", []step{{head: "head "}, {tail: "tail"}, {head: "[notice] "}}, 0, 4, "head [notice] tail", false},
-		{"tail cut back and written again", []step{{head: "h "}, {tail: "abcdef"}, {truncTail: 3}, {tail: "XYZ"}}, 0, 6, "h abcXYZ", false},
-		{"compacted segment", []step{{head: "h "}, {tail: "012345", commit: true}, {compact: 2}, {tail: "67"}}, 2, 6, "h 234567", false},
-		{"reopened run", []step{{head: "h ", tail: "ab", commit: true}, {reopen: true}, {tail: "cd"}}, 0, 4, "h abcd", false},
+		{"whole tail after the head", []step{{head: "head "}, {tail: "tail-1 "}, {tail: "tail-2"}}, "", 0, 13, "head tail-1 tail-2", true},
+		{"part of the tail, a notice", []step{{head: "head"}, {tail: "cut kept"}}, "\n[cut]\n", 4, 4, "head\n[cut]\nkept", false},
+		{"a notice, no tail kept", []step{{head: "head"}, {tail: "cut"}}, "[cut]", 3, 0, "head[cut]", false},
+		{"tail cut back and written again", []step{{head: "h "}, {tail: "abcdef"}, {truncTail: 3}, {tail: "XYZ"}}, "", 0, 6, "h abcXYZ", false},
+		{"compacted segment", []step{{head: "h "}, {tail: "012345", commit: true}, {compact: 2}, {tail: "67"}}, "", 2, 6, "h 234567", false},
+		{"reopened run", []step{{head: "h ", tail: "ab", commit: true}, {reopen: true}, {tail: "cd"}}, "", 0, 4, "h abcd", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sp, err := Open(t.TempDir())
@@ -157,32 +160,56 @@ func TestAppendTail(t *testing.T) {
 					}
 				}
 			}
-			if err := r.AppendTail(tc.from, tc.n); err != nil {
-				t.Fatal(err)
-			}
-			if hashed := r.sum != nil && r.summed == r.size; hashed != tc.wantHashed {
+			hashed := tc.notice == "" && r.tsum != nil && r.summed == r.size && tc.from == 0 && tc.n == r.tsummed
+			if hashed != tc.wantHashed {
 				t.Errorf("digest known without reading back: %v, want %v", hashed, tc.wantHashed)
 			}
-			got, err := r.SHA256()
+			got, err := r.StoredSHA256([]byte(tc.notice), tc.from, tc.n)
 			if err != nil {
 				t.Fatal(err)
 			}
-			onDisk, err := os.ReadFile(filepath.Join(sp.Dir(), "run-1", "log"))
-			if err != nil {
+			if want := sha256.Sum256([]byte(tc.wantLog)); got != hex.EncodeToString(want[:]) {
+				t.Fatalf("StoredSHA256 = %s, want %x (of %q)", got, want, tc.wantLog)
+			}
+			st := r.State()
+			st.Closed, st.SHA256 = true, got
+			st.StoredHead, st.Notice, st.TailBytes = r.Size(), tc.notice, tc.from+tc.n
+			st.MaskedBytes = int64(len(tc.wantLog))
+			if err := r.Commit(st); err != nil {
 				t.Fatal(err)
 			}
-			if string(onDisk) != tc.wantLog || r.Size() != int64(len(onDisk)) {
-				t.Fatalf("log file %q (Size %d), want %q", onDisk, r.Size(), tc.wantLog)
-			}
-			if want := sha256.Sum256(onDisk); got != hex.EncodeToString(want[:]) {
-				t.Fatalf("SHA256() = %s, want %x (of %q)", got, want, onDisk)
+			for pass := range 2 {
+				if pass == 1 {
+					r.Close()
+					if r, err = sp.OpenRun("run-1"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for _, piece := range []int{1, 3, 64} {
+					var b []byte
+					buf := make([]byte, piece)
+					for off := int64(0); ; {
+						n, err := r.ReadStoredAt(buf, off)
+						b = append(b, buf[:n]...)
+						off += int64(n)
+						if err == io.EOF {
+							break
+						}
+						if err != nil {
+							t.Fatal(err)
+						}
+					}
+					if string(b) != tc.wantLog {
+						t.Errorf("reopened %v, read in pieces of %d: %q, want %q", pass == 1, piece, b, tc.wantLog)
+					}
+				}
 			}
 		})
 	}
 }
 
-// TestAppendTailOutside refuses bytes the tail segment does not hold.
-func TestAppendTailOutside(t *testing.T) {
+// TestStoredSHA256Outside refuses tail bytes the tail segment does not hold.
+func TestStoredSHA256Outside(t *testing.T) {
 	sp, err := Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -192,15 +219,15 @@ func TestAppendTailOutside(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if err := r.AppendTail(0, 1); err == nil {
-		t.Fatal("AppendTail without a tail segment: no error")
+	if _, err := r.StoredSHA256(nil, 0, 1); err == nil {
+		t.Fatal("StoredSHA256 without a tail segment: no error")
 	}
 	if _, err := r.WriteTail([]byte("abc")); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range [][2]int64{{0, 4}, {2, 2}, {-1, 1}} {
-		if err := r.AppendTail(c[0], c[1]); err == nil {
-			t.Errorf("AppendTail(%d, %d) of a 3-byte tail: no error", c[0], c[1])
+		if _, err := r.StoredSHA256(nil, c[0], c[1]); err == nil {
+			t.Errorf("StoredSHA256 of tail bytes %d+%d of a 3-byte tail: no error", c[0], c[1])
 		}
 	}
 }

@@ -8,17 +8,22 @@
 //	<run_id>/log         the masked log bytes (0600); only masked bytes are
 //	                     ever written here, never a raw secret. While the
 //	                     run goes on: its head (at most State.HeadLimit
-//	                     bytes); once closed: the whole stored log
+//	                     bytes); once closed: the stored log, or its
+//	                     head when its tail stays in the tail segment
+//	                     (State.StoredHead)
 //	<run_id>/tail.<n>    the tail segment (0600): masked bytes past the
 //	                     head, once the head is full (see below)
-//	<run_id>/state.json  the run's durable state (see State)
+//	<run_id>/state       the run's durable state (see State), in two
+//	                     slots written in turn (see state.go; an older
+//	                     logship's state.json is read and replaced)
 //
 // The log file may hold more bytes than State.MaskedBytes, and the tail
 // segment more than State.TailBytes-State.TailBase: those were written
 // after the last commit and are not acknowledged; reopening a run
-// truncates them. A commit fsyncs the log and the tail segment, then
-// replaces state.json atomically (write, fsync, rename, fsync of the
-// directory).
+// truncates them. A commit fdatasyncs the log and the tail segment, then
+// saves the state: it overwrites the older of the state file's two slots
+// and fdatasyncs it, so a crash leaves the state before or after the
+// save, never a mix.
 //
 // # The tail segment
 //
@@ -31,15 +36,14 @@
 // compaction (CompactTail, or StartCompaction and Finish) at commit
 // points: the bytes still needed, and those written since the commit, are
 // copied into the next segment tail.<n+1>, whose committed part is
-// fsynced, then state.json names it (TailSegment, TailBase), then the old
-// segment is removed. A crash at any point leaves state.json naming a complete
+// fsynced, then the state names it (TailSegment, TailBase), then the old
+// segment is removed. A crash at any point leaves the state naming a complete
 // segment; a segment it does not name is a leftover, removed at open.
 package spool
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -51,7 +55,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/hangar-dev/hangar/platform/atomicfile"
 	"github.com/hangar-dev/hangar/platform/ids"
 )
 
@@ -61,7 +64,6 @@ var ErrInvalidRunID = fmt.Errorf("%w (%s)", ids.ErrInvalidRunID, ids.Rule)
 
 const (
 	logName    = "log"
-	stateName  = "state.json"
 	tailPrefix = "tail."
 )
 
@@ -82,6 +84,13 @@ type State struct {
 	// the final size and SHA256 its digest (hex).
 	Closed bool   `json:"closed,omitempty"`
 	SHA256 string `json:"sha256,omitempty"`
+	// StoredHead, once closed, is set when the stored log is not all in
+	// the log file: it is then the log file's first StoredHead bytes (the
+	// head), Notice, and the tail segment's last bytes up to TailBytes
+	// (MaskedBytes in all), read in place (ReadStoredAt) rather than
+	// copied after the head. Zero: the log file holds it all.
+	StoredHead int64  `json:"stored_head,omitempty"`
+	Notice     string `json:"notice,omitempty"`
 
 	// HeadLimit and TailLimit are the run's log size limit, fixed when the
 	// run is first opened (a new limit applies to new runs only): the log
@@ -113,6 +122,21 @@ type State struct {
 	// Incomplete is set on a log closed by logship because its executor
 	// did not come back (see runlog's idle close), not by the executor.
 	Incomplete bool `json:"incomplete,omitempty"`
+}
+
+// logFileBytes returns how many bytes of the log file st covers.
+func (st State) logFileBytes() int64 {
+	if st.Closed && st.StoredHead > 0 {
+		return st.StoredHead
+	}
+	return st.MaskedBytes
+}
+
+// storedTail returns where the tail bytes of a stored log that is not all
+// in the log file start (a position past the head), and how many there are.
+func (st State) storedTail() (from, n int64) {
+	n = st.MaskedBytes - st.StoredHead - int64(len(st.Notice))
+	return st.TailBytes - n, n
 }
 
 // Cut returns how many masked bytes of st's tail fall outside the tail
@@ -159,6 +183,7 @@ func (s *Spool) Runs() ([]string, error) {
 // but Append, Truncate and Commit are meant for one writer at a time.
 type Run struct {
 	dir string
+	sf  *stateFile
 
 	mu    sync.Mutex
 	f     *os.File
@@ -193,16 +218,9 @@ func (s *Spool) OpenRun(id string) (*Run, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open run spool: %w", err)
 	}
-	r := &Run{dir: dir, state: State{RunID: id}}
-	b, err := os.ReadFile(filepath.Join(dir, stateName))
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		return nil, fmt.Errorf("read run state: %w", err)
-	default:
-		if err := json.Unmarshal(b, &r.state); err != nil {
-			return nil, fmt.Errorf("read run state %s: %w", filepath.Join(dir, stateName), err)
-		}
+	r := &Run{dir: dir, state: State{RunID: id}, sf: &stateFile{path: filepath.Join(dir, stateName)}}
+	if err := r.sf.read(&r.state); err != nil {
+		return nil, err
 	}
 	f, err := os.OpenFile(filepath.Join(dir, logName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -213,13 +231,13 @@ func (s *Spool) OpenRun(id string) (*Run, error) {
 		f.Close()
 		return nil, fmt.Errorf("open run log: %w", err)
 	}
-	if st.Size() < r.state.MaskedBytes {
+	if st.Size() < r.state.logFileBytes() {
 		f.Close()
-		return nil, fmt.Errorf("open run log: %s has %d bytes, its state says %d were committed", f.Name(), st.Size(), r.state.MaskedBytes)
+		return nil, fmt.Errorf("open run log: %s has %d bytes, its state says %d were committed", f.Name(), st.Size(), r.state.logFileBytes())
 	}
 	r.f = f
 	r.size = st.Size()
-	if err := r.Truncate(r.state.MaskedBytes); err != nil {
+	if err := r.Truncate(r.state.logFileBytes()); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -244,8 +262,9 @@ func (r *Run) openTail() error {
 		return fmt.Errorf("open tail segment: %w", err)
 	}
 	current := tailName(r.state.TailSegment)
+	keep := !r.state.Closed || r.state.StoredHead > 0
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), tailPrefix) || (e.Name() == current && !r.state.Closed) {
+		if !strings.HasPrefix(e.Name(), tailPrefix) || (e.Name() == current && keep) {
 			continue
 		}
 		if err := os.Remove(filepath.Join(r.dir, e.Name())); err != nil {
@@ -253,7 +272,7 @@ func (r *Run) openTail() error {
 		}
 	}
 	committed := r.state.TailBytes - r.state.TailBase
-	if r.state.Closed || committed < 0 {
+	if !keep || committed < 0 {
 		if committed < 0 {
 			return fmt.Errorf("open tail segment: state has tail_bytes %d below tail_base %d", r.state.TailBytes, r.state.TailBase)
 		}
@@ -332,50 +351,86 @@ func cloneHash(h hash.Hash) hash.Hash {
 	return nil
 }
 
-// AppendTail appends the tail bytes [from, from+n) (positions past the
-// head, as TailEnd) to the log file, copied by the kernel where it can
-// (copy_file_range), not durably until Commit: at close, the kept tail
-// after the head. When the log file holds the head whole and these are
-// all the tail's bytes from its start, as hashed while they were written,
-// the log's digest is known without reading anything back (SHA256);
-// otherwise SHA256 reads the appended bytes back.
-func (r *Run) AppendTail(from, n int64) error {
+// StoredSHA256 returns the hex SHA-256 of the log file's bytes followed
+// by notice and the tail bytes [from, from+n) (positions past the head):
+// of the stored log a closed state with StoredHead describes. When notice
+// is empty and those are all the tail's bytes, hashed as they were written
+// right after a head hashed whole, nothing is read back; otherwise the
+// tail bytes are (and the log file's bytes not hashed as written).
+func (r *Run) StoredSHA256(notice []byte, from, n int64) (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if n == 0 {
-		return nil
+	if len(notice) == 0 && r.tsum != nil && r.sum != nil && r.summed == r.size && from == 0 && r.state.TailBase == 0 && n == r.tsummed {
+		return hex.EncodeToString(r.tsum.Sum(nil)), nil
 	}
-	base := r.state.TailBase
-	if r.tail == nil || from < base || n < 0 || from+n > base+r.tailSize {
-		return fmt.Errorf("append tail: bytes %d to %d are not in the tail segment (%d to %d)", from, from+n, base, base+r.tailSize)
+	var h hash.Hash
+	if r.sum != nil && r.summed == r.size {
+		h = cloneHash(r.sum)
 	}
-	// A descriptor of its own, whose offset nobody else uses; the log
-	// file's own is used by nothing else (writes and reads give positions).
-	src, err := os.Open(r.tail.Name())
-	if err != nil {
-		return fmt.Errorf("append tail: %w", err)
+	if h == nil {
+		h = sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(r.f, 0, r.size)); err != nil {
+			return "", fmt.Errorf("hash spool: %w", err)
+		}
 	}
-	defer src.Close()
-	if _, err := src.Seek(from-base, io.SeekStart); err != nil {
-		return fmt.Errorf("append tail: %w", err)
+	h.Write(notice)
+	if n > 0 {
+		base := r.state.TailBase
+		if r.tail == nil || from < base || from+n > base+r.tailSize {
+			return "", fmt.Errorf("hash spool: tail bytes %d to %d are not in the tail segment (%d to %d)", from, from+n, base, base+r.tailSize)
+		}
+		if _, err := io.Copy(h, io.NewSectionReader(r.tail, from-base, n)); err != nil {
+			return "", fmt.Errorf("hash spool: %w", err)
+		}
 	}
-	if _, err := r.f.Seek(r.size, io.SeekStart); err != nil {
-		return fmt.Errorf("append tail: %w", err)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// ReadStoredAt reads the log from off: the bytes of the log file, or, once
+// the log is closed with StoredHead (see State), the stored log: its head
+// in the log file, the notice, its tail in the tail segment. Errors are
+// those of os.File.ReadAt, unwrapped, so that io.EOF is io.EOF for
+// io.SectionReader.
+func (r *Run) ReadStoredAt(p []byte, off int64) (int, error) {
+	r.mu.Lock()
+	st, tail := r.state, r.tail
+	r.mu.Unlock()
+	if !st.Closed || st.StoredHead == 0 {
+		return r.f.ReadAt(p, off)
 	}
-	hashed := r.tsum != nil && r.sum != nil && r.summed == r.size && from == 0 && base == 0 && n == r.tsummed
-	copied, err := r.f.ReadFrom(io.LimitReader(src, n))
-	r.size += copied
-	if err == nil && copied < n {
-		err = io.ErrUnexpectedEOF
+	notice := []byte(st.Notice)
+	from, n := st.storedTail()
+	read := 0
+	for len(p) > 0 {
+		var k int
+		var err error
+		switch {
+		case off < st.StoredHead:
+			k, err = r.f.ReadAt(p[:min(int64(len(p)), st.StoredHead-off)], off)
+			if err == io.EOF && k > 0 {
+				err = nil
+			}
+		case off < st.StoredHead+int64(len(notice)):
+			k = copy(p, notice[off-st.StoredHead:])
+		case off < st.MaskedBytes:
+			if tail == nil {
+				return read, fmt.Errorf("read stored log: no tail segment")
+			}
+			pos := from + off - st.StoredHead - int64(len(notice))
+			k, err = tail.ReadAt(p[:min(int64(len(p)), from+n-pos)], pos-st.TailBase)
+			if err == io.EOF && k > 0 {
+				err = nil
+			}
+		default:
+			return read, io.EOF
+		}
+		read += k
+		p, off = p[k:], off+int64(k)
+		if err != nil {
+			return read, err
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("append tail: %w", err)
-	}
-	if hashed {
-		r.sum, r.summed = r.tsum, r.size
-	}
-	r.tsum = nil
-	return nil
+	return read, nil
 }
 
 // TailEnd returns the position, past the head, after the last byte written
@@ -517,7 +572,7 @@ func (c *TailCompaction) Finish() (State, error) {
 		return State{}, fmt.Errorf("compact tail segment: %w", err)
 	}
 	if err := r.SaveState(c.st); err != nil {
-		// state.json may or may not name the new segment: keep both; the
+		// the state may or may not name the new segment: keep both; the
 		// one it does not name is removed at the next open.
 		c.f.Close()
 		return State{}, fmt.Errorf("compact tail segment: %w", err)
@@ -628,14 +683,14 @@ func (r *Run) ReadAt(p []byte, off int64) (int, error) {
 
 // SyncLog makes the log and tail bytes written so far durable.
 func (r *Run) SyncLog() error {
-	if err := r.f.Sync(); err != nil {
+	if err := fdatasync(r.f); err != nil {
 		return fmt.Errorf("sync spool: %w", err)
 	}
 	r.mu.Lock()
 	tail := r.tail
 	r.mu.Unlock()
 	if tail != nil {
-		if err := tail.Sync(); err != nil {
+		if err := fdatasync(tail); err != nil {
 			return fmt.Errorf("sync tail segment: %w", err)
 		}
 	}
@@ -653,11 +708,7 @@ func (r *Run) Commit(st State) error {
 // SaveState records st atomically without syncing the log, for changes
 // that do not cover new log bytes (upload progress).
 func (r *Run) SaveState(st State) error {
-	b, err := json.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("save run state: %w", err)
-	}
-	if err := atomicfile.Write(filepath.Join(r.dir, stateName), b, 0o600); err != nil {
+	if err := r.sf.save(st); err != nil {
 		return fmt.Errorf("save run state: %w", err)
 	}
 	r.mu.Lock()
@@ -684,6 +735,7 @@ func (r *Run) Close() error {
 	if tail != nil {
 		_ = tail.Close()
 	}
+	r.sf.close()
 	if err := r.f.Close(); err != nil {
 		return fmt.Errorf("close spool: %w", err)
 	}

@@ -102,8 +102,8 @@ func TestTailSegment(t *testing.T) {
 	}{
 		{"rollback", false, ""},
 		{"compacted", true, ""},
-		{"compaction cut short before state.json", false, "tail.1"},
-		{"compaction cut short after state.json", true, "tail.0"},
+		{"compaction cut short before the state", false, "tail.1"},
+		{"compaction cut short after the state", true, "tail.0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sp, err := Open(t.TempDir())
