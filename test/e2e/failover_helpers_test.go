@@ -31,9 +31,21 @@ type foStack struct {
 	gatewayBin  string
 	executorBin string
 
+	// suffix makes this process's executor ids its own (see exec).
+	suffix string
+
 	mu     sync.Mutex
 	runIDs map[string]bool
 }
+
+// exec is the id of this process's executor name: the name with a suffix of
+// this test process. An executor reaps, at its start, every container on the
+// engine labelled with its id (ADR 0017: two executors must not share an id
+// on one engine), so two test processes on one Docker engine (two worktrees,
+// CI and a developer) that both start an "exec-2" would remove each other's
+// run containers: a run then ends with exit code 137 (SIGKILL), as
+// gateway_killed_mid-run's leased run once did.
+func (s *foStack) exec(name string) string { return name + "-" + s.suffix }
 
 func newFailoverStack(t *testing.T) *foStack {
 	t.Helper()
@@ -41,7 +53,7 @@ func newFailoverStack(t *testing.T) *foStack {
 	if err := bins.Build("executor", "logship"); err != nil {
 		t.Fatal(err)
 	}
-	s := &foStack{runIDs: map[string]bool{}, gatewayBin: bins.Path(t, "gateway"), executorBin: bins.Path(t, "executor")}
+	s := &foStack{runIDs: map[string]bool{}, gatewayBin: bins.Path(t, "gateway"), executorBin: bins.Path(t, "executor"), suffix: newRunID()[len("e2e-"):][:6]}
 	// Last resort, after every executor stopped: nothing of our runs stays on
 	// the engine even when a test failed half-way.
 	t.Cleanup(func() {

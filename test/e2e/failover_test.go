@@ -47,15 +47,33 @@ func testExecutorKilled(t *testing.T, s *foStack) {
 	workDir := t.TempDir()
 	env := executorEnv("docker", 1)
 	since := time.Now()
-	ex := harness.NewExecutor(t, s.executorBin, "exec-1", workDir, gw.GRPCAddr, s.logship.GRPCAddr, env...).Start(t)
-	p.waitAttached(t, "gw-1", since, "exec-1")
+	ex := harness.NewExecutor(t, s.executorBin, s.exec("exec-1"), workDir, gw.GRPCAddr, s.logship.GRPCAddr, env...).Start(t)
+	p.waitAttached(t, "gw-1", since, s.exec("exec-1"))
 
 	spec := harness.Task(runnerImage, "echo killed-run-started", "sleep 60", "echo not-reached")
 	runID := p.submit(t, spec.JSON())
 	p.waitKind(t, runID, "phase:perform", 2*wait)
 	ctr := waitContainerRunning(t, runID)
-	if held := leasesFile(t, workDir, "exec-1"); len(held) != 1 {
+	if held := leasesFile(t, workDir, s.exec("exec-1")); len(held) != 1 {
 		t.Errorf("executor exec-1's state file lists %v, want the lease of run %s", held, runID)
+	}
+	// The kill comes once logship stores the run's first line (a live chunk
+	// in S3). The run's lease expires before the executor is back, so it is
+	// not re-adopted (ADR 0017): the restarted executor closes the log with
+	// what logship stores and reaps the container without reading what its
+	// relay still holds. A line printed but not yet stored when the executor
+	// died (the container had just started; under load its first bytes can
+	// take seconds to reach logship) is not part of a lost run's log; the
+	// test used to kill as soon as the container ran and then expected the
+	// line anyway (failed when the kill came first).
+	for deadline := time.Now().Add(2 * wait); ; time.Sleep(200 * time.Millisecond) {
+		if live, _ := liveChunks(t, s.s3, runID); hasLine(live, "killed-run-started") {
+			break
+		}
+		if time.Now().After(deadline) {
+			live, keys := liveChunks(t, s.s3, runID)
+			t.Fatalf("run %s: its first line is not stored by logship after %s (live chunks %q):\n%s", runID, 2*wait, keys, live)
+		}
 	}
 
 	ex.Kill()
@@ -80,7 +98,8 @@ func testExecutorKilled(t *testing.T, s *foStack) {
 	p.checkRun(t, runID, 1)
 	// Whoever reports it (the restarted executor, or the gateway when the
 	// lease expired first), the restarted executor closes the run's log: what
-	// the run wrote before the executor died, then a line saying so.
+	// logship stored of the run's output before the executor died, then a
+	// line saying so.
 	key := "runs/" + runID + "/log"
 	if fin.GetLogKey() != "" && fin.GetLogKey() != key {
 		t.Errorf("run %s: final event's log key %q, want %q", runID, fin.GetLogKey(), key)
@@ -106,12 +125,12 @@ func testExecutorKilled(t *testing.T, s *foStack) {
 		t.Errorf("the restarted executor does not name run %s in its log (reaped containers, run reported lost)", runID)
 	}
 	waitNothingLeft(t, map[string]bool{runID: true})
-	if held := leasesFile(t, workDir, "exec-1"); len(held) != 0 {
+	if held := leasesFile(t, workDir, s.exec("exec-1")); len(held) != 0 {
 		t.Errorf("the restarted executor's state file still lists %v after reporting the run", held)
 	}
 
 	// The restarted executor takes work again.
-	p.waitAttached(t, "gw-1", since, "exec-1")
+	p.waitAttached(t, "gw-1", since, s.exec("exec-1"))
 	next := p.submit(t, harness.Task(runnerImage, "echo after-restart").JSON())
 	fin2 := p.final(t, next, 2*wait)
 	if !isOutcome(fin2, eventv1.Outcome_OUTCOME_FINISHED) {
@@ -135,8 +154,8 @@ func testGatewayKilled(t *testing.T, s *foStack) {
 	cfg := p.gateway(t, "gw-2")
 	gw := cfg.Start(t)
 	since := time.Now()
-	harness.NewExecutor(t, s.executorBin, "exec-2", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, executorEnv("docker", 1)...).Start(t)
-	p.waitAttached(t, "gw-2", since, "exec-2")
+	harness.NewExecutor(t, s.executorBin, s.exec("exec-2"), t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, executorEnv("docker", 1)...).Start(t)
+	p.waitAttached(t, "gw-2", since, s.exec("exec-2"))
 
 	leased := p.submit(t, harness.Task(runnerImage, "echo leased-start", "sleep 20", "echo leased-end").JSON())
 	p.waitKind(t, leased, "phase:perform", 2*wait)
@@ -151,7 +170,7 @@ func testGatewayKilled(t *testing.T, s *foStack) {
 	gw = cfg.Start(t)
 	// exec-2 reattaches and lists the lease of the run it still runs (or the
 	// result it could not report while the gateway was away).
-	gw.WaitOutput(regexp.MustCompile(`"msg":"executor attached"[^\n]*"executor":"exec-2"[^\n]*"held":1`), 2*wait)
+	gw.WaitOutput(regexp.MustCompile(`"msg":"executor attached"[^\n]*"executor":"`+regexp.QuoteMeta(s.exec("exec-2"))+`"[^\n]*"held":1`), 2*wait)
 
 	finL := p.final(t, leased, 2*wait)
 	finQ := p.final(t, queued, 2*wait)
@@ -185,8 +204,8 @@ func testBrokerDown(t *testing.T, s *foStack) {
 	cfg := p.gateway(t, "gw-3")
 	gw := cfg.Start(t)
 	since := time.Now()
-	harness.NewExecutor(t, s.executorBin, "exec-3", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, executorEnv("docker", 2)...).Start(t)
-	p.waitAttached(t, "gw-3", since, "exec-3")
+	harness.NewExecutor(t, s.executorBin, s.exec("exec-3"), t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, executorEnv("docker", 2)...).Start(t)
+	p.waitAttached(t, "gw-3", since, s.exec("exec-3"))
 
 	going := p.submit(t, harness.Task(runnerImage, "echo going-start", "sleep 25", "echo going-end").JSON())
 	p.waitKind(t, going, "phase:perform", 2*wait)
@@ -262,8 +281,8 @@ func testPartition(t *testing.T, s *foStack) {
 	gw := p.gateway(t, "gw-4", "HANGAR_LEASE_DURATION="+lease.String()).Start(t)
 	proxy := harness.StartProxy(t, gw.GRPCAddr)
 	since := time.Now()
-	ex := harness.NewExecutor(t, s.executorBin, "exec-4", t.TempDir(), proxy.Addr, s.logship.GRPCAddr, executorEnv("docker", 1)...).Start(t)
-	p.waitAttached(t, "gw-4", since, "exec-4")
+	ex := harness.NewExecutor(t, s.executorBin, s.exec("exec-4"), t.TempDir(), proxy.Addr, s.logship.GRPCAddr, executorEnv("docker", 1)...).Start(t)
+	p.waitAttached(t, "gw-4", since, s.exec("exec-4"))
 
 	spec := harness.Task(runnerImage, "echo partitioned-start", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done")
 	spec.TimeoutSeconds = 300 // a safety net only: fencing must stop it long before
@@ -284,13 +303,13 @@ func testPartition(t *testing.T, s *foStack) {
 	proxy.Heal()
 
 	since = time.Now()
-	p.waitAttached(t, "gw-4", since, "exec-4")
+	p.waitAttached(t, "gw-4", since, s.exec("exec-4"))
 	next := p.submit(t, harness.Task(runnerImage, "echo after-heal").JSON())
 	fin2 := p.final(t, next, 2*wait)
 	if !isOutcome(fin2, eventv1.Outcome_OUTCOME_FINISHED) {
 		t.Errorf("run %s after healing: %s %q, want finished", next, fin2.GetOutcome(), fin2.GetReason())
 	}
-	if r := p.checkRun(t, next, 1); len(r.starts) == 1 && r.starts[0] != "exec-4" {
+	if r := p.checkRun(t, next, 1); len(r.starts) == 1 && r.starts[0] != s.exec("exec-4") {
 		t.Errorf("run %s after healing started on %s, want exec-4", next, r.starts[0])
 	}
 	expectLines(t, "log of run "+next, s.runLog(t, next, fin2, "runs/"+next+"/log"), "after-heal")
@@ -314,10 +333,10 @@ func testSharedSubscription(t *testing.T, s *foStack) {
 	gwA := p.gateway(t, "gw-5a", shared).Start(t)
 	gwB := p.gateway(t, "gw-5b", shared).Start(t)
 	since := time.Now()
-	harness.NewExecutor(t, s.executorBin, "exec-5a", t.TempDir(), gwA.GRPCAddr, s.logship.GRPCAddr, executorEnv("docker", 2)...).Start(t)
-	harness.NewExecutor(t, s.executorBin, "exec-5b", t.TempDir(), gwB.GRPCAddr, s.logship.GRPCAddr, executorEnv("docker", 2)...).Start(t)
-	p.waitAttached(t, "gw-5a", since, "exec-5a")
-	p.waitAttached(t, "gw-5b", since, "exec-5b")
+	harness.NewExecutor(t, s.executorBin, s.exec("exec-5a"), t.TempDir(), gwA.GRPCAddr, s.logship.GRPCAddr, executorEnv("docker", 2)...).Start(t)
+	harness.NewExecutor(t, s.executorBin, s.exec("exec-5b"), t.TempDir(), gwB.GRPCAddr, s.logship.GRPCAddr, executorEnv("docker", 2)...).Start(t)
+	p.waitAttached(t, "gw-5a", since, s.exec("exec-5a"))
+	p.waitAttached(t, "gw-5b", since, s.exec("exec-5b"))
 
 	const n = 20
 	var runs []string
@@ -342,7 +361,7 @@ func testSharedSubscription(t *testing.T, s *foStack) {
 		}
 		for gw := range receivedBy {
 			byGateway[gw]++
-			want := map[string]string{"gw-5a": "exec-5a", "gw-5b": "exec-5b"}[gw]
+			want := map[string]string{"gw-5a": s.exec("exec-5a"), "gw-5b": s.exec("exec-5b")}[gw]
 			if len(r.starts) == 1 && r.starts[0] != want {
 				t.Errorf("run %s received by %s started on %s, want %s (its only executor)", id, gw, r.starts[0], want)
 			}
@@ -382,9 +401,9 @@ func testHandOff(t *testing.T, s *foStack) {
 	gw := p.gateway(t, "gw-6").Start(t)
 	env := executorEnv("docker", 1, s.s3.Env()...)
 	since := time.Now()
-	harness.NewExecutor(t, s.executorBin, "exec-6a", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, env...).Start(t)
-	harness.NewExecutor(t, s.executorBin, "exec-6b", t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, env...).Start(t)
-	p.waitAttached(t, "gw-6", since, "exec-6a", "exec-6b")
+	harness.NewExecutor(t, s.executorBin, s.exec("exec-6a"), t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, env...).Start(t)
+	harness.NewExecutor(t, s.executorBin, s.exec("exec-6b"), t.TempDir(), gw.GRPCAddr, s.logship.GRPCAddr, env...).Start(t)
+	p.waitAttached(t, "gw-6", since, s.exec("exec-6a"), s.exec("exec-6b"))
 
 	marker := harness.RandomName("handoff-plaintext-")
 	spec := trackedSpec{RunSpec: harness.Task(runnerImage), NeedsConfirmation: true}

@@ -200,6 +200,18 @@ func TestProblem(t *testing.T) {
 	}
 }
 
+func TestOneLine(t *testing.T) {
+	long := `Back-off pulling image "127.0.0.1:44681/hangar/private-runner:1": ErrImagePull: failed to pull and unpack image "127.0.0.1:44681/hangar/private-runner:1": ` +
+		strings.Repeat("failed to resolve reference \"127.0.0.1:44681/hangar/private-runner:1\": ", 4) + "pulling from host 127.0.0.1:44681 failed with status code [manifests 1]: 401 Unauthorized"
+	got := oneLine(long)
+	if len(got) > 410 || !strings.HasPrefix(got, "Back-off pulling image") || !strings.HasSuffix(got, "401 Unauthorized") || !strings.Contains(got, "…") {
+		t.Errorf("oneLine of a long message = %q (%d bytes): want its start and its end", got, len(got))
+	}
+	if got := oneLine("a\n  b\tc"); got != "a b c" {
+		t.Errorf("oneLine = %q", got)
+	}
+}
+
 func TestPhaseEnd(t *testing.T) {
 	for _, tc := range []struct {
 		t    corev1.ContainerStateTerminated

@@ -169,10 +169,13 @@ func phaseEnd(phase string, t *corev1.ContainerStateTerminated, memory int64) st
 	return ""
 }
 
+// oneLine puts a Kubernetes message on one line, at most about 400 bytes:
+// a longer one keeps its start and its end (where the kubelet puts the
+// cause, e.g. a registry's "401 Unauthorized").
 func oneLine(s string) string {
 	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > 300 {
-		s = s[:300] + "…"
+	if len(s) > 400 {
+		s = strings.ToValidUTF8(s[:150]+"…"+s[len(s)-250:], "")
 	}
 	return s
 }
