@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -37,6 +38,10 @@ type kubeEnv struct {
 	// privateImage is the runner image in the test's private registry.
 	privateImage string
 
+	// top is TestKubernetes's t: an executor a subtest restarts lives on
+	// after that subtest (Executor.Start stops it in t.Cleanup).
+	top *testing.T
+
 	mu     sync.Mutex
 	runIDs []string
 }
@@ -53,7 +58,7 @@ func TestKubernetes(t *testing.T) {
 	if err := bins.Build("executor", "logship"); err != nil {
 		t.Fatal(err)
 	}
-	x := &kubeEnv{kube: kube, executor: bins.Path(t, "executor")}
+	x := &kubeEnv{kube: kube, executor: bins.Path(t, "executor"), top: t}
 
 	// The overlay's namespace and RBAC, as kubectl apply would create them.
 	ovl := filepath.Join(root, "deploy", "k8s", "overlays", "kubernetes", "executor")
@@ -102,6 +107,8 @@ func TestKubernetes(t *testing.T) {
 		"HANGAR_MIN_FREE_MEMORY_MB=0",
 		"HANGAR_MIN_FREE_DISK_MB=0",
 	}
+	// The hand-off state bucket (tracked runs waiting for confirmation).
+	x.env = append(x.env, x.s3.Env()...)
 	x.ex1 = harness.StartExecutor(t, x.executor, "kexec-1", x.gw.GRPCAddr, x.logship.GRPCAddr, x.env...)
 	x.ex2 = harness.StartExecutor(t, x.executor, "kexec-2", x.gw.GRPCAddr, x.logship.GRPCAddr, x.env...)
 	waitExecutors(t, x.obs, "kexec-1", "kexec-2")
@@ -116,6 +123,7 @@ func TestKubernetes(t *testing.T) {
 		t.Run("image from a private registry through imagePullSecrets", x.testPrivateImage)
 		t.Run("evicted", x.testEvicted)
 		t.Run("source from a private VCS host", x.testPrivateVCS)
+		t.Run("hand-off and confirmation", x.testHandOff)
 	})
 	t.Run("executor killed and restarted mid-run, next to another's run", x.testRestart)
 	t.Run("nothing left in the namespace", func(t *testing.T) {
@@ -289,6 +297,84 @@ func (x *kubeEnv) testPrivateVCS(t *testing.T) {
 	}
 	if log := x.storedLog(t, runID, fin); !hasLine(log, "# private-vcs-file: kube stack") || !hasLine(log, "/workspace/infra/prod") {
 		t.Errorf("the run did not cat infra/prod/main.tf of the private repository in /workspace/infra/prod:\n%s", log)
+	}
+}
+
+// testHandOff: a tracked run that needs confirmation stops after plan, its
+// pod's workspace exported and stored encrypted in S3; the executor that
+// planned it is stopped, so the confirmed run resumes on the other one, which
+// restores the stored workspace into a new pod and runs apply there.
+func (x *kubeEnv) testHandOff(t *testing.T) {
+	marker := harness.RandomName("kube-handoff-")
+	spec := trackedSpec{RunSpec: harness.Task(kubeImage), NeedsConfirmation: true}
+	spec.Type = "RUN_TYPE_TRACKED"
+	spec.Phases = []harness.Phase{
+		{Name: "init", Commands: []string{"echo init-ran"}},
+		{Name: "plan", Commands: []string{"echo " + marker + " > planned.txt", "echo plan-ran"}},
+		{Name: "apply", Commands: []string{"cat planned.txt", "echo apply-ran"}},
+	}
+	runID := newRunID()
+	x.mu.Lock()
+	x.runIDs = append(x.runIDs, runID)
+	x.mu.Unlock()
+	specFile := harness.WriteFile(t, t.TempDir(), "spec.json", spec.JSON())
+	sub := harness.Start(t, "submit-"+runID, nil, x.cp.Ctl, "run", "submit", "--dir", x.cp.Dir, "--pool", "pool-k", "--spec", specFile,
+		"--run-id", runID, "--follow", "--logship", x.logship.GRPCAddr, "--timeout", "3m")
+	if code := sub.WaitExit(4 * time.Minute); code != 3 || !strings.Contains(sub.Output(), "unconfirmed") {
+		t.Fatalf("hangarctl run submit --follow of a run that waits for confirmation: exit code %d, want 3 (unconfirmed):\n%s", code, sub.Output())
+	}
+	unconf := x.obs.WaitEvent(2*wait, "unconfirmed event of "+runID, func(ev *eventv1.Event) bool {
+		return ev.GetRunId() == runID && ev.GetUnconfirmed() != nil
+	}).GetUnconfirmed()
+	state, _, ok := x.s3.Get(t, unconf.GetStateKey())
+	if !ok || len(state) == 0 {
+		t.Fatalf("run %s: no state object %q in S3", runID, unconf.GetStateKey())
+	}
+	if strings.Contains(string(state), marker) {
+		t.Errorf("the state object %s in S3 contains the plaintext marker", unconf.GetStateKey())
+	}
+	if body, _, _ := x.s3.Get(t, "runs/"+runID+"/log"); lineIndex(string(body), "plan-ran") < 0 {
+		t.Errorf("log of the planned run:\n%s", body)
+	}
+
+	planned := startedOn(x.obs.RunEvents(runID))
+	execs := map[string]*harness.Executor{"kexec-1": x.ex1, "kexec-2": x.ex2}
+	other := map[string]string{"kexec-1": "kexec-2", "kexec-2": "kexec-1"}[planned]
+	if other == "" {
+		t.Fatalf("run %s planned on %q, want kexec-1 or kexec-2", runID, planned)
+	}
+	execs[planned].Shutdown()
+	waitExecutors(t, x.obs, other)
+	defer func() {
+		execs[planned].Start(x.top)
+		waitExecutors(t, x.obs, "kexec-1", "kexec-2")
+	}()
+
+	if r := harness.Run(t, 2*time.Minute, nil, x.cp.Ctl, "run", "confirm", "--dir", x.cp.Dir, "--pool", "pool-k", runID); r.Code != 0 {
+		t.Fatalf("hangarctl run confirm: %s", r)
+	}
+	fin := x.finished(t, runID)
+	if fin.GetOutcome() != eventv1.Outcome_OUTCOME_FINISHED || fin.GetExitCode() != 0 {
+		t.Fatalf("confirmed run %s: %s %d %q, want finished", runID, fin.GetOutcome(), fin.GetExitCode(), fin.GetReason())
+	}
+	var starts []string
+	for _, ev := range x.obs.RunEvents(runID) {
+		if s := ev.GetStarted(); s != nil {
+			starts = append(starts, s.GetExecutorId())
+		}
+	}
+	if want := []string{planned, other}; !slices.Equal(starts, want) {
+		t.Errorf("run %s started on %v, want %v (planned, then resumed on the other executor)", runID, starts, want)
+	}
+	got := kinds(x.obs.RunEvents(runID))
+	plan, unc, apply, end := slices.Index(got, "phase:plan"), slices.Index(got, "unconfirmed"), slices.Index(got, "phase:apply"), slices.Index(got, "finished")
+	if plan < 0 || plan > unc || unc > apply || apply > end {
+		t.Errorf("run %s: events %v, want plan, unconfirmed, apply, finished in that order", runID, got)
+	}
+	log := x.storedLog(t, runID, fin)
+	expectLines(t, "log of the resumed run", log, marker, "apply-ran")
+	if hasLine(log, "plan-ran") {
+		t.Errorf("the resumed run ran plan again:\n%s", log)
 	}
 }
 
