@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
@@ -20,9 +21,10 @@ const MinPartSize = 5 << 20
 
 // ErrMultipartUnsupported is returned by PutFinalParts when the server
 // cannot assemble the final object from the live chunks: it does not
-// implement multipart uploads or UploadPartCopy, or answered a copy
-// without the chunk's ETag. The upload is aborted; the caller puts the
-// log whole (PutFinal).
+// implement multipart uploads or UploadPartCopy, refused one of the calls
+// (a 4xx answer but a failed If-None-Match), or answered a copy without
+// the chunk's ETag or with another. The upload is aborted; the caller puts
+// the log whole (PutFinal).
 var ErrMultipartUnsupported = errors.New("s3log: final object cannot be assembled from the live chunks")
 
 // Reasons of hangar_logship_final_multipart_fallbacks_total.
@@ -30,6 +32,7 @@ const (
 	reasonNotImplemented = "not_implemented"
 	reasonNoETag         = "no_etag"
 	reasonETagMismatch   = "etag_mismatch"
+	reasonRefused        = "refused"
 )
 
 // Part is one part of a final object assembled by PutFinalParts: a copy of
@@ -120,20 +123,33 @@ func (s *Store) PutFinalParts(ctx context.Context, runID string, parts []Part, l
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: done}, IfNoneMatch: aws.String("*"),
 	})
 	if err != nil {
-		return s.finalErr(runID, fmt.Errorf("complete multipart upload s3://%s/%s: %w", s.bucket, key, err))
+		err = s.finalErr(runID, fmt.Errorf("complete multipart upload s3://%s/%s: %w", s.bucket, key, err))
+		if errors.Is(err, ErrFinalExists) {
+			return err
+		}
+		return s.unsupported(err)
 	}
 	return nil
 }
 
 // unsupported marks err as ErrMultipartUnsupported (and counts it) when
-// the server answered NotImplemented.
+// the server answered NotImplemented, or refused the request (another
+// client error: a copy source gone, a server with other part rules, a
+// policy without the multipart actions): sending the request again would
+// not help, putting the log whole may. Server errors and network errors
+// are left as they are, to be retried.
 func (s *Store) unsupported(err error) error {
 	var apiErr smithy.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode() == "NotImplemented" {
+	var respErr *awshttp.ResponseError
+	switch {
+	case errors.As(err, &apiErr) && apiErr.ErrorCode() == "NotImplemented":
 		s.fallbacks.WithLabelValues(reasonNotImplemented).Inc()
-		return fmt.Errorf("%w: %w", ErrMultipartUnsupported, err)
+	case errors.As(err, &respErr) && respErr.HTTPStatusCode() >= 400 && respErr.HTTPStatusCode() < 500:
+		s.fallbacks.WithLabelValues(reasonRefused).Inc()
+	default:
+		return err
 	}
-	return err
+	return fmt.Errorf("%w: %w", ErrMultipartUnsupported, err)
 }
 
 // escapeKey escapes a key for x-amz-copy-source, its slashes kept.

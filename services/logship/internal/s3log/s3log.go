@@ -108,13 +108,13 @@ func New(client Client, bucket, prefix string, reg prometheus.Registerer) (*Stor
 		}, []string{"object"}),
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hangar_logship_final_multipart_fallbacks_total",
-			Help: "Final objects that could not be assembled from the live chunks (the S3 server does not support multipart uploads or UploadPartCopy, or answered a copy with another ETag) and were uploaded whole, by reason.",
+			Help: "Final objects that could not be assembled from the live chunks (the S3 server does not implement multipart uploads or UploadPartCopy, refused a call, or answered a copy without the chunk's ETag) and were uploaded whole, by reason.",
 		}, []string{"reason"}),
 	}
 	for _, object := range []string{"chunk", "final"} {
 		s.errors.WithLabelValues(object) // exported at 0 from the start, for alerts
 	}
-	for _, reason := range []string{reasonNotImplemented, reasonNoETag, reasonETagMismatch} {
+	for _, reason := range []string{reasonNotImplemented, reasonRefused, reasonNoETag, reasonETagMismatch} {
 		s.fallbacks.WithLabelValues(reason)
 	}
 	for _, c := range []prometheus.Collector{s.seconds, s.errors, s.fallbacks} {
