@@ -188,6 +188,13 @@ func (b *behind) flush() {
 	}
 }
 
+// flushed flushes (see flush) and returns the first write error of
+// either file, if any.
+func (b *behind) flushed() error {
+	b.flush()
+	return b.err()
+}
+
 // clearErr forgets f's write error if it was at or past off: the file is
 // cut back to off, so the bytes that failed are gone.
 func (b *behind) clearErr(ferr *fileErr, off int64) {

@@ -11,12 +11,9 @@ import (
 	"testing"
 )
 
-// Commits run while writes go on (as runlog's committer does beside the
-// Ship handler): each commit covers a size the writer had reached, and
-// once it returns the file holds those bytes as written; the digest at
-// the end is that of every byte written, head then tail. Run it with
-// -race: the writes behind share the files and the digests.
-func TestWriteBehindCommitsWhileWriting(t *testing.T) {
+// openTestRun opens run-1 in a new spool, closed at the test's end.
+func openTestRun(t *testing.T) *Run {
+	t.Helper()
 	sp, err := Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -25,7 +22,17 @@ func TestWriteBehindCommitsWhileWriting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// Commits run while writes go on (as runlog's committer does beside the
+// Ship handler): each commit covers a size the writer had reached, and
+// once it returns the file holds those bytes as written; the digest at
+// the end is that of every byte written, head then tail. Run it with
+// -race: the writes behind share the files and the digests.
+func TestWriteBehindCommitsWhileWriting(t *testing.T) {
+	r := openTestRun(t)
 	rng := rand.New(rand.NewPCG(3, 4))
 	var head, tail bytes.Buffer
 	const headLimit = 3 << 20
@@ -111,15 +118,7 @@ func TestWriteBehindCommitsWhileWriting(t *testing.T) {
 // A write that fails behind the writer fails the next Write to that file
 // and SyncLog (so the commit), until the file is cut back to before it.
 func TestWriteBehindErrorFailsCommit(t *testing.T) {
-	sp, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := sp.OpenRun("run-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openTestRun(t)
 	if _, err := r.Write([]byte("committed\n")); err != nil {
 		t.Fatal(err)
 	}

@@ -370,8 +370,7 @@ func cloneHash(h hash.Hash) hash.Hash {
 func (r *Run) StoredSHA256(notice []byte, from, n int64) (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.wb.flush()
-	if err := r.wb.err(); err != nil {
+	if err := r.wb.flushed(); err != nil {
 		return "", fmt.Errorf("hash spool: %w", err)
 	}
 	hashed := r.sum != nil && r.sum.h != nil && r.summed == r.size
@@ -524,10 +523,10 @@ type TailCompaction struct {
 // them), but not a commit. Finish or Abort must follow.
 func (r *Run) StartCompaction(st State, from int64) (*TailCompaction, error) {
 	r.mu.Lock()
-	r.wb.flush()
+	err := r.wb.flushed()
 	old, end, oldBase := r.tail, r.state.TailBase+r.tailSize, r.state.TailBase
 	r.mu.Unlock()
-	if err := r.wb.err(); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("compact tail segment: %w", err)
 	}
 	if old == nil || from <= oldBase || from > st.TailBytes || end < st.TailBytes || st.TailBase != oldBase {
@@ -581,7 +580,7 @@ func (c *TailCompaction) copyTo(end int64) error {
 func (c *TailCompaction) Finish() (State, error) {
 	r := c.r
 	r.mu.Lock()
-	r.wb.flush()
+	err := r.wb.flushed()
 	end := r.state.TailBase + r.tailSize
 	same := r.tail == c.old
 	r.mu.Unlock()
@@ -589,7 +588,7 @@ func (c *TailCompaction) Finish() (State, error) {
 		c.Abort()
 		return State{}, errors.New("compact tail segment: the segment changed meanwhile")
 	}
-	if err := r.wb.err(); err != nil {
+	if err != nil {
 		c.Abort()
 		return State{}, fmt.Errorf("compact tail segment: %w", err)
 	}
@@ -678,8 +677,7 @@ func (r *Run) Write(p []byte) (int, error) {
 func (r *Run) SHA256() (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.wb.flush()
-	if err := r.wb.err(); err != nil {
+	if err := r.wb.flushed(); err != nil {
 		return "", fmt.Errorf("hash spool: %w", err)
 	}
 	if r.sum == nil || r.sum.h == nil {
@@ -722,8 +720,7 @@ func (r *Run) ReadAt(p []byte, off int64) (int, error) {
 // SyncLog makes the log and tail bytes written so far durable: it waits
 // for the writes behind (see behind.go), then fdatasyncs the files.
 func (r *Run) SyncLog() error {
-	r.wb.flush()
-	if err := r.wb.err(); err != nil {
+	if err := r.wb.flushed(); err != nil {
 		return fmt.Errorf("sync spool: %w", err)
 	}
 	if err := fdatasync(r.f); err != nil {
