@@ -8,15 +8,17 @@ import (
 
 // groupCommit commits a Ship stream's chunks in groups, the classic way:
 // the handler writes each chunk into the spool (Session.Write) and reports
-// it here; a goroutine of the stream commits (Session.Commit: the fsyncs
-// and the state) and sends the Ack. A chunk reported while no commit runs
+// it here; a goroutine of the stream commits (Session.CommitAck: the
+// fsyncs and the state) and sends the Ack as soon as the commit is
+// durable, before the tail segment's compaction and the lines written to
+// standard output that follow it. A chunk reported while no commit runs
 // is committed at once, without waiting for more; the chunks reported
 // while a commit runs are committed together by the next one, which
-// starts as soon as that commit ends. So a lone chunk (a run's first line)
-// is acknowledged, and readable by Tail, one commit after it arrived, and
-// under a steady stream the commits follow one another, each covering
-// what arrived during the one before: the group grows with the disk's
-// latency, never waits on a timer. The handler keeps receiving and
+// starts as soon as that commit ends. So a lone chunk (a run's first
+// line) is acknowledged, and readable by Tail, one commit after it
+// arrived, and under a steady stream the commits follow one another, each
+// covering what arrived during the one before: the group grows with the
+// disk's latency, never waits on a timer. The handler keeps receiving and
 // writing chunks while a commit runs; Close commits the rest itself,
 // after stop.
 //
@@ -36,9 +38,10 @@ type groupCommit struct {
 	err    error
 }
 
-// committer is what groupCommit commits: a *runlog.Session.
+// committer is what groupCommit commits: a *runlog.Session. CommitAck
+// calls ack once the commit is durable, if it covered new chunks.
 type committer interface {
-	Commit() (through uint64, send bool, err error)
+	CommitAck(ack func(through uint64) error) error
 }
 
 var _ committer = (*runlog.Session)(nil)
@@ -66,11 +69,7 @@ func (g *groupCommit) loop() {
 		case <-g.quit:
 			return
 		}
-		through, send, err := g.sess.Commit()
-		if err == nil && send {
-			err = g.ack(through)
-		}
-		if err != nil {
+		if err := g.sess.CommitAck(g.ack); err != nil {
 			g.err = err
 			close(g.failed)
 			return

@@ -15,7 +15,7 @@ type fakeCommitter struct {
 	hold    chan struct{} // nil: commits return at once
 }
 
-func (f *fakeCommitter) Commit() (uint64, bool, error) {
+func (f *fakeCommitter) CommitAck(ack func(uint64) error) error {
 	f.mu.Lock()
 	f.commits++
 	f.at = append(f.at, time.Now())
@@ -25,7 +25,7 @@ func (f *fakeCommitter) Commit() (uint64, bool, error) {
 	if hold != nil {
 		<-hold
 	}
-	return uint64(n), true, nil
+	return ack(uint64(n))
 }
 
 func (f *fakeCommitter) count() int {
