@@ -51,6 +51,9 @@ func newDirBackend(dir string) (*dirBackend, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	if err := removeUploads(dir); err != nil {
+		return nil, err
+	}
 	return &dirBackend{dir: dir}, nil
 }
 
@@ -199,15 +202,26 @@ func (b *dirBackend) open(bucket, key string) (*os.File, int64, objectHeader, er
 	if err != nil {
 		return nil, 0, hdr, fmt.Errorf("open object: %w", err)
 	}
+	at, hdr, err := readHeaderOf(f)
+	if err != nil {
+		f.Close()
+		return nil, 0, hdr, err
+	}
+	return f, at, hdr, nil
+}
+
+// readHeaderOf reads the header line of an object file; it returns the
+// offset of the body.
+func readHeaderOf(f *os.File) (int64, objectHeader, error) {
+	var hdr objectHeader
 	line, err := bufio.NewReader(f).ReadBytes('\n')
 	if err == nil {
 		err = json.Unmarshal(line, &hdr)
 	}
 	if err != nil {
-		f.Close()
-		return nil, 0, hdr, fmt.Errorf("read object header: %w", err)
+		return 0, hdr, fmt.Errorf("read object header: %w", err)
 	}
-	return f, int64(len(line)), hdr, nil
+	return int64(len(line)), hdr, nil
 }
 
 func (b *dirBackend) readHeader(bucket, key string) (objectHeader, error) {
@@ -219,10 +233,21 @@ func (b *dirBackend) readHeader(bucket, key string) (objectHeader, error) {
 	return hdr, nil
 }
 
-type readCloser struct {
-	io.Reader
-	io.Closer
+// objectReader is the body of an object read from its file. It says
+// which file and whether it is the whole object, so that an UploadPartCopy
+// of it (gofakes3 hands the body of a GetObject to UploadPart) is done by
+// the kernel (multipart.go).
+type objectReader struct {
+	body  *io.LimitedReader // of f
+	f     *os.File
+	path  string
+	whole bool
+	size  int64
+	md5   string
 }
+
+func (r *objectReader) Read(p []byte) (int, error) { return r.body.Read(p) }
+func (r *objectReader) Close() error               { return r.f.Close() }
 
 func (b *dirBackend) object(bucket, key string, rng *gofakes3.ObjectRangeRequest, withBody bool) (*gofakes3.Object, error) {
 	b.mu.RLock()
@@ -252,9 +277,9 @@ func (b *dirBackend) object(bucket, key string, rng *gofakes3.ObjectRangeRequest
 		f.Close()
 		return nil, fmt.Errorf("read object: %w", err)
 	}
-	body := io.LimitReader(f, length)
 	obj.Range = rnge
-	obj.Contents = readCloser{Reader: body, Closer: f}
+	obj.Contents = &objectReader{body: &io.LimitedReader{R: f, N: length}, f: f, path: b.objectPath(bucket, key),
+		whole: length == hdr.Size, size: length, md5: hdr.MD5}
 	return obj, nil
 }
 
@@ -309,39 +334,48 @@ func (b *dirBackend) PutObject(ctx context.Context, bucket, key string, meta map
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // a no-op once renamed
-	hdr, n, err := writeObject(f, objectHeader{Key: key, Metadata: meta}, input)
+	hdr, n, err := writeObject(f, objectHeader{Key: key, Metadata: meta}, input, nil)
 	if err == nil && size >= 0 && n != size {
 		err = fmt.Errorf("body of %d bytes, expected %d", n, size)
 	}
 	if err = errors.Join(err, f.Chmod(0o600), f.Sync(), f.Close()); err != nil {
 		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
 	}
+	if err := b.install(ctx, bucket, key, tmp); err != nil {
+		return gofakes3.PutObjectResult{}, err
+	}
+	return gofakes3.PutObjectResult{ETag: `"` + hdr.MD5 + `"`}, nil
+}
 
+// install renames the object file tmp (written and synced) into place as
+// key, under the lock, where the write conditions of ctx are checked:
+// If-None-Match / If-Match, checked again under the lock so that two
+// conditional writes cannot both succeed (gofakes3 checks before calling
+// the backend, without it).
+func (b *dirBackend) install(ctx context.Context, bucket, key, tmp string) error {
+	path := b.objectPath(bucket, key)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.exists(bucket) {
-		return gofakes3.PutObjectResult{}, gofakes3.BucketNotFound(bucket)
+		return gofakes3.BucketNotFound(bucket)
 	}
 	if gofakes3.HasWriteConditions(ctx) {
-		// If-None-Match / If-Match, checked again under the lock so that
-		// two conditional writes cannot both succeed (gofakes3 checks
-		// before calling the backend, without it).
 		old, herr := b.readHeader(bucket, key)
 		exists := herr == nil
 		if herr != nil && !errors.Is(herr, fs.ErrNotExist) && !gofakes3.HasErrorCode(herr, gofakes3.ErrNoSuchKey) {
-			return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", herr)
+			return fmt.Errorf("put object: %w", herr)
 		}
 		if err := gofakes3.CheckWriteConditions(ctx, exists, old.MD5); err != nil {
-			return gofakes3.PutObjectResult{}, err
+			return err
 		}
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
+		return fmt.Errorf("put object: %w", err)
 	}
 	if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
-		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
+		return fmt.Errorf("put object: %w", err)
 	}
-	return gofakes3.PutObjectResult{ETag: `"` + hdr.MD5 + `"`}, nil
+	return nil
 }
 
 // headerRoom is what the header line reserves beyond its size with a
@@ -350,16 +384,13 @@ func (b *dirBackend) PutObject(ctx context.Context, bucket, key string, meta map
 const headerRoom = 64
 
 // writeObject writes an object file to f: the header line (hdr with its
-// MD5, Size and Modified set here), then the body read from input. It
-// returns the header written and the body's size.
-func writeObject(f *os.File, hdr objectHeader, input io.Reader) (objectHeader, int64, error) {
-	hdr.MD5, hdr.Size, hdr.Modified = strings.Repeat("0", 2*md5.Size), math.MaxInt64, time.Now().UTC()
-	first, err := json.Marshal(hdr)
+// MD5, Size and Modified set here), then the body read from input. The
+// MD5 is etag if given, else that of gofakes3's hashing reader, else
+// random (see PutObject). It returns the header written and the body's
+// size.
+func writeObject(f *os.File, hdr objectHeader, input io.Reader, etag []byte) (objectHeader, int64, error) {
+	reserved, err := writeHeaderRoom(f, &hdr)
 	if err != nil {
-		return hdr, 0, err
-	}
-	reserved := len(first) + headerRoom
-	if _, err := f.Write(append(bytes.Repeat([]byte{' '}, reserved), '\n')); err != nil {
 		return hdr, 0, err
 	}
 	n, err := io.Copy(f, input)
@@ -367,8 +398,7 @@ func writeObject(f *os.File, hdr objectHeader, input io.Reader) (objectHeader, i
 		return hdr, n, err
 	}
 	// gofakes3's reader has hashed the body when it is the outermost one.
-	var etag []byte
-	if h, ok := input.(interface{ Sum([]byte) []byte }); ok {
+	if h, ok := input.(interface{ Sum([]byte) []byte }); ok && etag == nil {
 		if sum := h.Sum(nil); len(sum) == md5.Size {
 			etag = sum
 		}
@@ -377,18 +407,37 @@ func writeObject(f *os.File, hdr objectHeader, input io.Reader) (objectHeader, i
 		etag = make([]byte, md5.Size)
 		_, _ = rand.Read(etag)
 	}
-	hdr.MD5 = hex.EncodeToString(etag)
-	hdr.Size, hdr.Modified = n, time.Now().UTC()
+	hdr.MD5, hdr.Size = hex.EncodeToString(etag), n
+	return hdr, n, writeHeader(f, hdr, reserved)
+}
+
+// writeHeaderRoom writes the room for hdr's header line at the start of f
+// (its MD5, Size and Modified not known yet) and returns its size.
+func writeHeaderRoom(f *os.File, hdr *objectHeader) (int, error) {
+	hdr.MD5, hdr.Size, hdr.Modified = strings.Repeat("0", 2*md5.Size), math.MaxInt64, time.Now().UTC()
+	first, err := json.Marshal(hdr)
+	if err != nil {
+		return 0, err
+	}
+	reserved := len(first) + headerRoom
+	_, err = f.Write(append(bytes.Repeat([]byte{' '}, reserved), '\n'))
+	return reserved, err
+}
+
+// writeHeader writes hdr's line, padded to reserved bytes, at the start
+// of f, its time set now.
+func writeHeader(f *os.File, hdr objectHeader, reserved int) error {
+	hdr.Modified = time.Now().UTC()
 	line, err := json.Marshal(hdr)
 	if err != nil {
-		return hdr, n, err
+		return err
 	}
 	if len(line) > reserved {
-		return hdr, n, fmt.Errorf("object header of %d bytes, %d reserved", len(line), reserved)
+		return fmt.Errorf("object header of %d bytes, %d reserved", len(line), reserved)
 	}
 	line = append(line, bytes.Repeat([]byte{' '}, reserved-len(line))...)
 	_, err = f.WriteAt(line, 0)
-	return hdr, n, err
+	return err
 }
 
 func (b *dirBackend) DeleteMulti(_ context.Context, bucket string, keys ...string) (gofakes3.MultiDeleteResult, error) {

@@ -232,6 +232,9 @@ func (r *run) publishLocked(st spool.State) {
 	}
 	r.m.met.spoolBytes.Add(float64(spooled(st) - spooled(r.state)))
 	r.state = st
+	if !st.Closed && st.MaskedBytes-st.UploadedBytes >= r.m.opts.MaxChunkObject {
+		r.wake() // a live chunk's worth: upload it now, not at the interval
+	}
 	close(r.changed)
 	r.changed = make(chan struct{})
 }

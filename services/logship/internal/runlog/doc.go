@@ -8,7 +8,8 @@
 // clean points and commits; stdout.go the standard output bookkeeping
 // (lines.go writes the lines); close.go closing; idle.go closing runs
 // whose executor did not come back; diskguard.go the spool's free space;
-// upload.go the S3 uploads; reader.go Tail's reader.
+// upload.go the S3 uploads (live chunks, the final object's parts);
+// reader.go Tail's reader.
 //
 // # The path of a chunk
 //
@@ -180,10 +181,19 @@
 // # Logs are never lost or overwritten
 //
 // Each run has an uploader goroutine. Every chunk interval it uploads the
-// committed bytes not uploaded yet as the next live chunk object; once the
-// log is closed it uploads the final object, only if the run has none yet
-// (If-None-Match: *), then removes the live chunk objects (a finished log
-// lives in one place), then the run's spool. S3 failures are retried with
+// committed bytes not uploaded yet as the next live chunk objects, and as
+// soon as a commit leaves Options.MaxChunkObject bytes (16 MiB) not
+// uploaded it uploads a chunk of that size, so that a fast run's bytes go
+// to S3 while it runs. Once the log is closed it stores the final object,
+// only if the run has none yet (If-None-Match: *), then removes the live
+// chunk objects (a finished log lives in one place), then the run's spool.
+// The final object is assembled by S3 from the live chunks (ADR 0022): a
+// multipart upload whose parts are server-side copies of the chunks of at
+// least 5 MiB this process uploaded (their ETags, kept in memory, must be
+// the copies'), and the other bytes sent from the spool in parts of at
+// least 5 MiB but the last; a log under 5 MiB, one without such a chunk,
+// or a server that cannot (s3log.ErrMultipartUnsupported: logged once,
+// counted) gets one PutObject of the whole log. S3 failures are retried with
 // exponential backoff, for ever; the run is not failed, and Ship keeps
 // acknowledging from the spool. Upload progress is in the state file, so
 // a restart resumes it; a final object found already stored with this

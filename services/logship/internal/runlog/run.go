@@ -22,6 +22,10 @@ type run struct {
 
 	kick      chan struct{}
 	finalDone chan struct{}
+	// chunks are the live chunk objects uploaded by this process, by
+	// number, for the final object's parts (upload.go); only the
+	// uploader goroutine uses it.
+	chunks map[uint64]liveChunk
 
 	// commitMu serializes the writers of the run's state (commits, Open's
 	// rollback, Close, upload progress, the clean shutdown) so that

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,7 +37,8 @@ var (
 
 // Store is the part of the S3 log store used here.
 type Store interface {
-	PutChunk(ctx context.Context, runID string, n uint64, body io.ReadSeeker, size int64) error
+	// PutChunk uploads live chunk n and returns its ETag.
+	PutChunk(ctx context.Context, runID string, n uint64, body io.ReadSeeker, size int64) (string, error)
 	// PutFinal stores the final object only if there is none yet
 	// (If-None-Match: *); s3log.ErrFinalExists if there is.
 	PutFinal(ctx context.Context, runID string, body io.ReadSeeker, f s3log.Final) error
@@ -46,6 +48,12 @@ type Store interface {
 	// DeleteChunks removes live chunk objects 1..n.
 	DeleteChunks(ctx context.Context, runID string, n uint64) error
 	FinalKey(runID string) string
+}
+
+// partsStore is a Store that can also assemble a final object from the
+// live chunks, server-side (s3log.Store.PutFinalParts; ADR 0022).
+type partsStore interface {
+	PutFinalParts(ctx context.Context, runID string, parts []s3log.Part, log io.ReaderAt, f s3log.Final) error
 }
 
 // DiskProbe tells how many bytes are free for unprivileged use on the
@@ -75,7 +83,10 @@ type Options struct {
 	CloseWait time.Duration
 	// RetryMin and RetryMax bound the backoff between failed uploads.
 	RetryMin, RetryMax time.Duration
-	// MaxChunkObject caps the size of one live chunk object (default 16 MiB).
+	// MaxChunkObject is the size of the live chunk objects uploaded as
+	// soon as that many committed bytes wait, between chunk intervals,
+	// and the cap of one live chunk object (default 16 MiB; at least
+	// s3log.MinPartSize so that each can be a part of the final object).
 	MaxChunkObject int64
 	// FinishedRuns is how many finished runs are remembered, to answer a
 	// late reopen (default 1024).
@@ -157,6 +168,10 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 	met  metrics
+	// multipartFallback is set once a final object could not be assembled
+	// from its live chunks (logged the first time only; every time is
+	// counted by s3log).
+	multipartFallback atomic.Bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -182,6 +197,7 @@ func New(opts Options) (*Manager, error) {
 	if opts.MaxChunkObject <= 0 {
 		opts.MaxChunkObject = 16 << 20
 	}
+	opts.MaxChunkObject = max(opts.MaxChunkObject, s3log.MinPartSize)
 	if opts.FinishedRuns <= 0 {
 		opts.FinishedRuns = 1024
 	}

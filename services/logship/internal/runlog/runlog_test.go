@@ -26,10 +26,10 @@ type memStore struct {
 	statErr error
 }
 
-func (m *memStore) PutChunk(_ context.Context, runID string, n uint64, body io.ReadSeeker, _ int64) error {
+func (m *memStore) PutChunk(_ context.Context, runID string, n uint64, body io.ReadSeeker, _ int64) (string, error) {
 	b, err := io.ReadAll(body)
 	if err != nil {
-		return err
+		return "", err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -40,7 +40,7 @@ func (m *memStore) PutChunk(_ context.Context, runID string, n uint64, body io.R
 		m.chunks[runID] = map[uint64][]byte{}
 	}
 	m.chunks[runID][n] = b
-	return nil
+	return "", nil
 }
 
 func (m *memStore) PutFinal(_ context.Context, runID string, body io.ReadSeeker, f s3log.Final) error {

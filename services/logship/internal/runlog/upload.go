@@ -19,9 +19,10 @@ func (m *Manager) startUploader(r *run) {
 	}()
 }
 
-// uploadLoop uploads live chunks every chunk interval and, once the log is
-// closed, the final object; failures are retried with backoff until ctx
-// ends.
+// uploadLoop uploads live chunks every chunk interval, and whenever a
+// commit leaves a live chunk's worth (MaxChunkObject) not uploaded, and,
+// once the log is closed, the final object; failures are retried with
+// backoff until ctx ends.
 func (r *run) uploadLoop(ctx context.Context) {
 	opts := r.m.opts
 	backoff := opts.RetryMin
@@ -29,13 +30,15 @@ func (r *run) uploadLoop(ctx context.Context) {
 	defer timer.Stop()
 	failures := 0
 	for {
+		whole := false // kicked: only whole live chunks, the rest waits for the interval
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
 		case <-r.kick:
+			whole = failures == 0
 		}
-		final, err := r.uploadOnce(ctx)
+		final, err := r.uploadOnce(ctx, whole)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -62,7 +65,15 @@ func (r *run) uploadLoop(ctx context.Context) {
 			r.m.finish(r)
 			return
 		}
-		timer.Reset(opts.ChunkInterval)
+		if !whole {
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+			timer.Reset(opts.ChunkInterval)
+		}
 	}
 }
 
@@ -79,25 +90,23 @@ func (r *run) uploadLoop(ctx context.Context) {
 // as further chunks), is counted in hangar_logship_final_conflicts_total
 // and logged. Once the final object is stored, the live chunk objects are
 // removed: a log lives in one place.
-func (r *run) uploadOnce(ctx context.Context) (final bool, err error) {
+func (r *run) uploadOnce(ctx context.Context, whole bool) (final bool, err error) {
 	r.mu.Lock()
 	st := r.state
 	r.mu.Unlock()
 	store := r.m.opts.Store
 	if !st.Closed {
-		_, err := r.uploadChunks(ctx, st)
+		_, err := r.uploadChunks(ctx, st, whole)
 		return false, err
 	}
-	body := io.NewSectionReader(storedLog{r.sp}, 0, st.MaskedBytes)
-	err = store.PutFinal(ctx, r.id, body, s3log.Final{Bytes: st.MaskedBytes, SHA256: st.SHA256, LastSequence: st.AckedSequence,
-		Truncated: st.Cut(), Incomplete: st.Incomplete})
+	err = r.putFinal(ctx, st)
 	if errors.Is(err, s3log.ErrFinalExists) {
 		got, serr := store.StatFinal(ctx, r.id)
 		if serr != nil {
 			return true, fmt.Errorf("final log exists; reading its digest: %w", serr)
 		}
 		if got.SHA256 != st.SHA256 {
-			if _, err := r.uploadChunks(ctx, st); err != nil {
+			if _, err := r.uploadChunks(ctx, st, false); err != nil {
 				return true, err
 			}
 			r.m.met.finalConflicts.Inc()
@@ -118,17 +127,115 @@ func (r *run) uploadOnce(ctx context.Context) (final bool, err error) {
 	return true, nil
 }
 
-// uploadChunks uploads the bytes of the log file from st's UploadedBytes
-// to its MaskedBytes as the next live chunk objects, recording the
-// progress in the state, and returns the state after it.
-func (r *run) uploadChunks(ctx context.Context, st spool.State) (spool.State, error) {
+// putFinal stores the final object of st, a closed log: assembled from
+// the live chunks when some can be its parts (finalParts), else put
+// whole; put whole too, after an abort, when the server cannot assemble it
+// (logged once, counted by s3log).
+func (r *run) putFinal(ctx context.Context, st spool.State) error {
 	store := r.m.opts.Store
+	f := s3log.Final{Bytes: st.MaskedBytes, SHA256: st.SHA256, LastSequence: st.AckedSequence,
+		Truncated: st.Cut(), Incomplete: st.Incomplete}
+	if ps, ok := store.(partsStore); ok {
+		if parts := r.finalParts(st); parts != nil {
+			err := ps.PutFinalParts(ctx, r.id, parts, storedLog{r.sp}, f)
+			if !errors.Is(err, s3log.ErrMultipartUnsupported) {
+				return err
+			}
+			if !r.m.multipartFallback.Swap(true) {
+				r.m.log.Warn("S3 cannot assemble final logs from their live chunks; uploading them whole (logged once, counted in hangar_logship_final_multipart_fallbacks_total)",
+					"err", err)
+			}
+		}
+	}
+	return store.PutFinal(ctx, r.id, io.NewSectionReader(storedLog{r.sp}, 0, st.MaskedBytes), f)
+}
+
+// liveChunk is a live chunk object uploaded by this process: the log's
+// bytes [off, off+size), stored with ETag etag.
+type liveChunk struct {
+	off, size int64
+	etag      string
+}
+
+// finalParts plans the parts of st's final object: each live chunk of
+// at least s3log.MinPartSize whose ETag is known (uploaded by this
+// process) is copied, server-side; the bytes between them, and after the
+// last, are sent from the spool, in parts of about MaxChunkObject. A run
+// of sent bytes shorter than s3log.MinPartSize that a copy would follow
+// (not the last part) takes that chunk's bytes too. nil when no chunk
+// can be copied, or the log is shorter than s3log.MinPartSize: the final
+// object is then put whole.
+func (r *run) finalParts(st spool.State) []s3log.Part {
+	if st.MaskedBytes < s3log.MinPartSize || len(r.chunks) == 0 {
+		return nil
+	}
+	var parts []s3log.Part
+	sent := int64(0) // start of the bytes to send not planned yet
+	for n := uint64(1); n <= st.ChunkObjects; n++ {
+		c, ok := r.chunks[n]
+		if !ok || c.etag == "" || c.size < s3log.MinPartSize || c.off+c.size > st.MaskedBytes {
+			continue
+		}
+		if gap := c.off - sent; gap > 0 && gap < s3log.MinPartSize {
+			continue // sent with the bytes before it
+		}
+		parts = r.sendParts(parts, sent, c.off)
+		parts = append(parts, s3log.Part{Chunk: n, ETag: c.etag, Offset: c.off, Size: c.size})
+		sent = c.off + c.size
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	return r.sendParts(parts, sent, st.MaskedBytes)
+}
+
+// sendParts appends to parts the bytes [from, to) of the log, to be sent,
+// cut into parts of at most MaxChunkObject and all about as large (so each
+// is at least s3log.MinPartSize when they are more than one).
+func (r *run) sendParts(parts []s3log.Part, from, to int64) []s3log.Part {
+	if to <= from {
+		return parts
+	}
+	k := (to - from + r.m.opts.MaxChunkObject - 1) / r.m.opts.MaxChunkObject
+	size := (to - from) / k
+	for i := range k {
+		n := size
+		if i == k-1 {
+			n = to - from
+		}
+		parts = append(parts, s3log.Part{Offset: from, Size: n})
+		from += n
+	}
+	return parts
+}
+
+// uploadChunks uploads the bytes of the log file from st's UploadedBytes
+// to its MaskedBytes as the next live chunk objects, of MaxChunkObject
+// bytes (the last of them up to s3log.MinPartSize larger rather than
+// leave a smaller one behind), recording the progress in the state, and
+// returns the state after it. With whole, it uploads only whole chunks of
+// MaxChunkObject and leaves the rest for later.
+func (r *run) uploadChunks(ctx context.Context, st spool.State, whole bool) (spool.State, error) {
+	store := r.m.opts.Store
+	chunk := r.m.opts.MaxChunkObject
 	for st.UploadedBytes < st.MaskedBytes {
-		n := min(st.MaskedBytes-st.UploadedBytes, r.m.opts.MaxChunkObject)
+		left := st.MaskedBytes - st.UploadedBytes
+		if whole && left < chunk {
+			break
+		}
+		n := min(left, chunk)
+		if !whole && left-n < s3log.MinPartSize {
+			n = left
+		}
 		body := io.NewSectionReader(storedLog{r.sp}, st.UploadedBytes, n)
-		if err := store.PutChunk(ctx, r.id, st.ChunkObjects+1, body, n); err != nil {
+		etag, err := store.PutChunk(ctx, r.id, st.ChunkObjects+1, body, n)
+		if err != nil {
 			return st, err
 		}
+		if r.chunks == nil {
+			r.chunks = map[uint64]liveChunk{}
+		}
+		r.chunks[st.ChunkObjects+1] = liveChunk{off: st.UploadedBytes, size: n, etag: etag}
 		// commitMu keeps commits out while the state is saved (not mu:
 		// chunks are still masked into the spool meanwhile).
 		r.commitMu.Lock()
@@ -137,7 +244,7 @@ func (r *run) uploadChunks(ctx context.Context, st spool.State) (spool.State, er
 		r.mu.Unlock()
 		wasClosed := st.Closed
 		next.UploadedBytes, next.ChunkObjects = st.UploadedBytes+n, st.ChunkObjects+1
-		err := r.sp.SaveState(next)
+		err = r.sp.SaveState(next)
 		r.mu.Lock()
 		if err == nil {
 			r.state = next

@@ -22,6 +22,17 @@
 // follow a run that is still going on. The final object is written with
 // If-None-Match: * (never replaced: ErrFinalExists); once it is stored,
 // logship removes the live chunks, so a finished log lives in one place.
+//
+// The final object is either one PutObject of the whole log (PutFinal) or
+// a multipart upload (PutFinalParts, ADR 0022) whose parts are, where
+// they can be, server-side copies (UploadPartCopy) of the live chunks
+// already uploaded, each checked against the chunk's ETag, and otherwise
+// bytes sent again; the condition is then on CompleteMultipartUpload. A
+// server that cannot do that gets ErrMultipartUnsupported (counted in
+// hangar_logship_final_multipart_fallbacks_total) and the log is put
+// whole. Every failed multipart upload is aborted; one left behind by a
+// crash is not, and costs its parts' storage on AWS until a lifecycle
+// rule (AbortIncompleteMultipartUpload) removes it.
 package s3log
 
 import (
@@ -64,6 +75,11 @@ type Client interface {
 	GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.Options)) (*s3.GetObjectOutput, error)
 	HeadObject(ctx context.Context, in *s3.HeadObjectInput, opts ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
 	DeleteObject(ctx context.Context, in *s3.DeleteObjectInput, opts ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
+	CreateMultipartUpload(ctx context.Context, in *s3.CreateMultipartUploadInput, opts ...func(*s3.Options)) (*s3.CreateMultipartUploadOutput, error)
+	UploadPart(ctx context.Context, in *s3.UploadPartInput, opts ...func(*s3.Options)) (*s3.UploadPartOutput, error)
+	UploadPartCopy(ctx context.Context, in *s3.UploadPartCopyInput, opts ...func(*s3.Options)) (*s3.UploadPartCopyOutput, error)
+	CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMultipartUploadInput, opts ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error)
+	AbortMultipartUpload(ctx context.Context, in *s3.AbortMultipartUploadInput, opts ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error)
 }
 
 // Store writes and reads the logs of one bucket and prefix.
@@ -72,8 +88,9 @@ type Store struct {
 	bucket string
 	prefix string
 
-	seconds *prometheus.HistogramVec
-	errors  *prometheus.CounterVec
+	seconds   *prometheus.HistogramVec
+	errors    *prometheus.CounterVec
+	fallbacks *prometheus.CounterVec
 }
 
 // New returns a Store registering its metrics with reg.
@@ -89,11 +106,18 @@ func New(client Client, bucket, prefix string, reg prometheus.Registerer) (*Stor
 			Name: "hangar_logship_s3_upload_errors_total",
 			Help: "S3 uploads of run logs that failed (and are retried), by object kind.",
 		}, []string{"object"}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hangar_logship_final_multipart_fallbacks_total",
+			Help: "Final objects that could not be assembled from the live chunks (the S3 server does not implement multipart uploads or UploadPartCopy, refused a call, or answered a copy without the chunk's ETag) and were uploaded whole, by reason.",
+		}, []string{"reason"}),
 	}
 	for _, object := range []string{"chunk", "final"} {
 		s.errors.WithLabelValues(object) // exported at 0 from the start, for alerts
 	}
-	for _, c := range []prometheus.Collector{s.seconds, s.errors} {
+	for _, reason := range []string{reasonNotImplemented, reasonRefused, reasonNoETag, reasonETagMismatch} {
+		s.fallbacks.WithLabelValues(reason)
+	}
+	for _, c := range []prometheus.Collector{s.seconds, s.errors, s.fallbacks} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("s3log metrics: %w", err)
 		}
@@ -112,8 +136,9 @@ func (s *Store) ChunkKey(runID string, n uint64) string {
 // FinalKey is the key of a run's final log.
 func (s *Store) FinalKey(runID string) string { return s.prefix + runID + "/log" }
 
-// PutChunk uploads a live chunk.
-func (s *Store) PutChunk(ctx context.Context, runID string, n uint64, body io.ReadSeeker, size int64) error {
+// PutChunk uploads a live chunk and returns its ETag (as S3 answered it,
+// quotes included; "" if it answered none).
+func (s *Store) PutChunk(ctx context.Context, runID string, n uint64, body io.ReadSeeker, size int64) (string, error) {
 	return s.put(ctx, "chunk", s.ChunkKey(runID, n), body, size, nil)
 }
 
@@ -131,6 +156,26 @@ type Final struct {
 // PutFinal uploads a run's final log, only if it has none yet
 // (If-None-Match: *): ErrFinalExists if it has.
 func (s *Store) PutFinal(ctx context.Context, runID string, body io.ReadSeeker, f Final) error {
+	var opts []func(*s3.Options)
+	if len(f.SHA256) == sha256.Size*2 {
+		opts = append(opts, withPayloadSHA256(f.SHA256))
+	}
+	_, err := s.put(ctx, "final", s.FinalKey(runID), body, f.Bytes, f.metadata(), opts...)
+	return s.finalErr(runID, err)
+}
+
+// finalErr turns S3's answer to a conditional write of runID's final
+// object into ErrFinalExists when one is stored already.
+func (s *Store) finalErr(runID string, err error) error {
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode() == "PreconditionFailed" || apiErr.ErrorCode() == "ConditionalRequestConflict") {
+		return fmt.Errorf("%w: s3://%s/%s", ErrFinalExists, s.bucket, s.FinalKey(runID))
+	}
+	return err
+}
+
+// metadata returns the final object's user metadata.
+func (f Final) metadata() map[string]string {
 	meta := map[string]string{
 		MetaBytes:        strconv.FormatInt(f.Bytes, 10),
 		MetaSHA256:       f.SHA256,
@@ -140,16 +185,7 @@ func (s *Store) PutFinal(ctx context.Context, runID string, body io.ReadSeeker, 
 	if f.Incomplete {
 		meta[MetaIncomplete] = "true"
 	}
-	var opts []func(*s3.Options)
-	if len(f.SHA256) == sha256.Size*2 {
-		opts = append(opts, withPayloadSHA256(f.SHA256))
-	}
-	err := s.put(ctx, "final", s.FinalKey(runID), body, f.Bytes, meta, opts...)
-	var apiErr smithy.APIError
-	if errors.As(err, &apiErr) && (apiErr.ErrorCode() == "PreconditionFailed" || apiErr.ErrorCode() == "ConditionalRequestConflict") {
-		return fmt.Errorf("%w: s3://%s/%s", ErrFinalExists, s.bucket, s.FinalKey(runID))
-	}
-	return err
+	return meta
 }
 
 // StatFinal describes a run's final object from its metadata; ErrNotFound
@@ -204,7 +240,7 @@ func withPayloadSHA256(hexDigest string) func(*s3.Options) {
 	}
 }
 
-func (s *Store) put(ctx context.Context, kind, key string, body io.ReadSeeker, size int64, meta map[string]string, opts ...func(*s3.Options)) error {
+func (s *Store) put(ctx context.Context, kind, key string, body io.ReadSeeker, size int64, meta map[string]string, opts ...func(*s3.Options)) (string, error) {
 	start := time.Now()
 	in := &s3.PutObjectInput{
 		Bucket: aws.String(s.bucket), Key: aws.String(key), Body: body, ContentLength: aws.Int64(size),
@@ -213,13 +249,13 @@ func (s *Store) put(ctx context.Context, kind, key string, body io.ReadSeeker, s
 	if kind == "final" {
 		in.IfNoneMatch = aws.String("*")
 	}
-	_, err := s.client.PutObject(ctx, in, opts...)
+	out, err := s.client.PutObject(ctx, in, opts...)
 	s.seconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.errors.WithLabelValues(kind).Inc()
-		return fmt.Errorf("put s3://%s/%s: %w", s.bucket, key, err)
+		return "", fmt.Errorf("put s3://%s/%s: %w", s.bucket, key, err)
 	}
-	return nil
+	return aws.ToString(out.ETag), nil
 }
 
 // Object is a final log being read.

@@ -26,7 +26,7 @@ func TestFinalNeverReplaced(t *testing.T) {
 		t.Fatalf("StatFinal of no object: %v, want ErrNotFound", err)
 	}
 	for i, c := range []string{"part one ", "part two\n"} {
-		if err := store.PutChunk(ctx, "r1", uint64(i+1), strings.NewReader(c), int64(len(c))); err != nil {
+		if _, err := store.PutChunk(ctx, "r1", uint64(i+1), strings.NewReader(c), int64(len(c))); err != nil {
 			t.Fatal(err)
 		}
 	}

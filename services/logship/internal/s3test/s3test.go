@@ -1,7 +1,9 @@
 // Package s3test runs an in-process S3-compatible server (rclone/gofakes3,
 // SigV4 enforced) on a real loopback socket for logship's tests, and can
 // stop and restart it on the same port with its objects kept, to simulate
-// an S3 outage.
+// an S3 outage. It counts the requests it serves by kind, with the body
+// bytes each kind carried, and can refuse UploadPartCopy with
+// NotImplemented as some S3-compatible servers do.
 package s3test
 
 import (
@@ -39,6 +41,119 @@ type Server struct {
 
 	mu  sync.Mutex
 	srv *http.Server
+
+	reqMu     sync.Mutex
+	requests  map[string]int
+	bodyBytes map[string]int64
+	noCopy    bool
+	failing   map[string]bool
+}
+
+// Request kinds counted by Requests and BodyBytes.
+const (
+	KindPut            = "PutObject"
+	KindCreateUpload   = "CreateMultipartUpload"
+	KindUploadPart     = "UploadPart"
+	KindUploadPartCopy = "UploadPartCopy"
+	KindComplete       = "CompleteMultipartUpload"
+	KindAbort          = "AbortMultipartUpload"
+	KindOther          = "other"
+)
+
+// kind names an S3 request.
+func kind(r *http.Request) string {
+	q := r.URL.Query()
+	switch {
+	case r.Method == http.MethodPut && q.Has("uploadId") && r.Header.Get("X-Amz-Copy-Source") != "":
+		return KindUploadPartCopy
+	case r.Method == http.MethodPut && q.Has("uploadId"):
+		return KindUploadPart
+	case r.Method == http.MethodPut && r.Header.Get("X-Amz-Copy-Source") == "":
+		return KindPut
+	case r.Method == http.MethodPost && q.Has("uploads"):
+		return KindCreateUpload
+	case r.Method == http.MethodPost && q.Has("uploadId"):
+		return KindComplete
+	case r.Method == http.MethodDelete && q.Has("uploadId"):
+		return KindAbort
+	}
+	return KindOther
+}
+
+// ServeHTTP counts the request and serves it (or refuses an
+// UploadPartCopy, see RefuseUploadPartCopy).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	k := kind(r)
+	s.reqMu.Lock()
+	s.requests[k]++
+	noCopy, fail := s.noCopy, s.failing[k]
+	s.reqMu.Unlock()
+	if fail {
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>failing on purpose</Message></Error>`)
+		return
+	}
+	if k == KindUploadPartCopy && noCopy {
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusNotImplemented)
+		_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code><Message>UploadPartCopy is not implemented</Message></Error>`)
+		return
+	}
+	r.Body = &countingBody{ReadCloser: r.Body, s: s, kind: k}
+	s.handler.ServeHTTP(w, r)
+}
+
+type countingBody struct {
+	io.ReadCloser
+	s    *Server
+	kind string
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.s.reqMu.Lock()
+	b.s.bodyBytes[b.kind] += int64(n)
+	b.s.reqMu.Unlock()
+	return n, err
+}
+
+// Requests returns how many requests of kind were served.
+func (s *Server) Requests(kind string) int {
+	s.reqMu.Lock()
+	defer s.reqMu.Unlock()
+	return s.requests[kind]
+}
+
+// BodyBytes returns how many body bytes the requests of kind carried (as
+// sent, signing chunks included).
+func (s *Server) BodyBytes(kind string) int64 {
+	s.reqMu.Lock()
+	defer s.reqMu.Unlock()
+	return s.bodyBytes[kind]
+}
+
+// ResetCounts sets the request and byte counts back to zero.
+func (s *Server) ResetCounts() {
+	s.reqMu.Lock()
+	defer s.reqMu.Unlock()
+	s.requests, s.bodyBytes = map[string]int{}, map[string]int64{}
+}
+
+// FailRequests makes the server answer every request of kind with 500
+// InternalError (on), or serve them again (off).
+func (s *Server) FailRequests(kind string, on bool) {
+	s.reqMu.Lock()
+	defer s.reqMu.Unlock()
+	s.failing[kind] = on
+}
+
+// RefuseUploadPartCopy makes the server answer every UploadPartCopy with
+// 501 NotImplemented.
+func (s *Server) RefuseUploadPartCopy() {
+	s.reqMu.Lock()
+	defer s.reqMu.Unlock()
+	s.noCopy = true
 }
 
 // recorder is the backend with a record of every object ever put, so that
@@ -72,7 +187,8 @@ func Start(t testing.TB) *Server {
 	}
 	rec := &recorder{Backend: backend, puts: map[string][]byte{}}
 	faker := gofakes3.New(rec, gofakes3.WithV4Auth(map[string]string{AccessKey: SecretKey}), gofakes3.WithoutVersioning())
-	s := &Server{t: t, handler: faker.Server(), addr: "127.0.0.1:0", rec: rec}
+	s := &Server{t: t, handler: faker.Server(), addr: "127.0.0.1:0", rec: rec,
+		requests: map[string]int{}, bodyBytes: map[string]int64{}, failing: map[string]bool{}}
 	s.Restart()
 	t.Cleanup(s.Stop)
 	return s
@@ -108,7 +224,7 @@ func (s *Server) Restart() {
 		s.t.Fatalf("s3test: listen: %v", err)
 	}
 	s.addr = ln.Addr().String()
-	s.srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 5 * time.Second}
+	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
 	go func(srv *http.Server) { _ = srv.Serve(ln) }(s.srv)
 }
 

@@ -152,10 +152,23 @@ func startBenchLogship(b *testing.B, limit int64, stdout io.Writer, sink bool) l
 
 // startS3Sink starts an HTTP server on loopback that speaks just enough of
 // the S3 API for logship's write path: it reads every PUT's body to the end
-// and discards it, answers HEAD and GET with 404 and DELETE with 204. It
+// and discards it, answers HEAD and GET with 404 and DELETE with 204, and
+// the multipart calls of a final object assembled from the live chunks
+// (every ETag is "sink", so each copied chunk checks). It
 // returns a client of it (path-style, signed like any S3 client).
 func startS3Sink(b *testing.B) *s3.Client {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodPost && r.URL.Query().Has("uploads"):
+			fmt.Fprint(w, `<InitiateMultipartUploadResult><UploadId>sink</UploadId></InitiateMultipartUploadResult>`)
+			return
+		case r.Method == http.MethodPost:
+			fmt.Fprint(w, `<CompleteMultipartUploadResult><ETag>"sink"</ETag></CompleteMultipartUploadResult>`)
+			return
+		case r.Method == http.MethodPut && r.Header.Get("X-Amz-Copy-Source") != "":
+			fmt.Fprint(w, `<CopyPartResult><ETag>"sink"</ETag></CopyPartResult>`)
+			return
+		}
 		switch r.Method {
 		case http.MethodPut:
 			if _, err := io.Copy(io.Discard, r.Body); err != nil {
