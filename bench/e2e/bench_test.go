@@ -31,7 +31,7 @@ const firstLine = "hello"
 //
 // A third side, "docker-run-hardened", is for reference: `docker run` of the
 // same image with the settings the executor gives a run container (its
-// network, an init process, the dropped capabilities, no new privileges, a
+// network, no engine init, the dropped capabilities, no new privileges, a
 // PID limit, no log driver, a fresh workspace volume and two bind mounts as
 // the relay's; see hardenedFlags): what the container's own start costs with
 // Hangar's isolation, without Hangar. Its ratio (hangar/hardened) is
@@ -53,14 +53,19 @@ func BenchmarkFirstOutput(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	submit := func(ctl string, s *devStack) (time.Duration, time.Duration) {
+	// hangarctl's own start: from its process start to its "submitted"
+	// line (the envelope published), per side.
+	var hs, bs []float64
+	submit := func(ctl string, s *devStack, submitted *[]float64) (time.Duration, time.Duration) {
 		args := []string{"run", "submit", "--dir", s.cpDir, "--pool", s.poolName, "--spec", spec, "--follow", "--logship", s.logship}
 		if s.tlsCA != "" {
 			args = append(args, "--tls-ca", s.tlsCA, "--tls-cert", s.tlsCert, "--tls-key", s.tlsKey)
 		}
-		return firstAndExit(b, exec.Command(ctl, args...))
+		first, exit, sub := firstAndExitMarked(b, exec.Command(ctl, args...), " submitted to pool ")
+		*submitted = append(*submitted, ms(sub))
+		return first, exit
 	}
-	hangar := func() (time.Duration, time.Duration) { return submit(ctl, s) }
+	hangar := func() (time.Duration, time.Duration) { return submit(ctl, s, &hs) }
 	var baseline func() (time.Duration, time.Duration)
 	if base := os.Getenv("HANGAR_BENCH_BASELINE"); base != "" {
 		if baseStack == nil {
@@ -68,7 +73,7 @@ func BenchmarkFirstOutput(b *testing.B) {
 				b.Fatalf("baseline stack (HANGAR_BENCH_BASELINE=%s): %v", base, err)
 			}
 		}
-		baseline = func() (time.Duration, time.Duration) { return submit(base, baseStack) }
+		baseline = func() (time.Duration, time.Duration) { return submit(base, baseStack, &bs) }
 	}
 	docker := func() (time.Duration, time.Duration) {
 		return firstAndExit(b, exec.Command("docker", "run", "--rm", benchImage, "echo", firstLine))
@@ -88,6 +93,7 @@ func BenchmarkFirstOutput(b *testing.B) {
 	if baseline != nil {
 		baseline()
 	}
+	hs, bs = hs[:0], bs[:0]
 	var hf, he, df, de, xf, xe, rf, re, rxf, rxe, bf, be, rbf, rbe []float64
 	i := 0
 	for b.Loop() {
@@ -122,6 +128,7 @@ func BenchmarkFirstOutput(b *testing.B) {
 			rbf, rbe = append(rbf, ms(b1)/ms(d1)), append(rbe, ms(b2)/ms(d2))
 		}
 	}
+	b.ReportMetric(median(hs), "hangar-submitted-ms")
 	b.ReportMetric(median(hf), "hangar-first-ms")
 	b.ReportMetric(median(df), "docker-first-ms")
 	b.ReportMetric(median(he), "hangar-exit-ms")
@@ -138,6 +145,7 @@ func BenchmarkFirstOutput(b *testing.B) {
 	b.ReportMetric(median(rxf), "ratio-hardened-first-p50")
 	b.ReportMetric(median(rxe), "ratio-hardened-exit-p50")
 	if baseline != nil {
+		b.ReportMetric(median(bs), "baseline-submitted-ms")
 		b.ReportMetric(median(bf), "baseline-first-ms")
 		b.ReportMetric(median(be), "baseline-exit-ms")
 		b.ReportMetric(median(rbf), "ratio-baseline-first-p50")
@@ -152,7 +160,8 @@ func BenchmarkFirstOutput(b *testing.B) {
 // hardenedFlags are `docker run` flags that give a container the settings
 // the executor gives each run container (dockerrt's phaseContainer and
 // hostConfig; the benchmark drives binaries only and repeats them here): the
-// stack's run network, an init process, all capabilities dropped but the
+// stack's run network, no engine init (the executor's relay is the init;
+// here echo is PID 1), all capabilities dropped but the
 // eight a run keeps, no new privileges, a private IPC namespace, a PID limit,
 // no log driver, a fresh anonymous volume at /workspace (removed with the
 // container) and two bind mounts where the relay and its socket directory go.
@@ -165,7 +174,7 @@ func hardenedFlags() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	flags := []string{"--label", "hangar-bench=first-output", "--network", "hangar-runs", "--init",
+	flags := []string{"--label", "hangar-bench=first-output", "--network", "hangar-runs",
 		"--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--ipc", "private", "--pids-limit", "4096", "--log-driver", "none",
 		"--mount", "type=volume,dst=/workspace,volume-nocopy",
 		"--mount", "type=bind,src=" + self + ",dst=/.hangar/relay,readonly",
@@ -181,6 +190,14 @@ func hardenedFlags() ([]string, error) {
 // measured the same way for both sides.
 func firstAndExit(b *testing.B, cmd *exec.Cmd) (time.Duration, time.Duration) {
 	b.Helper()
+	first, exit, _ := firstAndExitMarked(b, cmd, "")
+	return first, exit
+}
+
+// firstAndExitMarked is firstAndExit, and also returns the time until the
+// first line holding mark (if mark is not "": else 0).
+func firstAndExitMarked(b *testing.B, cmd *exec.Cmd, mark string) (time.Duration, time.Duration, time.Duration) {
+	b.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -192,18 +209,21 @@ func firstAndExit(b *testing.B, cmd *exec.Cmd) (time.Duration, time.Duration) {
 		b.Fatal(err)
 	}
 	sc := bufio.NewScanner(stdout)
-	var first time.Duration
+	var first, marked time.Duration
 	for sc.Scan() {
+		if marked == 0 && mark != "" && strings.Contains(sc.Text(), mark) {
+			marked = time.Since(t0)
+		}
 		if first == 0 && strings.TrimSpace(sc.Text()) == firstLine {
 			first = time.Since(t0)
 		}
 	}
 	err = cmd.Wait()
 	exit := time.Since(t0)
-	if err != nil || first == 0 {
-		b.Fatalf("%s: first line %q seen: %t: %v\n%s", cmd.Args[0], firstLine, first != 0, err, stderr.String())
+	if err != nil || first == 0 || (mark != "" && marked == 0) {
+		b.Fatalf("%s: first line %q seen: %t, %q seen: %t: %v\n%s", cmd.Args[0], firstLine, first != 0, mark, marked != 0, err, stderr.String())
 	}
-	return first, exit
+	return first, exit, marked
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
