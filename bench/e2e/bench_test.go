@@ -31,7 +31,7 @@ const firstLine = "hello"
 //
 // A third side, "docker-run-hardened", is for reference: `docker run` of the
 // same image with the settings the executor gives a run container (its
-// network, an init process, the dropped capabilities, no new privileges, a
+// network, no engine init, the dropped capabilities, no new privileges, a
 // PID limit, no log driver, a fresh workspace volume and two bind mounts as
 // the relay's; see hardenedFlags): what the container's own start costs with
 // Hangar's isolation, without Hangar. Its ratio (hangar/hardened) is
@@ -53,22 +53,23 @@ func BenchmarkFirstOutput(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	submit := func(ctl string, s *devStack) (time.Duration, time.Duration) {
+	// hangarctl's own start: from its process start to its "submitted"
+	// line (the envelope published), per side.
+	var hs, bs []float64
+	submit := func(ctl string, s *devStack, submitted *[]float64) (time.Duration, time.Duration) {
 		args := []string{"run", "submit", "--dir", s.cpDir, "--pool", s.poolName, "--spec", spec, "--follow", "--logship", s.logship}
 		if s.tlsCA != "" {
 			args = append(args, "--tls-ca", s.tlsCA, "--tls-cert", s.tlsCert, "--tls-key", s.tlsKey)
 		}
-		return firstAndExit(b, exec.Command(ctl, args...))
+		first, exit, sub := firstAndExitMarked(b, exec.Command(ctl, args...), " submitted to pool ")
+		*submitted = append(*submitted, ms(sub))
+		return first, exit
 	}
-	hangar := func() (time.Duration, time.Duration) { return submit(ctl, s) }
+	hangar := func() (time.Duration, time.Duration) { return submit(ctl, s, &hs) }
 	var baseline func() (time.Duration, time.Duration)
 	if base := os.Getenv("HANGAR_BENCH_BASELINE"); base != "" {
-		if baseStack == nil {
-			if baseStack, err = startStackWith(base, "dev-baseline"); err != nil {
-				b.Fatalf("baseline stack (HANGAR_BENCH_BASELINE=%s): %v", base, err)
-			}
-		}
-		baseline = func() (time.Duration, time.Duration) { return submit(base, baseStack) }
+		bstack := baselineStack(b, base)
+		baseline = func() (time.Duration, time.Duration) { return submit(base, bstack, &bs) }
 	}
 	docker := func() (time.Duration, time.Duration) {
 		return firstAndExit(b, exec.Command("docker", "run", "--rm", benchImage, "echo", firstLine))
@@ -88,6 +89,7 @@ func BenchmarkFirstOutput(b *testing.B) {
 	if baseline != nil {
 		baseline()
 	}
+	hs, bs = hs[:0], bs[:0]
 	var hf, he, df, de, xf, xe, rf, re, rxf, rxe, bf, be, rbf, rbe []float64
 	i := 0
 	for b.Loop() {
@@ -122,6 +124,7 @@ func BenchmarkFirstOutput(b *testing.B) {
 			rbf, rbe = append(rbf, ms(b1)/ms(d1)), append(rbe, ms(b2)/ms(d2))
 		}
 	}
+	b.ReportMetric(median(hs), "hangar-submitted-ms")
 	b.ReportMetric(median(hf), "hangar-first-ms")
 	b.ReportMetric(median(df), "docker-first-ms")
 	b.ReportMetric(median(he), "hangar-exit-ms")
@@ -138,6 +141,7 @@ func BenchmarkFirstOutput(b *testing.B) {
 	b.ReportMetric(median(rxf), "ratio-hardened-first-p50")
 	b.ReportMetric(median(rxe), "ratio-hardened-exit-p50")
 	if baseline != nil {
+		b.ReportMetric(median(bs), "baseline-submitted-ms")
 		b.ReportMetric(median(bf), "baseline-first-ms")
 		b.ReportMetric(median(be), "baseline-exit-ms")
 		b.ReportMetric(median(rbf), "ratio-baseline-first-p50")
@@ -152,7 +156,8 @@ func BenchmarkFirstOutput(b *testing.B) {
 // hardenedFlags are `docker run` flags that give a container the settings
 // the executor gives each run container (dockerrt's phaseContainer and
 // hostConfig; the benchmark drives binaries only and repeats them here): the
-// stack's run network, an init process, all capabilities dropped but the
+// stack's run network, no engine init (the executor's relay is the init;
+// here echo is PID 1), all capabilities dropped but the
 // eight a run keeps, no new privileges, a private IPC namespace, a PID limit,
 // no log driver, a fresh anonymous volume at /workspace (removed with the
 // container) and two bind mounts where the relay and its socket directory go.
@@ -165,7 +170,7 @@ func hardenedFlags() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	flags := []string{"--label", "hangar-bench=first-output", "--network", "hangar-runs", "--init",
+	flags := []string{"--label", "hangar-bench=first-output", "--network", "hangar-runs",
 		"--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--ipc", "private", "--pids-limit", "4096", "--log-driver", "none",
 		"--mount", "type=volume,dst=/workspace,volume-nocopy",
 		"--mount", "type=bind,src=" + self + ",dst=/.hangar/relay,readonly",
@@ -181,6 +186,14 @@ func hardenedFlags() ([]string, error) {
 // measured the same way for both sides.
 func firstAndExit(b *testing.B, cmd *exec.Cmd) (time.Duration, time.Duration) {
 	b.Helper()
+	first, exit, _ := firstAndExitMarked(b, cmd, "")
+	return first, exit
+}
+
+// firstAndExitMarked is firstAndExit, and also returns the time until the
+// first line holding mark (if mark is not "": else 0).
+func firstAndExitMarked(b *testing.B, cmd *exec.Cmd, mark string) (time.Duration, time.Duration, time.Duration) {
+	b.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -192,18 +205,21 @@ func firstAndExit(b *testing.B, cmd *exec.Cmd) (time.Duration, time.Duration) {
 		b.Fatal(err)
 	}
 	sc := bufio.NewScanner(stdout)
-	var first time.Duration
+	var first, marked time.Duration
 	for sc.Scan() {
+		if marked == 0 && mark != "" && strings.Contains(sc.Text(), mark) {
+			marked = time.Since(t0)
+		}
 		if first == 0 && strings.TrimSpace(sc.Text()) == firstLine {
 			first = time.Since(t0)
 		}
 	}
 	err = cmd.Wait()
 	exit := time.Since(t0)
-	if err != nil || first == 0 {
-		b.Fatalf("%s: first line %q seen: %t: %v\n%s", cmd.Args[0], firstLine, first != 0, err, stderr.String())
+	if err != nil || first == 0 || (mark != "" && marked == 0) {
+		b.Fatalf("%s: first line %q seen: %t, %q seen: %t: %v\n%s", cmd.Args[0], firstLine, first != 0, mark, marked != 0, err, stderr.String())
 	}
-	return first, exit
+	return first, exit, marked
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -250,12 +266,15 @@ func printCommand(n int64) string { return fmt.Sprintf("yes %s | head -c %d", lo
 // sh -c '... > /dev/null'`, the same command with its output thrown away in
 // the container: the physical limit. "docker-run-attached": the same without
 // the redirection, its output read from the docker CLI's stdout (Docker's own
-// log path, for reference). MB/s counts the bytes printed.
+// log path, for reference). MB/s counts the bytes printed. With
+// HANGAR_BENCH_BASELINE naming another hangarctl binary, "baseline" is the
+// hangar row of a second stack that binary starts (as in
+// BenchmarkFirstOutput): with -count N, before and after alternate.
 func BenchmarkLogThroughput(b *testing.B) {
 	requireImage(b)
 	n := logBytes(b)
-	b.Run("hangar", func(b *testing.B) {
-		s := stack(b)
+	// One row of a stack: the run printing n bytes, after a warm-up.
+	stackRow := func(b *testing.B, s *devStack) {
 		hangarLog(b, s, 1<<20, nil) // warm-up
 		b.SetBytes(n)
 		var stored int64
@@ -267,7 +286,13 @@ func BenchmarkLogThroughput(b *testing.B) {
 		// The stack's CPU time per byte printed does not depend on what
 		// else the host runs, as the elapsed time does.
 		b.ReportMetric(float64(cpu)/float64(b.N)/float64(n), "stack-cpu-ns/B")
-	})
+	}
+	b.Run("hangar", func(b *testing.B) { stackRow(b, stack(b)) })
+	// Before and after a change in one run: the same row from the stack of
+	// another hangarctl build (HANGAR_BENCH_BASELINE), after this one's.
+	if base := os.Getenv("HANGAR_BENCH_BASELINE"); base != "" {
+		b.Run("baseline", func(b *testing.B) { stackRow(b, baselineStack(b, base)) })
+	}
 	b.Run("docker-run", func(b *testing.B) {
 		dockerLog(b, 1<<20, false)
 		b.SetBytes(n)
@@ -282,6 +307,20 @@ func BenchmarkLogThroughput(b *testing.B) {
 			dockerLog(b, n, true)
 		}
 	})
+}
+
+// baselineStack returns the stack of the hangarctl build base
+// (HANGAR_BENCH_BASELINE), starting it on first use (`dev` in
+// tmpRoot/dev-baseline).
+func baselineStack(b *testing.B, base string) *devStack {
+	b.Helper()
+	if baseStack == nil {
+		var err error
+		if baseStack, err = startStackWith(base, "dev-baseline"); err != nil {
+			b.Fatalf("baseline stack (HANGAR_BENCH_BASELINE=%s): %v", base, err)
+		}
+	}
+	return baseStack
 }
 
 // hangarLog runs one run printing n bytes and returns the CPU time the

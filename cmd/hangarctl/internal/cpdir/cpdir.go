@@ -42,7 +42,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -75,12 +74,26 @@ var defaultBrokerHosts = []string{"localhost", "127.0.0.1"}
 // DefaultBrokerHosts returns the broker host names Init uses when given none.
 func DefaultBrokerHosts() []string { return append([]string(nil), defaultBrokerHosts...) }
 
-var poolNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+// poolNameChars says whether name is 1-63 lowercase letters, digits and
+// '-', starting with a letter or digit. Checked by hand, not by a regular
+// expression compiled at every hangarctl start.
+func poolNameChars(name string) bool {
+	if len(name) == 0 || len(name) > 63 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || i > 0 && c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // ValidPoolName returns nil if name can name a pool, else an error wrapping
 // ErrInvalidPoolName that says why.
 func ValidPoolName(name string) error {
-	if !poolNameRE.MatchString(name) {
+	if !poolNameChars(name) {
 		return fmt.Errorf("%w %q: use 1-63 lowercase letters, digits and '-', starting with a letter or digit", ErrInvalidPoolName, name)
 	}
 	if strings.HasPrefix(name, "hangar-") {

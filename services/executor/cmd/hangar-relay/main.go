@@ -5,7 +5,12 @@
 //
 // runs the command and relays its output to the executor listening on the
 // unix socket SOCKET, keeping every byte until the executor has stored it,
-// and exits with the command's exit code. The command's stdout and stderr
+// and exits with the command's exit code (128+signal when a signal killed
+// it). It is the container's init (PID 1, no docker-init): it passes
+// SIGTERM, SIGINT, SIGHUP and SIGQUIT on to the command's process group,
+// reaps every process that ends in the container, and exits when the
+// command has exited, even if processes it left behind remain (the kernel
+// kills them with the container's init). The command's stdout and stderr
 // share one pipe (in write order, like a terminal) unless --separate-stderr
 // is given. It is built static (no cgo, no package net) so that the executor
 // can bind-mount it into any image.
@@ -31,6 +36,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: hangar-relay ["+separateStderrFlag+"] SOCKET COMMAND [ARG...]")
 		os.Exit(2)
 	}
-	s := &relay.Shim{Socket: args[0], SeparateStderr: separate}
+	s := &relay.Shim{Socket: args[0], SeparateStderr: separate, Init: true}
 	os.Exit(s.Run(args[1:]))
 }

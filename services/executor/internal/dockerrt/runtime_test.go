@@ -118,6 +118,15 @@ func TestRunFailureStopsTheRun(t *testing.T) {
 			notInOut:   []string{"init", "plan"},
 		},
 		{
+			// The relay (PID 1) exits with 128+signal, as a shell would.
+			name:       "killed by a signal",
+			phases:     []*runv1.Phase{phase("perform", "echo x", "kill -KILL $$", "echo unreachable")},
+			wantCode:   137,
+			wantReason: "phase perform exited with code 137",
+			wantPhases: []string{"perform"},
+			notInOut:   []string{"unreachable"},
+		},
+		{
 			name:       "command not found",
 			phases:     []*runv1.Phase{phase("perform", "no-such-command-here")},
 			wantCode:   127,
@@ -352,8 +361,8 @@ func TestRunSecurityAndConfig(t *testing.T) {
 		if !slices.Contains(hc.SecurityOpt, "no-new-privileges") {
 			t.Errorf("%s: SecurityOpt = %v", name, hc.SecurityOpt)
 		}
-		if hc.Init == nil || !*hc.Init {
-			t.Errorf("%s: no init", name)
+		if hc.Init == nil || *hc.Init {
+			t.Errorf("%s: Init = %v, want false (the relay is the init)", name, hc.Init)
 		}
 		if hc.LogConfig.Type != "none" {
 			t.Errorf("%s: log driver %q, want none", name, hc.LogConfig.Type)
@@ -505,7 +514,7 @@ func TestRunCancel(t *testing.T) {
 		wantOut  string
 	}{
 		{
-			// SIGTERM reaches the job (through docker-init), which exits on its own.
+			// SIGTERM reaches the job (through the relay, PID 1), which exits on its own.
 			name:     "job handles SIGTERM",
 			script:   []string{"trap 'echo got-term; exit 42' TERM", "echo ready", "sleep 30 & wait"},
 			grace:    20 * time.Second,

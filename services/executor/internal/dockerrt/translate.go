@@ -80,14 +80,14 @@ func (r *Runtime) phaseContainer(job *runner.Job, volume, workdir, ioDir string,
 	if r.opts.PidsLimit > 0 {
 		pids = &r.opts.PidsLimit
 	}
-	useInit := true
 	return phaseSpec{
 		Name: fmt.Sprintf("hangar-%s-%d-%s", job.RunID, i, sanitizeName(p.GetName())),
 		Config: &container.Config{
 			Image: job.Spec.GetRunnerImage(),
 			// The relay replaces the image's entrypoint: the phase runs
 			// under /bin/sh whatever the image's ENTRYPOINT, its output
-			// on the relay's pipes (ADR 0016); nothing is attached.
+			// on the relay's pipes (ADR 0016); nothing is attached. The
+			// relay is also the container's init (PID 1).
 			Entrypoint:  r.relayEntrypoint(i),
 			Cmd:         []string{"/bin/sh", "-c", runner.PhaseScript(p)},
 			WorkingDir:  workdir,
@@ -95,7 +95,7 @@ func (r *Runtime) phaseContainer(job *runner.Job, volume, workdir, ioDir string,
 			Labels:      labels,
 			StopTimeout: &stopTimeout,
 		},
-		Host: r.hostConfig(mounts, pids, &useInit),
+		Host: r.hostConfig(mounts, pids),
 	}
 }
 
@@ -120,11 +120,17 @@ func (r *Runtime) relayEntrypoint(i int) []string {
 //     MKNOD, NET_RAW, SYS_CHROOT, SETPCAP, SETFCAP and AUDIT_WRITE; they
 //     are left out (NET_RAW allows spoofing on the network, MKNOD device
 //     nodes, SETFCAP/SETPCAP capability games);
-//   - a private IPC namespace, an init process (docker-init) as PID 1 that
-//     forwards the stop signal and reaps zombies, a PID limit;
+//   - a private IPC namespace and a PID limit;
+//   - no engine init (docker-init): the relay, the entrypoint, is PID 1
+//     and does its work (package relay, Shim.Init): it passes the stop
+//     signal on to the phase's process group, reaps every zombie (each
+//     would hold a PID of the limit), exits with the phase's code
+//     (128+signal when killed) as soon as the phase has exited, and the
+//     kernel then kills whatever the phase left behind. docker-init
+//     would be a second process and a bind mount at each start (ADR 0016);
 //   - logging driver "none": the output goes to the executor through the
 //     relay's socket only and is never written unmasked to the host's disk.
-func (r *Runtime) hostConfig(mounts []mount.Mount, pids *int64, init *bool) *container.HostConfig {
+func (r *Runtime) hostConfig(mounts []mount.Mount, pids *int64) *container.HostConfig {
 	return &container.HostConfig{
 		NetworkMode: container.NetworkMode(r.opts.Network),
 		Runtime:     r.opts.Runtime,
@@ -134,8 +140,9 @@ func (r *Runtime) hostConfig(mounts []mount.Mount, pids *int64, init *bool) *con
 		CapAdd:      runCapabilities(),
 		SecurityOpt: []string{"no-new-privileges"},
 		IpcMode:     container.IPCModePrivate,
-		Init:        init,
-		LogConfig:   container.LogConfig{Type: "none"},
+		// Not the engine's default either (dockerd's "init" option).
+		Init:      new(false),
+		LogConfig: container.LogConfig{Type: "none"},
 		Resources: container.Resources{
 			Memory:    r.opts.Memory,
 			NanoCPUs:  r.opts.NanoCPUs,

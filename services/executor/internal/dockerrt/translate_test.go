@@ -66,7 +66,7 @@ func TestPhaseContainer(t *testing.T) {
 					t.Errorf("stop timeout %v, want 2 (1.5 s rounded up)", c.StopTimeout)
 				}
 				if h.NetworkMode != "bridge" || h.Privileged || !slices.Equal(h.CapDrop, []string{"ALL"}) ||
-					!slices.Contains(h.SecurityOpt, "no-new-privileges") || h.Init == nil || !*h.Init ||
+					!slices.Contains(h.SecurityOpt, "no-new-privileges") || h.Init == nil || *h.Init ||
 					h.LogConfig.Type != "none" || h.IpcMode != container.IPCModePrivate {
 					t.Errorf("host config not strict: %+v", h)
 				}

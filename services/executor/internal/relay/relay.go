@@ -1,5 +1,5 @@
 // Package relay is the output relay of a run container (ADR 0016): a small
-// process, the container's entrypoint (under the engine's init), that runs the
+// process, the container's entrypoint and its init (PID 1), that runs the
 // phase's command with its output on a pipe, and hands what it prints
 // to the executor over a unix socket the executor listens on and bind-mounts
 // into the container. It keeps every byte until the executor says it is stored
@@ -92,6 +92,12 @@ type Shim struct {
 	// as KindStderr. By default stdout and stderr share one pipe (one
 	// channel, in write order, like a terminal), relayed as KindStdout.
 	SeparateStderr bool
+	// Init makes the relay its container's init, as docker-init (tini)
+	// would be: it reaps every process that ends under it, not only the
+	// command (as PID 1, or else as a child subreaper), so that nothing the
+	// command leaves behind stays a zombie. Only for a relay that is a
+	// process of its own: it waits for any child of the process.
+	Init bool
 
 	mu   sync.Mutex
 	cond *sync.Cond
@@ -167,6 +173,11 @@ func (s *Shim) Run(argv []string) int {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
+	if s.Init {
+		if err := becomeReaper(); err != nil {
+			fmt.Fprintln(s.Log, "hangar-relay: cannot reap orphans:", err)
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		closeWriters()
 		for _, r := range readers {
@@ -185,6 +196,13 @@ func (s *Shim) Run(argv []string) int {
 	}
 	closeWriters()
 	pgid := cmd.Process.Pid
+	wait := func() (int, int) { return exitStatus(cmd, cmd.Wait()) }
+	if s.Init {
+		// The reaper, not cmd.Wait, collects the command's status: the
+		// two would race for it.
+		reaped := reapAll(pgid)
+		wait = func() (int, int) { return statusCode(<-reaped) }
+	}
 	go func() {
 		for sig := range sigs {
 			_ = syscall.Kill(-pgid, sig.(syscall.Signal))
@@ -196,7 +214,7 @@ func (s *Shim) Run(argv []string) int {
 	go func() { defer close(pumped); s.pump(readers, kinds, &abandon) }()
 	go s.connectLoop()
 
-	waitErr := cmd.Wait()
+	code, sig := wait()
 	select {
 	case <-pumped:
 	case <-time.After(s.OutputWait):
@@ -207,7 +225,6 @@ func (s *Shim) Run(argv []string) int {
 	for _, r := range readers {
 		_ = r.Close()
 	}
-	code, sig := exitStatus(cmd, waitErr)
 	s.mu.Lock()
 	s.exited, s.code, s.signal = true, int32(code), int32(sig)
 	s.cond.Broadcast()
@@ -223,8 +240,8 @@ func exitStatus(cmd *exec.Cmd, err error) (int, int) {
 	if err != nil && !errors.As(err, &exitErr) {
 		return 127, 0
 	}
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return 128 + int(ws.Signal()), int(ws.Signal())
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
+		return statusCode(ws)
 	}
 	return cmd.ProcessState.ExitCode(), 0
 }
