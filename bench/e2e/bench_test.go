@@ -68,12 +68,8 @@ func BenchmarkFirstOutput(b *testing.B) {
 	hangar := func() (time.Duration, time.Duration) { return submit(ctl, s, &hs) }
 	var baseline func() (time.Duration, time.Duration)
 	if base := os.Getenv("HANGAR_BENCH_BASELINE"); base != "" {
-		if baseStack == nil {
-			if baseStack, err = startStackWith(base, "dev-baseline"); err != nil {
-				b.Fatalf("baseline stack (HANGAR_BENCH_BASELINE=%s): %v", base, err)
-			}
-		}
-		baseline = func() (time.Duration, time.Duration) { return submit(base, baseStack, &bs) }
+		bstack := baselineStack(b, base)
+		baseline = func() (time.Duration, time.Duration) { return submit(base, bstack, &bs) }
 	}
 	docker := func() (time.Duration, time.Duration) {
 		return firstAndExit(b, exec.Command("docker", "run", "--rm", benchImage, "echo", firstLine))
@@ -270,12 +266,15 @@ func printCommand(n int64) string { return fmt.Sprintf("yes %s | head -c %d", lo
 // sh -c '... > /dev/null'`, the same command with its output thrown away in
 // the container: the physical limit. "docker-run-attached": the same without
 // the redirection, its output read from the docker CLI's stdout (Docker's own
-// log path, for reference). MB/s counts the bytes printed.
+// log path, for reference). MB/s counts the bytes printed. With
+// HANGAR_BENCH_BASELINE naming another hangarctl binary, "baseline" is the
+// hangar row of a second stack that binary starts (as in
+// BenchmarkFirstOutput): with -count N, before and after alternate.
 func BenchmarkLogThroughput(b *testing.B) {
 	requireImage(b)
 	n := logBytes(b)
-	b.Run("hangar", func(b *testing.B) {
-		s := stack(b)
+	// One row of a stack: the run printing n bytes, after a warm-up.
+	stackRow := func(b *testing.B, s *devStack) {
 		hangarLog(b, s, 1<<20, nil) // warm-up
 		b.SetBytes(n)
 		var stored int64
@@ -287,7 +286,13 @@ func BenchmarkLogThroughput(b *testing.B) {
 		// The stack's CPU time per byte printed does not depend on what
 		// else the host runs, as the elapsed time does.
 		b.ReportMetric(float64(cpu)/float64(b.N)/float64(n), "stack-cpu-ns/B")
-	})
+	}
+	b.Run("hangar", func(b *testing.B) { stackRow(b, stack(b)) })
+	// Before and after a change in one run: the same row from the stack of
+	// another hangarctl build (HANGAR_BENCH_BASELINE), after this one's.
+	if base := os.Getenv("HANGAR_BENCH_BASELINE"); base != "" {
+		b.Run("baseline", func(b *testing.B) { stackRow(b, baselineStack(b, base)) })
+	}
 	b.Run("docker-run", func(b *testing.B) {
 		dockerLog(b, 1<<20, false)
 		b.SetBytes(n)
@@ -302,6 +307,20 @@ func BenchmarkLogThroughput(b *testing.B) {
 			dockerLog(b, n, true)
 		}
 	})
+}
+
+// baselineStack returns the stack of the hangarctl build base
+// (HANGAR_BENCH_BASELINE), starting it on first use (`dev` in
+// tmpRoot/dev-baseline).
+func baselineStack(b *testing.B, base string) *devStack {
+	b.Helper()
+	if baseStack == nil {
+		var err error
+		if baseStack, err = startStackWith(base, "dev-baseline"); err != nil {
+			b.Fatalf("baseline stack (HANGAR_BENCH_BASELINE=%s): %v", base, err)
+		}
+	}
+	return baseStack
 }
 
 // hangarLog runs one run printing n bytes and returns the CPU time the

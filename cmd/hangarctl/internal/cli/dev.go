@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -43,9 +44,28 @@ const demoSecret = "s3cr3t-demo-token-4f9a2c"
 // devBucket holds the logs of the dev stack.
 const devBucket = "hangar-logs"
 
+// devGCPercent is the dev stack's GOGC when the environment sets none.
+// Every service and the S3 server share this one process and its heap: a
+// run printing fast allocates a few bytes per byte printed across them
+// (HTTP bodies, gRPC messages) over a live heap of 15-20 MB, so at GOGC=100
+// the collector ran every 60-80 ms. 400 lets the heap grow to about 100 MB
+// between collections, a fourth of the cycles (bench/README.md, 2026-12-07
+// 04:xx UTC). It is the dev stack's only: the services' own binaries keep
+// Go's default, which their operators set with GOGC or GOMEMLIMIT.
+const devGCPercent = 400
+
+// devGC sets the process's GOGC to devGCPercent unless the environment
+// sets GOGC (the runtime has applied it).
+func devGC() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(devGCPercent)
+	}
+}
+
 // runDev starts a complete pool on this machine, runs the demo and prints its
 // masked log, S3 key and trace id.
 func runDev(ctx context.Context, e env) error {
+	devGC()
 	fs := newFlags("dev", e)
 	dir := fs.String("dir", "", "where the stack keeps its CA, keys, data and service logs (default: a new temporary directory)")
 	keep := fs.Bool("keep", false, "keep the stack up after the demo run, until interrupted")

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -75,6 +76,19 @@ type Stream struct {
 	lastSend uint64 // highest sequence sent on the current stream
 	opened   chan struct{}
 	firstSeq uint64 // next_sequence of the first Opened
+	// free holds chunk buffers (capacity MaxChunk) whose chunks are
+	// acknowledged: appendLocked takes them before allocating. A run
+	// printing fast then allocates nothing per chunk: what it sends is
+	// acknowledged at the rate it writes. Buffers in free and in use
+	// together are never more than the stream held at once (MaxUnacked
+	// and one write), and go with the Stream.
+	free [][]byte
+	// sentThrough is the highest sequence whose Send returned in the
+	// current session: gRPC has copied those chunks (marshalled into its
+	// own buffers) and no longer reads them. Only their buffers are
+	// reused; a chunk acknowledged before its Send returned (a server
+	// acknowledging what it was not sent) is left to the collector.
+	sentThrough atomic.Uint64
 }
 
 // Open starts shipping a run's log; it returns at once and connects in the
@@ -130,9 +144,7 @@ func (s *Stream) appendLocked(st logsv1.Stream, p []byte) {
 	for len(p) > 0 {
 		n := len(s.pending)
 		if n == 0 || s.pending[n-1].stream != st || len(s.pending[n-1].data) == MaxChunk {
-			// Room for what is written, at least 4 KiB: a line at a
-			// time does not allocate a chunk each.
-			s.pending = append(s.pending, segment{st, make([]byte, 0, min(MaxChunk, max(len(p), 4<<10)))})
+			s.pending = append(s.pending, segment{st, s.bufferLocked(len(p))})
 			n++
 		}
 		last := &s.pending[n-1]
@@ -145,6 +157,19 @@ func (s *Stream) appendLocked(st logsv1.Stream, p []byte) {
 		last.data = append(last.data, p[:k]...)
 		p = p[k:]
 	}
+}
+
+// bufferLocked returns an empty buffer for a new segment: an acknowledged
+// chunk's, else a new one with room for n bytes, at least 4 KiB (a line at
+// a time does not allocate a chunk each).
+func (s *Stream) bufferLocked(n int) []byte {
+	if k := len(s.free); k > 0 {
+		b := s.free[k-1]
+		s.free[k-1] = nil
+		s.free = s.free[:k-1]
+		return b
+	}
+	return make([]byte, 0, min(MaxChunk, max(n, 4<<10)))
 }
 
 // Opened waits for logship's first Opened answer and returns its
@@ -202,7 +227,8 @@ func (s *Stream) cutLocked() {
 			seg.data = seg.data[n:]
 		}
 	}
-	s.pending = nil
+	clear(s.pending)
+	s.pending = s.pending[:0]
 }
 
 func (o Options) nowMs() int64 {
@@ -267,6 +293,10 @@ func (s *Stream) session(ctx context.Context) (*logsv1.Closed, error) {
 		return nil, errors.New("logship answered Open with something else than Opened")
 	}
 	s.mu.Lock()
+	// No Send is in progress (sessions follow each other): every chunk's
+	// buffer is free of gRPC; those below next_sequence are stored, and
+	// this session sends none of them.
+	s.sentThrough.Store(opened.GetNextSequence() - 1)
 	// Everything below next_sequence is stored: drop it; resend the rest.
 	s.ackLocked(opened.GetNextSequence() - 1)
 	s.lastSend = opened.GetNextSequence() - 1
@@ -307,6 +337,8 @@ func (s *Stream) session(ctx context.Context) (*logsv1.Closed, error) {
 		}
 	}()
 
+	chunkReq := &logsv1.ShipRequest_Chunk{}
+	req := &logsv1.ShipRequest{Kind: chunkReq}
 	closeSent := false
 	for {
 		s.mu.Lock()
@@ -337,10 +369,15 @@ func (s *Stream) session(ctx context.Context) (*logsv1.Closed, error) {
 		s.mu.Unlock()
 
 		for _, c := range batch {
-			if err := st.Send(&logsv1.ShipRequest{Kind: &logsv1.ShipRequest_Chunk{Chunk: c}}); err != nil {
+			// Send marshals the message before it returns: one request
+			// serves every chunk.
+			chunkReq.Chunk = c
+			if err := st.Send(req); err != nil {
 				return nil, err
 			}
+			s.sentThrough.Store(c.Sequence)
 		}
+		chunkReq.Chunk = nil
 		if sendClose {
 			if err := st.Send(&logsv1.ShipRequest{Kind: &logsv1.ShipRequest_Close{Close: &logsv1.Close{LastSequence: last}}}); err != nil {
 				return nil, err
@@ -375,9 +412,15 @@ func (s *Stream) ackLocked(through uint64) {
 		return
 	}
 	s.acked = through
+	sent := s.sentThrough.Load()
 	i := 0
 	for i < len(s.unacked) && s.unacked[i].Sequence <= through {
-		s.size -= len(s.unacked[i].Data)
+		c := s.unacked[i]
+		s.size -= len(c.Data)
+		if c.Sequence <= sent && cap(c.Data) == MaxChunk {
+			s.free = append(s.free, c.Data[:0])
+		}
+		s.unacked[i] = nil
 		i++
 	}
 	s.unacked = s.unacked[i:]

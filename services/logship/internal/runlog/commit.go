@@ -52,6 +52,21 @@ func (r *run) markCleanLocked() {
 // may run meanwhile: Commit holds the run's lock only to record the clean
 // point before the fsyncs, and to publish the commit after them.
 func (s *Session) Commit() (uint64, bool, error) {
+	return s.commit(nil)
+}
+
+// CommitAck is Commit, and calls ack with the sequence to acknowledge
+// through when the commit covered new chunks: as soon as the commit is
+// durable, before the work that follows it (compacting the tail segment,
+// writing the committed lines to standard output), so that the
+// acknowledgement waits for the fsyncs only. It returns the error of the
+// commit or of ack.
+func (s *Session) CommitAck(ack func(through uint64) error) error {
+	_, _, err := s.commit(ack)
+	return err
+}
+
+func (s *Session) commit(ack func(through uint64) error) (uint64, bool, error) {
 	if s.fin != nil {
 		return s.fin.lastSeq, false, nil
 	}
@@ -79,6 +94,13 @@ func (s *Session) Commit() (uint64, bool, error) {
 		return 0, false, fmt.Errorf("commit chunk %d: %w", cp.seq, err)
 	}
 	batches := r.committedLocked(cp, st)
+	var ackErr error
+	if ack != nil {
+		// Only Write runs meanwhile, as during the fsyncs.
+		r.mu.Unlock()
+		ackErr = ack(cp.seq)
+		r.mu.Lock()
+	}
 	r.compactLocked()
 	if len(batches) > 0 {
 		r.mu.Unlock()
@@ -86,7 +108,7 @@ func (s *Session) Commit() (uint64, bool, error) {
 		r.mu.Lock()
 		r.recycleLocked(batches)
 	}
-	return cp.seq, true, nil
+	return cp.seq, true, ackErr
 }
 
 // commitStateLocked returns the state that commits through clean point cp.

@@ -82,10 +82,19 @@
 // Session.Commit commits through the last clean point noted: it fsyncs
 // the spool, records (sequence, masked byte offset, open line) in the
 // run's state file, and only then may Ack{through_sequence} be sent. The
-// Ship handler commits in groups (see package ship); a commit holds only a
-// per-run commit lock during its fsyncs, so Write goes on meanwhile. Bytes
-// written after the clean point a commit records are fsynced with it but
-// not recorded: they count as not written.
+// Ship handler commits in groups (see package ship: a chunk is committed
+// at once when no commit runs, the chunks that arrive during a commit go
+// into the next one); a commit holds only a per-run commit lock during its
+// fsyncs, so Write goes on meanwhile. Bytes written after the clean point
+// a commit records are fsynced with it but not recorded: they count as
+// not written.
+//
+// So a run's stages overlap: the Ship stream receives the next chunks
+// while Write masks one; the spool writes the masked bytes to its files
+// and hashes them (the stored log's SHA-256) on a goroutine of its own,
+// behind Write (package spool); a commit waits for those writes, then
+// fsyncs, while Write goes on. Only the masking of one run's chunks is
+// sequential, as it must be (one automaton state per masker).
 //
 // Whenever a Ship stream (re)opens a run, in the same process or after a
 // restart, logship truncates the spool back to the recorded offsets,

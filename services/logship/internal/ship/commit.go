@@ -2,32 +2,32 @@ package ship
 
 import (
 	"sync"
-	"time"
 
 	"github.com/hangar-dev/hangar/services/logship/internal/runlog"
 )
 
-// groupCommit commits a Ship stream's chunks in groups: the handler writes
-// each chunk into the spool (Session.Write) and reports it here; a
-// goroutine of the stream commits (Session.Commit: fsyncs and the state)
-// and sends the Ack once bytes were written since the last commit, or
-// delay after the first chunk written since then, whichever comes first.
-// The handler keeps receiving and writing chunks while a commit runs;
-// Close commits the rest itself, after stop.
+// groupCommit commits a Ship stream's chunks in groups, the classic way:
+// the handler writes each chunk into the spool (Session.Write) and reports
+// it here; a goroutine of the stream commits (Session.CommitAck: the
+// fsyncs and the state) and sends the Ack as soon as the commit is
+// durable, before the tail segment's compaction and the lines written to
+// standard output that follow it. A chunk reported while no commit runs
+// is committed at once, without waiting for more; the chunks reported
+// while a commit runs are committed together by the next one, which
+// starts as soon as that commit ends. So a lone chunk (a run's first
+// line) is acknowledged, and readable by Tail, one commit after it
+// arrived, and under a steady stream the commits follow one another, each
+// covering what arrived during the one before: the group grows with the
+// disk's latency, never waits on a timer. The handler keeps receiving and
+// writing chunks while a commit runs; Close commits the rest itself,
+// after stop.
 //
-// Every chunk reported is followed by a commit started after it: either
-// wrote signals the committer, or a timer armed by it (or one already
-// armed) will.
+// Every chunk reported is followed by a commit started after it: wrote
+// leaves a kick (capacity one) that the committer takes before its next
+// commit.
 type groupCommit struct {
-	sess  *runlog.Session
-	ack   func(through uint64) error
-	bytes int64
-	delay time.Duration
-
-	mu      sync.Mutex
-	written int64 // bytes reported since the committer was last signalled
-	armed   bool  // timer set and not yet fired
-	timer   *time.Timer
+	sess committer
+	ack  func(through uint64) error
 
 	kick     chan struct{} // capacity 1: a commit is due
 	quit     chan struct{}
@@ -38,44 +38,23 @@ type groupCommit struct {
 	err    error
 }
 
-func startGroupCommit(sess *runlog.Session, bytes int64, delay time.Duration, ack func(uint64) error) *groupCommit {
-	g := &groupCommit{sess: sess, ack: ack, bytes: bytes, delay: delay, kick: make(chan struct{}, 1),
+// committer is what groupCommit commits: a *runlog.Session. CommitAck
+// calls ack once the commit is durable, if it covered new chunks.
+type committer interface {
+	CommitAck(ack func(through uint64) error) error
+}
+
+var _ committer = (*runlog.Session)(nil)
+
+func startGroupCommit(sess committer, ack func(uint64) error) *groupCommit {
+	g := &groupCommit{sess: sess, ack: ack, kick: make(chan struct{}, 1),
 		quit: make(chan struct{}), done: make(chan struct{}), failed: make(chan struct{})}
-	g.timer = time.AfterFunc(time.Hour, g.fire)
-	g.timer.Stop()
 	go g.loop()
 	return g
 }
 
-// wrote reports a chunk of n bytes written.
-func (g *groupCommit) wrote(n int) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.written += int64(n)
-	if g.written >= g.bytes {
-		g.written = 0
-		if g.armed {
-			g.timer.Stop()
-			g.armed = false
-		}
-		g.signal()
-		return
-	}
-	if !g.armed {
-		g.armed = true
-		g.timer.Reset(g.delay)
-	}
-}
-
-// fire is the timer's: the oldest chunk not committed has waited delay.
-func (g *groupCommit) fire() {
-	g.mu.Lock()
-	g.written, g.armed = 0, false
-	g.mu.Unlock()
-	g.signal()
-}
-
-func (g *groupCommit) signal() {
+// wrote reports a chunk written.
+func (g *groupCommit) wrote() {
 	select {
 	case g.kick <- struct{}{}:
 	default: // a commit is due already; it will cover this chunk too
@@ -90,11 +69,7 @@ func (g *groupCommit) loop() {
 		case <-g.quit:
 			return
 		}
-		through, send, err := g.sess.Commit()
-		if err == nil && send {
-			err = g.ack(through)
-		}
-		if err != nil {
+		if err := g.sess.CommitAck(g.ack); err != nil {
 			g.err = err
 			close(g.failed)
 			return
@@ -109,10 +84,6 @@ func (g *groupCommit) stop() error {
 	g.stopOnce.Do(func() {
 		close(g.quit)
 		<-g.done
-		g.mu.Lock()
-		g.timer.Stop()
-		g.armed = false
-		g.mu.Unlock()
 	})
 	select {
 	case <-g.failed:

@@ -32,16 +32,6 @@ type FinalReader interface {
 	GetFinal(ctx context.Context, runID string, offset int64) (*s3log.Object, error)
 }
 
-// Defaults of Deps.CommitBytes and Deps.CommitDelay. 4 MiB is half the
-// executor's window of unacknowledged output (logclient's MaxUnacked, 8 MiB):
-// the sender goes on with the other half while a group commits, and a
-// commit covers 4 MiB with its fsyncs (a quarter of the fsyncs of 1 MiB
-// groups; acks still come only after the commit). Measured in bench/README.
-const (
-	DefaultCommitBytes = 4 << 20
-	DefaultCommitDelay = 20 * time.Millisecond
-)
-
 // Deps are the Server's collaborators.
 type Deps struct {
 	Runs       *runlog.Manager
@@ -49,13 +39,6 @@ type Deps struct {
 	Tracer     trace.Tracer
 	Propagator propagation.TextMapPropagator
 	Logger     *slog.Logger
-	// CommitBytes and CommitDelay bound a group commit on a Ship stream:
-	// chunks are committed (and acknowledged) once CommitBytes were
-	// received since the last commit, or CommitDelay after the first chunk
-	// not committed, whichever comes first (defaults DefaultCommitBytes,
-	// DefaultCommitDelay).
-	CommitBytes int64
-	CommitDelay time.Duration
 	// Authorize checks who may write the log an Open names (mutual TLS);
 	// nil lets anyone (plaintext on loopback or HANGAR_INSECURE_PLAINTEXT).
 	Authorize Authorizer
@@ -72,18 +55,12 @@ func New(d Deps) *Server {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	if d.CommitBytes <= 0 {
-		d.CommitBytes = DefaultCommitBytes
-	}
-	if d.CommitDelay <= 0 {
-		d.CommitDelay = DefaultCommitDelay
-	}
 	return &Server{d: d}
 }
 
 // Ship implements the Ship stream; see the proto for the contract. Chunks
 // are masked into the spool as they arrive and committed in groups (see
-// Deps.CommitBytes): one Ack covers every chunk of a commit.
+// groupCommit): one Ack covers every chunk of a commit.
 func (s *Server) Ship(stream logsv1.LogService_ShipServer) error {
 	first, err := stream.Recv()
 	if err != nil {
@@ -145,7 +122,7 @@ func (s *Server) ship(ctx context.Context, stream logsv1.LogService_ShipServer, 
 	ack := func(through uint64) error {
 		return send(&logsv1.ShipResponse{Kind: &logsv1.ShipResponse_Ack{Ack: &logsv1.Ack{ThroughSequence: through}}})
 	}
-	gc := startGroupCommit(sess, s.d.CommitBytes, s.d.CommitDelay, ack)
+	gc := startGroupCommit(sess, ack)
 	defer gc.stop()
 	// Messages are received by a goroutine of their own, so that a failed
 	// commit ends the stream even while the executor waits for
@@ -198,7 +175,7 @@ func (s *Server) ship(ctx context.Context, stream logsv1.LogService_ShipServer, 
 				}
 				continue
 			}
-			gc.wrote(len(data))
+			gc.wrote()
 		case *logsv1.ShipRequest_Close:
 			if err := gc.stop(); err != nil {
 				return s.commitFailed(open.GetRunId(), err)

@@ -210,15 +210,7 @@ func TestStoredLog(t *testing.T) {
 
 // TestStoredSHA256Outside refuses tail bytes the tail segment does not hold.
 func TestStoredSHA256Outside(t *testing.T) {
-	sp, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := sp.OpenRun("run-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openTestRun(t)
 	if _, err := r.StoredSHA256(nil, 0, 1); err == nil {
 		t.Fatal("StoredSHA256 without a tail segment: no error")
 	}

@@ -20,7 +20,11 @@
 // The log file may hold more bytes than State.MaskedBytes, and the tail
 // segment more than State.TailBytes-State.TailBase: those were written
 // after the last commit and are not acknowledged; reopening a run
-// truncates them. A commit fdatasyncs the log and the tail segment, then
+// truncates them. Write and WriteTail return before the bytes are in the
+// files: a goroutine of the run writes them, and hashes them, behind the
+// writer (behind.go), and a commit waits for it before its fsyncs, so the
+// committed bytes are in the files when the state names them. A commit
+// fdatasyncs the log and the tail segment, then
 // saves the state: it overwrites the older of the state file's two slots
 // and fdatasyncs it, so a crash leaves the state before or after the
 // save, never a mix.
@@ -196,16 +200,21 @@ type Run struct {
 	// sum is the SHA-256 of the log file's bytes [0, summed), kept up to
 	// date by Write for a log written from its start in this process, so
 	// that SHA256 at close reads back only what it did not see (all of a
-	// reopened run's earlier bytes); nil when it must start over.
-	sum    hash.Hash
+	// reopened run's earlier bytes); nil when it must start over. It is
+	// hashed behind the writer (see behind.go): it holds all of [0,
+	// summed) once the blocks are flushed.
+	sum    *digest
 	summed int64
 	// tsum is the SHA-256 of the log file's bytes [0, summed) followed by
 	// the tail segment's first tsummed bytes: kept up to date by WriteTail
 	// while the tail is written from its start right after a head hashed
 	// whole, so that a log that was not cut has its digest once
 	// AppendTail put its tail after its head (nil otherwise).
-	tsum    hash.Hash
+	tsum    *digest
 	tsummed int64
+	// wb writes the log file's and the tail segment's bytes, and hashes
+	// them, behind Write and WriteTail.
+	wb behind
 }
 
 // OpenRun opens (creating if needed) the spool of run id. The log file is
@@ -219,6 +228,7 @@ func (s *Spool) OpenRun(id string) (*Run, error) {
 		return nil, fmt.Errorf("open run spool: %w", err)
 	}
 	r := &Run{dir: dir, state: State{RunID: id}, sf: &stateFile{path: filepath.Join(dir, stateName)}}
+	r.wb.init()
 	if err := r.sf.read(&r.state); err != nil {
 		return nil, err
 	}
@@ -242,7 +252,7 @@ func (s *Spool) OpenRun(id string) (*Run, error) {
 		return nil, err
 	}
 	if r.size == 0 {
-		r.sum = sha256.New()
+		r.sum = &digest{h: sha256.New()}
 	}
 	if err := r.openTail(); err != nil {
 		f.Close()
@@ -302,7 +312,8 @@ func (r *Run) openTail() error {
 	return nil
 }
 
-// WriteTail appends p to the tail segment, not durably until Commit.
+// WriteTail appends p to the tail segment, not durably until Commit (nor
+// in the file until then: see behind.go).
 func (r *Run) WriteTail(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -313,32 +324,31 @@ func (r *Run) WriteTail(p []byte) (int, error) {
 		}
 		r.tail, r.tailSize = f, 0
 	}
-	n, err := r.tail.WriteAt(p, r.tailSize)
-	r.hashTailLocked(p[:n])
-	r.tailSize += int64(n)
-	if err != nil {
-		return n, fmt.Errorf("write tail segment: %w", err)
+	d := r.tailDigestLocked()
+	if err := r.wb.write(r.tail, &r.wb.tailErr, r.tailSize, p, d); err != nil {
+		return 0, fmt.Errorf("write tail segment: %w", err)
 	}
-	return n, nil
+	if d != nil {
+		r.tsummed += int64(len(p))
+	}
+	r.tailSize += int64(len(p))
+	return len(p), nil
 }
 
-// hashTailLocked hashes b, written to the tail segment at its end, after
-// the head (see Run.tsum): it starts once the first tail byte follows a
-// head hashed whole, and stops for good at any other write.
-func (r *Run) hashTailLocked(b []byte) {
+// tailDigestLocked returns the digest to hash bytes written to the tail
+// segment at its end into, after the head (see Run.tsum), nil for none:
+// it starts once the first tail byte follows a head hashed whole, and
+// stops for good at any other write.
+func (r *Run) tailDigestLocked() *digest {
 	switch {
 	case r.tsum != nil && r.tsummed == r.tailSize:
 	case r.tailSize == 0 && r.state.TailBase == 0 && r.sum != nil && r.summed == r.size:
-		r.tsum, r.tsummed = cloneHash(r.sum), 0
-		if r.tsum == nil {
-			return
-		}
+		r.tsum, r.tsummed = &digest{}, 0
+		r.wb.cloneDigest(r.sum, r.tsum)
 	default:
 		r.tsum = nil
-		return
 	}
-	r.tsum.Write(b)
-	r.tsummed += int64(len(b))
+	return r.tsum
 }
 
 // cloneHash returns a copy of h's state, nil if it cannot.
@@ -360,12 +370,16 @@ func cloneHash(h hash.Hash) hash.Hash {
 func (r *Run) StoredSHA256(notice []byte, from, n int64) (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(notice) == 0 && r.tsum != nil && r.sum != nil && r.summed == r.size && from == 0 && r.state.TailBase == 0 && n == r.tsummed {
-		return hex.EncodeToString(r.tsum.Sum(nil)), nil
+	if err := r.wb.flushed(); err != nil {
+		return "", fmt.Errorf("hash spool: %w", err)
+	}
+	hashed := r.sum != nil && r.sum.h != nil && r.summed == r.size
+	if len(notice) == 0 && r.tsum != nil && r.tsum.h != nil && hashed && from == 0 && r.state.TailBase == 0 && n == r.tsummed {
+		return hex.EncodeToString(r.tsum.h.Sum(nil)), nil
 	}
 	var h hash.Hash
-	if r.sum != nil && r.summed == r.size {
-		h = cloneHash(r.sum)
+	if hashed {
+		h = cloneHash(r.sum.h)
 	}
 	if h == nil {
 		h = sha256.New()
@@ -467,6 +481,8 @@ func (r *Run) TruncateTail(end int64) error {
 	if r.tail == nil {
 		return nil
 	}
+	r.wb.flush()
+	defer r.wb.clearErr(&r.wb.tailErr, end-r.state.TailBase)
 	if r.tsum != nil && end-r.state.TailBase < r.tsummed {
 		r.tsum = nil // the hashed bytes change
 	}
@@ -507,8 +523,12 @@ type TailCompaction struct {
 // them), but not a commit. Finish or Abort must follow.
 func (r *Run) StartCompaction(st State, from int64) (*TailCompaction, error) {
 	r.mu.Lock()
+	err := r.wb.flushed()
 	old, end, oldBase := r.tail, r.state.TailBase+r.tailSize, r.state.TailBase
 	r.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("compact tail segment: %w", err)
+	}
 	if old == nil || from <= oldBase || from > st.TailBytes || end < st.TailBytes || st.TailBase != oldBase {
 		return nil, fmt.Errorf("compact tail segment: nothing to compact from %d (segment from %d to %d, committed %d)", from, oldBase, end, st.TailBytes)
 	}
@@ -560,12 +580,17 @@ func (c *TailCompaction) copyTo(end int64) error {
 func (c *TailCompaction) Finish() (State, error) {
 	r := c.r
 	r.mu.Lock()
+	err := r.wb.flushed()
 	end := r.state.TailBase + r.tailSize
 	same := r.tail == c.old
 	r.mu.Unlock()
 	if !same {
 		c.Abort()
 		return State{}, errors.New("compact tail segment: the segment changed meanwhile")
+	}
+	if err != nil {
+		c.Abort()
+		return State{}, fmt.Errorf("compact tail segment: %w", err)
 	}
 	if err := c.copyTo(end); err != nil {
 		c.Abort()
@@ -598,6 +623,7 @@ func (c *TailCompaction) Abort() {
 // (its kept bytes are then in the log file).
 func (r *Run) RemoveTail() error {
 	r.mu.Lock()
+	r.wb.flush()
 	f := r.tail
 	r.tail, r.tailSize, r.tsum = nil, 0, nil
 	r.mu.Unlock()
@@ -625,21 +651,24 @@ func (r *Run) Size() int64 {
 	return r.size
 }
 
-// Write appends p to the log file, not durably until Commit.
+// Write appends p to the log file, not durably until Commit (nor in the
+// file until then: see behind.go).
 func (r *Run) Write(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n, err := r.f.WriteAt(p, r.size)
 	r.tsum = nil // a head byte after tail bytes: the order tsum hashed is not the log's
+	var d *digest
 	if r.sum != nil && r.summed == r.size {
-		r.sum.Write(p[:n])
-		r.summed += int64(n)
+		d = r.sum
 	}
-	r.size += int64(n)
-	if err != nil {
-		return n, fmt.Errorf("write spool: %w", err)
+	if err := r.wb.write(r.f, &r.wb.logErr, r.size, p, d); err != nil {
+		return 0, fmt.Errorf("write spool: %w", err)
 	}
-	return n, nil
+	if d != nil {
+		r.summed += int64(len(p))
+	}
+	r.size += int64(len(p))
+	return len(p), nil
 }
 
 // SHA256 returns the hex SHA-256 of the log file's bytes [0, Size()). Bytes
@@ -648,23 +677,28 @@ func (r *Run) Write(p []byte) (int, error) {
 func (r *Run) SHA256() (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.sum == nil {
-		r.sum, r.summed = sha256.New(), 0
+	if err := r.wb.flushed(); err != nil {
+		return "", fmt.Errorf("hash spool: %w", err)
+	}
+	if r.sum == nil || r.sum.h == nil {
+		r.sum, r.summed = &digest{h: sha256.New()}, 0
 	}
 	if r.summed < r.size {
-		if _, err := io.Copy(r.sum, io.NewSectionReader(r.f, r.summed, r.size-r.summed)); err != nil {
+		if _, err := io.Copy(r.sum.h, io.NewSectionReader(r.f, r.summed, r.size-r.summed)); err != nil {
 			r.sum = nil
 			return "", fmt.Errorf("hash spool: %w", err)
 		}
 		r.summed = r.size
 	}
-	return hex.EncodeToString(r.sum.Sum(nil)), nil
+	return hex.EncodeToString(r.sum.h.Sum(nil)), nil
 }
 
 // Truncate cuts the log file to n bytes, dropping bytes not committed.
 func (r *Run) Truncate(n int64) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.wb.flush()
+	defer r.wb.clearErr(&r.wb.logErr, n)
 	if n < r.summed {
 		r.sum, r.tsum = nil, nil // the hashed bytes change
 	}
@@ -675,14 +709,20 @@ func (r *Run) Truncate(n int64) error {
 	return nil
 }
 
-// ReadAt reads committed or uncommitted log bytes. Its errors are those of
-// os.File.ReadAt, unwrapped, so that io.EOF is io.EOF for io.SectionReader.
+// ReadAt reads log bytes from the file: the committed ones (bytes written
+// and not yet committed may still be behind, see behind.go). Its errors
+// are those of os.File.ReadAt, unwrapped, so that io.EOF is io.EOF for
+// io.SectionReader.
 func (r *Run) ReadAt(p []byte, off int64) (int, error) {
 	return r.f.ReadAt(p, off)
 }
 
-// SyncLog makes the log and tail bytes written so far durable.
+// SyncLog makes the log and tail bytes written so far durable: it waits
+// for the writes behind (see behind.go), then fdatasyncs the files.
 func (r *Run) SyncLog() error {
+	if err := r.wb.flushed(); err != nil {
+		return fmt.Errorf("sync spool: %w", err)
+	}
 	if err := fdatasync(r.f); err != nil {
 		return fmt.Errorf("sync spool: %w", err)
 	}
@@ -729,6 +769,7 @@ func (r *Run) Remove() error {
 // Close closes the log file and the tail segment.
 func (r *Run) Close() error {
 	r.mu.Lock()
+	r.wb.flush()
 	tail := r.tail
 	r.tail = nil
 	r.mu.Unlock()
