@@ -110,7 +110,8 @@ func (s *Store) PutFinalParts(ctx context.Context, runID string, parts []Part, l
 			out, err := s.client.UploadPart(ctx, &s3.UploadPartInput{
 				Bucket: aws.String(s.bucket), Key: aws.String(key), UploadId: uploadID, PartNumber: n,
 				Body: io.NewSectionReader(log, p.Offset, p.Size), ContentLength: aws.Int64(p.Size),
-			})
+				ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c,
+			}, withUnsignedPayload)
 			if err != nil {
 				return s.unsupported(fmt.Errorf("upload part %d of s3://%s/%s: %w", i+1, s.bucket, key, err))
 			}
