@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	smithymw "github.com/aws/smithy-go/middleware"
 )
 
@@ -39,6 +41,51 @@ func BenchmarkPut(b *testing.B) {
 	for b.Loop() {
 		if _, err := c.PutObject(b.Context(), &s3.PutObjectInput{Bucket: aws.String(testBucket), Key: aws.String("runs/r/log"),
 			Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body)))}, signed); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkComplete assembles a 256 MiB object from 16 objects of 16 MiB
+// stored before (logship's live chunks): a multipart upload of 16
+// UploadPartCopy (hard links) and a Complete (copy_file_range of each part
+// into the new object, then its fsync). To compare with BenchmarkPut, the
+// same 256 MiB sent whole.
+func BenchmarkComplete(b *testing.B) {
+	const parts, partSize = 16, 16 << 20
+	srv, err := Start(b.Context(), Config{Addr: "127.0.0.1:0", AccessKey: testAccess, SecretKey: testSecret,
+		Buckets: []string{testBucket}, Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	c := client(srv.Endpoint(), testAccess, testSecret)
+	ctx := b.Context()
+	chunk := bytes.Repeat([]byte("terraform: 0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ\n"), partSize/76+1)[:partSize]
+	for i := range parts {
+		if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(testBucket), Key: aws.String(chunkKey(i)),
+			Body: bytes.NewReader(chunk), ContentLength: aws.Int64(partSize)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(parts * partSize)
+	for n := 0; b.Loop(); n++ {
+		key := aws.String("runs/r/log-" + strconv.Itoa(n))
+		up, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(testBucket), Key: key})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var done []types.CompletedPart
+		for i := range parts {
+			out, err := c.UploadPartCopy(ctx, &s3.UploadPartCopyInput{Bucket: aws.String(testBucket), Key: key, UploadId: up.UploadId,
+				PartNumber: aws.Int32(int32(i + 1)), CopySource: aws.String(testBucket + "/" + chunkKey(i))})
+			if err != nil {
+				b.Fatal(err)
+			}
+			done = append(done, types.CompletedPart{PartNumber: aws.Int32(int32(i + 1)), ETag: out.CopyPartResult.ETag})
+		}
+		if _, err := c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String(testBucket), Key: key,
+			UploadId: up.UploadId, MultipartUpload: &types.CompletedMultipartUpload{Parts: done}}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -148,7 +149,7 @@ func TestDirMultipart(t *testing.T) {
 	}
 }
 
-func chunkKey(i int) string { return "runs/r/chunks/0000000" + string(rune('1'+i)) + ".log" }
+func chunkKey(i int) string { return fmt.Sprintf("runs/r/chunks/%08d.log", i+1) }
 
 func randBytes(t *testing.T, n int) []byte {
 	t.Helper()
