@@ -48,10 +48,11 @@ const devBucket = "hangar-logs"
 // Every service and the S3 server share this one process and its heap: a
 // run printing fast allocates a few bytes per byte printed across them
 // (HTTP bodies, gRPC messages) over a live heap of 15-20 MB, so at GOGC=100
-// the collector ran every 60-80 ms. 400 lets the heap grow to about 100 MB
-// between collections, a fourth of the cycles (bench/README.md, 2026-12-07
-// 04:xx UTC). It is the dev stack's only: the services' own binaries keep
-// Go's default, which their operators set with GOGC or GOMEMLIMIT.
+// the collector ran every 60-80 ms, 8% of the stack's CPU. 400 lets the
+// heap grow to about 100 MB between collections: a fourth of the cycles, 1%
+// of the CPU (bench/README.md, 2026-12-07 04:06-04:40 UTC). It is the dev
+// stack's only: the services' own binaries keep Go's default, which their
+// operators set with GOGC or GOMEMLIMIT.
 const devGCPercent = 400
 
 // devGC sets the process's GOGC to devGCPercent unless the environment
