@@ -122,16 +122,20 @@ func (b *behind) bufLocked(n int) []byte {
 	return make([]byte, 0, max(n, behindBlock))
 }
 
-// queueLocked queues the block being filled, if any.
+// queueLocked queues the block being filled, if any, once the queue has
+// room. It takes the block only then, with no wait between taking and
+// queueing it: a flush (the committer's) waiting for room must not hold a
+// block while the writer queues later ones, which would then be hashed
+// before it.
 func (b *behind) queueLocked() {
+	for b.cur != nil && len(b.queue) >= behindQueue {
+		b.cond.Wait()
+	}
 	if b.cur == nil {
 		return
 	}
 	c := b.cur
 	b.cur = nil
-	for len(b.queue) >= behindQueue {
-		b.cond.Wait()
-	}
 	b.enqueueLocked(c)
 }
 
