@@ -68,8 +68,8 @@ type behind struct {
 	cur     *block     // being filled, not queued yet
 	queue   []*block
 	running bool
-	queued  uint64 // blocks queued ever
-	done    uint64 // blocks written ever
+	queued  uint64     // blocks queued ever
+	done    uint64     // blocks written ever
 	blocks  *sync.Pool // of *[]byte of cap behindBlock, the spool's: shared by its runs
 	logErr  fileErr
 	tailErr fileErr
