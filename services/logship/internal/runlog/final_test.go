@@ -336,12 +336,21 @@ func TestFinalAlreadyStored(t *testing.T) {
 	}
 }
 
-// TestFinalFallbackNotImplemented: a server that answers UploadPartCopy
-// with NotImplemented gets the log put whole, the multipart upload
-// aborted, and the fallback counted.
-func TestFinalFallbackNotImplemented(t *testing.T) {
+// TestFinalFallback: a server that answers UploadPartCopy with
+// NotImplemented, or with an ETag that is not the chunk's, gets the log put
+// whole, the multipart upload aborted, and the fallback counted.
+func TestFinalFallback(t *testing.T) {
+	t.Run("not_implemented", func(t *testing.T) {
+		testFinalFallback(t, "not_implemented", (*s3test.Server).RefuseUploadPartCopy)
+	})
+	t.Run("etag_mismatch", func(t *testing.T) {
+		testFinalFallback(t, "etag_mismatch", (*s3test.Server).AnswerOtherCopyETags)
+	})
+}
+
+func testFinalFallback(t *testing.T, reason string, setup func(*s3test.Server)) {
 	e := newS3Env(t, time.Hour)
-	e.s3.RefuseUploadPartCopy()
+	setup(e.s3)
 	for range 2 {
 		e.write(6 * mib)
 	}
@@ -356,7 +365,7 @@ func TestFinalFallbackNotImplemented(t *testing.T) {
 	if got := e.s3.Requests(s3test.KindPut); got != 1 {
 		t.Errorf("%d objects put at close, want the final one", got)
 	}
-	if got := counterValue(t, e.reg, "hangar_logship_final_multipart_fallbacks_total", "reason", "not_implemented"); got != 1 {
+	if got := counterValue(t, e.reg, "hangar_logship_final_multipart_fallbacks_total", "reason", reason); got != 1 {
 		t.Errorf("fallbacks counted: %v, want 1", got)
 	}
 }

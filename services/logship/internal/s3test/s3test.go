@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -46,8 +47,20 @@ type Server struct {
 	requests  map[string]int
 	bodyBytes map[string]int64
 	noCopy    bool
+	otherETag bool
 	failing   map[string]bool
 }
+
+// copyETag matches the ETag of an UploadPartCopy's answer.
+var copyETag = regexp.MustCompile(`(<ETag>(?:&#34;|&quot;|")?)[0-9a-f]{32}`)
+
+// etagRewriter holds an answer back to replace the ETag in it.
+type etagRewriter struct {
+	http.ResponseWriter
+	buf bytes.Buffer
+}
+
+func (w *etagRewriter) Write(p []byte) (int, error) { return w.buf.Write(p) }
 
 // Request kinds counted by Requests and BodyBytes.
 const (
@@ -86,7 +99,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	k := kind(r)
 	s.reqMu.Lock()
 	s.requests[k]++
-	noCopy, fail := s.noCopy, s.failing[k]
+	noCopy, fail, otherETag := s.noCopy, s.failing[k], s.otherETag
 	s.reqMu.Unlock()
 	if fail {
 		w.Header().Set("Content-Type", "application/xml")
@@ -101,7 +114,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = &countingBody{ReadCloser: r.Body, s: s, kind: k}
+	if k == KindUploadPartCopy && otherETag {
+		rw := &etagRewriter{ResponseWriter: w}
+		s.handler.ServeHTTP(rw, r)
+		_, _ = w.Write(copyETag.ReplaceAll(rw.buf.Bytes(), []byte("${1}00000000000000000000000000000000")))
+		return
+	}
 	s.handler.ServeHTTP(w, r)
+}
+
+// AnswerOtherCopyETags makes the server answer every UploadPartCopy with
+// an ETag that is not the copied object's (as a server whose ETags are
+// not MD5s of the bodies may).
+func (s *Server) AnswerOtherCopyETags() {
+	s.reqMu.Lock()
+	defer s.reqMu.Unlock()
+	s.otherETag = true
 }
 
 type countingBody struct {
