@@ -68,14 +68,17 @@ type behind struct {
 	cur     *block     // being filled, not queued yet
 	queue   []*block
 	running bool
-	queued  uint64 // blocks queued ever
-	done    uint64 // blocks written ever
-	free    [][]byte
+	queued  uint64     // blocks queued ever
+	done    uint64     // blocks written ever
+	blocks  *sync.Pool // of *[]byte of cap behindBlock, the spool's: shared by its runs
 	logErr  fileErr
 	tailErr fileErr
 }
 
-func (b *behind) init() { b.cond = sync.NewCond(&b.mu) }
+func (b *behind) init(blocks *sync.Pool) {
+	b.cond = sync.NewCond(&b.mu)
+	b.blocks = blocks
+}
 
 // write queues p (copied) to be written at off in f and hashed into sum.
 // It returns the file's write error seen so far, if any, without queueing.
@@ -111,24 +114,28 @@ func (b *behind) cloneDigest(from, to *digest) {
 }
 
 func (b *behind) bufLocked(n int) []byte {
-	if n <= behindBlock && len(b.free) > 0 {
-		buf := b.free[len(b.free)-1]
-		b.free = b.free[:len(b.free)-1]
-		return buf[:0]
+	if n <= behindBlock {
+		if p, ok := b.blocks.Get().(*[]byte); ok {
+			return (*p)[:0]
+		}
 	}
 	return make([]byte, 0, max(n, behindBlock))
 }
 
-// queueLocked queues the block being filled, if any.
+// queueLocked queues the block being filled, if any, once the queue has
+// room. It takes the block only then, with no wait between taking and
+// queueing it: a flush (the committer's) waiting for room must not hold a
+// block while the writer queues later ones, which would then be hashed
+// before it.
 func (b *behind) queueLocked() {
+	for b.cur != nil && len(b.queue) >= behindQueue {
+		b.cond.Wait()
+	}
 	if b.cur == nil {
 		return
 	}
 	c := b.cur
 	b.cur = nil
-	for len(b.queue) >= behindQueue {
-		b.cond.Wait()
-	}
 	b.enqueueLocked(c)
 }
 
@@ -163,8 +170,9 @@ func (b *behind) run() {
 		if werr != nil && c.ferr.err == nil {
 			*c.ferr = fileErr{err: werr, off: c.off}
 		}
-		if c.data != nil && cap(c.data) == behindBlock && len(b.free) <= behindQueue {
-			b.free = append(b.free, c.data[:0])
+		if cap(c.data) == behindBlock {
+			buf := c.data[:0]
+			b.blocks.Put(&buf)
 		}
 		clear(b.queue[:1])
 		b.queue = b.queue[1:]

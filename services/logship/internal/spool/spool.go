@@ -155,6 +155,9 @@ func (st State) Cut() int64 {
 // Spool is the spool directory.
 type Spool struct {
 	dir string
+	// blocks are the buffers of the runs' writes behind (behind.go), kept
+	// here rather than by each run, so that an idle run holds none.
+	blocks sync.Pool
 }
 
 // Open creates the spool directory if needed.
@@ -228,7 +231,7 @@ func (s *Spool) OpenRun(id string) (*Run, error) {
 		return nil, fmt.Errorf("open run spool: %w", err)
 	}
 	r := &Run{dir: dir, state: State{RunID: id}, sf: &stateFile{path: filepath.Join(dir, stateName)}}
-	r.wb.init()
+	r.wb.init(&s.blocks)
 	if err := r.sf.read(&r.state); err != nil {
 		return nil, err
 	}
