@@ -193,7 +193,9 @@
 // the copies'), and the other bytes sent from the spool in parts of at
 // least 5 MiB but the last; a log under 5 MiB, one without such a chunk,
 // or a server that cannot (s3log.ErrMultipartUnsupported: logged once,
-// counted) gets one PutObject of the whole log. S3 failures are retried with
+// counted) gets one PutObject of the whole log. A failed assembly is
+// aborted; for a run found closed in the spool at start, the uploads a
+// logship before left (a crash during the assembly) are aborted first. S3 failures are retried with
 // exponential backoff, for ever; the run is not failed, and Ship keeps
 // acknowledging from the spool. Upload progress is in the state file, so
 // a restart resumes it; a final object found already stored with this

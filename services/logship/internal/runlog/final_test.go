@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -229,7 +231,9 @@ func TestFinalSmallLog(t *testing.T) {
 // again, the chunks after the restart are copied. Then logship is
 // restarted while the final object is being assembled (S3 refuses
 // CompleteMultipartUpload): the upload is aborted, and the new logship
-// stores one correct final object and removes every live chunk.
+// stores one correct final object and removes every live chunk; the
+// uploads the first one could not abort (S3 refused that too, as a crash
+// would leave them) are aborted by the second.
 func TestFinalAfterRestart(t *testing.T) {
 	e := newS3Env(t, time.Hour)
 	e.write(6 * mib)
@@ -258,6 +262,7 @@ func TestFinalAfterRestart(t *testing.T) {
 	e2.waitUploaded(18 * mib)
 	e2.write(mib)
 	e2.s3.FailRequests(s3test.KindComplete, true)
+	e2.s3.FailRequests(s3test.KindAbort, true) // uploads left behind, as by a crash
 	if _, err := e2.s.Close(t.Context(), e2.seq); err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +274,11 @@ func TestFinalAfterRestart(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	e2.m.Close()
+	if n := e2.uploads(); n == 0 {
+		t.Fatal("no multipart upload left behind")
+	}
 	e2.s3.FailRequests(s3test.KindComplete, false)
+	e2.s3.FailRequests(s3test.KindAbort, false)
 	e2.start() // the run is closed: Open answers it as such, its upload resumes
 	if r := e2.run(); r != nil {
 		select {
@@ -279,6 +288,21 @@ func TestFinalAfterRestart(t *testing.T) {
 		}
 	}
 	e2.checkFinal()
+	if n := e2.uploads(); n != 0 {
+		t.Errorf("%d multipart uploads left after the restart", n)
+	}
+}
+
+// uploads returns how many multipart uploads of the final object are in
+// progress.
+func (e *s3Env) uploads() int {
+	e.t.Helper()
+	out, err := e.s3.Client().ListMultipartUploads(e.t.Context(), &s3.ListMultipartUploadsInput{
+		Bucket: aws.String(s3test.Bucket), Prefix: aws.String("runs/r/log")})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return len(out.Uploads)
 }
 
 // TestFinalAlreadyStored: CompleteMultipartUpload carries If-None-Match: *.

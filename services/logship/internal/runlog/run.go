@@ -26,6 +26,10 @@ type run struct {
 	// number, for the final object's parts (upload.go); only the
 	// uploader goroutine uses it.
 	chunks map[uint64]liveChunk
+	// leftovers: the log was closed when this process took the run, so a
+	// logship before may have left a multipart upload of its final object
+	// (upload.go aborts them first); uploader goroutine only.
+	leftovers bool
 
 	// commitMu serializes the writers of the run's state (commits, Open's
 	// rollback, Close, upload progress, the clean shutdown) so that

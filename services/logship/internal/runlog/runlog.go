@@ -54,6 +54,9 @@ type Store interface {
 // live chunks, server-side (s3log.Store.PutFinalParts; ADR 0022).
 type partsStore interface {
 	PutFinalParts(ctx context.Context, runID string, parts []s3log.Part, log io.ReaderAt, f s3log.Final) error
+	// AbortUploads aborts the multipart uploads of the run's final object
+	// in progress (left by a logship that stopped).
+	AbortUploads(ctx context.Context, runID string) (int, error)
 }
 
 // DiskProbe tells how many bytes are free for unprivileged use on the

@@ -24,6 +24,9 @@ func (m *Manager) startUploader(r *run) {
 // once the log is closed, the final object; failures are retried with
 // backoff until ctx ends.
 func (r *run) uploadLoop(ctx context.Context) {
+	r.mu.Lock()
+	r.leftovers = r.state.Closed
+	r.mu.Unlock()
 	opts := r.m.opts
 	backoff := opts.RetryMin
 	timer := time.NewTimer(opts.ChunkInterval)
@@ -136,6 +139,18 @@ func (r *run) putFinal(ctx context.Context, st spool.State) error {
 	f := s3log.Final{Bytes: st.MaskedBytes, SHA256: st.SHA256, LastSequence: st.AckedSequence,
 		Truncated: st.Cut(), Incomplete: st.Incomplete}
 	if ps, ok := store.(partsStore); ok {
+		if r.leftovers {
+			// Best effort: without the right to list the bucket's uploads,
+			// a lifecycle rule removes them (README).
+			n, err := ps.AbortUploads(ctx, r.id)
+			if err != nil {
+				r.m.log.Warn("could not abort the multipart uploads a previous logship left for this run's final log",
+					"run_id", r.id, "err", err)
+			} else if n > 0 {
+				r.m.log.Info("aborted multipart uploads a previous logship left for this run's final log", "run_id", r.id, "uploads", n)
+			}
+			r.leftovers = false
+		}
 		if parts := r.finalParts(st); parts != nil {
 			err := ps.PutFinalParts(ctx, r.id, parts, storedLog{r.sp}, f)
 			if !errors.Is(err, s3log.ErrMultipartUnsupported) {

@@ -133,6 +133,30 @@ func (s *Store) PutFinalParts(ctx context.Context, runID string, parts []Part, l
 	return nil
 }
 
+// AbortUploads aborts the multipart uploads of runID's final object that
+// are in progress: those a logship left when it stopped during the
+// assembly (at most one page of the listing, 1000). It returns how many
+// it aborted.
+func (s *Store) AbortUploads(ctx context.Context, runID string) (int, error) {
+	key := s.FinalKey(runID)
+	out, err := s.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(s.bucket), Prefix: aws.String(key)})
+	if err != nil {
+		return 0, fmt.Errorf("list multipart uploads s3://%s/%s: %w", s.bucket, key, err)
+	}
+	n := 0
+	for _, u := range out.Uploads {
+		if aws.ToString(u.Key) != key {
+			continue
+		}
+		if _, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+			Bucket: aws.String(s.bucket), Key: aws.String(key), UploadId: u.UploadId}); err != nil {
+			return n, fmt.Errorf("abort multipart upload s3://%s/%s: %w", s.bucket, key, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
 // unsupported marks err as ErrMultipartUnsupported (and counts it) when
 // the server answered NotImplemented, or refused the request (another
 // client error: a copy source gone, a server with other part rules, a

@@ -31,8 +31,10 @@
 // server that cannot do that gets ErrMultipartUnsupported (counted in
 // hangar_logship_final_multipart_fallbacks_total) and the log is put
 // whole. Every failed multipart upload is aborted; one left behind by a
-// crash is not, and costs its parts' storage on AWS until a lifecycle
-// rule (AbortIncompleteMultipartUpload) removes it.
+// crash is aborted by the next logship before it assembles that run's
+// final object (AbortUploads), if it may list the bucket's multipart
+// uploads; else it costs its parts' storage on AWS until a lifecycle rule
+// (AbortIncompleteMultipartUpload) removes it.
 package s3log
 
 import (
@@ -80,6 +82,7 @@ type Client interface {
 	UploadPartCopy(ctx context.Context, in *s3.UploadPartCopyInput, opts ...func(*s3.Options)) (*s3.UploadPartCopyOutput, error)
 	CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMultipartUploadInput, opts ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error)
 	AbortMultipartUpload(ctx context.Context, in *s3.AbortMultipartUploadInput, opts ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error)
+	ListMultipartUploads(ctx context.Context, in *s3.ListMultipartUploadsInput, opts ...func(*s3.Options)) (*s3.ListMultipartUploadsOutput, error)
 }
 
 // Store writes and reads the logs of one bucket and prefix.
