@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"hash"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+	"testing/synctest"
 )
 
 // openTestRun opens run-1 in a new spool, closed at the test's end.
@@ -171,5 +173,82 @@ func TestWriteBehindErrorFailsCommit(t *testing.T) {
 	sum, err := r.SHA256()
 	if want := sha256.Sum256([]byte("committed\nagain\n")); err != nil || sum != hex.EncodeToString(want[:]) {
 		t.Fatalf("SHA256 = %s, %v", sum, err)
+	}
+}
+
+// gatedHash is a hash.Hash whose first Write waits until open is closed:
+// it holds the goroutine behind on its first block.
+type gatedHash struct {
+	hash.Hash
+	open chan struct{}
+}
+
+func (g *gatedHash) Write(p []byte) (int, error) {
+	<-g.open
+	return g.Hash.Write(p)
+}
+
+// While the goroutine behind is held on its first block, a writer can
+// queue behindQueue blocks (2 MiB, the first included) and fill one more
+// without waiting for it, and no more: the blocks in memory per run are
+// bounded, and a pause of the goroutine behind (a slow pwrite, the
+// scheduler) does not stall the writer (the Ship handler) before 2 MiB.
+func TestWriteBehindQueuesTwoMiB(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	synctest.Test(t, func(t *testing.T) {
+		var b behind
+		b.init(&sync.Pool{})
+		gate := &gatedHash{Hash: sha256.New(), open: make(chan struct{})}
+		sum := &digest{h: gate}
+		var ferr fileErr
+		const piece = 32 << 10
+		p := bytes.Repeat([]byte("x"), piece)
+		write := func(off, n int64) <-chan struct{} {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for end := off + n; off < end; off += piece {
+					if err := b.write(f, &ferr, off, p, sum); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+			return done
+		}
+		// 2 MiB queued and a block less a piece being filled.
+		const free = 2<<20 + behindBlock - piece
+		first := write(0, free)
+		synctest.Wait()
+		select {
+		case <-first:
+		default:
+			t.Errorf("the writer waited for the goroutine behind before %d bytes were queued", free)
+		}
+		// The next piece fills the block being filled: queueing it waits.
+		next := write(free, piece)
+		synctest.Wait()
+		select {
+		case <-next:
+			t.Errorf("the writer queued %d bytes while the goroutine behind held the first block", free+piece)
+		default:
+		}
+		close(gate.open)
+		<-first
+		<-next
+		b.flush()
+		if b.done != b.queued || b.err() != nil {
+			t.Fatalf("after the flush: %d of %d blocks written, err %v", b.done, b.queued, b.err())
+		}
+	})
+	const written = 2<<20 + behindBlock
+	want := sha256.Sum256(bytes.Repeat([]byte("x"), written))
+	got, err := os.ReadFile(f.Name())
+	if err != nil || sha256.Sum256(got) != want {
+		t.Fatalf("the file does not hold the %d bytes written (%d read, err %v)", written, len(got), err)
 	}
 }
