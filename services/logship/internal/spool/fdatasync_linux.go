@@ -29,3 +29,17 @@ func fdatasync(f *os.File) error {
 	}
 	return nil
 }
+
+// startWriteback starts writing f's bytes [off, off+n) to the disk,
+// without waiting (sync_file_range SYNC_FILE_RANGE_WRITE), so that the
+// commit's fdatasync finds most of them written. Errors are left to that
+// fdatasync.
+func startWriteback(f *os.File, off, n int64) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = syscall.SyncFileRange(int(fd), off, n, 2 /* SYNC_FILE_RANGE_WRITE */)
+	})
+}
