@@ -31,7 +31,8 @@ const firstLine = "hello"
 //
 // A third side, "docker-run-hardened", is for reference: `docker run` of the
 // same image with the settings the executor gives a run container (its
-// network, no engine init, the dropped capabilities, no new privileges, a
+// network, in a namespace of its own as before network holders (ADR 0024),
+// no engine init, the dropped capabilities, no new privileges, a
 // PID limit, no log driver, a fresh workspace volume and two bind mounts as
 // the relay's; see hardenedFlags): what the container's own start costs with
 // Hangar's isolation, without Hangar. Its ratio (hangar/hardened) is

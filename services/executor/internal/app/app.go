@@ -72,6 +72,10 @@ func Run(ctx context.Context, cfg *config.Config, sig Signals, log *slog.Logger)
 	if err != nil {
 		return err
 	}
+	if c, ok := rt.(*dockerrt.Runtime); ok {
+		// Its idle network holder goes with the executor.
+		defer c.Close()
+	}
 	stateDir := filepath.Join(cfg.WorkDir, "hangar-executor-"+cfg.ExecutorID+".runs")
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return fmt.Errorf("HANGAR_EXECUTOR_WORK_DIR: %w", err)
@@ -230,6 +234,11 @@ func newRuntime(ctx context.Context, cfg *config.Config, reg prometheus.Register
 			log.Warn("reaping containers of an earlier run of this executor failed", "err", err)
 		} else if len(ids) > 0 {
 			log.Warn("removed containers left by an earlier run of this executor", "run_ids", ids)
+		}
+		// The first run's network holder (dockerrt.Runtime.Warm), once
+		// an earlier life's are reaped.
+		if err := rt.Warm(rctx); err != nil {
+			log.Warn("network holder not started: the first run sets up its own network", "err", err)
 		}
 	}
 	return rt, reap, nil

@@ -124,7 +124,10 @@ func newRuntimeMode(t *testing.T, cli *client.Client, opts Options) *Runtime {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { assertNothingLeft(t, cli, opts.ExecutorID) })
+	t.Cleanup(func() {
+		rt.Close()
+		assertNothingLeft(t, cli, opts.ExecutorID)
+	})
 	return rt
 }
 

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -93,6 +95,7 @@ func runNetwork(t *testing.T, cli *client.Client) (*Runtime, string, string) {
 	name := "hangar-runs-test-" + id
 	rt := newRuntime(t, cli, Options{Network: name, CreateNetwork: &NetworkSpec{Bridge: bridge}})
 	t.Cleanup(func() {
+		rt.Close() // its idle network holder is on the network
 		if _, err := cli.NetworkRemove(context.Background(), name, client.NetworkRemoveOptions{}); err != nil {
 			t.Errorf("remove run network: %v", err)
 		}
@@ -138,6 +141,10 @@ func TestRunNetworkIsolation(t *testing.T) {
 	cli := engine(t)
 	ctx := context.Background()
 	rt, name, bridge := runNetwork(t, cli)
+	// The run joins a network holder's namespace, as runs on the run network do.
+	if err := rt.Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	nw, err := cli.NetworkInspect(ctx, name, client.NetworkInspectOptions{})
 	if err != nil {
@@ -321,5 +328,129 @@ func TestEnsureNetwork(t *testing.T) {
 	}
 	if hostID == "" {
 		t.Log("the engine has no host network: the by-id case was not tried")
+	}
+}
+
+// TestRunJoinsANetworkHolder: on a user-defined run network, a run's phases
+// join the network namespace of a holder started ahead (one per run, on the
+// run network, removed with the run), instead of each setting one up; the
+// next run gets another holder.
+func TestRunJoinsANetworkHolder(t *testing.T) {
+	t.Parallel()
+	cli := engine(t)
+	ctx := context.Background()
+	rt, name, _ := runNetwork(t, cli)
+	in := inspectCreated(t, rt, cli)
+	var holders []string
+	for range 2 {
+		if err := rt.Warm(ctx); err != nil {
+			t.Fatal(err)
+		}
+		tj := newJob(phase("init", "ip -o -4 addr show eth0"), phase("plan", "ip -o -4 addr show eth0"))
+		wantFinished(t, runJob(t, rt, tj), tj)
+		addrs := regexp.MustCompile(`inet (\S+)`).FindAllStringSubmatch(tj.stdout.String(), -1)
+		if len(addrs) != 2 || addrs[0][1] != addrs[1][1] {
+			t.Errorf("the two phases' addresses: %q, want one, twice", tj.stdout)
+		}
+		cs := in.containers()[len(holders)*2:]
+		h, ok := strings.CutPrefix(string(cs[0].HostConfig.NetworkMode), "container:")
+		if !ok || string(cs[1].HostConfig.NetworkMode) != "container:"+h {
+			t.Fatalf("NetworkMode %q and %q, want container:<holder> twice", cs[0].HostConfig.NetworkMode, cs[1].HostConfig.NetworkMode)
+		}
+		holders = append(holders, h)
+		// Removed after the run, in the background.
+		for i := 0; ; i++ {
+			if _, err := cli.ContainerInspect(ctx, h, client.ContainerInspectOptions{}); err != nil {
+				break
+			}
+			if i == 300 {
+				t.Fatalf("holder %s still exists 30 s after its run", h)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if holders[0] == holders[1] {
+		t.Errorf("two runs joined the same holder %s", holders[0])
+	}
+	// The holder that waits for the next run is on the run network, with the
+	// executor's labels, hardened like a run container.
+	if err := rt.Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	list, err := cli.ContainerList(ctx, client.ContainerListOptions{Filters: rt.filters()})
+	if err != nil || len(list.Items) != 1 || list.Items[0].Labels[LabelHolder] != "true" {
+		t.Fatalf("idle holders %+v (%v), want one", list.Items, err)
+	}
+	res, err := cli.ContainerInspect(ctx, list.Items[0].ID, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := res.Container.HostConfig
+	if string(hc.NetworkMode) != name || hc.Privileged || !slices.Equal(hc.CapDrop, []string{"ALL"}) || hc.PidsLimit == nil || *hc.PidsLimit != holderPids ||
+		!hc.ReadonlyRootfs || hc.LogConfig.Type != "none" || len(hc.Mounts) != 0 {
+		t.Errorf("holder's host config: %+v", hc)
+	}
+}
+
+// TestReapKeepsHoldersOfKeptRuns: at an executor's start, Reap removes the
+// network holders an earlier life left idle, but not the one a re-adopted
+// run's container joined (its network would go with it), nor the one this
+// life has started for its next run.
+func TestReapKeepsHoldersOfKeptRuns(t *testing.T) {
+	t.Parallel()
+	cli := engine(t)
+	ctx := context.Background()
+	rt, name, _ := runNetwork(t, cli)
+	if err := rt.Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	start := func(labels map[string]string, network string) string {
+		t.Helper()
+		labels[LabelManaged], labels[LabelExecutorID] = "true", rt.opts.ExecutorID
+		c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+			Config:     &container.Config{Image: testImage, Cmd: []string{"sleep", "300"}, Labels: labels},
+			HostConfig: &container.HostConfig{NetworkMode: container.NetworkMode(network)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return c.ID
+	}
+	// An earlier life's: the holder of a run it re-adopts, that run's
+	// phase, and an idle holder.
+	keptRun := uniqueID("run-kept")
+	keptHolder := start(map[string]string{LabelHolder: "true"}, name)
+	keptPhase := start(map[string]string{LabelRunID: keptRun, LabelPhase: "plan", LabelPhaseIndex: "0"}, "container:"+keptHolder)
+	idle := start(map[string]string{LabelHolder: "true"}, name)
+	t.Cleanup(func() {
+		for _, id := range []string{keptPhase, keptHolder} {
+			_ = removeContainer(context.Background(), cli, id)
+		}
+	})
+
+	if _, err := rt.Reap(ctx, keptRun); err != nil {
+		t.Fatal(err)
+	}
+	list, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: rt.filters()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, c := range list.Items {
+		left = append(left, c.ID)
+	}
+	rt.hold.mu.Lock()
+	own := slices.Clone(rt.hold.idle)
+	rt.hold.mu.Unlock()
+	for _, id := range append([]string{keptHolder, keptPhase}, own...) {
+		if !slices.Contains(left, id) {
+			t.Errorf("Reap removed %s (kept run's holder %s, its phase %s, this life's holders %v)", id, keptHolder, keptPhase, own)
+		}
+	}
+	if slices.Contains(left, idle) || len(left) != 2+len(own) {
+		t.Errorf("left %v: the earlier life's idle holder %s should be gone", left, idle)
 	}
 }

@@ -17,8 +17,9 @@ import (
 // and hangar.pool-id absent or Options.PoolID: see owns),
 // except those of the runs in keep (re-adopted), and the relay directories
 // of the runs it removes, and returns the ids of the runs they belonged to,
-// sorted. Call it at start, after a crash, once the runs to re-adopt are
-// known. Containers of other executors on the same engine are never touched.
+// sorted. Network holders (holder.go) go too, but for those the kept runs'
+// containers joined and those this runtime started. Call it at start, after
+// a crash, once the runs to re-adopt are known. Containers of other executors on the same engine are never touched.
 func (r *Runtime) Reap(ctx context.Context, keep ...string) ([]string, error) {
 	f := r.filters()
 	runs := map[string]bool{}
@@ -27,8 +28,20 @@ func (r *Runtime) Reap(ctx context.Context, keep ...string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reap: list containers: %w", err)
 	}
+	// The network holders of the runs kept, and those started by this
+	// runtime, stay; other holders, started by an earlier life of this
+	// executor and never taken or of runs not kept, go.
+	var kept []container.Summary
 	for _, c := range list.Items {
-		if !r.owns(c.Labels) || slices.Contains(keep, c.Labels[LabelRunID]) {
+		if r.owns(c.Labels) && slices.Contains(keep, c.Labels[LabelRunID]) {
+			kept = append(kept, c)
+		}
+	}
+	r.hold.mu.Lock()
+	stay := addHolders(slices.Clone(r.hold.idle), kept)
+	r.hold.mu.Unlock()
+	for _, c := range list.Items {
+		if !r.owns(c.Labels) || slices.Contains(keep, c.Labels[LabelRunID]) || slices.Contains(stay, c.ID) {
 			continue
 		}
 		runs[c.Labels[LabelRunID]] = true

@@ -127,6 +127,8 @@ type Runtime struct {
 	// created, when set (by tests), is called with the id of each container
 	// after it is created and before it starts.
 	created func(id string)
+	// hold keeps a network holder started ahead (holder.go).
+	hold holders
 }
 
 var _ runner.Runtime = (*Runtime)(nil)
@@ -223,6 +225,7 @@ type session struct {
 	user          string // the runner image's user
 	containers    []string
 	last          string // the container of the last phase run
+	holder        string // the network holder its phases join, if any
 	ioDir         string // the run's relay sockets, on the host
 }
 
@@ -237,7 +240,13 @@ func (s *session) Prepare(ctx context.Context) error {
 		return fmt.Errorf("relay directory: %w", err)
 	}
 	netErr, volErr := make(chan error, 1), make(chan error, 1)
-	go func() { netErr <- s.r.EnsureNetwork(ctx) }()
+	go func() {
+		err := s.r.EnsureNetwork(ctx)
+		if err == nil && s.job.Adopt == nil {
+			s.holder = s.r.takeHolder(ctx)
+		}
+		netErr <- err
+	}()
 	go func() { volErr <- s.createVolume(ctx) }()
 	user, imgErr := ensureImage(ctx, s.r.cli, s.job.Spec.GetRunnerImage(), s.r.opts.DockerConfigDir)
 	nerr, verr := <-netErr, <-volErr
@@ -353,7 +362,11 @@ func (rn *session) createContainer(ctx context.Context, i int, p *runv1.Phase) (
 	if err != nil {
 		return "", err
 	}
-	spec := rn.r.phaseContainer(rn.job, rn.volume, rn.workdir, rn.ioDir, i, p, extra)
+	network := rn.r.opts.Network
+	if rn.holder != "" {
+		network = "container:" + rn.holder
+	}
+	spec := rn.r.phaseContainer(rn.job, network, rn.volume, rn.workdir, rn.ioDir, i, p, extra)
 	res, err := rn.r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{Name: spec.Name, Config: spec.Config, HostConfig: spec.Host})
 	if err != nil {
 		return "", rn.r.containerError("create container for phase "+p.GetName(), err)
@@ -501,16 +514,26 @@ func (rn *session) cleanup(grace time.Duration) {
 	cli := rn.r.cli
 	ids := slices.Clone(rn.containers)
 	// Also anything of this run the engine created but whose id never
-	// reached us (a create interrupted after the engine acted).
+	// reached us (a create interrupted after the engine acted), and the
+	// network holder its containers joined (also one a re-adopted run joined
+	// before the executor restarted).
+	var holders []string
+	if rn.holder != "" {
+		holders = append(holders, rn.holder)
+	}
 	if list, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: rn.r.filters(rn.job.RunID)}); err == nil {
 		for _, c := range list.Items {
 			if rn.r.owns(c.Labels) && !slices.Contains(ids, c.ID) {
 				ids = append(ids, c.ID)
 			}
 		}
+		holders = addHolders(holders, list.Items)
 	} else {
 		rn.log.Warn("list run containers for cleanup", "err", err)
 	}
+	// The holder after the run's end: removing it tears its network down,
+	// the slowest removal, which the run need not wait for.
+	rn.r.removeHolders(holders)
 	for _, id := range ids {
 		if err := removeContainer(ctx, cli, id); err != nil {
 			rn.log.Error("remove run container", "container", id, "err", err)

@@ -52,13 +52,14 @@ func (r *Runtime) runLabels(runID string) map[string]string {
 	return l
 }
 
-// phaseContainer translates phase i of job into its container: the runner
+// phaseContainer translates phase i of job into its container, on network
+// (the run network, or container:<holder> to join a network holder's): the runner
 // image with its entrypoint cleared, the phase script under /bin/sh -c, the
 // working directory workdir, the job's environment, the run's labels and the
 // phase's, the workspace volume at /workspace and the extra mounts (as
 // checked by checkedMounts), the stop
 // grace period, and the security settings of hostConfig.
-func (r *Runtime) phaseContainer(job *runner.Job, volume, workdir, ioDir string, i int, p *runv1.Phase, extra []mount.Mount) phaseSpec {
+func (r *Runtime) phaseContainer(job *runner.Job, network, volume, workdir, ioDir string, i int, p *runv1.Phase, extra []mount.Mount) phaseSpec {
 	labels := r.runLabels(job.RunID)
 	labels[LabelPhase] = p.GetName()
 	labels[LabelPhaseIndex] = strconv.Itoa(i)
@@ -95,7 +96,7 @@ func (r *Runtime) phaseContainer(job *runner.Job, volume, workdir, ioDir string,
 			Labels:      labels,
 			StopTimeout: &stopTimeout,
 		},
-		Host: r.hostConfig(mounts, pids),
+		Host: r.hostConfig(network, mounts, pids),
 	}
 }
 
@@ -109,7 +110,9 @@ func (r *Runtime) relayEntrypoint(i int) []string {
 	return append(ep, relayIODir+"/"+relaySocket(i))
 }
 
-// hostConfig is the security-relevant part of every run container:
+// hostConfig is the security-relevant part of every run container (and of a
+// network holder, holder.go), on network: the run network, or
+// container:<holder> to join the namespace of the run's holder:
 //   - not privileged, no new privileges (setuid binaries cannot raise them),
 //     the engine's default seccomp and AppArmor profiles;
 //   - all capabilities dropped, then only those a shell job commonly needs
@@ -130,9 +133,9 @@ func (r *Runtime) relayEntrypoint(i int) []string {
 //     would be a second process and a bind mount at each start (ADR 0016);
 //   - logging driver "none": the output goes to the executor through the
 //     relay's socket only and is never written unmasked to the host's disk.
-func (r *Runtime) hostConfig(mounts []mount.Mount, pids *int64) *container.HostConfig {
+func (r *Runtime) hostConfig(network string, mounts []mount.Mount, pids *int64) *container.HostConfig {
 	return &container.HostConfig{
-		NetworkMode: container.NetworkMode(r.opts.Network),
+		NetworkMode: container.NetworkMode(network),
 		Runtime:     r.opts.Runtime,
 		Mounts:      mounts,
 		Privileged:  false,

@@ -118,7 +118,7 @@ func TestPhaseContainer(t *testing.T) {
 			}
 			env := []string{"A=1", "SECRET=s"}
 			job := &runner.Job{RunID: "run-1", Spec: &runv1.RunSpec{RunnerImage: "runner:1"}, Env: env, StopGrace: tc.grace}
-			s := r.phaseContainer(job, "hangar-ws-run-1", "/workspace/infra", "/io/run", tc.index, tc.phase, tc.extra)
+			s := r.phaseContainer(job, r.opts.Network, "hangar-ws-run-1", "/workspace/infra", "/io/run", tc.index, tc.phase, tc.extra)
 			tc.check(t, s)
 			s.Config.Env[0] = "changed"
 			if env[0] != "A=1" {
