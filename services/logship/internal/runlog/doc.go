@@ -92,11 +92,12 @@
 // So a run's stages overlap: the Ship stream receives the next chunks
 // while Write masks one; the spool writes the masked bytes to its files
 // and hashes them (the stored log's SHA-256) on a goroutine of its own,
-// behind Write (package spool: up to 2 MiB queued per run before Write
+// behind Write (package spool: up to 1 MiB queued per run before Write
 // waits for it); a commit waits for those writes, then fsyncs, while Write
-// goes on. A sender that waits on its full unacknowledged window waits for
-// the masking (the handler), not for the fsyncs: a commit takes a few
-// milliseconds, and a window eight times larger sends no faster (ADR 0023). Only the masking of one run's chunks is
+// goes on. A sender that waits on its full unacknowledged window mostly
+// waits for the masking (the handler), not for the fsyncs: a commit takes a
+// few milliseconds, and a window eight times larger sent no faster in
+// BenchmarkShip (ADR 0023). Only the masking of one run's chunks is
 // sequential, as it must be (one automaton state per masker).
 //
 // Whenever a Ship stream (re)opens a run, in the same process or after a

@@ -33,13 +33,11 @@ const (
 	behindBlock = 256 << 10
 	// behindQueue is the number of blocks a run queues at most; a Write
 	// that would queue one more waits (the bytes in memory stay bounded:
-	// 2 MiB queued and a block being filled, per run writing that fast).
-	// Four (1 MiB) made the Ship handler wait for the goroutine behind
-	// about 10 ms per 64 MiB even at a low load, in bursts (the goroutine
-	// descheduled, a pwrite slow while an fdatasync runs), while its
-	// average pace was well ahead of the handler's; eight absorb most of
-	// them (bench/README.md, 2026-12-07 05:00).
-	behindQueue = 8
+	// 1 MiB queued and a block being filled, per run writing that fast).
+	// Eight (2 MiB) spared the Ship handler most of its waits for the
+	// goroutine behind but did not ship faster (bench/README.md,
+	// 2026-12-07 04:56).
+	behindQueue = 4
 )
 
 // digest is a running SHA-256 of log bytes, written by the goroutine
