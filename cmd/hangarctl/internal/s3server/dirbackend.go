@@ -31,6 +31,15 @@ import (
 // followed by the body. Files are written to a temporary name and renamed,
 // so an object is replaced atomically. File names are the base64url of the
 // keys, which keeps any key a valid name and lets listing recover the keys.
+//
+// An object completed from a multipart upload is segmented instead: its
+// file holds the header line alone, naming a directory beside it
+// (.<name>.seg-<n>, never listed: '.' is not base64url) that holds the
+// upload's part files (hard links, in the object file format) and listing
+// their bodies in order (multipart.go). Reads go across them; a delete or
+// an overwrite removes that directory after the object's file. Since a
+// temporary file or a directory a stop left behind is not any object's,
+// they are removed at start (cleanLeftovers).
 type dirBackend struct {
 	dir string
 	mu  sync.RWMutex
@@ -43,6 +52,40 @@ type objectHeader struct {
 	MD5      string            `json:"md5"`
 	Size     int64             `json:"size"`
 	Modified time.Time         `json:"modified"`
+	// SegDir and Segments are those of a segmented object (see
+	// dirBackend): the directory in the bucket's directory holding its
+	// segments, and the segments in order, their sizes adding up to Size.
+	SegDir   string    `json:"segdir,omitempty"`
+	Segments []segment `json:"segments,omitempty"`
+}
+
+// segment is a part of a segmented object's body: Size bytes at At in the
+// file File of the object's SegDir.
+type segment struct {
+	File string `json:"file"`
+	At   int64  `json:"at"`
+	Size int64  `json:"size"`
+}
+
+// segDirPrefix is how the names of the segment directories of the object
+// stored in the file name begin.
+func segDirPrefix(name string) string { return "." + name + ".seg-" }
+
+// tmpPrefix is how the names of the temporary files of the object stored
+// in the file name begin.
+func tmpPrefix(name string) string { return "." + name + ".tmp-" }
+
+// segDir returns the path of the segment directory of the object stored
+// in the file at path, or "" if it has none; an error if the header names
+// a directory that is not one of that object's.
+func (hdr objectHeader) segDir(path string) (string, error) {
+	if hdr.SegDir == "" && len(hdr.Segments) == 0 {
+		return "", nil
+	}
+	if !strings.HasPrefix(hdr.SegDir, segDirPrefix(filepath.Base(path))) || strings.ContainsAny(hdr.SegDir, `/\`) {
+		return "", fmt.Errorf("object header names segment directory %q", hdr.SegDir)
+	}
+	return filepath.Join(filepath.Dir(path), hdr.SegDir), nil
 }
 
 var _ gofakes3.Backend = (*dirBackend)(nil)
@@ -51,7 +94,7 @@ func newDirBackend(dir string) (*dirBackend, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	if err := removeUploads(dir); err != nil {
+	if err := cleanLeftovers(dir); err != nil {
 		return nil, err
 	}
 	return &dirBackend{dir: dir}, nil
@@ -233,21 +276,62 @@ func (b *dirBackend) readHeader(bucket, key string) (objectHeader, error) {
 	return hdr, nil
 }
 
-// objectReader is the body of an object read from its file. It says
-// which file and whether it is the whole object, so that an UploadPartCopy
-// of it (gofakes3 hands the body of a GetObject to UploadPart) is done by
-// the kernel (multipart.go).
+// objectReader is the body of an object read from its file, or from its
+// segments' files: pieces of open files, read in order. It says whether it
+// is the whole object and, for an object of one file, which file, so that
+// an UploadPartCopy of it (gofakes3 hands the body of a GetObject to
+// UploadPart) is a hard link; its WriteTo copies each piece by
+// io.Copy(w, *io.LimitedReader of an *os.File), so that the kernel copies
+// (copy_file_range to a file, sendfile to a socket) where it can.
 type objectReader struct {
-	body  *io.LimitedReader // of f
-	f     *os.File
-	path  string
-	whole bool
-	size  int64
-	md5   string
+	pieces []*io.LimitedReader // of files
+	files  []*os.File
+	path   string // the object's file if it is not segmented
+	whole  bool
+	size   int64
+	md5    string
 }
 
-func (r *objectReader) Read(p []byte) (int, error) { return r.body.Read(p) }
-func (r *objectReader) Close() error               { return r.f.Close() }
+func (r *objectReader) Read(p []byte) (int, error) {
+	for len(r.pieces) > 0 {
+		n, err := r.pieces[0].Read(p)
+		if err == io.EOF {
+			if r.pieces[0].N > 0 {
+				return n, fmt.Errorf("read object: %w", io.ErrUnexpectedEOF)
+			}
+			r.pieces = r.pieces[1:]
+			err = nil
+		}
+		if n > 0 || err != nil {
+			return n, err
+		}
+	}
+	return 0, io.EOF
+}
+
+func (r *objectReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for len(r.pieces) > 0 {
+		n, err := io.Copy(w, r.pieces[0])
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if r.pieces[0].N > 0 {
+			return total, fmt.Errorf("read object: %w", io.ErrUnexpectedEOF)
+		}
+		r.pieces = r.pieces[1:]
+	}
+	return total, nil
+}
+
+func (r *objectReader) Close() error {
+	var errs []error
+	for _, f := range r.files {
+		errs = append(errs, f.Close())
+	}
+	return errors.Join(errs...)
+}
 
 func (b *dirBackend) object(bucket, key string, rng *gofakes3.ObjectRangeRequest, withBody bool) (*gofakes3.Object, error) {
 	b.mu.RLock()
@@ -268,19 +352,58 @@ func (b *dirBackend) object(bucket, key string, rng *gofakes3.ObjectRangeRequest
 		f.Close()
 		return nil, err
 	}
-	length := hdr.Size
+	var start, length int64 = 0, hdr.Size
 	if rnge != nil {
-		at += rnge.Start
-		length = rnge.Length
+		start, length = rnge.Start, rnge.Length
 	}
-	if _, err := f.Seek(at, io.SeekStart); err != nil {
+	r := &objectReader{whole: length == hdr.Size, size: length, md5: hdr.MD5}
+	path := b.objectPath(bucket, key)
+	segDir, err := hdr.segDir(path)
+	if err == nil && segDir == "" {
+		r.path, r.files = path, []*os.File{f}
+		r.pieces = []*io.LimitedReader{{R: f, N: length}}
+		_, err = f.Seek(at+start, io.SeekStart)
+	} else {
 		f.Close()
+		if err == nil {
+			// Under the lock: a delete or an overwrite removes the
+			// segments only once no reader is opening them.
+			err = r.openSegments(segDir, hdr.Segments, start, length)
+		}
+	}
+	if err != nil {
+		r.Close()
 		return nil, fmt.Errorf("read object: %w", err)
 	}
 	obj.Range = rnge
-	obj.Contents = &objectReader{body: &io.LimitedReader{R: f, N: length}, f: f, path: b.objectPath(bucket, key),
-		whole: length == hdr.Size, size: length, md5: hdr.MD5}
+	obj.Contents = r
 	return obj, nil
+}
+
+// openSegments opens the files of the segments (in dir) that hold bytes
+// start to start+length of the object, as r's pieces.
+func (r *objectReader) openSegments(dir string, segs []segment, start, length int64) error {
+	end := start + length
+	var pos int64
+	for _, s := range segs {
+		from, to := max(start, pos), min(end, pos+s.Size)
+		if from < to {
+			f, err := os.Open(filepath.Join(dir, filepath.Base(s.File)))
+			if err != nil {
+				return err
+			}
+			r.files = append(r.files, f)
+			if _, err := f.Seek(s.At+from-pos, io.SeekStart); err != nil {
+				return err
+			}
+			r.pieces = append(r.pieces, &io.LimitedReader{R: f, N: to - from})
+		}
+		pos += s.Size
+	}
+	if pos < end {
+		return fmt.Errorf("segments of %d bytes, %d wanted", pos, end)
+	}
+	return nil
 }
 
 func (b *dirBackend) GetObject(_ context.Context, bucket, key string, rng *gofakes3.ObjectRangeRequest) (*gofakes3.Object, error) {
@@ -297,12 +420,22 @@ func (b *dirBackend) DeleteObject(_ context.Context, bucket, key string) (gofake
 	return gofakes3.ObjectDeleteResult{}, b.remove(bucket, key)
 }
 
+// remove removes an object: its file, then its segments if it has any (a
+// directory a stop leaves between the two is removed at start). The lock
+// is held.
 func (b *dirBackend) remove(bucket, key string) error {
 	if !b.exists(bucket) {
 		return gofakes3.BucketNotFound(bucket)
 	}
-	if err := os.Remove(b.objectPath(bucket, key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	path := b.objectPath(bucket, key)
+	hdr, _ := b.readHeader(bucket, key) // none, or unreadable: no segments to remove
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete object: %w", err)
+	}
+	if dir, err := hdr.segDir(path); err == nil && dir != "" {
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("delete object: %w", err)
+		}
 	}
 	return nil
 }
@@ -321,6 +454,11 @@ func (b *dirBackend) remove(bucket, key string) error {
 // body either (multipart and KMS-encrypted objects), and nothing here
 // relies on it; it changes with every write, which If-Match needs.
 func (b *dirBackend) PutObject(ctx context.Context, bucket, key string, meta map[string]string, input io.Reader, size int64) (gofakes3.PutObjectResult, error) {
+	return b.put(ctx, bucket, key, meta, input, size, nil)
+}
+
+// put is PutObject, the ETag given by etag if not nil (see writeObject).
+func (b *dirBackend) put(ctx context.Context, bucket, key string, meta map[string]string, input io.Reader, size int64, etag []byte) (gofakes3.PutObjectResult, error) {
 	b.mu.RLock()
 	ok := b.exists(bucket)
 	b.mu.RUnlock()
@@ -328,13 +466,13 @@ func (b *dirBackend) PutObject(ctx context.Context, bucket, key string, meta map
 		return gofakes3.PutObjectResult{}, gofakes3.BucketNotFound(bucket)
 	}
 	path := b.objectPath(bucket, key)
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	f, err := os.CreateTemp(filepath.Dir(path), tmpPrefix(filepath.Base(path))+"*")
 	if err != nil {
 		return gofakes3.PutObjectResult{}, fmt.Errorf("put object: %w", err)
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // a no-op once renamed
-	hdr, n, err := writeObject(f, objectHeader{Key: key, Metadata: meta}, input, nil)
+	hdr, n, err := writeObject(f, objectHeader{Key: key, Metadata: meta}, input, etag)
 	if err == nil && size >= 0 && n != size {
 		err = fmt.Errorf("body of %d bytes, expected %d", n, size)
 	}
@@ -347,11 +485,14 @@ func (b *dirBackend) PutObject(ctx context.Context, bucket, key string, meta map
 	return gofakes3.PutObjectResult{ETag: `"` + hdr.MD5 + `"`}, nil
 }
 
-// install renames the object file tmp (written and synced) into place as
-// key, under the lock, where the write conditions of ctx are checked:
-// If-None-Match / If-Match, checked again under the lock so that two
-// conditional writes cannot both succeed (gofakes3 checks before calling
-// the backend, without it).
+// install renames the object file tmp (written and synced, its segments
+// too if it has any) into place as key, under the lock, where the write
+// conditions of ctx are checked: If-None-Match / If-Match, checked again
+// under the lock so that two conditional writes cannot both succeed
+// (gofakes3 checks before calling the backend, without it). The segments
+// of the object replaced, if it had any, are removed once the rename is
+// durable (if that fails or a stop comes first, they are left to the
+// removal at start).
 func (b *dirBackend) install(ctx context.Context, bucket, key, tmp string) error {
 	path := b.objectPath(bucket, key)
 	b.mu.Lock()
@@ -359,9 +500,9 @@ func (b *dirBackend) install(ctx context.Context, bucket, key, tmp string) error
 	if !b.exists(bucket) {
 		return gofakes3.BucketNotFound(bucket)
 	}
+	old, herr := b.readHeader(bucket, key)
+	exists := herr == nil
 	if gofakes3.HasWriteConditions(ctx) {
-		old, herr := b.readHeader(bucket, key)
-		exists := herr == nil
 		if herr != nil && !errors.Is(herr, fs.ErrNotExist) && !gofakes3.HasErrorCode(herr, gofakes3.ErrNoSuchKey) {
 			return fmt.Errorf("put object: %w", herr)
 		}
@@ -374,6 +515,9 @@ func (b *dirBackend) install(ctx context.Context, bucket, key, tmp string) error
 	}
 	if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("put object: %w", err)
+	}
+	if dir, err := old.segDir(path); exists && err == nil && dir != "" {
+		_ = os.RemoveAll(dir)
 	}
 	return nil
 }
@@ -463,7 +607,7 @@ func (b *dirBackend) CopyObject(ctx context.Context, srcBucket, srcKey, dstBucke
 		return gofakes3.CopyObjectResult{}, err
 	}
 	defer src.Contents.Close()
-	if _, err := b.PutObject(ctx, dstBucket, dstKey, meta, src.Contents, src.Size); err != nil {
+	if _, err := b.put(ctx, dstBucket, dstKey, meta, src.Contents, src.Size, src.Hash); err != nil {
 		return gofakes3.CopyObjectResult{}, err
 	}
 	return gofakes3.CopyObjectResult{ETag: `"` + hex.EncodeToString(src.Hash) + `"`, LastModified: gofakes3.NewContentTime(time.Now())}, nil
