@@ -293,6 +293,9 @@ type objectReader struct {
 }
 
 func (r *objectReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
 	for len(r.pieces) > 0 {
 		n, err := r.pieces[0].Read(p)
 		if err == io.EOF {
