@@ -439,9 +439,11 @@ func (s *devStack) logshipLogSize() int64 {
 }
 
 // dropStoredLog removes the run's objects from the dev S3 server's directory
-// (objects are files named by the base64url of their key) so that repeated
-// gigabyte runs do not fill the disk. Best effort: a different layout only
-// means nothing is removed.
+// (objects are files named by the base64url of their key; an object
+// completed from a multipart upload, as the final log is, keeps its bytes
+// in a directory beside, .<name>.seg-<n>) so that repeated gigabyte runs do
+// not fill the disk. Best effort: a different layout only means nothing is
+// removed.
 func (s *devStack) dropStoredLog(runID string) {
 	dir := filepath.Join(s.dir, "data", "s3", "hangar-logs")
 	entries, err := os.ReadDir(dir)
@@ -449,9 +451,10 @@ func (s *devStack) dropStoredLog(runID string) {
 		return
 	}
 	for _, e := range entries {
-		k, err := base64.RawURLEncoding.DecodeString(e.Name())
+		name, _, _ := strings.Cut(strings.TrimPrefix(e.Name(), "."), ".")
+		k, err := base64.RawURLEncoding.DecodeString(name)
 		if err == nil && strings.Contains(string(k), "/"+runID+"/") {
-			_ = os.Remove(filepath.Join(dir, e.Name()))
+			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
 		}
 	}
 }

@@ -19,8 +19,8 @@ import (
 // TestDirMultipart: the dir backend's multipart uploads over the S3 API.
 // A whole-object UploadPartCopy is a hard link to the object's file (no
 // byte read or hashed: its ETag is the object's), a part sent is
-// streamed to a file, Complete concatenates them with the metadata given
-// at Create, honours If-None-Match: *, refuses an ETag that is not the
+// streamed to a file, Complete makes of them an object with the metadata
+// given at Create (segment_test.go: without copying them), honours If-None-Match: *, refuses an ETag that is not the
 // part's, parts in the wrong order and a part but the last under 5 MiB;
 // Abort removes the upload; uploads left behind are removed at start.
 func TestDirMultipart(t *testing.T) {

@@ -5,8 +5,11 @@
 // Signature Version 4 enforced (a request signed with another key pair is
 // refused), path-style addressing, and the configured buckets created at
 // start. Objects live in memory, or under a directory when Config.Dir is set
-// so that they survive a restart of the dev stack. It is not a production
-// store: production uses AWS S3 or a real S3-compatible server.
+// so that they survive a restart of the dev stack: one file per object, and
+// an object completed from a multipart upload kept as its parts' files (hard
+// links: UploadPartCopy and Complete copy no byte; dirbackend.go,
+// multipart.go). It is not a production store: production uses AWS S3 or a
+// real S3-compatible server.
 package s3server
 
 import (
