@@ -43,40 +43,10 @@ func TestDirMultipart(t *testing.T) {
 	}
 	last := []byte("the last part, short\n")
 
-	create := func(key string) *string {
-		t.Helper()
-		out, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(testBucket), Key: aws.String(key),
-			Metadata: map[string]string{"hangar-bytes": "42"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out.UploadId
-	}
-	copyPart := func(key string, id *string, n int32, src string) string {
-		t.Helper()
-		out, err := c.UploadPartCopy(ctx, &s3.UploadPartCopyInput{Bucket: aws.String(testBucket), Key: aws.String(key), UploadId: id,
-			PartNumber: aws.Int32(n), CopySource: aws.String(testBucket + "/" + src)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return aws.ToString(out.CopyPartResult.ETag)
-	}
-	sendPart := func(key string, id *string, n int32, body []byte) string {
-		t.Helper()
-		out, err := c.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(testBucket), Key: aws.String(key), UploadId: id,
-			PartNumber: aws.Int32(n), Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body)))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return aws.ToString(out.ETag)
-	}
+	m := multipartClient{t, c}
+	create, copyPart, sendPart := m.create, m.copyPart, m.sendPart
 	complete := func(key string, id *string, etags ...string) error {
-		var parts []types.CompletedPart
-		for i, e := range etags {
-			parts = append(parts, types.CompletedPart{PartNumber: aws.Int32(int32(i + 1)), ETag: aws.String(e)})
-		}
-		_, err := c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String(testBucket), Key: aws.String(key),
-			UploadId: id, MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}, IfNoneMatch: aws.String("*")})
+		_, err := m.tryComplete(key, id, aws.String("*"), etags...)
 		return err
 	}
 	uploadDir := func(id *string) string { return filepath.Join(dir, testBucket, uploadPrefix+aws.ToString(id)) }

@@ -61,16 +61,26 @@ func (m multipartClient) sendPart(key string, id *string, n int32, body []byte) 
 // object's ETag.
 func (m multipartClient) complete(key string, id *string, etags ...string) string {
 	m.t.Helper()
+	etag, err := m.tryComplete(key, id, nil, etags...)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	return etag
+}
+
+// tryComplete completes upload id with parts 1..len(etags), If-None-Match
+// ifNoneMatch if not nil.
+func (m multipartClient) tryComplete(key string, id, ifNoneMatch *string, etags ...string) (string, error) {
 	var parts []types.CompletedPart
 	for i, e := range etags {
 		parts = append(parts, types.CompletedPart{PartNumber: aws.Int32(int32(i + 1)), ETag: aws.String(e)})
 	}
 	out, err := m.c.CompleteMultipartUpload(m.t.Context(), &s3.CompleteMultipartUploadInput{Bucket: aws.String(testBucket), Key: aws.String(key),
-		UploadId: id, MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}})
+		UploadId: id, MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}, IfNoneMatch: ifNoneMatch})
 	if err != nil {
-		m.t.Fatal(err)
+		return "", err
 	}
-	return aws.ToString(out.ETag)
+	return aws.ToString(out.ETag), nil
 }
 
 // multipartETag is S3's multipart ETag without its "-<parts>" suffix: the
