@@ -174,8 +174,9 @@ func dotEntries(t *testing.T, dir string) []string {
 // by ranges across part boundaries byte for byte, has S3's multipart ETag
 // in the answer to Complete, HEAD and the listing with its size, survives
 // the removal of the chunks it was copied from and a restart, can be
-// copied (CopyObject, UploadPartCopy), replaced by If-Match and by a PUT,
-// and deleted, leaving nothing behind.
+// copied (CopyObject, UploadPartCopy), replaced by a PUT with If-Match
+// (a GET begun before still reads it whole), and deleted, leaving nothing
+// behind.
 func TestDirCompleteWritesNoBody(t *testing.T) {
 	dir := t.TempDir()
 	srv := start(t, dir)
@@ -282,7 +283,17 @@ func TestDirCompleteWritesNoBody(t *testing.T) {
 		t.Errorf("an object with a copy of the completed one as its first part: %d bytes, part ETag %s", len(body), p1)
 	}
 
-	// If-Match with its ETag replaces it; its segments go.
+	// If-Match with its ETag replaces it; its segments go, but not from
+	// under a GET begun before.
+	reading, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(testBucket), Key: aws.String("final")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reading.Body.Close()
+	head := make([]byte, 1000)
+	if _, err := io.ReadFull(reading.Body, head); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(testBucket), Key: aws.String("final"),
 		Body: strings.NewReader("other"), IfMatch: aws.String(`"00000000000000000000000000000000"`)}); !hasCode(err, "PreconditionFailed") {
 		t.Errorf("PUT with If-Match of another ETag: %v", err)
@@ -293,6 +304,9 @@ func TestDirCompleteWritesNoBody(t *testing.T) {
 	}
 	if body, _ := get(ctx, t, c, "final"); string(body) != "replaced" {
 		t.Errorf("after the PUT: %d bytes", len(body))
+	}
+	if rest, err := io.ReadAll(reading.Body); err != nil || !bytes.Equal(append(head, rest...), want) {
+		t.Errorf("a GET begun before the PUT: %d bytes, %v; want the object replaced", len(head)+len(rest), err)
 	}
 	// Deleted, both the plain and the segmented one.
 	for _, key := range []string{"final", "again"} {
