@@ -142,4 +142,13 @@ func testReadopt(t *testing.T, s *foStack, drained bool) {
 		}
 		waitNothingLeft(t, p.runSet())
 	}
+
+	// Stopped, the executor leaves nothing on the engine: neither its
+	// runs' containers nor a network holder (ADR 0024), which carries no
+	// run id: the one the killed process had started ahead, the one its
+	// re-adopted run had joined, the one the restarted process started.
+	ex2.Shutdown()
+	if out := harness.MustDocker(t, "ps", "-a", "--filter", "label=hangar.executor-id="+id, "--format", `{{.Names}} {{.Label "hangar.network-holder"}}`); out != "" {
+		t.Errorf("docker ps -a lists containers of executor %s after it stopped: %s", id, out)
+	}
 }
