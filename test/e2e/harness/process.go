@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -235,15 +237,61 @@ func (p *Process) waitFor(timeout time.Duration, what string, cond func() bool) 
 	}
 }
 
-// FreeAddr returns 127.0.0.1:PORT with a port that was free a moment ago.
+// FreeAddr returns 127.0.0.1:PORT with a port that was free a moment ago,
+// for a process the test starts next to listen on.
+//
+// The port is not one the kernel gave to a listener on port 0: those come
+// from the ephemeral range (ip_local_port_range, 32768-60999 by default),
+// from which the kernel also takes the source port of every outgoing
+// connection, so that between this check and the process's bind another
+// connection of the test (HTTP, gRPC, the Docker API) could take it
+// ("address already in use", seen in CI). Ports are drawn instead from
+// freePorts (below the ephemeral range, above the Kubernetes components'
+// 10250-10259 and under its NodePorts), checked free by a bind, and never
+// handed out twice by this test process.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 1000 {
+		port := freePorts.next()
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue // in use by someone else: draw another
+		}
+		addr := l.Addr().String()
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return addr
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("FreeAddr: no free port found in 1000 tries")
+	return ""
+}
+
+// portPool hands out ports of [lo, hi) in a random order, each once per
+// process.
+type portPool struct {
+	mu     sync.Mutex
+	lo, hi int
+	used   map[int]bool
+}
+
+// freePorts is the test process's pool of FreeAddr: one per process, so
+// that no two tests of it, parallel or not, get the same port.
+var freePorts = &portPool{lo: 20000, hi: 30000, used: map[int]bool{}}
+
+func (p *portPool) next() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.used) >= p.hi-p.lo {
+		clear(p.used) // all handed out: the earliest are long closed
+	}
+	for {
+		port := p.lo + rand.IntN(p.hi-p.lo)
+		if !p.used[port] {
+			p.used[port] = true
+			return port
+		}
+	}
 }
 
 // Port returns the port of a host:port address.
