@@ -14,7 +14,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -390,14 +389,15 @@ func composeCheckImage(t *testing.T, image string) {
 	}
 }
 
+// composeFreePort is a port for the compose stack to publish, drawn as
+// harness.FreeAddr draws them (not from the ephemeral range).
 func composeFreePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := strconv.Atoi(harness.Port(harness.FreeAddr(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 func composeRandom(n int) string {
