@@ -24,17 +24,21 @@ func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{experimental.BufferPool(pool), grpc.ForceServerCodecV2(protoCodec{pool: pool})}
 }
 
-// chunkPool's own buffer sizes: a chunk message (logclient.MaxChunk of
-// data, 32 KiB less 256 bytes, and its fields) takes a 32 KiB buffer; the
-// larger ones take chunks of up to 128 KiB, as older executors sent 64 KiB.
-var chunkSizes = [...]int{32 << 10, 64 << 10, 128 << 10}
+// chunkPool's own buffer sizes: the transport reads each HTTP/2 data frame
+// (16 KiB, grpc-go's frame size) into a buffer of its exact size, a 16 KiB
+// one; a chunk message (logclient.MaxChunk of data, 32 KiB less 256 bytes,
+// and its fields) takes a 32 KiB buffer; the larger ones take chunks of up
+// to 128 KiB, as older executors sent 64 KiB.
+var chunkSizes = [...]int{16 << 10, 32 << 10, 64 << 10, 128 << 10}
 
 // chunkPool is a mem.BufferPool that keeps buffers of chunkSizes for
-// requests above 16 KiB (grpc-go's frame size, read into buffers of their
-// exact size) up to 128 KiB, and does not zero them: every user of a
-// buffer from Get (the transport reading a frame, a message copied whole
-// into it) writes all of its length before reading it, and nothing reads
-// past its length. Other sizes go to grpc-go's default pool.
+// requests above 4 KiB up to 128 KiB, and does not zero them: every user
+// of a buffer from Get (the transport reading a frame, its write buffer,
+// a message copied whole into it) writes all of its length before reading
+// it, and nothing reads past its length. Other sizes go to grpc-go's
+// default pool. (Until 2026-12-07 08:00 the frames' 16 KiB buffers came
+// from the default pool, which zeroes a buffer whole at each Get: one
+// byte cleared per byte received.)
 type chunkPool struct {
 	pools [len(chunkSizes)]sync.Pool
 	rest  mem.BufferPool
@@ -47,7 +51,7 @@ func newChunkPool() *chunkPool {
 // tier returns the index in chunkSizes of the buffers for a request of n
 // bytes, -1 for the default pool's.
 func (p *chunkPool) tier(n int) int {
-	if n <= 16<<10 {
+	if n <= 4<<10 {
 		return -1
 	}
 	for i, size := range chunkSizes {

@@ -9,28 +9,35 @@ import (
 	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
 )
 
-// TestChunkPool: a chunk message gets a buffer of the pool's own, of the
-// smallest of its sizes that fits (a 64 KiB chunk no longer the default
-// pool's 1 MiB, zeroed at each Get), given back and taken again; other
-// sizes come from the default pool.
+// TestChunkPool: a chunk message, and a data frame of the transport
+// (16 KiB), gets a buffer of the pool's own (not zeroed), of the smallest
+// of its sizes that fits (a 64 KiB chunk no longer the default pool's
+// 1 MiB, zeroed at each Get), given back and taken again; other sizes
+// come from the default pool.
 func TestChunkPool(t *testing.T) {
 	p := newChunkPool()
 	for _, tc := range []struct {
 		n       int
 		wantCap int
+		own     bool // from the pool's own sizes, not zeroed
 	}{
-		{32<<10 - 256 + 32, 32 << 10}, // logclient.MaxChunk and the fields
-		{16<<10 + 1, 32 << 10},
-		{64<<10 + 64, 128 << 10},
-		{128 << 10, 128 << 10},
-		{40 << 10, 64 << 10},
-		{100, 256},
-		{16 << 10, 16 << 10},
-		{200 << 10, 1 << 20},
+		{32<<10 - 256 + 32, 32 << 10, true}, // logclient.MaxChunk and the fields
+		{16<<10 + 1, 32 << 10, true},
+		{64<<10 + 64, 128 << 10, true},
+		{128 << 10, 128 << 10, true},
+		{40 << 10, 64 << 10, true},
+		{100, 256, false},
+		{4 << 10, 4 << 10, false},
+		{16 << 10, 16 << 10, true}, // a full data frame
+		{4<<10 + 1, 16 << 10, true},
+		{200 << 10, 1 << 20, false},
 	} {
 		b := p.Get(tc.n)
 		if len(*b) != tc.n || cap(*b) != tc.wantCap {
 			t.Errorf("Get(%d): len %d cap %d, want cap %d", tc.n, len(*b), cap(*b), tc.wantCap)
+		}
+		if own := p.tier(tc.n) >= 0; own != tc.own {
+			t.Errorf("Get(%d): from the pool's own sizes %v, want %v", tc.n, own, tc.own)
 		}
 		p.Put(b)
 	}
