@@ -89,6 +89,9 @@ type Stream struct {
 	// reused; a chunk acknowledged before its Send returned (a server
 	// acknowledging what it was not sent) is left to the collector.
 	sentThrough atomic.Uint64
+	// codec marshals the stream's messages into buffers it reuses
+	// without zeroing them (sendCodec).
+	codec sendCodec
 }
 
 // Open starts shipping a run's log; it returns at once and connects in the
@@ -100,7 +103,7 @@ func Open(ctx context.Context, client Client, open *logsv1.Open, opts Options) *
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Stream{client: client, open: open, opts: opts, log: opts.Logger, nextSeq: 1, done: make(chan struct{}), opened: make(chan struct{})}
+	s := &Stream{client: client, open: open, opts: opts, log: opts.Logger, nextSeq: 1, done: make(chan struct{}), opened: make(chan struct{}), codec: newSendCodec()}
 	s.cond = sync.NewCond(&s.mu)
 	go s.loop(ctx)
 	return s
@@ -277,7 +280,7 @@ func (s *Stream) session(ctx context.Context) (*logsv1.Closed, error) {
 		s.mu.Unlock()
 	})
 	defer stopWake()
-	st, err := s.client.Ship(sctx)
+	st, err := s.client.Ship(sctx, grpc.ForceCodecV2(s.codec))
 	if err != nil {
 		return nil, err
 	}
