@@ -279,14 +279,17 @@ func BenchmarkLogThroughput(b *testing.B) {
 		hangarLog(b, s, 1<<20, nil) // warm-up
 		b.SetBytes(n)
 		var stored int64
-		var cpu time.Duration
+		var cpu, host, ctr time.Duration
 		for b.Loop() {
-			cpu += hangarLog(b, s, n, &stored)
+			c, h, r := hangarLog(b, s, n, &stored)
+			cpu, host, ctr = cpu+c, host+h, ctr+r
 		}
 		b.ReportMetric(float64(stored)/(1<<20), "MiB-stored")
 		// The stack's CPU time per byte printed does not depend on what
 		// else the host runs, as the elapsed time does.
 		b.ReportMetric(float64(cpu)/float64(b.N)/float64(n), "stack-cpu-ns/B")
+		b.ReportMetric(float64(host)/float64(b.N)/float64(n), "host-cpu-ns/B")
+		b.ReportMetric(float64(ctr)/float64(b.N)/float64(n), "container-cpu-ns/B")
 	}
 	b.Run("hangar", func(b *testing.B) { stackRow(b, stack(b)) })
 	// Before and after a change in one run: the same row from the stack of
@@ -297,16 +300,26 @@ func BenchmarkLogThroughput(b *testing.B) {
 	b.Run("docker-run", func(b *testing.B) {
 		dockerLog(b, 1<<20, false)
 		b.SetBytes(n)
+		var host, ctr time.Duration
 		for b.Loop() {
-			dockerLog(b, n, false)
+			h, c := dockerLog(b, n, false)
+			host, ctr = host+h, ctr+c
 		}
+		b.ReportMetric(float64(host)/float64(b.N)/float64(n), "host-cpu-ns/B")
+		b.ReportMetric(float64(ctr)/float64(b.N)/float64(n), "container-cpu-ns/B")
+		b.ReportMetric(float64(ctr)/float64(b.N)/float64(n), "container-cpu-ns/B")
 	})
 	b.Run("docker-run-attached", func(b *testing.B) {
 		dockerLog(b, 1<<20, true)
 		b.SetBytes(n)
+		var host, ctr time.Duration
 		for b.Loop() {
-			dockerLog(b, n, true)
+			h, c := dockerLog(b, n, true)
+			host, ctr = host+h, ctr+c
 		}
+		b.ReportMetric(float64(host)/float64(b.N)/float64(n), "host-cpu-ns/B")
+		b.ReportMetric(float64(ctr)/float64(b.N)/float64(n), "container-cpu-ns/B")
+		b.ReportMetric(float64(ctr)/float64(b.N)/float64(n), "container-cpu-ns/B")
 	})
 }
 
@@ -326,8 +339,9 @@ func baselineStack(b *testing.B, base string) *devStack {
 
 // hangarLog runs one run printing n bytes and returns the CPU time the
 // stack's process (hangarctl dev: every service, the S3 server) spent
-// meanwhile.
-func hangarLog(b *testing.B, s *devStack, n int64, storedBytes *int64) time.Duration {
+// meanwhile, the busy time of the whole host (hostBusy), and the CPU time of
+// the run container (its relay, PID 1, and the command under it).
+func hangarLog(b *testing.B, s *devStack, n int64, storedBytes *int64) (time.Duration, time.Duration, time.Duration) {
 	b.StopTimer()
 	// Untimed setup and cleanup; b.Loop needs the timer running when called.
 	defer b.StartTimer()
@@ -336,7 +350,8 @@ func hangarLog(b *testing.B, s *devStack, n int64, storedBytes *int64) time.Dura
 	offset := s.logshipLogSize()
 	timeout := 5*time.Minute + time.Duration(n>>20)*time.Second
 
-	cpu0 := procCPU(b, s.cmd.Process.Pid)
+	cpu0, host0 := procCPU(b, s.cmd.Process.Pid), hostBusy(b)
+	ctr := followCPU("/.hangar/relay\x00", fmt.Sprintf("head -c %d", n))
 	b.StartTimer()
 	if err := s.publish(r); err != nil {
 		b.Fatal(err)
@@ -350,7 +365,8 @@ func hangarLog(b *testing.B, s *devStack, n int64, storedBytes *int64) time.Dura
 		b.Fatal(err)
 	}
 	b.StopTimer()
-	cpu := procCPU(b, s.cmd.Process.Pid) - cpu0
+	cpu, host := procCPU(b, s.cmd.Process.Pid)-cpu0, hostBusy(b)-host0
+	ctrCPU := ctr.cpu()
 
 	// The stored log is the whole output plus Hangar's own lines (phase,
 	// result): the stack runs with logship's size limit raised (logMaxBytes).
@@ -361,7 +377,36 @@ func hangarLog(b *testing.B, s *devStack, n int64, storedBytes *int64) time.Dura
 		*storedBytes = stored
 	}
 	s.dropStoredLog(r.id)
-	return cpu
+	return cpu, host, ctrCPU
+}
+
+// hostBusy is the time all CPUs of the host were busy so far, every process
+// (the container's too, and dockerd): the first line of /proc/stat, every
+// column but idle and iowait, in clock ticks of 1/100 s. Per byte printed,
+// it is what decides the rate on a host the run keeps busy; whatever else
+// runs meanwhile is counted too.
+func hostBusy(b *testing.B) time.Duration {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		b.Fatalf("/proc/stat: %q", line)
+	}
+	var busy int64
+	// user nice system idle iowait irq softirq steal
+	for i, v := range f[1:9] {
+		t, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			b.Fatalf("/proc/stat: %q", line)
+		}
+		if i != 3 && i != 4 {
+			busy += t
+		}
+	}
+	return time.Duration(busy) * 10 * time.Millisecond
 }
 
 // procCPU is the user and system CPU time of process pid so far, from
@@ -388,7 +433,10 @@ func procCPU(b *testing.B, pid int) time.Duration {
 // over what the log benchmark prints, so that its whole output is stored.
 const logMaxBytes = 4 << 30
 
-func dockerLog(b *testing.B, n int64, attached bool) {
+// dockerLog runs `docker run` printing n bytes and returns the busy time of
+// the host meanwhile (hostBusy) and the CPU time of the container (its sh
+// and the command).
+func dockerLog(b *testing.B, n int64, attached bool) (time.Duration, time.Duration) {
 	b.StopTimer()
 	// Untimed setup and cleanup; b.Loop needs the timer running when called.
 	defer b.StartTimer()
@@ -401,15 +449,19 @@ func dockerLog(b *testing.B, n int64, attached bool) {
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &count, &stderr
 
+	host0 := hostBusy(b)
+	ctr := followCPU("sh\x00-c\x00"+script+"\x00", "")
 	b.StartTimer()
 	err := cmd.Run()
 	b.StopTimer()
+	host, ctrCPU := hostBusy(b)-host0, ctr.cpu()
 	if err != nil {
 		b.Fatalf("docker run: %v\n%s", err, stderr.String())
 	}
 	if attached && count.n != n {
 		b.Fatalf("docker run printed %d bytes, want %d", count.n, n)
 	}
+	return host, ctrCPU
 }
 
 type countingWriter struct{ n int64 }

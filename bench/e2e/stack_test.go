@@ -123,6 +123,11 @@ func startStackWith(ctl, name string) (*devStack, error) {
 		return nil, err
 	}
 	s.cmd = exec.Command(ctl, "dev", "--keep", "--dir", s.dir, "--runtime", "docker")
+	// Outside the repository: dev builds the run containers' relay from the
+	// source it finds from its working directory up, else from where the
+	// binary was built; from here, each build (HANGAR_BENCH_BASELINE's too)
+	// runs its own relay.
+	s.cmd.Dir = tmpRoot
 	// The log benchmark stores the whole output: logship's size limit raised
 	// (hangarctl dev passes HANGAR_LOG_MAX_BYTES on to logship).
 	s.cmd.Env = append(os.Environ(), "HANGAR_LOG_MAX_BYTES="+strconv.FormatInt(logMaxBytes, 10))

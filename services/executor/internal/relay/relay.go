@@ -142,20 +142,20 @@ func (s *Shim) Run(argv []string) int {
 		fmt.Fprintln(s.Log, "hangar-relay: no command")
 		return 127
 	}
-	outR, outW, err := os.Pipe()
+	outR, outW, err := outputPipe()
 	if err != nil {
 		fmt.Fprintln(s.Log, "hangar-relay: pipe:", err)
 		return 127
 	}
 	// One pipe for fd 1 and fd 2 unless told otherwise: only one channel
 	// keeps the order in which the command wrote to the two.
-	readers, kinds := []*os.File{outR}, []byte{KindStdout}
+	readers, kinds := []int{outR}, []byte{KindStdout}
 	errW := outW
 	if s.SeparateStderr {
-		var errR *os.File
-		errR, errW, err = os.Pipe()
+		var errR int
+		errR, errW, err = outputPipe()
 		if err != nil {
-			_ = outR.Close()
+			_ = syscall.Close(outR)
 			_ = outW.Close()
 			fmt.Fprintln(s.Log, "hangar-relay: pipe:", err)
 			return 127
@@ -181,7 +181,7 @@ func (s *Shim) Run(argv []string) int {
 	if err := cmd.Start(); err != nil {
 		closeWriters()
 		for _, r := range readers {
-			_ = r.Close()
+			_ = syscall.Close(r)
 		}
 		// Said in the run's log, as its only output.
 		msg := fmt.Sprintf("hangar-relay: cannot start %s: %v\n", argv[0], err)
@@ -223,7 +223,7 @@ func (s *Shim) Run(argv []string) int {
 		<-pumped
 	}
 	for _, r := range readers {
-		_ = r.Close()
+		_ = syscall.Close(r)
 	}
 	s.mu.Lock()
 	s.exited, s.code, s.signal = true, int32(code), int32(sig)
@@ -252,30 +252,131 @@ func exitStatus(cmd *exec.Cmd, err error) (int, int) {
 // (fs.pipe-max-size); a refusal keeps the default.
 const pipeSize = 1 << 20
 
+// outputPipe returns a pipe for the command's output: the read end, a raw
+// non-blocking descriptor the pump reads (not an *os.File: Go's poller would
+// register it with its epoll, and every write of the command would then wake
+// one of the relay's threads for nothing), and the write end for the
+// command, blocking. Both are close-on-exec in the relay; the command gets
+// the write end as its fd 1 (and 2).
+func outputPipe() (int, *os.File, error) {
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		return -1, nil, err
+	}
+	if err := syscall.SetNonblock(p[0], true); err != nil {
+		_ = syscall.Close(p[0])
+		_ = syscall.Close(p[1])
+		return -1, nil, err
+	}
+	_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, uintptr(p[0]), syscall.F_SETPIPE_SZ, pipeSize)
+	return p[0], os.NewFile(uintptr(p[1]), "|1"), nil
+}
+
+// pipeCapacity is the size of the pipe fd is an end of (F_GETPIPE_SZ).
+func pipeCapacity(fd int) int {
+	n, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETPIPE_SZ, 0)
+	if errno != 0 {
+		return 64 << 10
+	}
+	return int(n)
+}
+
+// gather bounds how long the pump lets output gather in the pipe before it
+// reads it, when output is flowing fast (see nextWait).
+const gather = time.Millisecond
+
+// A cycle is one wait of the pump and the reads until the pipes are empty.
+type cycle struct {
+	slept    time.Duration // 0: it waited for a pipe to become readable (select)
+	since    time.Duration // select: time since the previous select woke up
+	got      int           // bytes read in the cycle
+	single   bool          // only one pipe is open
+	capacity int           // the pipe's size
+}
+
+// nextWait is how long the pump sleeps before it reads the pipe again after
+// cycle c, instead of waiting for it to become readable (0: it waits, select).
+// Each write to a pipe the pump waits on wakes the pump: a command printing
+// 4 KiB at a time (busybox) pays a wake-up of the relay for every write,
+// and the relay a wake-up, a select and two reads. So when output flows
+// fast, the pump lets it gather in the pipe: when a select woke it less than
+// gather after the previous one did, and after a sleep that found output,
+// it sleeps, at most gather, and then reads what gathered. The sleep is cut
+// so that what is expected to gather (at the rate of the last cycle) stays
+// under a quarter of the pipe: the command never blocks on a full pipe for
+// it. A sleep that found nothing ends the gathering: the next output wakes
+// the pump at once. So a line printed alone is read as soon as it is
+// written, and output is never held back more than gather. Only with one
+// pipe open: with two, what is read at once from both loses the order in
+// which the two were written.
+func nextWait(c cycle) time.Duration {
+	if !c.single || c.got == 0 {
+		return 0
+	}
+	if c.slept == 0 && c.since >= gather {
+		return 0
+	}
+	d := gather
+	if c.slept > 0 {
+		// At the last cycle's rate, a quarter of the pipe fills in
+		// slept*quarter/got.
+		quarter := c.capacity / 4
+		if c.got > quarter {
+			d = max(time.Duration(int64(c.slept)*int64(quarter)/int64(c.got)), 0)
+		}
+	}
+	return min(d, gather)
+}
+
 // pump reads the command's output pipes (one, or stdout's and stderr's)
 // from one goroutine, straight into the ring, waiting while it is full.
 // Reads do not block: a pipe is read until it is empty, and only then does
-// the pump wait (select) for one to become readable. With one pipe the order
-// is the order of the writes. With two, one reader for both keeps the order
-// across the two streams as close as the kernel lets it be seen: two readers
-// would let the scheduler reorder them.
-func (s *Shim) pump(files []*os.File, kinds []byte, abandon *atomic.Bool) {
-	n := len(files)
-	fds := make([]int, n)
+// the pump wait (select, or a sleep while output flows fast: nextWait) for
+// one to become readable. With one pipe the order is the order of the
+// writes. With two, one reader for both keeps the order across the two
+// streams as close as the kernel lets it be seen: two readers would let the
+// scheduler reorder them.
+func (s *Shim) pump(fds []int, kinds []byte, abandon *atomic.Bool) {
+	n := len(fds)
 	open := make([]bool, n)
 	ready := make([]bool, n) // not known to be empty
 	partial := make([]bool, n)
-	for i, f := range files {
-		fds[i], open[i], ready[i] = int(f.Fd()), true, true
-		_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, uintptr(fds[i]), syscall.F_SETPIPE_SZ, pipeSize)
-		if err := syscall.SetNonblock(fds[i], true); err != nil {
-			fmt.Fprintln(s.Log, "hangar-relay: pipe:", err)
-		}
+	for i := range fds {
+		open[i], ready[i] = true, true
 	}
+	capacity := pipeCapacity(fds[0])
 	anyOpen := func() bool { return slices.Contains(open, true) }
+	anyReady := func() bool {
+		for i := range fds {
+			if open[i] && ready[i] {
+				return true
+			}
+		}
+		return false
+	}
+	// The first cycle reads what the command printed before the pump
+	// started: as after an idle wait.
+	c := cycle{since: gather}
+	var lastWake time.Time
 	for anyOpen() && !abandon.Load() {
-		if !s.waitReadable(fds, open, ready) {
-			continue
+		if !anyReady() {
+			// The pipes are empty: the cycle is over.
+			c.single = n == 1 || open[0] != open[1]
+			c.capacity = capacity
+			if d := nextWait(c); d > 0 {
+				sleep(d)
+				c = cycle{slept: d}
+				for i := range fds {
+					ready[i] = open[i]
+				}
+			} else {
+				if !s.waitReadable(fds, open, ready) {
+					continue
+				}
+				now := time.Now()
+				c = cycle{since: now.Sub(lastWake)}
+				lastWake = now
+			}
 		}
 		// When both are ready their order is unknown: a stream whose last
 		// read ended inside a line goes first (a line is finished before
@@ -298,6 +399,7 @@ func (s *Shim) pump(files []*os.File, kinds []byte, abandon *atomic.Bool) {
 			case got > 0:
 				s.produce(kinds[i], got)
 				partial[i] = room[got-1] != '\n'
+				c.got += got
 			case err == syscall.EAGAIN:
 				ready[i] = false
 			case err == syscall.EINTR:
@@ -305,6 +407,14 @@ func (s *Shim) pump(files []*os.File, kinds []byte, abandon *atomic.Bool) {
 				open[i] = false
 			}
 		}
+	}
+}
+
+// sleep blocks the pump's thread for d (no Go timer: nothing else of the
+// relay's runs meanwhile, and the thread sleeps exactly as long).
+func sleep(d time.Duration) {
+	ts := syscall.NsecToTimespec(int64(d))
+	for syscall.Nanosleep(&ts, &ts) == syscall.EINTR {
 	}
 }
 

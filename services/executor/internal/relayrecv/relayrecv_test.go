@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -290,4 +291,120 @@ func TestResumeAcknowledgesWhatIsStored(t *testing.T) {
 	if ack := binary.BigEndian.Uint64(b[:]); ack != 100 {
 		t.Fatalf("acknowledged %d, want 100", ack)
 	}
+}
+
+// TestRelayPassesFastOutputWholeAndInOrder: bursts of output written as fast
+// as the command can (seq, 4 KiB writes), which the relay lets gather in its
+// pipe, separated by pauses, after which it waits for the next write again,
+// arrive whole and in order, also when a slow receiver keeps a small relay
+// buffer full (the command then blocks; nothing is dropped).
+func TestRelayPassesFastOutputWholeAndInOrder(t *testing.T) {
+	const bursts, count = 12, 40000
+	script := fmt.Sprintf("i=0; while [ $i -lt %d ]; do seq 1 %d; sleep 0.01; i=$((i+1)); done", bursts, count)
+	var burst strings.Builder
+	for i := 1; i <= count; i++ {
+		fmt.Fprintf(&burst, "%d\n", i)
+	}
+	want := strings.Repeat(burst.String(), bursts)
+	tests := []struct {
+		name   string
+		buffer int
+		slow   bool
+	}{
+		{"default buffer", 0, false},
+		{"64 KiB buffer, slow receiver", 64 << 10, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "r.sock")
+			ln, err := Listen(sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			code := shim(t, sock, script, tc.buffer)
+			out := &slowWriter{slow: tc.slow}
+			ex, err := ln.Receive(make(chan struct{}), Sink{Stdout: out, Stderr: out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := <-code; c != 0 || ex.Code != 0 {
+				t.Fatalf("exit codes %d (relay) and %+v, want 0", c, ex)
+			}
+			if got := out.buf.String(); got != want {
+				i := 0
+				for i < min(len(got), len(want)) && got[i] == want[i] {
+					i++
+				}
+				t.Fatalf("%d bytes, want %d; they differ from byte %d: %q", len(got), len(want), i, got[i:min(len(got), i+40)])
+			}
+		})
+	}
+}
+
+// slowWriter keeps what it is given; when slow, it sleeps 1 ms every 16
+// writes, so that the relay's buffer fills.
+type slowWriter struct {
+	buf    bytes.Buffer
+	slow   bool
+	writes int
+}
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	w.writes++
+	if w.slow && w.writes%16 == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	return w.buf.Write(p)
+}
+
+// TestRelayPassesALineAfterABurstAtOnce: a line printed right after a burst
+// (while the relay lets output gather) reaches the receiver while the command
+// waits, printing nothing, for the receiver to have it: the relay holds no
+// output back for more output to come. Were it held, the command would wait
+// for ever (the test fails after a minute).
+func TestRelayPassesALineAfterABurstAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	sock, seen := filepath.Join(dir, "r.sock"), filepath.Join(dir, "seen")
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	script := fmt.Sprintf("seq 1 500000; echo last; while [ ! -e %s ]; do sleep 0.01; done; echo after", seen)
+	code := shim(t, sock, script, 0)
+	out := &watchWriter{want: "\nlast\n", seen: seen}
+	gone := make(chan struct{})
+	timeout := time.AfterFunc(time.Minute, func() { close(gone) })
+	defer timeout.Stop()
+	ex, err := ln.Receive(gone, Sink{Stdout: out, Stderr: out})
+	if err != nil || !ex.Reported {
+		t.Fatalf("the command did not end (%+v, %v): its last line was not passed on while it waited", ex, err)
+	}
+	if c := <-code; c != 0 {
+		t.Fatalf("relay exit %d", c)
+	}
+	if !strings.HasSuffix(out.buf.String(), "\n500000\nlast\nafter\n") {
+		t.Fatalf("output ends with %q", out.buf.String()[max(0, out.buf.Len()-40):])
+	}
+}
+
+// watchWriter keeps what it is given and creates the file seen once what it
+// holds ends with want.
+type watchWriter struct {
+	buf  bytes.Buffer
+	want string
+	seen string
+	done bool
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.buf.Write(p)
+	if !w.done && bytes.HasSuffix(w.buf.Bytes(), []byte(w.want)) {
+		w.done = true
+		if err := os.WriteFile(w.seen, nil, 0o600); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
 }
