@@ -29,6 +29,7 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/pebble"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -106,15 +107,18 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		Capabilities: caps,
 		Logger:       mlog,
 	})
-	hook := newCertHook(acl{controlPlaneCN: cfg.ControlPlaneCN}, server, mlog)
+	order := newQueueOrder()
+	hook := newCertHook(acl{controlPlaneCN: cfg.ControlPlaneCN}, server, mlog, order)
 	if err := server.AddHook(hook, nil); err != nil {
 		return nil, fmt.Errorf("start broker: add auth hook: %w", err)
 	}
 	if cfg.DataDir != "" {
-		if err := server.AddHook(sessionStore{new(pebble.Hook)}, &pebble.Options{Path: cfg.DataDir, Mode: pebble.Sync}); err != nil {
+		store := sessionStore{new(pebble.Hook), order}
+		if err := server.AddHook(store, &pebble.Options{Path: cfg.DataDir, Mode: pebble.Sync}); err != nil {
 			_ = server.Close()
 			return nil, fmt.Errorf("start broker: open session store %s: %w", cfg.DataDir, err)
 		}
+		hook.requeued = store.requeued
 	}
 	tlsCfg := cfg.TLS.Clone()
 	if tlsCfg.MinVersion < tls.VersionTLS12 {
@@ -160,8 +164,42 @@ func (b *Broker) Close() error {
 // an fsync each while publishes to the session were held back (see certHook).
 // A clean session's takeover clears the old messages before marking the old
 // object taken over, so they are still deleted.
+//
+// It also keeps the order in which messages were queued in each session
+// (queueOrder): a message's rank is stored as its "sent" time, which mochi
+// does not read back, and read back at start-up (StoredInflightMessages), so
+// that a session resumed after a restart gets its messages in order.
 type sessionStore struct {
 	*pebble.Hook
+	order *queueOrder
+}
+
+// OnQosPublish stores a queued message with its rank (certHook, called
+// first, recorded it).
+func (s sessionStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
+	if r, ok := s.order.lookup(cl.ID, pk.PacketID); ok && pk.FixedHeader.Type == packets.Publish {
+		sent = r
+	}
+	s.Hook.OnQosPublish(cl, pk, sent, resends)
+}
+
+// requeued stores a queued message again under a new packet id (see
+// certHook.adoptLocked); its old key already holds the message that took
+// its id.
+func (s sessionStore) requeued(cl *mqtt.Client, pk packets.Packet, rank int64) {
+	s.Hook.OnQosPublish(cl, pk, rank, 0)
+}
+
+// StoredInflightMessages returns the stored queued messages and records
+// their ranks.
+func (s sessionStore) StoredInflightMessages() ([]storage.Message, error) {
+	v, err := s.Hook.StoredInflightMessages()
+	for _, m := range v {
+		if m.FixedHeader.Type == packets.Publish {
+			s.order.restored(m.Client, m.PacketID, m.Sent)
+		}
+	}
+	return v, err
 }
 
 // OnQosDropped deletes the stored message unless cl was taken over by a

@@ -39,11 +39,31 @@ import (
 //     be inherited until the new client object is registered and
 //     acknowledged, and waits for the publishes to it already being handed
 //     over before mochi copies the session (OnSessionEstablish).
+//   - Order of a resumed session. mochi resends the messages queued in a
+//     resumed session (ResendInflightMessages, clients.go:304, called from
+//     attachClient, server.go:468, after the CONNACK) in the order of
+//     Inflight.GetAll (inflight.go:74): sorted by uint16(Created), the second
+//     the message was published in (inflight.go:86), and in map order within
+//     a second; and a publish to the session released once the CONNACK was
+//     sent could go out before them. MQTT 3.1.1 wants them resent in the order they were first
+//     sent, each topic ordered [MQTT-4.6.0-1, MQTT-4.6.0-2], and Mosquitto
+//     does so; the control plane takes a run's final event as the sign that
+//     the run's earlier events arrived (after a broker restart, the failover
+//     test's observer got a run's "finished" before its "started" and phase
+//     events, queued in the same second). The hook takes the queued messages
+//     out of the session before mochi copies it, resends them itself in the
+//     order they were queued (queueOrder) once mochi has set the connection
+//     up (OnSessionEstablished), and only then releases the publishes to the
+//     session.
 type certHook struct {
 	mqtt.HookBase
 	acl    acl
 	server *mqtt.Server
 	log    *slog.Logger
+	order  *queueOrder
+	// requeued stores again a queued message given a new packet id (the
+	// session store's, nil without one).
+	requeued func(cl *mqtt.Client, pk packets.Packet, rank int64)
 
 	mu   sync.Mutex
 	cond *sync.Cond // signalled when active, takeovers or closing change
@@ -53,15 +73,27 @@ type certHook struct {
 	// ids it goes to.
 	active map[*mqtt.Client][]map[string]bool
 	// takeovers holds the sessions being inherited, by the client object
-	// taking each over: publishes to its client id wait in OnPublish.
+	// taking each over: publishes to its client id wait in OnPublish while
+	// it holds them.
 	takeovers map[*mqtt.Client]*takeover
 	closing   bool
 }
 
 // takeover is a session being inherited.
 type takeover struct {
-	id        string
-	connacked bool // the new connection was sent its CONNACK
+	id string
+	// holding: publishes to the session wait (until the queued messages were
+	// resent to the new connection, it closed, or takeoverWait passed).
+	holding bool
+	// queued are the messages queued in the session, taken out of the
+	// replaced client object, in the order they were queued, and ranks
+	// their ranks (queueOrder).
+	queued []packets.Packet
+	ranks  []int64
+	// adopted: queued were put back in the session (the new client object).
+	adopted bool
+	// resent: OnSessionEstablished wrote queued to the new connection.
+	resent bool
 }
 
 // takeoverWait bounds each of the two waits of a session takeover: for the
@@ -73,8 +105,8 @@ type takeover struct {
 // stopping the publishes to a session for long.
 const takeoverWait = 5 * time.Second
 
-func newCertHook(a acl, server *mqtt.Server, log *slog.Logger) *certHook {
-	h := &certHook{acl: a, server: server, log: log, active: map[*mqtt.Client][]map[string]bool{}, takeovers: map[*mqtt.Client]*takeover{}}
+func newCertHook(a acl, server *mqtt.Server, log *slog.Logger, order *queueOrder) *certHook {
+	h := &certHook{acl: a, server: server, log: log, order: order, active: map[*mqtt.Client][]map[string]bool{}, takeovers: map[*mqtt.Client]*takeover{}}
 	h.cond = sync.NewCond(&h.mu)
 	return h
 }
@@ -86,7 +118,8 @@ func (h *certHook) ID() string { return "hangar-cert-acl" }
 func (h *certHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish,
-		mqtt.OnPacketSent, mqtt.OnPublish, mqtt.OnPublished, mqtt.OnDisconnect,
+		mqtt.OnSessionEstablished, mqtt.OnPublish, mqtt.OnPublished, mqtt.OnDisconnect,
+		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnClientExpired,
 	}, []byte{b})
 }
 
@@ -210,7 +243,7 @@ func (h *certHook) enter(cl *mqtt.Client, to map[string]bool) bool {
 // Call with h.mu held.
 func (h *certHook) takingOver(to map[string]bool) bool {
 	for _, t := range h.takeovers {
-		if to[t.id] {
+		if t.holding && to[t.id] {
 			return true
 		}
 	}
@@ -222,19 +255,19 @@ func (h *certHook) takingOver(to map[string]bool) bool {
 // connection that resumes a session (clean session off), it holds new
 // publishes to that client id back, waits for those to it being handed over
 // to the subscribers (other than the replaced connection's own: mochi closes
-// that connection during the takeover), and releases the publishes once
-// mochi has registered the new client object and sent it its CONNACK, so
-// that every publish reaches either the old object before its session is
-// copied or the new one, and none is written to the new connection before
-// its CONNACK (mochi registers the object before it sends the CONNACK, and a
-// publish written first makes the client drop the connection). Publishes to
-// other sessions go on meanwhile.
+// that connection during the takeover), so that every publish reaches either
+// the old object before its session is copied or the new one, and takes the
+// messages queued in the session out of the old object, in the order they
+// were queued: mochi then copies nothing of them, and OnSessionEstablished
+// resends them. Publishes to other sessions go on meanwhile.
 func (h *certHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if pk.Connect.Clean {
 		return // nothing is inherited: what the old session held is discarded
 	}
 	existing, ok := h.server.Clients.Get(cl.ID)
-	if !ok || existing == cl {
+	if !ok || existing == cl || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) {
+		// Nothing to take over, or a clean session that mochi discards
+		// (inheritClientSession, server.go:565).
 		return
 	}
 	deadline := time.Now().Add(takeoverWait)
@@ -245,29 +278,24 @@ func (h *certHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	})
 	defer wake.Stop()
 	h.mu.Lock()
-	t := &takeover{id: cl.ID}
+	t := &takeover{id: cl.ID, holding: true}
 	h.takeovers[cl] = t
 	for h.busy(cl.ID, existing) && time.Now().Before(deadline) {
 		h.cond.Wait()
 	}
 	stuck := h.busy(cl.ID, existing)
+	if prev, ok := h.takeovers[existing]; ok {
+		// The replaced object took the session over itself and its
+		// connection is gone before it was resent the queued messages:
+		// they are in its session again before this takeover takes them.
+		h.adoptLocked(existing, prev)
+	}
+	t.queued, t.ranks = h.takeQueued(existing)
 	h.mu.Unlock()
 	if stuck {
 		h.log.Warn("mqtt session takeover: publishes to the session still being handed over after the wait; going on", "client", cl.ID, "waited", takeoverWait)
 	}
-	go h.releaseAfterTakeover(cl, t, existing, deadline.Add(takeoverWait))
-}
-
-// OnPacketSent records the CONNACK of a connection taking a session over.
-func (h *certHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
-	if pk.FixedHeader.Type != packets.Connack {
-		return
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if t, ok := h.takeovers[cl]; ok {
-		t.connacked = true
-	}
+	go h.releaseAfterTakeover(cl, t, deadline.Add(takeoverWait))
 }
 
 // busy reports whether a publish to client id, by a client other than
@@ -286,31 +314,146 @@ func (h *certHook) busy(id string, except *mqtt.Client) bool {
 	return false
 }
 
-// releaseAfterTakeover ends takeover t once the client id no longer names
-// the replaced client object (mochi registered its successor cl) and cl was
-// sent its CONNACK or is closed (the CONNACK could not be sent), or at the
-// deadline.
-func (h *certHook) releaseAfterTakeover(cl *mqtt.Client, t *takeover, replaced *mqtt.Client, deadline time.Time) {
-	defer func() {
-		h.mu.Lock()
-		delete(h.takeovers, cl)
-		h.cond.Broadcast()
-		h.mu.Unlock()
-	}()
-	for {
-		cur, ok := h.server.Clients.Get(cl.ID)
-		h.mu.Lock()
-		connacked := t.connacked
-		h.mu.Unlock()
-		if (!ok || cur != replaced) && (connacked || cl.Closed()) {
-			return
+// takeQueued takes the messages queued for the client (QoS 1 and 2
+// publishes sent or to be sent to it) out of its session and returns them in
+// the order they were queued, with their ranks; the session store keeps
+// them. Other in-flight state (acknowledgements of QoS 2 flows) stays for
+// mochi to copy.
+func (h *certHook) takeQueued(cl *mqtt.Client) ([]packets.Packet, []int64) {
+	var queued []packets.Packet
+	for _, pk := range cl.State.Inflight.GetAll(false) {
+		if pk.FixedHeader.Type == packets.Publish && cl.State.Inflight.Delete(pk.PacketID) {
+			queued = append(queued, pk)
 		}
-		if time.Now().After(deadline) {
-			h.log.Warn("mqtt session takeover: the new connection was not set up in time; releasing publishes", "client", cl.ID)
-			return
+	}
+	return queued, h.order.sort(cl.ID, queued)
+}
+
+// adoptLocked puts the queued messages of takeover t in the session of cl,
+// the client object that took the session over, once. A message that mochi
+// queued for cl meanwhile without the hook holding it back (a Last Will,
+// which mochi publishes without OnPublish) may have taken the packet id of
+// one of them, in the session and in the store: that one is given a new id
+// and stored again. Call with h.mu held.
+func (h *certHook) adoptLocked(cl *mqtt.Client, t *takeover) {
+	if t.adopted {
+		return
+	}
+	t.adopted = true
+	var taken []int
+	for i := range t.queued {
+		t.queued[i].FixedHeader.Dup = true // [MQTT-3.3.1-1]
+		if _, ok := cl.State.Inflight.Get(t.queued[i].PacketID); ok {
+			taken = append(taken, i)
+			continue
 		}
+		cl.State.Inflight.Set(t.queued[i])
+	}
+	for _, i := range taken {
+		pk := t.queued[i]
+		id, err := cl.NextPacketID()
+		if err != nil {
+			h.log.Error("mqtt session takeover: no packet id left for a queued message; it is dropped", "client", cl.ID, "topic", pk.TopicName)
+			t.queued[i].PacketID = 0
+			continue
+		}
+		pk.PacketID = uint16(id)
+		t.queued[i] = pk
+		cl.State.Inflight.Set(pk)
+		h.order.restored(cl.ID, pk.PacketID, t.ranks[i])
+		if h.requeued != nil {
+			h.requeued(cl, pk, t.ranks[i])
+		}
+	}
+}
+
+// OnSessionEstablished is called once mochi registered the client object
+// and sent its CONNACK, before it reads from the connection. For a resumed
+// session, it puts the messages queued in the session back and resends them
+// in the order they were queued, then releases the publishes held back
+// since the takeover began, which go out after them.
+func (h *certHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	h.mu.Lock()
+	t, ok := h.takeovers[cl]
+	if ok {
+		h.adoptLocked(cl, t)
+	}
+	h.mu.Unlock()
+	if !ok {
+		return
+	}
+	for _, pk := range t.queued {
+		if pk.PacketID == 0 {
+			continue // dropped by adoptLocked
+		}
+		if err := cl.WritePacket(pk); err != nil {
+			// As mochi does when its resend fails: the connection ends,
+			// the messages stay queued for the next one.
+			h.log.Debug("mqtt session takeover: resending the queued messages failed", "client", cl.ID, "err", err)
+			cl.Stop(err)
+			break
+		}
+	}
+	h.mu.Lock()
+	t.resent = true
+	h.cond.Broadcast()
+	h.mu.Unlock()
+}
+
+// releaseAfterTakeover releases the publishes held back by takeover t once
+// the queued messages were resent to cl or cl is closed (its connection
+// failed before: the messages go back in its session), or at the deadline;
+// then forgets t once cl is set up or closed.
+func (h *certHook) releaseAfterTakeover(cl *mqtt.Client, t *takeover, deadline time.Time) {
+	over := func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return t.resent || cl.Closed()
+	}
+	for !over() && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Microsecond)
 	}
+	h.mu.Lock()
+	if !t.resent && !cl.Closed() {
+		h.log.Warn("mqtt session takeover: the new connection was not set up in time; releasing publishes", "client", cl.ID)
+	}
+	if !t.resent {
+		h.adoptLocked(cl, t)
+	}
+	t.holding = false
+	h.cond.Broadcast()
+	h.mu.Unlock()
+	for !over() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.mu.Lock()
+	delete(h.takeovers, cl)
+	h.mu.Unlock()
+}
+
+// OnQosPublish records the order in which messages are queued for a client.
+func (h *certHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
+	if pk.FixedHeader.Type == packets.Publish {
+		h.order.queued(cl.ID, pk.PacketID, pk.FixedHeader.Dup)
+	}
+}
+
+// OnQosComplete forgets an acknowledged message.
+func (h *certHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	h.order.done(cl.ID, pk.PacketID)
+}
+
+// OnQosDropped forgets a dropped message, unless cl was taken over by a
+// connection that inherited its session (see sessionStore.OnQosDropped).
+func (h *certHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	if !cl.IsTakenOver() {
+		h.order.done(cl.ID, pk.PacketID)
+	}
+}
+
+// OnClientExpired forgets an expired session's messages.
+func (h *certHook) OnClientExpired(cl *mqtt.Client) {
+	h.order.forget(cl.ID)
 }
 
 // drain stops taking publishes and waits, up to timeout, for those being

@@ -97,6 +97,11 @@ func TestSessionTakeoverLosesNothing(t *testing.T) {
 // publishNumbered publishes payloads 0..n-1 at QoS 1 to topic, up to window
 // unacknowledged at a time, and returns once the broker acknowledged each.
 func publishNumbered(c *brokertest.Client, topic string, n, window int) error {
+	return publishRange(c, topic, 0, n, window)
+}
+
+// publishRange is publishNumbered for payloads from..to-1.
+func publishRange(c *brokertest.Client, topic string, from, to, window int) error {
 	type pending struct {
 		i   int
 		tok interface {
@@ -114,7 +119,7 @@ func publishNumbered(c *brokertest.Client, topic string, n, window int) error {
 		}
 		return nil
 	}
-	for i := range n {
+	for i := from; i < to; i++ {
 		inflight = append(inflight, pending{i, c.Client.Publish(topic, 1, false, strconv.Itoa(i))})
 		if len(inflight) == window {
 			if err := wait(inflight[0]); err != nil {

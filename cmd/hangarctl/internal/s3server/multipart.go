@@ -201,7 +201,7 @@ func (b *dirBackend) UploadPart(_ context.Context, bucket, object string, id gof
 	}
 	// Synced: Complete makes it a segment of the object as it is.
 	if err = errors.Join(err, f.Sync(), f.Close()); err != nil {
-		return "", fmt.Errorf("upload part: %w", err)
+		return "", s3Error("upload part", err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return "", fmt.Errorf("upload part: %w", err)
@@ -235,11 +235,7 @@ func (b *dirBackend) CompleteMultipartUpload(ctx context.Context, bucket, object
 	}
 	tmp, segDir, hdr, err := b.assemble(object, info.Metadata, b.objectPath(bucket, object), b.uploadDir(bucket, id), in.Parts)
 	if err != nil {
-		var gerr gofakes3.Error
-		if errors.As(err, &gerr) {
-			return "", "", gerr
-		}
-		return "", "", fmt.Errorf("complete multipart upload: %w", err)
+		return "", "", s3Error("complete multipart upload", err)
 	}
 	if err := b.install(ctx, bucket, object, tmp); err != nil {
 		_ = os.Remove(tmp)

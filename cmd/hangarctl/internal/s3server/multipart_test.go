@@ -32,8 +32,8 @@ func TestDirMultipart(t *testing.T) {
 	chunks := [][]byte{randBytes(t, 6<<20), randBytes(t, 5<<20)}
 	var etags []string
 	for i, b := range chunks {
-		// As logship puts its live chunks: with a CRC-32C checksum, so that
-		// gofakes3 hands the body over in its checksum reader.
+		// As logship puts its live chunks: with a CRC-32C checksum (their
+		// ETags are per write, ADR 0025).
 		out, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(testBucket), Key: aws.String(chunkKey(i)), Body: bytes.NewReader(b),
 			ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c})
 		if err != nil {

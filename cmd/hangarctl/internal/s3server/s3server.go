@@ -8,8 +8,9 @@
 // so that they survive a restart of the dev stack: one file per object, and
 // an object completed from a multipart upload kept as its parts' files (hard
 // links: UploadPartCopy and Complete copy no byte; dirbackend.go,
-// multipart.go). It is not a production store: production uses AWS S3 or a
-// real S3-compatible server.
+// multipart.go); there, a PUT's body is read past gofakes3's MD5 (its
+// ETag names the write, ADR 0025; rawput.go). It is not a production
+// store: production uses AWS S3 or a real S3-compatible server.
 package s3server
 
 import (
@@ -61,6 +62,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		addr = "127.0.0.1:0"
 	}
 	var backend gofakes3.Backend
+	wrap := func(h http.Handler) http.Handler { return h }
 	if cfg.Dir == "" {
 		backend = s3mem.New()
 	} else {
@@ -69,6 +71,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("s3server: %w", err)
 		}
 		backend = b
+		wrap = withRawPuts // its PutObject reads the raw body (rawput.go)
 	}
 	for _, name := range cfg.Buckets {
 		err := backend.CreateBucket(ctx, name)
@@ -88,7 +91,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		ln:   ln,
-		http: &http.Server{Handler: faker.Server(), ReadHeaderTimeout: 10 * time.Second},
+		http: &http.Server{Handler: wrap(faker.Server()), ReadHeaderTimeout: 10 * time.Second},
 		done: make(chan struct{}),
 	}
 	go func() {
