@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
+
+	logsv1 "github.com/hangar-dev/hangar/gen/go/hangar/logs/v1"
 )
 
 // ServerOptions are the options Ship wants of the gRPC server it is
@@ -86,7 +88,7 @@ func (p *chunkPool) Put(b *[]byte) {
 }
 
 // protoCodec is grpc-go's proto codec, but for the pool it reads messages
-// through.
+// through, and for chunk messages, decoded by decodeChunk.
 type protoCodec struct {
 	pool mem.BufferPool
 }
@@ -96,6 +98,9 @@ func (c protoCodec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (c protoCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if req, ok := v.(*logsv1.ShipRequest); ok && decodeChunk(data, req) {
+		return nil
+	}
 	m, ok := v.(proto.Message)
 	if !ok {
 		return fmt.Errorf("failed to unmarshal, message is %T, want proto.Message", v)
