@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -77,6 +78,17 @@ type certHook struct {
 	// it holds them.
 	takeovers map[*mqtt.Client]*takeover
 	closing   bool
+	// shadowed holds, per client, the message queued for it that mochi is
+	// about to delete because the client's own publish being read has its
+	// packet id (see OnPacketRead).
+	shadowed map[*mqtt.Client]shadowed
+}
+
+// shadowed is a message queued for a client whose packet id the client's
+// own publish reuses, and its rank (queueOrder).
+type shadowed struct {
+	pk   packets.Packet
+	rank int64
 }
 
 // takeover is a session being inherited.
@@ -106,7 +118,7 @@ type takeover struct {
 const takeoverWait = 5 * time.Second
 
 func newCertHook(a acl, server *mqtt.Server, log *slog.Logger, order *queueOrder) *certHook {
-	h := &certHook{acl: a, server: server, log: log, order: order, active: map[*mqtt.Client][]map[string]bool{}, takeovers: map[*mqtt.Client]*takeover{}}
+	h := &certHook{acl: a, server: server, log: log, order: order, active: map[*mqtt.Client][]map[string]bool{}, takeovers: map[*mqtt.Client]*takeover{}, shadowed: map[*mqtt.Client]shadowed{}}
 	h.cond = sync.NewCond(&h.mu)
 	return h
 }
@@ -120,6 +132,7 @@ func (h *certHook) Provides(b byte) bool {
 		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish,
 		mqtt.OnSessionEstablished, mqtt.OnPublish, mqtt.OnPublished, mqtt.OnDisconnect,
 		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnClientExpired,
+		mqtt.OnPacketRead,
 	}, []byte{b})
 }
 
@@ -175,6 +188,9 @@ func (h *certHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		to = h.subscribers(pk.TopicName)
 	}
 	if !h.enter(cl, to) {
+		// mochi acknowledges nothing and sends nothing more: the shadowed
+		// message goes back where it was (the store still has it).
+		h.unshadow(cl, pk, false)
 		return pk, packets.ErrRejectPacket
 	}
 	if allowed {
@@ -200,16 +216,114 @@ func (h *certHook) subscribers(topic string) map[string]bool {
 	return ids
 }
 
-// OnPublished is called once a publish was handed to the subscribers.
-func (h *certHook) OnPublished(cl *mqtt.Client, _ packets.Packet) {
+// OnPublished is called once a publish was handed to the subscribers (or
+// acknowledged and dropped); it puts back the message queued for cl that
+// the publish's packet id shadowed (see OnPacketRead).
+func (h *certHook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if pubs := h.active[cl]; len(pubs) > 1 {
 		h.active[cl] = pubs[1:]
 	} else {
 		delete(h.active, cl)
 	}
 	h.cond.Broadcast()
+	h.mu.Unlock()
+	h.unshadow(cl, pk, true)
+}
+
+// OnPacketRead keeps a copy of the message queued for cl (a QoS 1 or 2
+// PUBLISH sent or to be sent to it) whose packet id cl's incoming QoS 1 or
+// 2 PUBLISH pk reuses. mochi v2.7.9 keeps both directions' packet ids in
+// one map (Inflight) and, taking the client's publish for a resend of one
+// it acknowledged, deletes the queued message from the session
+// (processPublish, server.go:894, [MQTT-4.3.2-5]); but the client and the
+// server number their messages independently (MQTT 3.1.1 §2.3.1), and
+// Mosquitto keeps them apart. OnPublished (or OnPublish, when the publish
+// is refused) puts the copy back. A client's packets are read and processed
+// one at a time, by its read loop, so the copy is of the publish mochi
+// processes next.
+func (h *certHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 || cl.Net.Inline {
+		return pk, nil
+	}
+	queued, ok := cl.State.Inflight.Get(pk.PacketID)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !ok || queued.FixedHeader.Type != packets.Publish {
+		// Nothing, or the acknowledgement of an incoming QoS 2 exchange
+		// (mochi handles a reused id of those itself). A copy kept for an
+		// earlier publish that mochi did not process to OnPublish is
+		// forgotten.
+		delete(h.shadowed, cl)
+		return pk, nil
+	}
+	rank, _ := h.order.lookup(cl.ID, queued.PacketID)
+	h.shadowed[cl] = shadowed{pk: queued, rank: rank}
+	return pk, nil
+}
+
+// unshadow puts the message queued for cl that the packet id of cl's
+// publish pk shadowed (OnPacketRead) back in cl's session, once mochi
+// deleted it. After an acknowledgement (acked: the publish was processed to
+// its end), mochi has also overwritten the stored message with the
+// acknowledgement and then deleted it (QoS 1; and forgot its rank), or holds
+// the acknowledgement under that id until the exchange completes (QoS 2);
+// the message is stored again, under its id if still free, else under a new
+// one, and sent again under the new one. Without an acknowledgement (the
+// broker is closing) the store was not touched.
+func (h *certHook) unshadow(cl *mqtt.Client, pk packets.Packet, acked bool) {
+	h.mu.Lock()
+	sh, ok := h.shadowed[cl]
+	delete(h.shadowed, cl)
+	h.mu.Unlock()
+	if !ok || sh.pk.PacketID != pk.PacketID {
+		return
+	}
+	if cl.IsTakenOver() {
+		// The session moved to another client object; mochi deleted the
+		// message before the hook took the queued messages out
+		// (OnSessionEstablish), so it is not among them.
+		h.log.Warn("mqtt: a queued message shadowed by the client's own packet id was lost in a session takeover", "client", cl.ID, "topic", sh.pk.TopicName)
+		return
+	}
+	// mochi's NextPacketID reserves the id it returns (the next free one
+	// after the last it gave): taking one first keeps a publish to cl that
+	// runs meanwhile from taking the shadowed id before it is set again.
+	id, err := cl.NextPacketID()
+	if err != nil {
+		h.log.Error("mqtt: no packet id left for a queued message shadowed by the client's own packet id; it is dropped", "client", cl.ID, "topic", sh.pk.TopicName)
+		return
+	}
+	if uint16(id) != sh.pk.PacketID {
+		if _, taken := cl.State.Inflight.Get(sh.pk.PacketID); !taken {
+			id = uint32(sh.pk.PacketID)
+		}
+	}
+	if h.requeue(cl, sh.pk, uint16(id), sh.rank) {
+		atomic.AddInt64(&h.server.Info.Inflight, 1)
+	}
+	if uint16(id) == sh.pk.PacketID || sh.pk.Expiry < 0 {
+		// Sent already under its id, or still waiting for send quota.
+		return
+	}
+	sh.pk.PacketID = uint16(id)
+	if err := cl.WritePacket(sh.pk); err != nil {
+		h.log.Debug("mqtt: resending a queued message under a new packet id failed", "client", cl.ID, "err", err)
+	}
+}
+
+// requeue puts the queued message pk (taken out of, or deleted from, cl's
+// session) in the session again under packet id id, with its rank, and
+// stores it (the session store's key for id may hold another message, or
+// none). It reports whether id was free in the session.
+func (h *certHook) requeue(cl *mqtt.Client, pk packets.Packet, id uint16, rank int64) bool {
+	pk.PacketID = id
+	added := cl.State.Inflight.Set(pk)
+	h.order.restored(cl.ID, id, rank)
+	if h.requeued != nil {
+		h.requeued(cl, pk, rank)
+	}
+	return added
 }
 
 // OnDisconnect forgets a publish of cl that mochi never handed over (it
@@ -217,6 +331,7 @@ func (h *certHook) OnPublished(cl *mqtt.Client, _ packets.Packet) {
 func (h *certHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	delete(h.shadowed, cl)
 	if _, ok := h.active[cl]; ok {
 		delete(h.active, cl)
 		h.cond.Broadcast()
@@ -359,11 +474,7 @@ func (h *certHook) adoptLocked(cl *mqtt.Client, t *takeover) {
 		}
 		pk.PacketID = uint16(id)
 		t.queued[i] = pk
-		cl.State.Inflight.Set(pk)
-		h.order.restored(cl.ID, pk.PacketID, t.ranks[i])
-		if h.requeued != nil {
-			h.requeued(cl, pk, t.ranks[i])
-		}
+		h.requeue(cl, pk, pk.PacketID, t.ranks[i])
 	}
 }
 
