@@ -18,8 +18,8 @@ import (
 // the client's username, as Mosquitto's use_identity_as_username does, so that
 // it is persisted with the session and restored after a restart.
 //
-// It also closes two windows in which mochi v2.7.9 loses QoS 1 messages that it
-// acknowledged to their publisher:
+// It also closes windows in which mochi v2.7.9 loses QoS 1 messages (that it
+// acknowledged to their publisher, or queued for a client):
 //
 //   - Shutdown. mochi acknowledges a QoS 1 publish before it hands the message
 //     to the subscribers (and to the session store). On shutdown the broker
@@ -56,6 +56,18 @@ import (
 //     order they were queued (queueOrder) once mochi has set the connection
 //     up (OnSessionEstablished), and only then releases the publishes to the
 //     session.
+//   - A client's own packet ids. mochi keeps the messages queued for a
+//     client and the acknowledgements of the client's incoming QoS 1 and 2
+//     publishes in one map by packet id, and takes a client's publish whose
+//     id is that of a message queued for it for a resend of one it
+//     acknowledged: it deletes the queued message from the session
+//     (processPublish, server.go:894), and the acknowledgement it then
+//     stores and deletes under that id takes the stored copy with it. Client and server
+//     number their messages independently (MQTT 3.1.1 §2.3.1), as Mosquitto
+//     does; a gateway's heartbeat deleted a run queued for the gateway, lost
+//     if the gateway went away before acknowledging it. The hook keeps a
+//     copy of such a message as the publish is read (OnPacketRead) and puts
+//     it back once mochi has processed the publish (unshadow).
 type certHook struct {
 	mqtt.HookBase
 	acl    acl
@@ -80,7 +92,8 @@ type certHook struct {
 	closing   bool
 	// shadowed holds, per client, the message queued for it that mochi is
 	// about to delete because the client's own publish being read has its
-	// packet id (see OnPacketRead).
+	// packet id, until it is put back (see OnPacketRead); a takeover of the
+	// session waits for it.
 	shadowed map[*mqtt.Client]shadowed
 }
 
@@ -190,7 +203,7 @@ func (h *certHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if !h.enter(cl, to) {
 		// mochi acknowledges nothing and sends nothing more: the shadowed
 		// message goes back where it was (the store still has it).
-		h.unshadow(cl, pk, false)
+		h.unshadow(cl, pk)
 		return pk, packets.ErrRejectPacket
 	}
 	if allowed {
@@ -228,7 +241,7 @@ func (h *certHook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	}
 	h.cond.Broadcast()
 	h.mu.Unlock()
-	h.unshadow(cl, pk, true)
+	h.unshadow(cl, pk)
 }
 
 // OnPacketRead keeps a copy of the message queued for cl (a QoS 1 or 2
@@ -246,9 +259,11 @@ func (h *certHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 || cl.Net.Inline {
 		return pk, nil
 	}
-	queued, ok := cl.State.Inflight.Get(pk.PacketID)
+	// Under mu, so that a takeover (takeQueued) either took the message
+	// out first or waits until it is put back.
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	queued, ok := cl.State.Inflight.Get(pk.PacketID)
 	if !ok || queued.FixedHeader.Type != packets.Publish {
 		// Nothing, or the acknowledgement of an incoming QoS 2 exchange
 		// (mochi handles a reused id of those itself). A copy kept for an
@@ -264,31 +279,42 @@ func (h *certHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 
 // unshadow puts the message queued for cl that the packet id of cl's
 // publish pk shadowed (OnPacketRead) back in cl's session, once mochi
-// deleted it. After an acknowledgement (acked: the publish was processed to
-// its end), mochi has also overwritten the stored message with the
-// acknowledgement and then deleted it (QoS 1; and forgot its rank), or holds
-// the acknowledgement under that id until the exchange completes (QoS 2);
-// the message is stored again, under its id if still free, else under a new
-// one, and sent again under the new one. Without an acknowledgement (the
-// broker is closing) the store was not touched.
-func (h *certHook) unshadow(cl *mqtt.Client, pk packets.Packet, acked bool) {
+// deleted it. When mochi acknowledged the publish, it also overwrote the
+// stored message with the acknowledgement and then deleted it (QoS 1; and
+// the hook forgot the message's rank), or holds the acknowledgement under
+// that id until the exchange completes (QoS 2); when it refused it (the
+// broker is closing), the store was not touched. Either way the message is
+// put back and stored again, with its rank, under its id if that is still
+// free, else under a new one, under which it is sent again.
+func (h *certHook) unshadow(cl *mqtt.Client, pk packets.Packet) {
 	h.mu.Lock()
 	sh, ok := h.shadowed[cl]
-	delete(h.shadowed, cl)
 	h.mu.Unlock()
-	if !ok || sh.pk.PacketID != pk.PacketID {
+	if !ok {
+		return
+	}
+	defer func() {
+		h.mu.Lock()
+		delete(h.shadowed, cl)
+		h.cond.Broadcast()
+		h.mu.Unlock()
+	}()
+	if sh.pk.PacketID != pk.PacketID {
 		return
 	}
 	if cl.IsTakenOver() {
-		// The session moved to another client object; mochi deleted the
-		// message before the hook took the queued messages out
-		// (OnSessionEstablish), so it is not among them.
+		// The session moved to another client object after the takeover's
+		// wait for this (OnSessionEstablish) timed out, and mochi deleted
+		// the message before the takeover took the queued messages out.
 		h.log.Warn("mqtt: a queued message shadowed by the client's own packet id was lost in a session takeover", "client", cl.ID, "topic", sh.pk.TopicName)
 		return
 	}
-	// mochi's NextPacketID reserves the id it returns (the next free one
-	// after the last it gave): taking one first keeps a publish to cl that
-	// runs meanwhile from taking the shadowed id before it is set again.
+	// mochi's NextPacketID returns the next free id after the last it gave,
+	// and gives it once: taking one first keeps a publish to cl that comes
+	// after from taking the shadowed id (free since mochi's delete) before
+	// it is set again; the id taken is the shadowed one, or another that
+	// stays unused if the shadowed one is still free. (One that took the
+	// id before, and has not set it in the session yet, is not seen.)
 	id, err := cl.NextPacketID()
 	if err != nil {
 		h.log.Error("mqtt: no packet id left for a queued message shadowed by the client's own packet id; it is dropped", "client", cl.ID, "topic", sh.pk.TopicName)
@@ -327,12 +353,15 @@ func (h *certHook) requeue(cl *mqtt.Client, pk packets.Packet, id uint16, rank i
 }
 
 // OnDisconnect forgets a publish of cl that mochi never handed over (it
-// could not write the acknowledgement, so the publisher resends it).
+// could not write the acknowledgement, so the publisher resends it), and
+// the copy OnPacketRead kept for it (see ARCHITECTURE.md: the message it
+// shadowed is lost, as before).
 func (h *certHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	_, shadowing := h.shadowed[cl]
 	delete(h.shadowed, cl)
-	if _, ok := h.active[cl]; ok {
+	if _, ok := h.active[cl]; ok || shadowing {
 		delete(h.active, cl)
 		h.cond.Broadcast()
 	}
@@ -371,7 +400,9 @@ func (h *certHook) takingOver(to map[string]bool) bool {
 // publishes to that client id back, waits for those to it being handed over
 // to the subscribers (other than the replaced connection's own: mochi closes
 // that connection during the takeover), so that every publish reaches either
-// the old object before its session is copied or the new one, and takes the
+// the old object before its session is copied or the new one, and for a
+// message of the session that the replaced connection's own publish shadows
+// to be put back (OnPacketRead), and takes the
 // messages queued in the session out of the old object, in the order they
 // were queued: mochi then copies nothing of them, and OnSessionEstablished
 // resends them. Publishes to other sessions go on meanwhile.
@@ -395,10 +426,14 @@ func (h *certHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	h.mu.Lock()
 	t := &takeover{id: cl.ID, holding: true}
 	h.takeovers[cl] = t
-	for h.busy(cl.ID, existing) && time.Now().Before(deadline) {
+	waiting := func() bool {
+		_, shadowing := h.shadowed[existing]
+		return h.busy(cl.ID, existing) || shadowing
+	}
+	for waiting() && time.Now().Before(deadline) {
 		h.cond.Wait()
 	}
-	stuck := h.busy(cl.ID, existing)
+	stuck := waiting()
 	if prev, ok := h.takeovers[existing]; ok {
 		// The replaced object took the session over itself and its
 		// connection is gone before it was resent the queued messages:
