@@ -256,7 +256,8 @@ func (h *certHook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 // one at a time, by its read loop, so the copy is of the publish mochi
 // processes next.
 func (h *certHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 || cl.Net.Inline {
+	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 || cl.Net.Inline ||
+		!mqtt.IsValidFilter(pk.TopicName, true) { // else processPublish drops it first
 		return pk, nil
 	}
 	// Under mu, so that a takeover (takeQueued) either took the message
@@ -269,7 +270,10 @@ func (h *certHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		// (mochi handles a reused id of those itself). A copy kept for an
 		// earlier publish that mochi did not process to OnPublish is
 		// forgotten.
-		delete(h.shadowed, cl)
+		if _, ok := h.shadowed[cl]; ok {
+			delete(h.shadowed, cl)
+			h.cond.Broadcast()
+		}
 		return pk, nil
 	}
 	rank, _ := h.order.lookup(cl.ID, queued.PacketID)
