@@ -41,13 +41,16 @@ type target struct {
 }
 
 // targets are the brokers every case runs against.
+// restarts is true for a target whose sessions survive a restart (its
+// target.restart is set).
 var targets = []struct {
-	name  string
-	start func(t *testing.T) *target
+	name     string
+	start    func(t *testing.T) *target
+	restarts bool
 }{
-	{"embedded", func(t *testing.T) *target { return startEmbedded(t, false) }},
-	{"embedded-pebble", func(t *testing.T) *target { return startEmbedded(t, true) }},
-	{"mosquitto", startMosquitto},
+	{"embedded", func(t *testing.T) *target { return startEmbedded(t, false) }, false},
+	{"embedded-pebble", func(t *testing.T) *target { return startEmbedded(t, true) }, true},
+	{"mosquitto", startMosquitto, false},
 }
 
 func testLogger(t *testing.T) *slog.Logger {

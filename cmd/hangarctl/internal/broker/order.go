@@ -1,7 +1,8 @@
 package broker
 
 import (
-	"sort"
+	"cmp"
+	"slices"
 	"sync"
 	"time"
 
@@ -98,31 +99,22 @@ func (o *queueOrder) forget(id string) {
 // queued and returns their ranks; those without a rank (none are expected)
 // come first, by the second they were published in, then by packet id.
 func (o *queueOrder) sort(id string, pks []packets.Packet) []int64 {
+	type ranked struct {
+		pk   packets.Packet
+		rank int64
+	}
+	rs := make([]ranked, len(pks))
 	o.mu.Lock()
-	ranks := make([]int64, len(pks))
 	for i, pk := range pks {
-		ranks[i] = o.rank[id][pk.PacketID]
+		rs[i] = ranked{pk, o.rank[id][pk.PacketID]}
 	}
 	o.mu.Unlock()
-	idx := make([]int, len(pks))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.SliceStable(idx, func(a, b int) bool {
-		x, y := idx[a], idx[b]
-		if ranks[x] != ranks[y] {
-			return ranks[x] < ranks[y]
-		}
-		if pks[x].Created != pks[y].Created {
-			return pks[x].Created < pks[y].Created
-		}
-		return pks[x].PacketID < pks[y].PacketID
+	slices.SortStableFunc(rs, func(a, b ranked) int {
+		return cmp.Or(cmp.Compare(a.rank, b.rank), cmp.Compare(a.pk.Created, b.pk.Created), cmp.Compare(a.pk.PacketID, b.pk.PacketID))
 	})
-	sorted := make([]packets.Packet, len(pks))
-	sortedRanks := make([]int64, len(pks))
-	for i, j := range idx {
-		sorted[i], sortedRanks[i] = pks[j], ranks[j]
+	ranks := make([]int64, len(pks))
+	for i, r := range rs {
+		pks[i], ranks[i] = r.pk, r.rank
 	}
-	copy(pks, sorted)
-	return sortedRanks
+	return ranks
 }
